@@ -1,0 +1,1 @@
+"""The iMessage bridge (arrives with its own issue)."""

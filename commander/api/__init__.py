@@ -1,0 +1,1 @@
+"""HTTP blueprints: they parse, authorize and serialize; the logic lives in the plain modules."""

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+
+from commander import tasks
+from commander.routing import api_route, principal
+from commander.schemas import TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
+
+bp = Blueprint("tasks", __name__)
+
+
+def cmdr():
+    return current_app.extensions["m3shd"]
+
+
+def task_out(task, reasons=None) -> TaskOut:
+    return TaskOut(**tasks.as_dict(task, (reasons or tasks.WaitingReasons())(task)))
+
+
+@api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201)
+def submit(body: TaskSubmit):
+    """Queue a prompt for the mesh; an idempotency key makes a retried submit return the first task."""
+    task, created = tasks.submit(cmdr(), principal().token_id, body)
+    return task_out(task), 201 if created else 200
+
+
+@api_route(bp, "GET", "/tasks", permission="tasks:read", query=TaskQuery, response=TaskList)
+def list_tasks(query: TaskQuery):
+    """Tasks, newest first, filtered by state or node; page with `before_id`."""
+    reasons = tasks.WaitingReasons()
+    return TaskList(tasks=[task_out(task, reasons) for task in tasks.listing(query)])
+
+
+@api_route(bp, "GET", "/tasks/<int:task_id>", permission="tasks:read", query=TaskWaitQuery, response=TaskOut)
+def get_task(task_id: int, query: TaskWaitQuery):
+    """One task; with `wait`, hold the request up to that many seconds until the task is final."""
+    return task_out(tasks.wait_final(cmdr(), task_id, query.wait))
+
+
+@api_route(bp, "POST", "/tasks/<int:task_id>/cancel", permission="tasks:cancel", response=TaskOut)
+def cancel(task_id: int):
+    """Cancel a task; a running one is stopped (its whole process group) at the node's next heartbeat."""
+    return task_out(tasks.cancel(cmdr(), task_id))

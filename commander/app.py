@@ -1,0 +1,104 @@
+"""The Flask app factory: one Commander per app, no module-level state."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+
+from flask import Flask
+
+from commander import leases, nodes, tasks
+from commander.api import events as events_api
+from commander.api import meta, nodes as nodes_api, tasks as tasks_api, tokens as tokens_api
+from commander.context import Commander
+from commander.db import open_database
+from commander.errors import register_error_handlers
+from commander.migrations import migrate
+from commander.models import ACTIVE, Node, Nonce
+from commander.secrets import SecretBox, load_keys
+from commander.wake import Dispatcher, Notifier, run_dir_for
+from m3shd import config, wire
+
+log = logging.getLogger("m3shd.commander")
+
+BLUEPRINTS = (meta.bp, nodes_api.bp, tasks_api.bp, events_api.bp, tokens_api.bp)
+
+
+def build_commander(settings: dict) -> Commander:
+    """Open the database (migrated to the latest schema) and the secrets; start no threads."""
+    database = open_database(settings["database_url"])
+    migrate(database)
+    box = SecretBox(load_keys(settings["secret_keys"], settings["data_dir"]))
+    return Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir_for(settings["data_dir"])))
+
+
+def create_app(settings: dict | None = None) -> Flask:
+    settings = settings or config.load("commander")
+    cmdr = build_commander(settings)
+    app = Flask("commander")
+    app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
+    app.json.sort_keys = False
+    app.extensions["m3shd"] = cmdr
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint, url_prefix="/api")
+    register_error_handlers(app)
+
+    @app.before_request
+    def before():
+        cmdr.ensure_started(start_background)
+        cmdr.db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def after(_exc):
+        if not cmdr.db.is_closed():
+            cmdr.db.close()
+
+    return app
+
+
+def start_background(cmdr: Commander) -> None:
+    """Per worker process: the wake socket, the claim dispatcher and the reaper."""
+    cmdr.notifier.start()
+
+    def claim(node_id, open_slots):
+        with cmdr.db.connection_context():
+            return leases.claim(cmdr, node_id, open_slots)
+
+    def queued_counts():
+        with cmdr.db.connection_context():
+            return tasks.queued_counts()
+
+    def inactive_nodes(node_ids):
+        with cmdr.db.connection_context():
+            return [n.id for n in Node.select(Node.id).where(Node.id.in_(node_ids) & (Node.state != ACTIVE))]
+
+    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, queued_counts, inactive_nodes)
+    cmdr.dispatcher.start()
+    threading.Thread(target=reap_forever, args=(cmdr,), name="reaper", daemon=True).start()
+
+
+def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
+    """Lost nodes and expired leases, once a second, in the one worker that holds the lock
+    (the OS releases it if that worker dies, and another takes over)."""
+    lock = open(cmdr.notifier.run_dir / "reaper.lock", "w")
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(every)
+    while True:
+        time.sleep(every)
+        try:
+            with cmdr.db.connection_context():
+                reap_once(cmdr)
+        except Exception:
+            log.exception("reaper pass failed; retrying")
+
+
+def reap_once(cmdr: Commander) -> None:
+    nodes.mark_lost(cmdr)
+    leases.expire(cmdr)
+    Nonce.delete().where(Nonce.seen_at < time.time() - 2 * wire.MAX_SKEW_S).execute()

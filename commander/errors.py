@@ -1,0 +1,57 @@
+"""JSON errors: `{"error": {"code", "message"}}` with the right status, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("m3shd.commander")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str):
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="m3shd"'
+    return response
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """One readable line per problem, e.g. `prompt: String should have at least 1 character`."""
+    parts = []
+    for problem in exc.errors(include_url=False)[:10]:
+        where = ".".join(str(item) for item in problem["loc"]) or "body"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(ValidationError)
+    def invalid(exc: ValidationError):
+        return error_response(400, "invalid_request", describe_validation(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+        return error_response(exc.code or 500, codes.get(exc.code, exc.name.lower().replace(" ", "_")), message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "the Commander hit an unexpected error; see its log")

@@ -1,0 +1,143 @@
+"""Leases: handing tasks to nodes, fencing their results, and taking back what expires.
+
+A lease is (task, attempt, lease_token, lease_until). Each claim bumps `attempt`; a result is
+applied only by a conditional UPDATE that still matches attempt and token, so a node that
+comes back from the dead cannot overwrite a retry's result.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from commander import events, tasks
+from commander.context import Commander
+from commander.errors import ApiError
+from commander.models import ACTIVE, FAILED, FINAL_STATES, LEASED, QUEUED, SUCCEEDED, Node, Task, now
+from commander.schemas import ResultIn
+
+CLEARED_LEASE = dict(lease_token=None, lease_until=None)
+
+
+def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
+    """Lease up to `open_slots` queued tasks this node can run: highest priority, then oldest."""
+    leases = []
+    with cmdr.writing():
+        node = Node.get_or_none(Node.id == node_id)
+        if node is None or node.state != ACTIVE or node.problem:
+            return []
+        t = now()
+        Node.update(last_seen=t).where(Node.id == node_id).execute()
+        capabilities = set(node.capabilities)
+        runnable = [list(key) for key in tasks.queued_counts() if set(key) <= capabilities]
+        if not runnable:
+            return []
+        candidates = (
+            Task.select(Task.id, Task.attempt)
+            .where((Task.state == QUEUED) & Task.requires.in_values(runnable))
+            .order_by(Task.priority.desc(), Task.id)
+            .limit(open_slots)
+        )
+        lease_until = t + cmdr.settings["lease_ttl"]
+        for task in candidates:
+            token = secrets.token_hex(16)
+            attempt = task.attempt + 1
+            taken = Task.update(
+                state=LEASED, attempt=attempt, lease_token=token, lease_until=lease_until,
+                node=node_id, started_at=t, updated_at=t,
+            ).where((Task.id == task.id) & (Task.state == QUEUED)).execute()
+            if taken:
+                events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
+                leases.append(task.id)
+    return [lease_dict(Task.get_by_id(task_id)) for task_id in leases]
+
+
+def lease_dict(task: Task) -> dict:
+    return dict(task_id=task.id, attempt=task.attempt, lease_token=task.lease_token, lease_until=task.lease_until,
+                prompt=task.prompt, model=task.model, requires=task.requires)
+
+
+def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> list[dict]:
+    """Claim now; if nothing is there, long-poll until work for this node appears or `wait` ends."""
+    deadline = now() + min(wait, cmdr.settings["claim_max_wait"])
+    leases = claim(cmdr, node.id, open_slots)
+    capabilities = set(node.capabilities)
+    while not leases and (remaining := deadline - now()) > 0:
+        cmdr.db.close()  # a waiting node holds no database connection
+        leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
+        if not leases and Node.get_by_id(node.id).state != ACTIVE:
+            break
+    return leases
+
+
+def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, bool]:
+    """Apply a signed result if its lease still holds; returns (task, duplicate).
+
+    Raises 409 for a stale attempt. The same accepted result sent again is a duplicate.
+    """
+    t = now()
+    retry = body.status == "failed" and body.infra_failure
+    fields = dict(
+        output=body.output, error=body.error, runner=body.runner, cost_usd=body.cost_usd,
+        input_tokens=body.usage.input_tokens, output_tokens=body.usage.output_tokens,
+        cache_read_tokens=body.usage.cache_read_tokens, cache_write_tokens=body.usage.cache_write_tokens,
+        duration_ms=body.duration_ms, result_signature=body.signature, updated_at=t,
+    )
+    fence = (
+        (Task.id == body.task_id) & (Task.node == node.id) & (Task.state == LEASED)
+        & (Task.attempt == body.attempt) & (Task.lease_token == body.lease_token)
+    )
+    with cmdr.writing():
+        task = tasks.get(body.task_id)
+        if retry and body.attempt < task.max_attempts:
+            # The runner broke, not the task: give it back to the queue for another try.
+            applied = Task.update(state=QUEUED, **fields, **CLEARED_LEASE).where(fence).execute()
+            kind = "task.retrying"
+        else:
+            state = SUCCEEDED if body.status == "succeeded" else FAILED
+            applied = Task.update(state=state, finished_at=t, **fields).where(fence).execute()
+            kind = f"task.{state}"
+        if applied:
+            events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,
+                           cost_usd=body.cost_usd, error=body.error)
+            return tasks.get(body.task_id), False
+    if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
+            and task.lease_token == body.lease_token and task.result_signature):
+        return task, True
+    raise ApiError(
+        409, "stale_lease",
+        f"attempt {body.attempt} of task {body.task_id} no longer holds its lease "
+        f"(the task is {task.state}, attempt {task.attempt})",
+    )
+
+
+def expire(cmdr: Commander) -> int:
+    """Leases past their time go back to the queue, or fail the task after its last attempt."""
+    t = now()
+    overdue = Task.select(Task.id, Task.attempt, Task.max_attempts, Task.node).where(
+        (Task.state == LEASED) & (Task.lease_until < t)
+    )
+    if not overdue.exists():
+        return 0
+    count = 0
+    with cmdr.writing():
+        for task in overdue:
+            fence = (Task.id == task.id) & (Task.state == LEASED) & (Task.attempt == task.attempt) & (Task.lease_until < t)
+            if task.attempt >= task.max_attempts:
+                error = f"lease expired on attempt {task.attempt} of {task.max_attempts}; giving up"
+                changed = Task.update(state=FAILED, error=error, finished_at=t, updated_at=t, **CLEARED_LEASE).where(fence).execute()
+                kind = "task.failed"
+            else:
+                changed = Task.update(state=QUEUED, updated_at=t, **CLEARED_LEASE).where(fence).execute()
+                kind = "task.requeued"
+            if changed:
+                count += 1
+                events.publish(kind, task=task.id, node=task.node_id, attempt=task.attempt, reason="lease expired")
+    return count
+
+
+def grace_after_restart(cmdr: Commander) -> None:
+    """While the Commander was down nobody could heartbeat: give live leases and nodes a fresh term."""
+    t = now()
+    with cmdr.writing():
+        Task.update(lease_until=t + cmdr.settings["lease_ttl"]).where(Task.state == LEASED).execute()
+        Node.update(last_seen=t).where(Node.state.in_(("active", "paused", "draining"))).execute()

@@ -1,0 +1,141 @@
+"""The Commander's tables. The models are bound to a database at start-up (see db.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import peewee as pw
+
+database_proxy = pw.DatabaseProxy()
+
+# Task states (DESIGN.md §4); the last three are final.
+QUEUED, LEASED = "queued", "leased"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+TASK_STATES = (QUEUED, LEASED, *FINAL_STATES)
+
+# Node states: `offline` is a clean deregistration, `lost` a node that stopped heartbeating.
+ACTIVE, PAUSED, DRAINING, LOST, OFFLINE = "active", "paused", "draining", "lost", "offline"
+NODE_STATES = (ACTIVE, PAUSED, DRAINING, LOST, OFFLINE)
+
+
+def now() -> float:
+    return time.time()
+
+
+class JSONField(pw.TextField):
+    """JSON stored as text; lists of capabilities are stored sorted so equal sets compare equal."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+    def in_values(self, values: list):
+        """`IN` over whole JSON values (peewee would otherwise flatten a list of lists)."""
+        return self.in_(pw.Value([self.db_value(v) for v in values], converter=False))
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Node(BaseModel):
+    machine_id = pw.CharField(max_length=128, unique=True)
+    name = pw.CharField(max_length=128)
+    state = pw.CharField(max_length=16, default=ACTIVE, index=True)
+    capabilities = JSONField(default=list)
+    slots = pw.IntegerField(default=1)
+    open_slots = pw.IntegerField(default=0)
+    runner = pw.CharField(max_length=32, null=True)
+    problem = pw.TextField(null=True)        # why this node cannot run tasks, in its own words
+    version = pw.CharField(max_length=32, default="")
+    signing_key = pw.TextField()             # Fernet-encrypted HMAC key
+    registered_at = pw.FloatField(default=now)
+    last_seen = pw.FloatField(default=now, index=True)
+
+
+class Token(BaseModel):
+    """API, join and node tokens; only a SHA-256 of each token is stored."""
+
+    kind = pw.CharField(max_length=8, index=True)  # api | join | node
+    name = pw.CharField(max_length=128)
+    token_hash = pw.CharField(max_length=64, unique=True)
+    prefix = pw.CharField(max_length=16)           # shown in listings, never enough to use
+    permissions = JSONField(default=list)
+    node = pw.ForeignKeyField(Node, null=True, backref="tokens", on_delete="CASCADE")
+    created_at = pw.FloatField(default=now)
+    expires_at = pw.FloatField(null=True)
+    revoked_at = pw.FloatField(null=True)
+    last_used_at = pw.FloatField(null=True)
+
+
+class Task(BaseModel):
+    state = pw.CharField(max_length=16, default=QUEUED)
+    prompt = pw.TextField()
+    requires = JSONField(default=list)
+    priority = pw.IntegerField(default=0)
+    model = pw.CharField(max_length=128, null=True)
+    idempotency_key = pw.CharField(max_length=128, null=True)
+    submitted_by = pw.ForeignKeyField(Token, null=True, backref="tasks", on_delete="SET NULL")
+    max_attempts = pw.IntegerField(default=3)
+    created_at = pw.FloatField(default=now)
+    updated_at = pw.FloatField(default=now)
+    # The current lease: fencing token for results (attempt + lease_token must both match).
+    attempt = pw.IntegerField(default=0)
+    lease_token = pw.CharField(max_length=64, null=True, index=True)
+    lease_until = pw.FloatField(null=True)
+    node = pw.ForeignKeyField(Node, null=True, backref="tasks", on_delete="SET NULL")
+    # The accepted result.
+    output = pw.TextField(null=True)
+    error = pw.TextField(null=True)
+    runner = pw.CharField(max_length=32, null=True)
+    input_tokens = pw.IntegerField(default=0)
+    output_tokens = pw.IntegerField(default=0)
+    cache_read_tokens = pw.IntegerField(default=0)
+    cache_write_tokens = pw.IntegerField(default=0)
+    cost_usd = pw.FloatField(null=True)
+    started_at = pw.FloatField(null=True)
+    finished_at = pw.FloatField(null=True)
+    duration_ms = pw.IntegerField(null=True)
+    result_signature = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        indexes = (
+            (("state", "requires", "priority"), False),
+            (("submitted_by", "idempotency_key"), True),
+        )
+
+
+class Event(BaseModel):
+    """Everything a dashboard or bridge follows; the id is the SSE event id."""
+
+    ts = pw.FloatField(default=now)
+    kind = pw.CharField(max_length=48)
+    task = pw.IntegerField(null=True, index=True)
+    node = pw.IntegerField(null=True)
+    data = JSONField(default=dict)
+
+
+class Nonce(BaseModel):
+    """Request nonces seen inside the skew window, shared by all workers to refuse replays."""
+
+    node = pw.IntegerField()
+    value = pw.CharField(max_length=64)
+    seen_at = pw.FloatField(index=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("node", "value")
+
+
+class SchemaMigration(BaseModel):
+    version = pw.IntegerField(primary_key=True)
+    name = pw.CharField(max_length=128)
+    applied_at = pw.FloatField(default=now)
+
+
+MODELS = (Node, Token, Task, Event, Nonce, SchemaMigration)

@@ -1,0 +1,148 @@
+"""The route table: every API route declares its permission and its body models here, once.
+
+`api_route` wraps a view so that authentication, authorization, request parsing and response
+serialization happen the same way everywhere; `RouteSpec` on each view feeds the OpenAPI
+document and the authorization tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from commander.errors import ApiError, describe_validation
+from commander.models import Node, Nonce, Token
+from commander.permissions import PUBLIC
+from commander.secrets import token_hash
+from m3shd import wire
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    rule: str
+    permission: str
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    signed: bool = False           # a node request: HMAC headers, and only the token's own node
+    stream: str | None = None      # media type of a streamed response
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    kind: str
+    name: str
+    permissions: frozenset[str]
+    node_id: int | None = None
+
+
+def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **options):
+    spec = RouteSpec(method=method, rule=rule, permission=permission, summary="", **options)
+
+    def decorator(handler):
+        route = RouteSpec(**{**spec.__dict__, "summary": (handler.__doc__ or "").strip().splitlines()[0]})
+
+        @functools.wraps(handler)
+        def view(**path):
+            g.principal = None if route.permission == PUBLIC else authenticate(route, path)
+            kwargs = dict(path)
+            if route.body:
+                kwargs["body"] = parse_body(route.body)
+            if route.query:
+                kwargs["query"] = parse_query(route.query)
+            result = handler(**kwargs)
+            if isinstance(result, Response):
+                return result
+            status = route.status
+            if isinstance(result, tuple):
+                result, status = result
+            return jsonify(result.model_dump(mode="json")), status
+
+        view.route_spec = route
+        bp.add_url_rule(rule, endpoint=handler.__name__, view_func=view, methods=[method])
+        return view
+
+    return decorator
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    raw = request.get_data(cache=True)
+    try:
+        document = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "invalid_request", "the request body must be a JSON object")
+    return model.model_validate(document)
+
+
+def parse_query(model: type[BaseModel]) -> BaseModel:
+    args = request.args
+    if any(len(args.getlist(key)) > 1 for key in args):
+        raise ApiError(400, "invalid_request", "a query parameter was given more than once")
+    try:
+        return model.model_validate(dict(args), strict=False)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_request", describe_validation(exc)) from None
+
+
+def bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>`")
+    return token.strip()
+
+
+def authenticate(route: RouteSpec, path: dict) -> Principal:
+    token = Token.get_or_none(Token.token_hash == token_hash(bearer_token()))
+    now = time.time()
+    if token is None or token.revoked_at is not None:
+        raise ApiError(401, "unauthenticated", "unknown or revoked token")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise ApiError(401, "unauthenticated", "the token has expired")
+    if route.permission not in token.permissions:
+        raise ApiError(403, "forbidden", f"this token lacks the `{route.permission}` permission")
+    principal = Principal(token.id, token.kind, token.name, frozenset(token.permissions), token.node_id)
+    if route.signed:
+        check_node_request(principal, path)
+    # Last-used time at minute resolution: a write per request would cost more than it tells.
+    if token.last_used_at is None or now - token.last_used_at > 60:
+        Token.update(last_used_at=now).where(Token.id == token.id).execute()
+    return principal
+
+
+def check_node_request(principal: Principal, path: dict) -> None:
+    node_id = path.get("node_id")
+    if principal.node_id is None or principal.node_id != node_id:
+        raise ApiError(403, "forbidden", "a node token may only act for its own node")
+    node = Node.get_or_none(Node.id == node_id)
+    if node is None:
+        raise ApiError(404, "not_found", f"node {node_id} does not exist")
+    box = current_app.extensions["m3shd"].box
+    query = request.query_string.decode()
+    signed_path = request.path + (f"?{query}" if query else "")
+    key = bytes.fromhex(box.decrypt(node.signing_key).decode())
+    try:
+        nonce = wire.check_request(
+            key, request.headers, request.method, signed_path, request.get_data(cache=True),
+        )
+    except ValueError as exc:
+        raise ApiError(401, "bad_signature", str(exc)) from None
+    inserted = Nonce.insert(node=node_id, value=nonce, seen_at=time.time()).on_conflict_ignore().as_rowcount().execute()
+    if not inserted:
+        raise ApiError(401, "replayed_request", "this request nonce was already used")
+    g.node, g.node_key = node, key
+
+
+def principal() -> Principal:
+    return g.principal

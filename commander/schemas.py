@@ -1,0 +1,254 @@
+"""One pydantic model per request and response body; the OpenAPI document is built from them.
+
+Request models refuse unknown fields and coerce nothing (`strict`): a wrong type is a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from commander.models import NODE_STATES, TASK_STATES
+from commander.permissions import PERMISSIONS, ROLES
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Capability = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/@+=-]+$")]
+Capabilities = Annotated[list[Capability], Field(max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+LeaseToken = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Slots = Annotated[int, Field(ge=0, le=64)]
+
+
+class ErrorDetail(Response):
+    code: str
+    message: str
+
+
+class ErrorBody(Response):
+    error: ErrorDetail
+
+
+class Health(Response):
+    status: Literal["ok"]
+    version: str
+    schema_version: int
+
+
+# --- nodes -----------------------------------------------------------------------------------
+
+class RegisterIn(Request):
+    machine_id: Annotated[str, StringConstraints(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    name: Name
+    capabilities: Capabilities = []
+    slots: Annotated[int, Field(ge=1, le=64)] = 1
+    version: Annotated[str, StringConstraints(max_length=32)] = ""
+    runner: Annotated[str, StringConstraints(max_length=32)] | None = None
+    problem: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class RegisterOut(Response):
+    node_id: int
+    node_token: str
+    signing_key: str = Field(description="hex HMAC-SHA256 key for signing requests and results")
+    heartbeat_interval: float
+    lease_ttl: float
+    claim_max_wait: float
+
+
+class LeaseRef(Request):
+    task_id: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)]
+    lease_token: LeaseToken
+
+
+class HeartbeatIn(Request):
+    open_slots: Slots
+    running: Annotated[list[LeaseRef], Field(max_length=64)] = []
+    runner: Annotated[str, StringConstraints(max_length=32)] | None = None
+    problem: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    capabilities: Capabilities | None = None
+    draining: bool = Field(False, description="the node is shutting down: finish running work, take nothing new")
+
+
+class CancelOrder(Response):
+    task_id: int
+    attempt: int
+    lease_token: str
+
+
+class Orders(Response):
+    drain: bool = False
+    pause: bool = False
+    cancel: list[CancelOrder] = []
+
+
+class HeartbeatOut(Response):
+    state: str
+    orders: Orders
+    heartbeat_interval: float
+
+
+class ClaimIn(Request):
+    open_slots: Annotated[int, Field(ge=1, le=64)]
+    wait: Annotated[float, Field(ge=0, le=3600)] = 0
+
+
+class LeaseOut(Response):
+    task_id: int
+    attempt: int
+    lease_token: str
+    lease_until: float
+    prompt: str
+    model: str | None
+    requires: list[str]
+
+
+class ClaimOut(Response):
+    leases: list[LeaseOut]
+
+
+class Usage(Request):
+    input_tokens: Annotated[int, Field(ge=0)] = 0
+    output_tokens: Annotated[int, Field(ge=0)] = 0
+    cache_read_tokens: Annotated[int, Field(ge=0)] = 0
+    cache_write_tokens: Annotated[int, Field(ge=0)] = 0
+
+
+class ResultIn(Request):
+    task_id: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)]
+    lease_token: LeaseToken
+    status: Literal["succeeded", "failed"]
+    output: Annotated[str, StringConstraints(max_length=900_000)] = ""
+    error: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    infra_failure: bool = Field(False, description="the runner broke (crash, spawn, auth, timeout): retry elsewhere")
+    usage: Usage = Usage()
+    cost_usd: Annotated[float, Field(ge=0)] | None = None
+    runner: Annotated[str, StringConstraints(max_length=32)] | None = None
+    model: Annotated[str, StringConstraints(max_length=128)] | None = None
+    started_at: Annotated[float, Field(ge=0)] | None = None
+    finished_at: Annotated[float, Field(ge=0)] | None = None
+    duration_ms: Annotated[int, Field(ge=0)] | None = None
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class NodeOut(Response):
+    id: int
+    name: str
+    machine_id: str
+    state: Literal[NODE_STATES]  # type: ignore[valid-type]
+    capabilities: list[str]
+    slots: int
+    open_slots: int
+    running: int
+    runner: str | None
+    problem: str | None
+    version: str
+    registered_at: float
+    last_seen: float
+    heartbeat_age: float
+
+
+class NodeList(Response):
+    nodes: list[NodeOut]
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+class TaskSubmit(Request):
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=200_000)]
+    requires: Capabilities = []
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+
+
+class TaskUsage(Response):
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+
+
+class TaskOut(Response):
+    id: int
+    state: Literal[TASK_STATES]  # type: ignore[valid-type]
+    prompt: str
+    requires: list[str]
+    priority: int
+    model: str | None
+    attempt: int
+    max_attempts: int
+    node_id: int | None
+    runner: str | None
+    output: str | None
+    error: str | None
+    usage: TaskUsage
+    cost_usd: float | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    duration_ms: int | None
+    waiting_reason: str | None = Field(None, description="why a queued task is not running yet")
+
+
+class TaskList(Response):
+    tasks: list[TaskOut]
+
+
+class TaskQuery(Request):
+    model_config = ConfigDict(extra="forbid")  # query strings are text: let pydantic parse numbers
+    state: Literal[TASK_STATES] | None = None  # type: ignore[valid-type]
+    node_id: Annotated[int, Field(ge=1)] | None = None
+    before_id: Annotated[int, Field(ge=1)] | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+class TaskWaitQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    wait: Annotated[float, Field(ge=0, le=300)] = 0
+
+
+class ResultOut(Response):
+    accepted: bool
+    duplicate: bool
+    task: TaskOut
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+class TokenCreate(Request):
+    kind: Literal["api", "join"] = "api"
+    name: Name
+    role: Literal[tuple(ROLES)] | None = None  # type: ignore[valid-type]
+    permissions: Annotated[list[Literal[PERMISSIONS]], Field(max_length=len(PERMISSIONS))] | None = None  # type: ignore[valid-type]
+    expires_in: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] | None = Field(
+        None, description="seconds until the token expires; none means it never does"
+    )
+
+
+class TokenCreated(Response):
+    id: int
+    kind: str
+    name: str
+    token: str = Field(description="shown once; only its hash is stored")
+    permissions: list[str]
+    expires_at: float | None
+
+
+# --- events ----------------------------------------------------------------------------------
+
+class EventsQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    after: Annotated[int, Field(ge=0)] | None = Field(None, description="replay events after this id (else: only new ones)")

@@ -1,0 +1,48 @@
+"""Secrets at rest: Fernet with MultiFernet, so keys rotate (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+
+def load_keys(configured: str, data_dir: str) -> list[bytes]:
+    """The configured keys (comma-separated, newest first), else the data directory's key
+    file, created with one new key on first start (mode 0600)."""
+    if configured:
+        return [key.strip().encode() for key in configured.split(",") if key.strip()]
+    path = Path(data_dir) / "secret.keys"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(Fernet.generate_key().decode() + "\n")
+    return [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
+
+
+class SecretBox:
+    def __init__(self, keys: list[bytes]):
+        self._fernet = MultiFernet([Fernet(key) for key in keys])
+
+    def encrypt(self, plain: bytes) -> str:
+        return self._fernet.encrypt(plain).decode()
+
+    def decrypt(self, sealed: str) -> bytes:
+        try:
+            return self._fernet.decrypt(sealed.encode())
+        except InvalidToken:
+            raise ValueError("a stored secret cannot be decrypted with the configured keys") from None
+
+
+def new_token(kind: str) -> str:
+    """`m3a_…` (API), `m3j_…` (join) or `m3n_…` (node): the prefix says what a leaked token opens."""
+    return f"m3{kind[0]}_{secrets.token_urlsafe(32)}"
+
+
+def token_hash(token: str) -> str:
+    # Tokens carry 256 random bits, so a plain SHA-256 is enough to make the stored form useless.
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,57 @@
+"""Run the Commander under gunicorn.
+
+Worker class: gevent. Every connected N0D3 holds a long-poll open and every dashboard an SSE
+stream, so most connections sit idle; a greenlet per connection costs kilobytes where a
+thread costs a stack, and one worker per core serves thousands of them. (sync workers would
+need a process per waiting node; gthread a thread each, bounded by `threads`.)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from commander.app import build_commander, create_app
+from commander.leases import grace_after_restart
+
+
+class CommanderServer(BaseApplication):
+    def __init__(self, settings: dict):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self):
+        settings = self.settings
+        options = {
+            "bind": settings["bind"],
+            "workers": settings["workers"],
+            "worker_class": "gevent",
+            "worker_connections": 4000,
+            "keepalive": 75,            # nodes reuse their connection between requests
+            "timeout": 60,
+            "graceful_timeout": 10,
+            "loglevel": settings["log_level"],
+            "errorlog": "-",
+            "proc_name": "m3shd-commander",
+            "on_starting": self.on_starting,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def on_starting(self, _arbiter):
+        # Once, in the master, before any worker: migrate, then give leases a fresh term
+        # because nobody could heartbeat while the Commander was down.
+        cmdr = build_commander(self.settings)
+        with cmdr.db.connection_context():
+            grace_after_restart(cmdr)
+        getattr(cmdr.db, "close_all", cmdr.db.close)()  # no connection may cross the fork
+
+    def load(self):
+        logging.basicConfig(level=self.settings["log_level"].upper(),
+                            format="%(asctime)s commander %(levelname)s %(message)s")
+        return create_app(self.settings)
+
+
+def serve(settings: dict) -> None:
+    CommanderServer(settings).run()

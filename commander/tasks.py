@@ -1,0 +1,110 @@
+"""Tasks: submit, read, list, cancel, and why a queued task is still waiting."""
+
+from __future__ import annotations
+
+import peewee as pw
+
+from commander import events
+from commander.context import Commander
+from commander.errors import ApiError
+from commander.models import ACTIVE, CANCELLED, FINAL_STATES, QUEUED, Node, Task, now
+from commander.schemas import TaskQuery, TaskSubmit
+
+
+def submit(cmdr: Commander, token_id: int, body: TaskSubmit) -> tuple[Task, bool]:
+    """Store a new task; with an idempotency key, a repeat returns the first task (created=False)."""
+    fields = dict(
+        prompt=body.prompt, requires=sorted(set(body.requires)), priority=body.priority, model=body.model,
+        idempotency_key=body.idempotency_key, submitted_by=token_id,
+        max_attempts=body.max_attempts or cmdr.settings["max_attempts"],
+    )
+    with cmdr.writing():
+        if body.idempotency_key:
+            existing = Task.get_or_none((Task.submitted_by == token_id) & (Task.idempotency_key == body.idempotency_key))
+            if existing:
+                return existing, False
+        task = Task.create(**fields)
+        events.publish("task.queued", task=task.id, priority=task.priority, requires=task.requires)
+    return task, True
+
+
+def get(task_id: int) -> Task:
+    task = Task.get_or_none(Task.id == task_id)
+    if task is None:
+        raise ApiError(404, "not_found", f"task {task_id} does not exist")
+    return task
+
+
+def wait_final(cmdr: Commander, task_id: int, timeout: float) -> Task:
+    """The task once it is final, or as it stands when `timeout` runs out."""
+    deadline = now() + timeout
+    while True:
+        generation = cmdr.notifier.generation
+        task = get(task_id)
+        remaining = deadline - now()
+        if task.state in FINAL_STATES or remaining <= 0:
+            return task
+        cmdr.db.close()  # hold no connection while waiting
+        cmdr.notifier.wait(generation, remaining)
+
+
+def listing(query: TaskQuery) -> list[Task]:
+    select = Task.select().order_by(Task.id.desc()).limit(query.limit)
+    if query.state:
+        select = select.where(Task.state == query.state)
+    if query.node_id:
+        select = select.where(Task.node == query.node_id)
+    if query.before_id:
+        select = select.where(Task.id < query.before_id)
+    return list(select)
+
+
+def cancel(cmdr: Commander, task_id: int) -> Task:
+    """Cancel a task that has not finished; a running one is stopped by its node's next heartbeat."""
+    with cmdr.writing():
+        task = get(task_id)
+        if task.state in FINAL_STATES:
+            raise ApiError(409, "already_final", f"task {task_id} is already {task.state}")
+        Task.update(state=CANCELLED, finished_at=now(), updated_at=now(), error="cancelled").where(
+            (Task.id == task_id) & Task.state.not_in(FINAL_STATES)
+        ).execute()
+        events.publish("task.cancelled", task=task_id, previous=task.state, node=task.node_id)
+    return get(task_id)
+
+
+class WaitingReasons:
+    """Why queued tasks are not running, from one look at the live nodes (derived, never stored)."""
+
+    def __init__(self):
+        self.nodes = list(Node.select(Node.name, Node.capabilities, Node.problem).where(Node.state == ACTIVE))
+
+    def __call__(self, task: Task) -> str | None:
+        if task.state != QUEUED:
+            return None
+        needed = set(task.requires)
+        able = [node for node in self.nodes if needed <= set(node.capabilities)]
+        if not self.nodes:
+            return "no N0D3 is connected; start one with `m3shd n0d3 run` or `m3shd up`"
+        if not able:
+            return f"no connected N0D3 has all of: {', '.join(sorted(needed))}"
+        if all(node.problem for node in able):
+            return "; ".join(f"N0D3 {node.name}: {node.problem}" for node in able)
+        return "waiting for a free slot"
+
+
+def as_dict(task: Task, reason: str | None = None) -> dict:
+    return dict(
+        id=task.id, state=task.state, prompt=task.prompt, requires=task.requires, priority=task.priority,
+        model=task.model, attempt=task.attempt, max_attempts=task.max_attempts, node_id=task.node_id,
+        runner=task.runner, output=task.output, error=task.error,
+        usage=dict(input_tokens=task.input_tokens, output_tokens=task.output_tokens,
+                   cache_read_tokens=task.cache_read_tokens, cache_write_tokens=task.cache_write_tokens),
+        cost_usd=task.cost_usd, created_at=task.created_at, updated_at=task.updated_at,
+        started_at=task.started_at, finished_at=task.finished_at, duration_ms=task.duration_ms,
+        waiting_reason=reason,
+    )
+
+
+def queued_counts() -> dict[tuple, int]:
+    rows = Task.select(Task.requires, pw.fn.COUNT(Task.id).alias("n")).where(Task.state == QUEUED).group_by(Task.requires)
+    return {tuple(row.requires): row.n for row in rows}

@@ -1,0 +1,5 @@
+import sys
+
+from m3shd.cli import main
+
+sys.exit(main())

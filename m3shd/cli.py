@@ -1,0 +1,314 @@
+"""`m3shd`: start the mesh, run its parts, and use it from a terminal.
+
+Exit status: 0 ok, 1 the task failed or was cancelled, 2 bad usage or configuration,
+3 the Commander is unreachable, 4 gave up waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from m3shd import __version__, config
+from m3shd.errors import CommanderError, CommanderUnreachable
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, status: int = EXIT_USAGE):
+        super().__init__(message)
+        self.status = status
+
+
+def say(*parts) -> None:
+    """Progress and summaries go to stderr, so stdout carries only the answer or the JSON."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def api(args):
+    # Imported here: `commander serve` must not load requests (and ssl) before gevent patches.
+    from m3shd.client import ApiClient
+
+    settings = config.load("client", args.config, url=args.url, token=args.token)
+    if not settings["token"]:
+        raise CliError("no API token: pass --token, set M3SHD_CLIENT_TOKEN, or run `m3shd up` (it saves one)")
+    return ApiClient(settings["url"], settings["token"])
+
+
+def emit(args, document, human) -> None:
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        human(document)
+
+
+def describe_usage(task: dict) -> str:
+    usage = task["usage"]
+    cost = "unknown" if task["cost_usd"] is None else f"${task['cost_usd']:.4f}"
+    return (f"tokens: {usage['input_tokens']:,} in · {usage['output_tokens']:,} out · "
+            f"{usage['cache_read_tokens']:,} cache read · {usage['cache_write_tokens']:,} cache write · cost {cost}")
+
+
+def print_task(task: dict) -> None:
+    where = f" on node {task['node_id']}" if task["node_id"] else ""
+    took = f", {task['duration_ms'] / 1000:.1f} s" if task["duration_ms"] is not None else ""
+    say(f"task {task['id']} {task['state']}{where} (attempt {task['attempt']}/{task['max_attempts']}{took})")
+    if task["state"] == "succeeded":
+        print(task["output"])
+    elif task["error"]:
+        say(f"error: {task['error']}")
+    if task["waiting_reason"]:
+        say(f"waiting: {task['waiting_reason']}")
+    if task["state"] in FINAL:
+        say(describe_usage(task))
+
+
+def wait_for(client, task_id: int, timeout: float | None) -> dict:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    said = None
+    while True:
+        remaining = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
+        task = client.get_task(task_id, wait=remaining)
+        if task["state"] in FINAL:
+            return task
+        if task["waiting_reason"] and task["waiting_reason"] != said:
+            said = task["waiting_reason"]
+            say(f"task {task_id} is {task['state']}: {said}")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CliError(f"task {task_id} is still {task['state']} after {timeout:g} s; "
+                           f"`m3shd task wait {task_id}` to keep waiting", EXIT_TIMEOUT)
+
+
+def finish(args, task: dict) -> int:
+    emit(args, task, print_task)
+    return 0 if task["state"] == "succeeded" else EXIT_FAILED
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_up(args) -> int:
+    from m3shd.up import up
+
+    return up(args)
+
+
+def cmd_commander_serve(args) -> int:
+    settings = config.load("commander", args.config, bind=args.bind, workers=args.workers)
+    from commander.server import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_n0d3_run(args) -> int:
+    settings = config.load("n0d3", args.config, url=args.url, join_token=args.join_token, slots=args.slots,
+                           name=args.name)
+    from n0d3.agent import run
+
+    return run(settings)
+
+
+def cmd_n0d3_join(args) -> int:
+    """Save the Commander URL and join token, and register once to prove they work."""
+    values = {"url": args.url, "join_token": args.token}
+    if args.name:
+        values["name"] = args.name
+    if args.slots:
+        values["slots"] = args.slots
+    if args.capabilities:
+        values["capabilities"] = [c.strip() for c in args.capabilities.split(",") if c.strip()]
+    settings = config.load("n0d3", None, **values)
+    from n0d3.agent import Agent, FatalConfig
+
+    agent = Agent(settings)
+    agent.detect_runner()
+    try:
+        agent.connect()
+    except FatalConfig as exc:
+        raise CliError(str(exc)) from None
+    path = config.config_dir() / "n0d3.toml"
+    config.write_section(path, "n0d3", values)
+    say(f"joined as node {agent.identity['node_id']}; settings saved in {path}; start it with `m3shd n0d3 run`")
+    return 0
+
+
+def cmd_task_submit(args) -> int:
+    client = api(args)
+    requires = [c.strip() for c in (args.requires or "").split(",") if c.strip()]
+    task = client.submit_task(args.prompt, requires=requires or None, priority=args.priority, model=args.model,
+                              idempotency_key=args.idempotency_key, max_attempts=args.max_attempts)
+    if args.no_wait:
+        emit(args, task, lambda t: print(t["id"]))
+        return 0
+    say(f"task {task['id']} {task['state']}; waiting for the answer (Ctrl-C stops waiting, not the task)")
+    return finish(args, wait_for(client, task["id"], args.timeout))
+
+
+def cmd_task_get(args) -> int:
+    emit(args, api(args).get_task(args.id), print_task)
+    return 0
+
+
+def cmd_task_wait(args) -> int:
+    return finish(args, wait_for(api(args), args.id, args.timeout))
+
+
+def cmd_task_cancel(args) -> int:
+    task = api(args).cancel_task(args.id)
+    emit(args, task, lambda t: say(f"task {t['id']} cancelled"))
+    return 0
+
+
+def cmd_task_list(args) -> int:
+    found = api(args).list_tasks(state=args.state, node_id=args.node, limit=args.limit)
+
+    def table(items):
+        print(f"{'ID':>6}  {'STATE':<10} {'NODE':>5}  {'COST':>9}  PROMPT")
+        for t in items:
+            cost = "" if t["cost_usd"] is None else f"${t['cost_usd']:.4f}"
+            prompt = " ".join(t["prompt"].split())
+            print(f"{t['id']:>6}  {t['state']:<10} {t['node_id'] or '':>5}  {cost:>9}  {prompt[:60]}")
+
+    emit(args, found, table)
+    return 0
+
+
+def cmd_nodes_list(args) -> int:
+    found = api(args).list_nodes()
+
+    def table(items):
+        print(f"{'ID':>4}  {'NAME':<20} {'STATE':<9} {'SLOTS':>7}  {'SEEN':>7}  RUNNER / CAPABILITIES")
+        for n in items:
+            runner = n["runner"] or f"none: {n['problem']}"
+            print(f"{n['id']:>4}  {n['name'][:20]:<20} {n['state']:<9} {n['slots'] - n['open_slots']:>3}/{n['slots']:<3}  "
+                  f"{n['heartbeat_age']:>6.1f}s  {runner}; {', '.join(n['capabilities'])}")
+
+    emit(args, found, table)
+    return 0
+
+
+def cmd_token_create(args) -> int:
+    permissions = [p.strip() for p in args.permissions.split(",")] if args.permissions else None
+    if args.local:
+        from m3shd.up import create_token_locally
+
+        created = create_token_locally(args.config, args.name, args.kind, permissions, args.role, args.expires_in)
+    else:
+        created = api(args).create_token(args.name, kind=args.kind, role=args.role, permissions=permissions,
+                                         expires_in=args.expires_in)
+    emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
+                                                          f"{', '.join(t['permissions'])}; shown once, store it now")))
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="read settings from this TOML file only")
+    client = argparse.ArgumentParser(add_help=False, parents=[common])
+    client.add_argument("--url", help="Commander URL (default: [client] url, M3SHD_CLIENT_URL)")
+    client.add_argument("--token", help="API token (default: [client] token, M3SHD_CLIENT_TOKEN)")
+    client.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    parser = argparse.ArgumentParser(prog="m3shd", description="A mesh of your own machines running Claude agents.")
+    parser.add_argument("--version", action="version", version=f"m3shd {__version__}")
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = top.add_parser("up", parents=[common], help="start a local mesh: Commander + one N0D3",
+                       description="Start the Commander under gunicorn and one N0D3 on this machine; "
+                                   "print the URL and the admin token. Ctrl-C stops both.")
+    p.add_argument("--bind", help=f"HOST:PORT for the Commander (default 127.0.0.1:{config.DEFAULT_PORT})")
+    p.add_argument("--slots", type=int, help="tasks the local N0D3 runs at once (default 2)")
+    p.set_defaults(func=cmd_up)
+
+    commander = top.add_parser("commander", help="the Commander").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = commander.add_parser("serve", parents=[common], help="serve the API under gunicorn (gevent workers)")
+    p.add_argument("--bind", help="HOST:PORT")
+    p.add_argument("--workers", type=int, help="worker processes (default 2)")
+    p.set_defaults(func=cmd_commander_serve)
+
+    n0d3 = top.add_parser("n0d3", help="the agent on a worker machine").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = n0d3.add_parser("run", parents=[common], help="run the agent (SIGTERM drains: running tasks finish)")
+    p.add_argument("--url", help="Commander URL")
+    p.add_argument("--join-token", help="join token (needed only until the node has registered)")
+    p.add_argument("--name", help="node name (default: host name)")
+    p.add_argument("--slots", type=int, help="tasks run at once")
+    p.set_defaults(func=cmd_n0d3_run)
+    p = n0d3.add_parser("join", help="register with a Commander and save its URL and join token")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("token", metavar="TOKEN", help="a join token from `m3shd token create --kind join`")
+    p.add_argument("--name")
+    p.add_argument("--slots", type=int)
+    p.add_argument("--capabilities", help="comma-separated labels or key=value pairs")
+    p.set_defaults(func=cmd_n0d3_join)
+
+    task = top.add_parser("task", help="submit and follow tasks").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = task.add_parser("submit", parents=[client], help="send a prompt to the mesh and print the answer")
+    p.add_argument("prompt")
+    p.add_argument("--requires", help="comma-separated capabilities a node must have, e.g. arch=arm64,gpu")
+    p.add_argument("--priority", type=int, help="-100..100, higher runs first (default 0)")
+    p.add_argument("--model", help="Claude model id")
+    p.add_argument("--idempotency-key", help="resubmitting with the same key returns the first task")
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--no-wait", action="store_true", help="print the task id and return")
+    p.add_argument("--timeout", type=float, help="stop waiting after this many seconds")
+    p.set_defaults(func=cmd_task_submit)
+    for name, func, text in (("get", cmd_task_get, "show a task"), ("cancel", cmd_task_cancel, "cancel a task")):
+        p = task.add_parser(name, parents=[client], help=text)
+        p.add_argument("id", type=int)
+        p.set_defaults(func=func)
+    p = task.add_parser("wait", parents=[client], help="wait for a task and print its answer")
+    p.add_argument("id", type=int)
+    p.add_argument("--timeout", type=float)
+    p.set_defaults(func=cmd_task_wait)
+    p = task.add_parser("list", parents=[client], help="list tasks, newest first")
+    p.add_argument("--state", choices=("queued", "leased", *FINAL))
+    p.add_argument("--node", type=int)
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_task_list)
+
+    nodes = top.add_parser("nodes", help="the machines in the mesh").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = nodes.add_parser("list", parents=[client], help="list nodes with state, slots and runner")
+    p.set_defaults(func=cmd_nodes_list)
+
+    token = top.add_parser("token", help="API and join tokens").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = token.add_parser("create", parents=[client], help="create a token (printed once)")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=("api", "join"), default="api")
+    p.add_argument("--role", choices=("worker", "mobile", "commander", "admin"))
+    p.add_argument("--permissions", help="comma-separated permissions instead of a role")
+    p.add_argument("--expires-in", type=float, metavar="SECONDS")
+    p.add_argument("--local", action="store_true", help="write to this machine's Commander database directly")
+    p.set_defaults(func=cmd_token_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        say(f"m3shd: {exc}")
+        return exc.status
+    except config.ConfigError as exc:
+        say(f"m3shd: configuration: {exc}")
+        return EXIT_USAGE
+    except CommanderUnreachable as exc:
+        say(f"m3shd: {exc}; is it running? (`m3shd up` starts one here)")
+        return EXIT_UNREACHABLE
+    except CommanderError as exc:
+        say(f"m3shd: the Commander said: {exc.message} ({exc.status})")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

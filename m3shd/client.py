@@ -1,0 +1,102 @@
+"""Clients of the Commander API: `ApiClient` for people and tools, `NodeClient` for a N0D3.
+
+requests + stdlib only, so a Raspberry Pi N0D3 installs nothing heavier.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from m3shd import wire
+from m3shd.errors import CommanderError, CommanderUnreachable
+
+__all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable"]
+
+
+class _Base:
+    def __init__(self, url: str, token: str, timeout: float = 30.0):
+        if not url:
+            raise ValueError("no Commander URL configured")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "m3shd"
+
+    def _send(self, method: str, path: str, body=None, headers=None, timeout=None, params=None, data=None):
+        if body is not None:
+            data = wire.canonical_json(body)
+        merged = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers
+        try:
+            response = self.session.request(method, self.url + path, data=data, headers=merged, params=params,
+                                            timeout=timeout or self.timeout)
+        except requests.RequestException as exc:
+            raise CommanderUnreachable(f"cannot reach the Commander at {self.url}: {exc.__class__.__name__}") from None
+        if response.status_code == 204:
+            return None
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if response.status_code >= 400:
+            error = (document or {}).get("error", {}) if isinstance(document, dict) else {}
+            raise CommanderError(response.status_code, error.get("code", "http_error"),
+                                 error.get("message", response.text[:200] or response.reason))
+        return document
+
+
+class ApiClient(_Base):
+    def health(self) -> dict:
+        return self._send("GET", "/api/health")
+
+    def submit_task(self, prompt: str, **fields) -> dict:
+        return self._send("POST", "/api/tasks", {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}})
+
+    def get_task(self, task_id: int, wait: float = 0) -> dict:
+        params = {"wait": wait} if wait else None
+        return self._send("GET", f"/api/tasks/{task_id}", params=params, timeout=wait + self.timeout)
+
+    def list_tasks(self, **filters) -> list[dict]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._send("GET", "/api/tasks", params=params)["tasks"]
+
+    def cancel_task(self, task_id: int) -> dict:
+        return self._send("POST", f"/api/tasks/{task_id}/cancel")
+
+    def list_nodes(self) -> list[dict]:
+        return self._send("GET", "/api/nodes")["nodes"]
+
+    def create_token(self, name: str, **fields) -> dict:
+        return self._send("POST", "/api/tokens", {"name": name, **{k: v for k, v in fields.items() if v is not None}})
+
+    def register(self, **fields) -> dict:
+        return self._send("POST", "/api/nodes/register", fields)
+
+
+class NodeClient(_Base):
+    """Every request signed with the node key (DESIGN.md §3)."""
+
+    def __init__(self, url: str, node_id: int, token: str, signing_key: str, timeout: float = 30.0):
+        super().__init__(url, token, timeout)
+        self.node_id = node_id
+        self.key = bytes.fromhex(signing_key)
+
+    def _signed(self, action: str, body=None, timeout=None):
+        path = f"/api/nodes/{self.node_id}/{action}"
+        payload = wire.canonical_json(body if body is not None else {})
+        headers = wire.sign_request(self.key, "POST", path, payload)
+        return self._send("POST", path, data=payload, headers=headers, timeout=timeout)
+
+    def heartbeat(self, **fields) -> dict:
+        return self._signed("heartbeat", fields)
+
+    def claim(self, open_slots: int, wait: float) -> list[dict]:
+        return self._signed("claim", {"open_slots": open_slots, "wait": wait}, timeout=wait + self.timeout)["leases"]
+
+    def post_result(self, result: dict) -> dict:
+        signed = dict(result, signature=wire.sign_result(self.key, result))
+        return self._signed("results", signed)
+
+    def deregister(self) -> None:
+        self._signed("deregister")

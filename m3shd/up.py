@@ -1,0 +1,158 @@
+"""`m3shd up`: a whole mesh on this machine: the Commander under gunicorn and one N0D3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from m3shd import config
+from m3shd.client import ApiClient, CommanderUnreachable
+
+
+def say(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
+    """Create a token straight in this machine's Commander database (bootstrap, no API token yet)."""
+    from commander import tokens
+    from commander.app import build_commander
+
+    cmdr = build_commander(config.load("commander", config_file))
+    with cmdr.db.connection_context(), cmdr.writing():
+        token, secret = tokens.create(name, kind, permissions, role, expires_in)
+    return tokens.as_created(token, secret)
+
+
+def _saved_token(path: Path, config_file, name: str, kind: str, role: str | None) -> str:
+    """Reuse the token kept in `path` while the database still accepts it, else make a new one."""
+    from commander.app import build_commander
+    from commander.models import Token
+    from commander.secrets import token_hash
+
+    if path.exists():
+        secret = path.read_text().strip()
+        cmdr = build_commander(config.load("commander", config_file))
+        with cmdr.db.connection_context():
+            row = Token.get_or_none(Token.token_hash == token_hash(secret))
+        if row and row.revoked_at is None and (row.expires_at is None or row.expires_at > time.time()):
+            return secret
+    secret = create_token_locally(config_file, name, kind, role=role)["token"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return secret
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _stop(process: subprocess.Popen, grace: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def up(args) -> int:
+    settings = config.load("commander", args.config, bind=args.bind)
+    host, _, port = settings["bind"].rpartition(":")
+    url = f"http://{host}:{port}"
+    if not _port_free(host, int(port)):
+        say(f"m3shd up: {settings['bind']} is already in use (another m3shd up?). "
+            f"Stop it, or pick another address with --bind HOST:PORT.")
+        return 2
+    data = Path(settings["data_dir"])
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    say(f"preparing the Commander's database in {data} …")
+    admin = _saved_token(data / "admin.token", args.config, "admin (m3shd up)", "api", "admin")
+    join = _saved_token(data / "local-join.token", args.config, "local N0D3 (m3shd up)", "join", None)
+
+    client_file = config.config_dir() / "client.toml"
+    if not client_file.exists() or config.load("client", client_file)["url"] == url:
+        config.write_section(client_file, "client", {"url": url, "token": admin})
+
+    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings["bind"], M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
+    if args.slots:
+        env["M3SHD_N0D3_SLOTS"] = str(args.slots)
+    extra = ["--config", args.config] if args.config else []
+    say(f"starting the Commander on {url} …")
+    commander = subprocess.Popen([sys.executable, "-m", "m3shd", "commander", "serve", *extra], env=env)
+    children = [commander]
+
+    def stop_all(*_):
+        for child in reversed(children):  # the N0D3 first: it drains, then deregisters
+            _stop(child, 30)
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
+    try:
+        api = ApiClient(url, admin, timeout=2)
+        deadline = time.time() + 30
+        while True:
+            if commander.poll() is not None:
+                say("m3shd up: the Commander exited during start-up; its log is above")
+                return 1
+            try:
+                api.health()
+                break
+            except CommanderUnreachable:
+                if time.time() > deadline:
+                    say("m3shd up: the Commander did not answer within 30 s")
+                    stop_all()
+                    return 1
+                time.sleep(0.2)
+        say("starting the local N0D3 …")
+        children.append(subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run", *extra], env=env))
+        node = _wait_for_node(api, children[-1])
+        _banner(url, admin, client_file, node)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        say("m3shd up: a part of the mesh exited; stopping the rest")
+        return 1
+    except KeyboardInterrupt:
+        say("\nstopping: the N0D3 finishes its running tasks first …")
+        return 0
+    finally:
+        stop_all()
+
+
+def _wait_for_node(api: ApiClient, process: subprocess.Popen) -> dict | None:
+    deadline = time.time() + 20
+    while time.time() < deadline and process.poll() is None:
+        found = [n for n in api.list_nodes() if n["state"] == "active"]
+        if found:
+            return found[-1]
+        time.sleep(0.3)
+    return None
+
+
+def _banner(url: str, admin: str, client_file: Path, node: dict | None) -> None:
+    lines = ["", "M3SHD is up.",
+             f"  Commander    {url}   (API description: {url}/api/openapi.json)",
+             f"  Admin token  {admin}",
+             f"               saved in {client_file}, so the m3shd command uses it"]
+    if node is None:
+        lines.append("  N0D3         did not register; see its log above")
+    elif node["runner"]:
+        lines.append(f"  N0D3         {node['name']} (node {node['id']}), runner {node['runner']}, {node['slots']} slots")
+    else:
+        lines.append(f"  N0D3         {node['name']} (node {node['id']}) has NO runner: {node['problem']}")
+        lines.append("               tasks wait, with this reason shown, until it is fixed")
+    lines += ["", 'Try it from another terminal:  m3shd task submit "Write a haiku about meshes"',
+              "Stop with Ctrl-C (the N0D3 finishes its running tasks first).", ""]
+    say("\n".join(lines))

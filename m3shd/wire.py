@@ -1,0 +1,79 @@
+"""Wire protocol v1: canonical JSON and the HMAC signatures both ends compute.
+
+Stdlib only: the N0D3 imports this on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+
+PROTOCOL_VERSION = 1
+MAX_SKEW_S = 300
+
+HEADER_TIMESTAMP = "X-M3SHD-Timestamp"
+HEADER_NONCE = "X-M3SHD-Nonce"
+HEADER_SIGNATURE = "X-M3SHD-Signature"
+
+
+def canonical_json(value) -> bytes:
+    """Sorted keys, compact separators, UTF-8: the bytes every signature covers."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hmac_hex(key: bytes, message: bytes) -> str:
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def request_message(ts: str, nonce: str, method: str, path: str, body: bytes) -> bytes:
+    """What a node request's signature covers; `path` includes the query string."""
+    return "\n".join((ts, nonce, method.upper(), path, sha256_hex(body))).encode()
+
+
+def sign_request(key: bytes, method: str, path: str, body: bytes, now: float | None = None) -> dict:
+    """Headers that authenticate one node request."""
+    ts = str(int(time.time() if now is None else now))
+    nonce = secrets.token_hex(16)
+    return {
+        HEADER_TIMESTAMP: ts,
+        HEADER_NONCE: nonce,
+        HEADER_SIGNATURE: _hmac_hex(key, request_message(ts, nonce, method, path, body)),
+    }
+
+
+def check_request(key: bytes, headers, method: str, path: str, body: bytes, now: float | None = None) -> str:
+    """Verify a signed request; returns its nonce (the caller refuses a replay), raises ValueError."""
+    ts = headers.get(HEADER_TIMESTAMP, "")
+    nonce = headers.get(HEADER_NONCE, "")
+    signature = headers.get(HEADER_SIGNATURE, "")
+    if not (ts and nonce and signature):
+        raise ValueError("missing request signature headers")
+    if not ts.isdigit() or not (8 <= len(nonce) <= 64) or not nonce.isalnum():
+        raise ValueError("malformed request signature headers")
+    now = time.time() if now is None else now
+    if abs(now - int(ts)) > MAX_SKEW_S:
+        raise ValueError(f"request timestamp is more than {MAX_SKEW_S} s away from the Commander's clock")
+    expected = _hmac_hex(key, request_message(ts, nonce, method, path, body))
+    if not hmac.compare_digest(expected, signature):
+        raise ValueError("bad request signature")
+    return nonce
+
+
+def result_payload(result: dict) -> dict:
+    """The part of a result that its signature covers (everything but the signature)."""
+    return {k: v for k, v in result.items() if k != "signature"}
+
+
+def sign_result(key: bytes, result: dict) -> str:
+    return _hmac_hex(key, canonical_json(result_payload(result)))
+
+
+def check_result(key: bytes, result: dict) -> bool:
+    return hmac.compare_digest(sign_result(key, result), str(result.get("signature", "")))

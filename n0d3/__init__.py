@@ -1,0 +1,1 @@
+"""The N0D3 agent: runs tasks from the Commander on this machine."""

@@ -1,0 +1,315 @@
+"""The N0D3 agent: register, heartbeat, claim, run, sign, report.
+
+Threads: the main one claims (long-poll) and starts tasks; one heartbeats; one delivers held
+results; one per running task. The agent never crashes on a Commander that is down: it backs
+off and retries, and a finished result stays on disk until the Commander has answered for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from m3shd import __version__
+from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
+from n0d3.runners import TaskSpec, detect
+from n0d3.state import State
+
+log = logging.getLogger("m3shd.n0d3")
+
+
+class FatalConfig(Exception):
+    """Nothing to retry: the configuration must change (exit status 2)."""
+
+
+@dataclass
+class Running:
+    lease: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Backoff:
+    """1 s doubling to 30 s, reset on success; says once that the Commander is unreachable."""
+
+    def __init__(self, what: str):
+        self.what, self.delay, self.failing = what, 1.0, False
+
+    def failed(self, error: Exception) -> float:
+        if not self.failing:
+            log.warning("%s: %s; retrying with back-off", self.what, error)
+        self.failing = True
+        delay, self.delay = self.delay, min(self.delay * 2, 30.0)
+        return delay
+
+    def ok(self) -> None:
+        if self.failing:
+            log.info("%s: the Commander answers again", self.what)
+        self.failing, self.delay = False, 1.0
+
+
+def base_capabilities() -> list[str]:
+    arch = platform.machine().lower()
+    arch = {"aarch64": "arm64", "amd64": "x86_64"}.get(arch, arch)
+    return [f"os={platform.system().lower()}", f"arch={arch}"]
+
+
+class Agent:
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.state = State(settings["state_dir"])
+        self.slots = settings["slots"]
+        self.client: NodeClient | None = None
+        self.running: dict[str, Running] = {}
+        self.lock = threading.Lock()
+        self.slot_freed = threading.Condition(self.lock)
+        self.stopping = threading.Event()      # SIGTERM: finish running work, take nothing new
+        self.done = threading.Event()          # everything has stopped
+        self.poke_heartbeat = threading.Event()
+        self.poke_outbox = threading.Event()
+        self.held_orders = {"drain": False, "pause": False}
+        self.detection = None
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def detect_runner(self) -> None:
+        s = self.settings
+        found = detect(prefer=s["runner"], claude_path=s["claude_path"] or None,
+                       base_url=s["anthropic_base_url"] or None, default_model=s["model"] or None)
+        previous = self.detection
+        self.detection = found
+        if previous is None or (previous.runner is None) != (found.runner is None):
+            if found.runner is None:
+                log.warning("%s; this N0D3 stays connected and tasks wait until it is fixed", found.problem)
+            else:
+                log.info("runner: %s", found.runner.name)
+
+    def capabilities(self) -> list[str]:
+        return sorted(set(base_capabilities() + self.detection.capabilities + self.settings["capabilities"]))
+
+    def registration(self) -> dict:
+        return dict(machine_id=self.state.machine_id(self.settings["name"]), name=self.settings["name"],
+                    capabilities=self.capabilities(), slots=self.slots, version=__version__,
+                    runner=self.detection.runner.name if self.detection.runner else None,
+                    problem=self.detection.problem)
+
+    def connect(self) -> None:
+        """Register with the join token (fresh secrets), or fall back to the identity on disk."""
+        s = self.settings
+        if not s["url"]:
+            raise FatalConfig("no Commander URL: set [n0d3] url, M3SHD_N0D3_URL, or run `m3shd n0d3 join URL TOKEN`")
+        identity = self.state.identity()
+        if s["join_token"]:
+            backoff = Backoff("registering")
+            while not self.stopping.is_set():
+                try:
+                    reply = ApiClient(s["url"], s["join_token"]).register(**self.registration())
+                    identity = dict(url=s["url"], node_id=reply["node_id"], node_token=reply["node_token"],
+                                    signing_key=reply["signing_key"], heartbeat_interval=reply["heartbeat_interval"])
+                    self.state.save_identity(identity)
+                    backoff.ok()
+                    break
+                except CommanderUnreachable as exc:
+                    self.stopping.wait(backoff.failed(exc))
+                except CommanderError as exc:
+                    if exc.status in (401, 403) and identity:
+                        log.warning("the join token was refused (%s); using the saved identity", exc.message)
+                        break
+                    raise FatalConfig(f"the Commander refused to register this N0D3: {exc.message}") from None
+        if not identity:
+            raise FatalConfig("no join token and no saved identity: run `m3shd n0d3 join URL TOKEN` first")
+        self.identity = identity
+        self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"])
+        log.info("N0D3 %s is node %s at %s (%d slots)", s["name"], identity["node_id"], identity["url"], self.slots)
+
+    # --- the loops ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.shutdown())
+        self.detect_runner()
+        try:
+            self.connect()
+        except FatalConfig as exc:
+            log.error("%s", exc)
+            return 2
+        threads = [threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
+                   threading.Thread(target=self.outbox_loop, name="outbox", daemon=True)]
+        for thread in threads:
+            thread.start()
+        self.claim_loop()
+        self.drain()
+        return 0
+
+    def shutdown(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: finishing running tasks, taking nothing new")
+            self.stopping.set()
+            self.poke_heartbeat.set()  # tell the Commander now, which also ends our long-poll
+
+    def claim_loop(self) -> None:
+        backoff = Backoff("claiming work")
+        while not self.stopping.is_set():
+            with self.lock:
+                free = self.slots - len(self.running)
+                if free <= 0:
+                    self.slot_freed.wait(1.0)
+                    continue
+            if self.detection.runner is None or self.held_orders["pause"] or self.held_orders["drain"]:
+                self.stopping.wait(1.0)
+                continue
+            try:
+                leases = self.client.claim(free, self.settings["claim_wait"])
+                backoff.ok()
+            except CommanderUnreachable as exc:
+                self.stopping.wait(backoff.failed(exc))
+                continue
+            except CommanderError as exc:
+                self.stopping.wait(self.on_refused(exc, backoff))
+                continue
+            for lease in leases:
+                self.start_task(lease)
+
+    def on_refused(self, exc: CommanderError, backoff: Backoff) -> float:
+        if exc.status == 401 and exc.code not in ("bad_signature", "replayed_request"):
+            log.warning("the Commander no longer knows this node's token; registering again")
+            try:
+                self.connect()
+            except FatalConfig as fatal:
+                log.error("%s", fatal)
+        return backoff.failed(exc)
+
+    def heartbeat_loop(self) -> None:
+        backoff = Backoff("heartbeat")
+        interval = self.identity.get("heartbeat_interval", 5.0)
+        while not self.done.is_set():
+            if self.detection.runner is None:
+                self.detect_runner()
+            try:
+                reply = self.client.heartbeat(**self.heartbeat_body())
+                backoff.ok()
+                interval = reply["heartbeat_interval"]
+                self.obey(reply["orders"])
+                wait = interval
+            except CommanderUnreachable as exc:
+                wait = min(backoff.failed(exc), interval)
+            except CommanderError as exc:
+                wait = min(self.on_refused(exc, backoff), interval)
+            self.poke_heartbeat.wait(wait)
+            self.poke_heartbeat.clear()
+
+    def heartbeat_body(self) -> dict:
+        with self.lock:
+            running = [r.lease for r in self.running.values()]
+        # Results still on disk keep their leases alive too, so a Commander outage loses nothing.
+        held = [result for _, result in self.state.held()]
+        refs = {(x["task_id"], x["attempt"]): dict(task_id=x["task_id"], attempt=x["attempt"], lease_token=x["lease_token"])
+                for x in running + held}
+        runner = self.detection.runner
+        return dict(open_slots=max(0, self.slots - len(running)), running=list(refs.values())[:64],
+                    runner=runner.name if runner else None, problem=self.detection.problem,
+                    capabilities=self.capabilities(), draining=self.stopping.is_set())
+
+    def obey(self, orders: dict) -> None:
+        for order in orders["cancel"]:
+            with self.lock:
+                item = self.running.get(order["lease_token"])
+            if item and not item.cancel.is_set():
+                log.info("cancelling task %s (attempt %s) on the Commander's order", order["task_id"], order["attempt"])
+                item.cancel.set()
+        self.held_orders = {"drain": orders["drain"], "pause": orders["pause"]}
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def start_task(self, lease: dict) -> None:
+        item = Running(lease)
+        with self.lock:
+            self.running[lease["lease_token"]] = item
+        log.info("task %s attempt %s: started", lease["task_id"], lease["attempt"])
+        threading.Thread(target=self.execute, args=(item,), name=f"task-{lease['task_id']}", daemon=True).start()
+
+    def execute(self, item: Running) -> None:
+        lease = item.lease
+        spec = TaskSpec.from_lease(dict(lease, timeout_s=self.settings["task_timeout"]))
+        started = time.time()
+        try:
+            result = self.detection.runner.run(spec, item.cancel)
+        finally:
+            with self.lock:
+                self.running.pop(lease["lease_token"], None)
+                self.slot_freed.notify_all()
+        finished = time.time()
+        if result.cancelled:
+            log.info("task %s attempt %s: cancelled", lease["task_id"], lease["attempt"])
+            return
+        self.state.hold(dict(
+            task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
+            status=result.status, output=result.output, error=result.error, infra_failure=result.infra_failure,
+            usage=result.usage, cost_usd=result.cost_usd, runner=self.detection.runner.name, model=result.model,
+            started_at=started, finished_at=finished, duration_ms=int((finished - started) * 1000),
+        ))
+        log.info("task %s attempt %s: %s in %.1f s", lease["task_id"], lease["attempt"], result.status, finished - started)
+        self.poke_outbox.set()
+
+    def outbox_loop(self) -> None:
+        backoff = Backoff("delivering results")
+        while not self.done.is_set():
+            wait = 5.0
+            for path, result in self.state.held():
+                try:
+                    reply = self.client.post_result(result)
+                    backoff.ok()
+                    if reply["duplicate"]:
+                        log.info("task %s: result was already accepted", result["task_id"])
+                except CommanderUnreachable as exc:
+                    wait = backoff.failed(exc)
+                    break
+                except CommanderError as exc:
+                    if exc.status in (404, 409):
+                        log.warning("task %s attempt %s: result refused: %s", result["task_id"], result["attempt"], exc.message)
+                    elif exc.status >= 500 or exc.status == 401:
+                        wait = self.on_refused(exc, backoff) if exc.status == 401 else backoff.failed(exc)
+                        break
+                    else:
+                        log.error("task %s: result rejected, kept in %s: %s", result["task_id"], path, exc.message)
+                        path.rename(path.with_suffix(".rejected"))
+                        continue
+                path.unlink(missing_ok=True)
+            self.poke_outbox.wait(wait)
+            self.poke_outbox.clear()
+
+    def drain(self) -> None:
+        """After SIGTERM: let running tasks finish (bounded), deliver their results, deregister."""
+        deadline = time.time() + self.settings["drain_timeout"]
+        with self.lock:
+            while self.running and time.time() < deadline:
+                self.slot_freed.wait(1.0)
+            leftover = list(self.running.values())
+        for item in leftover:
+            item.cancel.set()  # out of time: end them; their leases expire and are retried elsewhere
+        flush_until = time.time() + 15
+        while self.state.held() and time.time() < flush_until:
+            self.poke_outbox.set()
+            time.sleep(0.2)
+        left = len(self.state.held())
+        if left:
+            # Deregistering would expire their leases; they are delivered at the next start instead.
+            log.warning("%d result(s) kept in %s for the next start", left, self.state.outbox)
+            self.done.set()
+            return
+        try:
+            self.client.deregister()
+            log.info("deregistered; goodbye")
+        except (CommanderUnreachable, CommanderError) as exc:
+            log.warning("could not deregister: %s", exc)
+        self.done.set()
+
+
+def run(settings: dict) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s n0d3 %(levelname)s %(message)s")
+    os.umask(0o077)
+    return Agent(settings).run()

@@ -1,0 +1,82 @@
+"""What a N0D3 keeps on disk: its identity, and finished results until the Commander has them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+
+def _write_private(path: Path, data: dict) -> None:
+    """Atomically (temp file, fsync, rename), readable by this user only: it holds secrets."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def _system_machine_id() -> str:
+    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            return Path(candidate).read_text().strip()
+        except OSError:
+            continue
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True,
+                                 text=True, timeout=5).stdout
+            for line in out.splitlines():
+                if "IOPlatformUUID" in line:
+                    return line.split('"')[-2]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return ""
+
+
+class State:
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.outbox = self.dir / "outbox"
+        self.outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir.chmod(0o700)
+
+    def machine_id(self, name: str) -> str:
+        """Stable per machine and node name, so re-registering returns the same node; kept on disk."""
+        path = self.dir / "machine-id"
+        if path.exists():
+            return path.read_text().strip()
+        base = _system_machine_id()
+        value = hashlib.sha256(f"{base}:{name}".encode()).hexdigest()[:32] if base else uuid.uuid4().hex
+        path.write_text(value + "\n")
+        return value
+
+    def identity(self) -> dict | None:
+        try:
+            return json.loads((self.dir / "identity.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_identity(self, identity: dict) -> None:
+        _write_private(self.dir / "identity.json", identity)
+
+    def hold(self, result: dict) -> Path:
+        """Keep a finished result on disk until the Commander accepts (or refuses) it."""
+        path = self.outbox / f"{result['task_id']}-{result['attempt']}.json"
+        _write_private(path, result)
+        return path
+
+    def held(self) -> list[tuple[Path, dict]]:
+        items = []
+        for path in sorted(self.outbox.glob("*.json")):
+            try:
+                items.append((path, json.loads(path.read_text())))
+            except (OSError, ValueError):
+                path.rename(path.with_suffix(".corrupt"))  # keep it for a person, stop retrying it
+        return items

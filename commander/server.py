@@ -30,7 +30,7 @@ class CommanderServer(BaseApplication):
             "worker_connections": 4000,
             "keepalive": 75,            # nodes reuse their connection between requests
             "timeout": 60,
-            "graceful_timeout": 10,
+            "graceful_timeout": 5,       # idle keep-alive connections would hold a stop this long
             "loglevel": settings["log_level"],
             "errorlog": "-",
             "proc_name": "m3shd-commander",

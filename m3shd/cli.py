@@ -129,7 +129,7 @@ def cmd_n0d3_join(args) -> int:
     agent = Agent(settings)
     agent.detect_runner()
     try:
-        agent.connect()
+        agent.connect(fall_back=False)
     except FatalConfig as exc:
         raise CliError(str(exc)) from None
     path = config.config_dir() / "n0d3.toml"

@@ -92,7 +92,9 @@ def up(args) -> int:
         env["M3SHD_N0D3_SLOTS"] = str(args.slots)
     extra = ["--config", args.config] if args.config else []
     say(f"starting the Commander on {url} …")
-    commander = subprocess.Popen([sys.executable, "-m", "m3shd", "commander", "serve", *extra], env=env)
+    # Own sessions: Ctrl-C reaches only us, and we stop the N0D3 (it drains) before the Commander.
+    commander = subprocess.Popen([sys.executable, "-m", "m3shd", "commander", "serve", *extra], env=env,
+                                 start_new_session=True)
     children = [commander]
 
     def stop_all(*_):
@@ -117,7 +119,8 @@ def up(args) -> int:
                     return 1
                 time.sleep(0.2)
         say("starting the local N0D3 …")
-        children.append(subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run", *extra], env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run", *extra], env=env,
+                                         start_new_session=True))
         node = _wait_for_node(api, children[-1])
         _banner(url, admin, client_file, node)
         while all(child.poll() is None for child in children):

@@ -97,8 +97,9 @@ class Agent:
                     runner=self.detection.runner.name if self.detection.runner else None,
                     problem=self.detection.problem)
 
-    def connect(self) -> None:
-        """Register with the join token (fresh secrets), or fall back to the identity on disk."""
+    def connect(self, fall_back: bool = True) -> None:
+        """Register with the join token (fresh secrets), or fall back to the identity on disk
+        (an explicit `join` never falls back: its token must work)."""
         s = self.settings
         if not s["url"]:
             raise FatalConfig("no Commander URL: set [n0d3] url, M3SHD_N0D3_URL, or run `m3shd n0d3 join URL TOKEN`")
@@ -116,7 +117,7 @@ class Agent:
                 except CommanderUnreachable as exc:
                     self.stopping.wait(backoff.failed(exc))
                 except CommanderError as exc:
-                    if exc.status in (401, 403) and identity:
+                    if exc.status in (401, 403) and identity and fall_back:
                         log.warning("the join token was refused (%s); using the saved identity", exc.message)
                         break
                     raise FatalConfig(f"the Commander refused to register this N0D3: {exc.message}") from None

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from m3shd.client import ApiClient, CommanderUnreachable
 
@@ -167,6 +168,25 @@ class N0D3:
 
     def held_results(self) -> list[Path]:
         return sorted((self.state_dir / "outbox").glob("*.json"))
+
+
+def sse_events(commander: Commander, after: int = 0, until: str | None = None, idle: float = 1.0) -> list[dict]:
+    """Read the event stream from `after` until an event of kind `until`, or until it is idle."""
+    seen = []
+    try:
+        with requests.get(f"{commander.url}/api/events", params={"after": after}, stream=True, timeout=(5, idle),
+                          headers={"Authorization": f"Bearer {commander.admin_token}"}) as response:
+            assert response.status_code == 200
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            for line in response.iter_lines(decode_unicode=True):
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if seen[-1]["kind"] == until:
+                        break
+    except requests.exceptions.ConnectionError:  # the read timed out: the stream is idle
+        if until is not None:
+            raise AssertionError(f"no {until} event; saw {[e['kind'] for e in seen]}") from None
+    return seen
 
 
 @pytest.fixture

@@ -1,0 +1,410 @@
+"""How a N0D3 runs one task with Claude: the Claude Code CLI, or the Messages API.
+
+The agent runs on a Raspberry Pi, so this module imports only the stdlib;
+`anthropic` (and pydantic with it) is imported inside the SDK runner when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field, fields
+
+DEFAULT_SDK_MODEL = "claude-sonnet-5-5"  # the current Sonnet
+
+NO_RUNNER = (
+    "no Claude runner: install Claude Code (npm install -g @anthropic-ai/claude-code) "
+    "so `claude` is on PATH, or set ANTHROPIC_API_KEY"
+)
+
+_POLL_S = 0.1
+_STDERR_TAIL_CHARS = 2000
+
+# USD per million tokens: model-id prefix -> (input, output, cache-read multiple of input).
+# 5-minute cache writes are 1.25x input on every model. Haiku 5.5 is the <=100k-token
+# prompt band (longer prompts bill 5x). Source: platform.claude.com/docs/en/about-claude/pricing,
+# with the 2026-10-07 Sonnet 5.5 cache-read cut; checked 2026-11-21.
+_PRICES: dict[str, tuple[float, float, float]] = {
+    "claude-fable-5-1": (10.0, 50.0, 0.025),
+    "claude-mythos-5-1": (10.0, 50.0, 0.025),
+    "claude-fable-5": (10.0, 50.0, 0.1),
+    "claude-mythos-5": (10.0, 50.0, 0.1),
+    "claude-opus-5-5": (4.0, 20.0, 0.05),
+    "claude-opus-5": (5.0, 25.0, 0.1),
+    "claude-opus-4-8": (5.0, 25.0, 0.1),
+    "claude-opus-4-7": (5.0, 25.0, 0.1),
+    "claude-opus-4-6": (5.0, 25.0, 0.1),
+    "claude-opus-4-5": (5.0, 25.0, 0.1),
+    "claude-sonnet-5-5": (2.0, 10.0, 0.05),
+    "claude-sonnet-5": (2.0, 10.0, 0.1),
+    "claude-sonnet-4": (3.0, 15.0, 0.1),
+    "claude-haiku-5-5": (0.10, 0.50, 0.1),
+    "claude-haiku-4-5": (1.0, 5.0, 0.1),
+}
+_CACHE_WRITE_MULTIPLE = 1.25
+
+# Messages API error types that are the service's or the account's fault, not the task's.
+_SERVICE_ERRORS = {"authentication_error", "permission_error", "rate_limit_error", "api_error",
+                   "overloaded_error"}
+
+# What Claude Code prints when it cannot authenticate ("Invalid API key · Please run
+# /login", "Not logged in · Please run /login", an API 401): the machine, not the task.
+_CLI_AUTH_ERROR = re.compile(
+    r"/login|invalid api key|missing api key|not logged in|oauth token|authentication_error",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class RunResult:
+    status: str  # "succeeded" or "failed"
+    output: str
+    error: str | None
+    usage: dict
+    cost_usd: float | None
+    model: str | None
+    infra_failure: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class TaskSpec:
+    prompt: str
+    model: str | None = None
+    max_turns: int | None = None
+    allowed_tools: list[str] = field(default_factory=list)
+    system_prompt: str | None = None  # appended to the runner's own system prompt
+    timeout_s: float = 1800
+
+    @classmethod
+    def from_lease(cls, lease: dict) -> TaskSpec:
+        # Unknown keys are ignored so the Commander can add fields before N0D3s know them;
+        # None means "not set", so the defaults apply.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in lease.items() if k in known and v is not None})
+
+
+def _usage(input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0) -> dict:
+    return {
+        "input_tokens": input_tokens or 0,
+        "output_tokens": output_tokens or 0,
+        "cache_read_tokens": cache_read_tokens or 0,
+        "cache_write_tokens": cache_write_tokens or 0,
+    }
+
+
+def _failed(error: str, model: str | None, *, infra: bool = False, cancelled: bool = False,
+            usage: dict | None = None, cost_usd: float | None = None) -> RunResult:
+    return RunResult("failed", "", error, usage or _usage(), cost_usd, model,
+                     infra_failure=infra, cancelled=cancelled)
+
+
+def _cancelled(model: str | None) -> RunResult:
+    return _failed("cancelled", model, cancelled=True)
+
+
+def _timed_out(timeout_s: float, model: str | None) -> RunResult:
+    return _failed(f"timed out after {timeout_s:g} s", model, infra=True)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM proc's whole process group, then SIGKILL whatever is left after grace_s.
+
+    proc must have been started with start_new_session=True, so its pid is the group id
+    and tools it spawned (shells, servers) die with it.
+    """
+    pgid = proc.pid
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # a member we may not signal is still a member
+    return True
+
+
+class ClaudeCliRunner:
+    """Runs `claude -p --output-format json` with the prompt on stdin."""
+
+    name = "claude-cli"
+
+    def __init__(self, executable: str, default_model: str | None = None, grace_s: float = 5.0):
+        self.executable = executable
+        self.default_model = default_model
+        self.grace_s = grace_s
+
+    def _argv(self, spec: TaskSpec) -> list[str]:
+        argv = [self.executable, "-p", "--output-format", "json"]
+        model = spec.model or self.default_model
+        if model:
+            argv += ["--model", model]
+        if spec.max_turns:
+            argv += ["--max-turns", str(spec.max_turns)]
+        if spec.allowed_tools:
+            argv += ["--allowedTools", ",".join(spec.allowed_tools)]
+        if spec.system_prompt:
+            argv += ["--append-system-prompt", spec.system_prompt]
+        return argv
+
+    def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
+        model = spec.model or self.default_model
+        try:
+            return self._run(spec, cancel, model)
+        except Exception as exc:  # a runner bug must fail the task, not the agent loop
+            return _failed(f"claude-cli runner error: {exc!r}", model, infra=True)
+
+    def _run(self, spec: TaskSpec, cancel: threading.Event, model: str | None) -> RunResult:
+        if cancel.is_set():
+            return _cancelled(model)
+        try:
+            # The prompt goes on stdin: no argv length limit, and not visible in `ps`.
+            proc = subprocess.Popen(
+                self._argv(spec),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:  # FileNotFoundError, PermissionError, ...
+            return _failed(f"could not start {self.executable}: {exc}", model, infra=True)
+
+        # A helper thread feeds stdin (any size) and drains stdout/stderr, so this one
+        # is free to watch cancel and the deadline.
+        done: dict = {}
+        talker = threading.Thread(target=_communicate, args=(proc, spec.prompt.encode(), done),
+                                  daemon=True)
+        talker.start()
+        deadline = time.monotonic() + spec.timeout_s
+        try:
+            while talker.is_alive():
+                talker.join(_POLL_S)
+                if not talker.is_alive():
+                    break
+                if cancel.is_set():
+                    stopped = _cancelled(model)
+                elif time.monotonic() >= deadline:
+                    stopped = _timed_out(spec.timeout_s, model)
+                else:
+                    continue
+                stop_process_group(proc, self.grace_s)
+                talker.join(self.grace_s)  # the pipes close once the group is gone
+                return stopped
+        finally:
+            if proc.poll() is None:
+                stop_process_group(proc, self.grace_s)
+        if "error" in done:
+            return _failed(f"lost the claude process's output: {done['error']!r}", model,
+                           infra=True)
+        stdout, stderr = done["output"]
+        return _cli_result(proc.returncode, stdout, stderr, model)
+
+
+def _communicate(proc: subprocess.Popen, stdin: bytes, done: dict) -> None:
+    try:
+        done["output"] = proc.communicate(stdin)
+    except Exception as exc:  # handed to run() rather than lost in this thread
+        done["error"] = exc
+
+
+def _cli_result(returncode: int, stdout: bytes, stderr: bytes, model: str | None) -> RunResult:
+    data = _parse_cli_json(stdout.decode(errors="replace"))
+    if data is None:
+        tail = stderr.decode(errors="replace").strip()[-_STDERR_TAIL_CHARS:]
+        reason = f"claude exited with code {returncode} and no JSON result"
+        return _failed(f"{reason}: {tail}" if tail else reason, model, infra=True)
+
+    raw = data.get("usage") or {}
+    usage = _usage(raw.get("input_tokens"), raw.get("output_tokens"),
+                   raw.get("cache_read_input_tokens"), raw.get("cache_creation_input_tokens"))
+    cost = data.get("total_cost_usd")
+    cost = float(cost) if isinstance(cost, (int, float)) else None
+    if model is None and isinstance(data.get("modelUsage"), dict) and data["modelUsage"]:
+        model = next(iter(data["modelUsage"]))  # the CLI's own default model
+    output = data.get("result") if isinstance(data.get("result"), str) else ""
+
+    if not data.get("is_error"):
+        return RunResult("succeeded", output, None, usage, cost, model)
+    error = output or "; ".join(map(str, data.get("errors") or [])) or str(data.get("subtype"))
+    auth = data.get("api_error_status") in (401, 403) or bool(_CLI_AUTH_ERROR.search(error))
+    return _failed(error, model, infra=auth, usage=usage, cost_usd=cost)
+
+
+def _parse_cli_json(text: str) -> dict | None:
+    """The result object: the whole of stdout, else its last line that is a JSON object."""
+    for candidate in [text, *reversed(text.splitlines())]:
+        try:
+            data = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(data, list):  # with --verbose the CLI prints every message, result last
+            data = next((m for m in reversed(data) if isinstance(m, dict)
+                         and m.get("type") == "result"), None)
+        if isinstance(data, dict) and ("result" in data or "is_error" in data):
+            return data
+    return None
+
+
+class AnthropicSdkRunner:
+    """Sends the prompt as one Messages API request, streamed so it can be cancelled."""
+
+    name = "anthropic-sdk"
+
+    def __init__(self, api_key: str, base_url: str | None = None,
+                 default_model: str = DEFAULT_SDK_MODEL, max_tokens: int = 4096):
+        self.api_key = api_key
+        self.base_url = base_url
+        self.default_model = default_model
+        self.max_tokens = max_tokens
+
+    def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
+        model = spec.model or self.default_model
+        try:
+            import anthropic  # lazily: heavy (pydantic, httpx) for a Pi that may use the CLI
+        except ImportError:
+            return _failed("the anthropic package is missing: pip install 'm3shd[n0d3]'",
+                           model, infra=True)
+        deadline = time.monotonic() + spec.timeout_s
+        try:
+            return self._run(anthropic, spec, cancel, model, deadline)
+        except anthropic.AuthenticationError as exc:
+            return _failed(f"{_api_error_text(exc)} (check the API key)", model, infra=True)
+        except (anthropic.PermissionDeniedError, anthropic.RateLimitError,
+                anthropic.InternalServerError) as exc:
+            return _failed(_api_error_text(exc), model, infra=True)
+        except anthropic.APITimeoutError:
+            return _timed_out(spec.timeout_s, model)
+        except anthropic.APIConnectionError as exc:
+            return _failed(f"cannot reach the Anthropic API: {exc}", model, infra=True)
+        except anthropic.APIStatusError as exc:
+            # A 400 and the like: this task's request is wrong. An error event mid-stream
+            # comes on a 200 response, so its type tells whether the service failed.
+            infra = _api_error_type(exc) in _SERVICE_ERRORS
+            return _failed(_api_error_text(exc), model, infra=infra)
+        except Exception as exc:  # mid-stream transport errors arrive unwrapped
+            if time.monotonic() >= deadline:  # e.g. a read timeout: the server went quiet
+                return _timed_out(spec.timeout_s, model)
+            return _failed(f"anthropic-sdk runner error: {exc!r}", model, infra=True)
+
+    def _run(self, anthropic, spec: TaskSpec, cancel: threading.Event, model: str,
+             deadline: float) -> RunResult:
+        if cancel.is_set():
+            return _cancelled(model)
+        request = {
+            "model": model,
+            "max_tokens": self.max_tokens,
+            "messages": [{"role": "user", "content": spec.prompt}],
+            "timeout": spec.timeout_s,  # bounds each wait for the server
+        }
+        if spec.system_prompt:
+            request["system"] = spec.system_prompt
+        # max_turns and allowed_tools do not apply: this runner offers Claude no tools.
+        with anthropic.Anthropic(api_key=self.api_key, base_url=self.base_url) as client:
+            with client.messages.stream(**request) as stream:
+                # Cancel and the deadline are seen between events; the API pings while busy.
+                for _event in stream:
+                    if cancel.is_set():
+                        return _cancelled(model)
+                    if time.monotonic() >= deadline:
+                        return _timed_out(spec.timeout_s, model)
+                message = stream.get_final_message()
+
+        u = message.usage
+        usage = _usage(u.input_tokens, u.output_tokens,
+                       u.cache_read_input_tokens, u.cache_creation_input_tokens)
+        output = "".join(block.text for block in message.content if block.type == "text")
+        return RunResult("succeeded", output, None, usage, price_usd(model, usage), model)
+
+
+def _api_error(exc) -> dict:
+    body = getattr(exc, "body", None)
+    return body["error"] if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+
+
+def _api_error_type(exc) -> str | None:
+    return _api_error(exc).get("type")
+
+
+def _api_error_text(exc) -> str:
+    error = _api_error(exc)
+    kind = error.get("type") or f"HTTP {exc.status_code}"
+    return f"Anthropic API {kind}: {error.get('message') or exc}"
+
+
+def price_usd(model: str | None, usage: dict) -> float | None:
+    """What the usage cost at list price, or None for a model not in the table."""
+    prefixes = [p for p in _PRICES if model and model.startswith(p)]
+    if not prefixes:
+        return None
+    per_input, per_output, cache_read = _PRICES[max(prefixes, key=len)]  # most specific
+    return (
+        usage["input_tokens"] * per_input
+        + usage["cache_write_tokens"] * per_input * _CACHE_WRITE_MULTIPLE
+        + usage["cache_read_tokens"] * per_input * cache_read
+        + usage["output_tokens"] * per_output
+    ) / 1_000_000
+
+
+@dataclass
+class Detection:
+    runner: object | None
+    capabilities: list[str]
+    problem: str | None
+
+
+def detect(prefer: str = "auto", claude_path: str | None = None, api_key: str | None = None,
+           base_url: str | None = None, default_model: str | None = None) -> Detection:
+    """Pick how this machine runs tasks: the Claude Code CLI first, else the API with a key."""
+    if prefer not in ("auto", "claude-cli", "anthropic-sdk"):
+        return Detection(None, [],
+                         f"unknown runner {prefer!r}: use auto, claude-cli or anthropic-sdk")
+    claude = shutil.which(claude_path or "claude")
+    key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+    base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL")
+    # find_spec, not import: importing anthropic costs a Pi seconds and tens of MB.
+    has_sdk = importlib.util.find_spec("anthropic") is not None
+
+    if prefer != "anthropic-sdk" and claude:
+        runner = ClaudeCliRunner(claude, default_model=default_model)
+        return Detection(runner, [f"runner={runner.name}"], None)
+    if prefer != "claude-cli" and key and has_sdk:
+        runner = AnthropicSdkRunner(key, base_url=base_url,
+                                    default_model=default_model or DEFAULT_SDK_MODEL)
+        return Detection(runner, [f"runner={runner.name}"], None)
+
+    if prefer == "claude-cli":
+        where = f"at {claude_path}" if claude_path else "on PATH"
+        problem = (f"no Claude Code CLI {where}: install Claude Code "
+                   "(npm install -g @anthropic-ai/claude-code) so `claude` is on PATH")
+    elif key and not has_sdk:
+        problem = ("no Claude runner: an Anthropic API key is set but the anthropic package "
+                   "is missing: pip install 'm3shd[n0d3]'")
+    elif prefer == "anthropic-sdk":
+        problem = "no API key for the anthropic-sdk runner: set ANTHROPIC_API_KEY"
+    else:
+        problem = NO_RUNNER
+    return Detection(None, [], problem)

@@ -1,0 +1,218 @@
+"""A loopback stand-in for the Anthropic Messages API (POST /v1/messages).
+
+It checks requests as the real API does (the key as x-api-key or a bearer token,
+anthropic-version, the body) and answers "echo: <last user text>", whole or as the
+real SSE event sequence. A "[sleep=N]" directive in the prompt delays the answer,
+and for streams each chunk, so cancellation can be observed; "[overloaded]" makes a
+stream end in an overloaded_error event after its first chunk, as the real API can.
+Every request is recorded on `server.requests` (headers without the key, and the
+body) for assertions.
+
+    python tests/fakes/anthropic_api.py [--port N] [--api-key KEY]   # prints the base URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SECRET_HEADERS = {"x-api-key", "authorization"}
+
+
+class FakeAnthropicServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, api_key: str):
+        super().__init__(address, _Handler)
+        self.api_key = api_key
+        self.requests: list[dict] = []
+
+
+def serve(port: int = 0, api_key: str = "test-key") -> tuple[FakeAnthropicServer, str]:
+    """Start the fake on 127.0.0.1 in a daemon thread; stop it with server.shutdown()."""
+    server = FakeAnthropicServer(("127.0.0.1", port), api_key)
+    # A short poll interval keeps shutdown() quick.
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _user_text(messages: list) -> str:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+    return ""
+
+
+def _validate(body) -> str | None:
+    """The first thing wrong with a request body, worded like the real API, or None."""
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            return f"{name}: Field required"
+    if not isinstance(body["model"], str) or not body["model"]:
+        return "model: Input should be a valid string"
+    if not isinstance(body["max_tokens"], int) or isinstance(body["max_tokens"], bool):
+        return "max_tokens: Input should be a valid integer"
+    if body["max_tokens"] < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        content = message.get("content")
+        if not isinstance(content, (str, list)):
+            return f"messages.{i}.content: Input should be a valid string or list"
+        if isinstance(content, list) and not all(isinstance(b, dict) and "type" in b
+                                                 for b in content):
+            return f"messages.{i}.content: each block needs a type"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeAnthropicServer
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in SECRET_HEADERS}
+        self.server.requests.append({"path": self.path, "headers": headers, "body": body})
+
+        if self.path.split("?")[0] != "/v1/messages":
+            return self._error(404, "not_found_error", "Not found")
+        key = self._api_key()
+        if not key:
+            return self._error(401, "authentication_error", "x-api-key header is required")
+        if key != self.server.api_key:
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        if not self.headers.get("anthropic-version"):
+            return self._error(400, "invalid_request_error",
+                               "anthropic-version: header is required")
+        problem = "There was an error parsing the body" if body is None else _validate(body)
+        if problem:
+            return self._error(400, "invalid_request_error", problem)
+
+        text = _user_text(body["messages"])
+        answer = "echo: " + text
+        usage = {
+            "input_tokens": len(text) + 7,
+            "cache_creation_input_tokens": 2 * len(text),
+            "cache_read_input_tokens": 4 * len(text),
+            "output_tokens": len(answer),
+        }
+        sleep = re.search(r"\[sleep=([0-9.]+)\]", text)
+        delay = float(sleep.group(1)) if sleep else 0.0
+        message = {
+            "id": "msg_" + uuid.uuid4().hex[:24],
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": answer}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if body.get("stream"):
+            return self._stream(message, delay, overloaded="[overloaded]" in text)
+        time.sleep(delay)
+        self._json(200, message)
+
+    def _api_key(self) -> str | None:
+        # The API takes the key as x-api-key, or as a bearer token: anthropic 2.x sends that.
+        bearer = self.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            return bearer[len("bearer "):].strip()
+        return self.headers.get("x-api-key")
+
+    def _json(self, status: int, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", "req_" + uuid.uuid4().hex[:24])
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, kind: str, message: str):
+        self._json(status, {"type": "error", "error": {"type": kind, "message": message},
+                            "request_id": "req_" + uuid.uuid4().hex[:24]})
+
+    def _stream(self, message: dict, delay: float, overloaded: bool):
+        usage = message["usage"]
+        text = message["content"][0]["text"]
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {**usage, "output_tokens": 1}}
+        head = [
+            ("message_start", {"type": "message_start", "message": start}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+        ]
+        deltas = [
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": text[i:i + 8]}})
+            for i in range(0, len(text), 8)
+        ]
+        if overloaded:
+            deltas = deltas[:1]
+            tail = [("error", {"type": "error",
+                               "error": {"type": "overloaded_error", "message": "Overloaded"}})]
+        else:
+            tail = [
+                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                # Usage on message_delta is cumulative, as the real API sends it.
+                ("message_delta", {"type": "message_delta",
+                                   "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                   "usage": usage}),
+                ("message_stop", {"type": "message_stop"}),
+            ]
+        # No content-length: the stream ends when the connection closes.
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("connection", "close")
+        self.end_headers()
+        try:
+            for name, data in head + deltas + tail:
+                if name == "content_block_delta":
+                    time.sleep(delay)
+                self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up: a cancelled stream
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default="test-key")
+    args = parser.parse_args()
+    server, base_url = serve(args.port, args.api_key)
+    print(base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

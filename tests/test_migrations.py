@@ -1,0 +1,92 @@
+"""Schema migrations: a user's database upgrades in place, and never silently drifts."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from commander.db import SQLITE_PRAGMAS, open_database
+from commander.migrations import MIGRATIONS, SchemaError, current_version, migrate
+from commander.models import SchemaMigration, database_proxy
+
+FIXTURE = Path(__file__).parent / "fixtures" / "schema_v1.sql"
+
+
+def shape(path: Path) -> dict:
+    """Every table's columns (name, type, not-null, pk) and index definitions."""
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        return {
+            table: (
+                [row[1:4] + row[5:6] for row in conn.execute(f'PRAGMA table_info("{table}")')],
+                sorted(row[1:3] for row in conn.execute(f'PRAGMA index_list("{table}")')),
+            )
+            for table in sorted(tables)
+        }
+
+
+def fresh(path: Path) -> pw.Database:
+    db = pw.SqliteDatabase(str(path))
+    database_proxy.initialize(db)
+    return db
+
+
+def test_a_new_database_starts_at_the_latest_version(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 'c.db'}")
+    assert migrate(db) == [v for v, _, _ in MIGRATIONS]
+    assert current_version(db) == MIGRATIONS[-1][0]
+    assert migrate(db) == []  # idempotent
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == SQLITE_PRAGMAS["busy_timeout"]
+
+
+def test_the_oldest_schema_migrates_to_exactly_what_the_models_create(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(FIXTURE.read_text())
+    migrate(fresh(old))
+    new = tmp_path / "new.db"
+    migrate(fresh(new))
+    assert shape(old) == shape(new), "a model changed without a migration step (see commander/migrations.py)"
+
+
+def test_pending_steps_run_in_order_and_a_failed_step_changes_nothing(tmp_path):
+    db = fresh(tmp_path / "c.db")
+    migrate(db)
+    ran = []
+
+    def add_column(database):
+        ran.append(2)
+        database.execute_sql('ALTER TABLE "node" ADD COLUMN "rack" TEXT')
+
+    def broken(database):
+        database.execute_sql('ALTER TABLE "node" ADD COLUMN "half_done" TEXT')
+        raise RuntimeError("step 3 fails midway")
+
+    steps = MIGRATIONS + [(2, "rack", add_column), (3, "broken", broken)]
+    with pytest.raises(RuntimeError):
+        migrate(db, steps)
+    assert ran == [2] and current_version(db) == 2
+    columns = [row[1] for row in db.execute_sql('PRAGMA table_info("node")')]
+    assert "rack" in columns and "half_done" not in columns  # step 3 rolled back whole
+    assert migrate(db, steps[:-1]) == []  # without the broken step, nothing is pending
+
+
+def test_a_database_from_a_newer_m3shd_is_refused(tmp_path):
+    db = fresh(tmp_path / "c.db")
+    migrate(db)
+    SchemaMigration.create(version=99, name="from the future")
+    with pytest.raises(SchemaError, match="newer than this m3shd"):
+        migrate(db)
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(SchemaError, match="not an m3shd database|no m3shd schema"):
+        migrate(fresh(path))

@@ -239,22 +239,24 @@ class Agent:
         started = time.time()
         try:
             result = self.detection.runner.run(spec, item.cancel)
+            finished = time.time()
+            if result.cancelled:
+                log.info("task %s attempt %s: cancelled", lease["task_id"], lease["attempt"])
+                return
+            # On disk before the slot frees: a draining agent must never see neither.
+            self.state.hold(dict(
+                task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
+                status=result.status, output=result.output, error=result.error, infra_failure=result.infra_failure,
+                usage=result.usage, cost_usd=result.cost_usd, runner=self.detection.runner.name, model=result.model,
+                started_at=started, finished_at=finished, duration_ms=int((finished - started) * 1000),
+            ))
+            log.info("task %s attempt %s: %s in %.1f s", lease["task_id"], lease["attempt"], result.status,
+                     finished - started)
+            self.poke_outbox.set()
         finally:
             with self.lock:
                 self.running.pop(lease["lease_token"], None)
                 self.slot_freed.notify_all()
-        finished = time.time()
-        if result.cancelled:
-            log.info("task %s attempt %s: cancelled", lease["task_id"], lease["attempt"])
-            return
-        self.state.hold(dict(
-            task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-            status=result.status, output=result.output, error=result.error, infra_failure=result.infra_failure,
-            usage=result.usage, cost_usd=result.cost_usd, runner=self.detection.runner.name, model=result.model,
-            started_at=started, finished_at=finished, duration_ms=int((finished - started) * 1000),
-        ))
-        log.info("task %s attempt %s: %s in %.1f s", lease["task_id"], lease["attempt"], result.status, finished - started)
-        self.poke_outbox.set()
 
     def outbox_loop(self) -> None:
         backoff = Backoff("delivering results")

@@ -85,18 +85,19 @@ def test_without_a_runner_the_n0d3_stays_up_and_tasks_say_why(commander, spawn_n
     assert "no Claude runner" in node.process.text()
 
 
-def test_a_node_never_runs_more_than_its_slots(commander, spawn_n0d3):
-    spawn_n0d3("pair", slots=2)
+def test_a_node_never_runs_more_than_its_slots(commander, spawn_n0d3, tmp_path):
+    spans_file = tmp_path / "spans.jsonl"
+    spawn_n0d3("pair", slots=2, env={"FAKE_CLAUDE_SPANS": str(spans_file)})
     ids = [commander.api.submit_task(f"[sleep=0.6] job {i}")["id"] for i in range(6)]
-    peak = 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        peak = max(peak, sum(1 for t in commander.api.list_tasks(state="leased")))
-        if all(commander.api.get_task(i)["state"] == "succeeded" for i in ids):
-            break
-        time.sleep(0.05)
-    assert all(commander.api.get_task(i)["state"] == "succeeded" for i in ids)
-    assert peak == 2
+    assert [commander.wait_task(i, timeout=40)["state"] for i in ids] == ["succeeded"] * 6
+    # Sweep the runs' start and end times: the most that overlapped at any instant.
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    edges = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans])
+    overlap = peak = 0
+    for _, step in edges:
+        overlap += step
+        peak = max(peak, overlap)
+    assert len(spans) == 6 and peak == 2
 
 
 def test_requirements_route_tasks_to_capable_nodes(commander, spawn_n0d3):

@@ -7,16 +7,17 @@ import logging
 import threading
 import time
 
-from flask import Flask
+from flask import Flask, request
 
 from commander import leases, nodes, tasks
 from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import open_database
-from commander.errors import register_error_handlers
+from commander.errors import ApiError, register_error_handlers
 from commander.migrations import migrate
 from commander.models import ACTIVE, Node, Nonce
+from commander.routing import IdConverter
 from commander.secrets import SecretBox, load_keys
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from m3shd import config, wire
@@ -41,12 +42,16 @@ def create_app(settings: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
     app.json.sort_keys = False
     app.extensions["m3shd"] = cmdr
+    app.url_map.converters["id"] = IdConverter
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api")
     register_error_handlers(app)
 
     @app.before_request
     def before():
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            # Without a length the size limit cannot be enforced up front; our clients always send one.
+            raise ApiError(411, "length_required", "send Content-Length; chunked request bodies are not accepted")
         cmdr.ensure_started(start_background)
         cmdr.db.connect(reuse_if_open=True)
 

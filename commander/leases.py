@@ -101,7 +101,7 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, boo
                            cost_usd=body.cost_usd, error=body.error)
             return tasks.get(body.task_id), False
     if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
-            and task.lease_token == body.lease_token and task.result_signature):
+            and task.lease_token == body.lease_token and task.result_signature == body.signature):
         return task, True
     raise ApiError(
         409, "stale_lease",

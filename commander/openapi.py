@@ -8,7 +8,7 @@ from flask import Flask
 from pydantic.json_schema import models_json_schema
 
 from commander.permissions import PUBLIC
-from commander.schemas import ErrorBody
+from commander.schemas import MAX_ID, ErrorBody
 from m3shd import __version__
 
 _CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
@@ -44,7 +44,8 @@ def document(app: Flask) -> dict:
         if spec.permission != PUBLIC:
             operation["security"] = [{"bearer": []}]
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+            {"name": name, "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
             for name in rule.arguments
         ]
         if spec.query:

@@ -14,12 +14,21 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.routing import IntegerConverter
 
 from commander.errors import ApiError, describe_validation
 from commander.models import Node, Nonce, Token
 from commander.permissions import PUBLIC
+from commander.schemas import MAX_ID
 from commander.secrets import token_hash
 from m3shd import wire
+
+
+class IdConverter(IntegerConverter):
+    """`<id:…>` in a rule: a positive id that fits the database; anything else is a 404."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 @dataclass(frozen=True)
@@ -74,11 +83,16 @@ def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **optio
     return decorator
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_body(model: type[BaseModel]) -> BaseModel:
     raw = request.get_data(cache=True)
     try:
-        document = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+        # NaN and Infinity are Python's extensions, not JSON: they would be stored and echoed back.
+        document = json.loads(raw or b"null", parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(document, dict):
         raise ApiError(400, "invalid_request", "the request body must be a JSON object")

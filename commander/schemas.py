@@ -26,6 +26,9 @@ Capabilities = Annotated[list[Capability], Field(max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 LeaseToken = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Slots = Annotated[int, Field(ge=0, le=64)]
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id can name nothing
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Count = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
 class ErrorDetail(Response):
@@ -65,8 +68,8 @@ class RegisterOut(Response):
 
 
 class LeaseRef(Request):
-    task_id: Annotated[int, Field(ge=1)]
-    attempt: Annotated[int, Field(ge=1)]
+    task_id: Id
+    attempt: Id
     lease_token: LeaseToken
 
 
@@ -117,15 +120,15 @@ class ClaimOut(Response):
 
 
 class Usage(Request):
-    input_tokens: Annotated[int, Field(ge=0)] = 0
-    output_tokens: Annotated[int, Field(ge=0)] = 0
-    cache_read_tokens: Annotated[int, Field(ge=0)] = 0
-    cache_write_tokens: Annotated[int, Field(ge=0)] = 0
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_read_tokens: Count = 0
+    cache_write_tokens: Count = 0
 
 
 class ResultIn(Request):
-    task_id: Annotated[int, Field(ge=1)]
-    attempt: Annotated[int, Field(ge=1)]
+    task_id: Id
+    attempt: Id
     lease_token: LeaseToken
     status: Literal["succeeded", "failed"]
     output: Annotated[str, StringConstraints(max_length=900_000)] = ""
@@ -137,7 +140,7 @@ class ResultIn(Request):
     model: Annotated[str, StringConstraints(max_length=128)] | None = None
     started_at: Annotated[float, Field(ge=0)] | None = None
     finished_at: Annotated[float, Field(ge=0)] | None = None
-    duration_ms: Annotated[int, Field(ge=0)] | None = None
+    duration_ms: Count | None = None
     signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -210,8 +213,8 @@ class TaskList(Response):
 class TaskQuery(Request):
     model_config = ConfigDict(extra="forbid")  # query strings are text: let pydantic parse numbers
     state: Literal[TASK_STATES] | None = None  # type: ignore[valid-type]
-    node_id: Annotated[int, Field(ge=1)] | None = None
-    before_id: Annotated[int, Field(ge=1)] | None = None
+    node_id: Id | None = None
+    before_id: Id | None = None
     limit: Annotated[int, Field(ge=1, le=500)] = 50
 
 
@@ -251,4 +254,4 @@ class TokenCreated(Response):
 
 class EventsQuery(Request):
     model_config = ConfigDict(extra="forbid")
-    after: Annotated[int, Field(ge=0)] | None = Field(None, description="replay events after this id (else: only new ones)")
+    after: Count | None = Field(None, description="replay events after this id (else: only new ones)")

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, request
 from commander import events
 from commander.errors import ApiError
 from commander.routing import api_route
-from commander.schemas import EventsQuery
+from commander.schemas import MAX_ID, EventsQuery
 
 bp = Blueprint("events", __name__)
 
@@ -17,7 +17,7 @@ def stream(query: EventsQuery):
     """Server-sent events; resume with `Last-Event-ID` (or `after`), keep-alive comments every 15 s."""
     cmdr = current_app.extensions["m3shd"]
     resume = request.headers.get("Last-Event-ID", "").strip()
-    if resume and not resume.isdigit():
+    if resume and not (resume.isascii() and resume.isdigit() and int(resume) <= MAX_ID):
         raise ApiError(400, "invalid_request", "Last-Event-ID must be an event id")
     after = int(resume) if resume else query.after
     if after is None:

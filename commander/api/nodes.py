@@ -40,34 +40,34 @@ def list_nodes():
     return NodeList(nodes=[NodeOut(**nodes.as_dict(n, running.get(n.id, 0))) for n in Node.select().order_by(Node.id)])
 
 
-@api_route(bp, "GET", "/nodes/<int:node_id>", permission="nodes:read", response=NodeOut)
+@api_route(bp, "GET", "/nodes/<id:node_id>", permission="nodes:read", response=NodeOut)
 def get_node(node_id: int):
     """One node."""
     return NodeOut(**nodes.as_dict(nodes.get(node_id), nodes.running_counts().get(node_id, 0)))
 
 
-@api_route(bp, "PUT", "/nodes/<int:node_id>/state", permission="nodes:manage", body=NodeStateIn, response=NodeOut)
+@api_route(bp, "PUT", "/nodes/<id:node_id>/state", permission="nodes:manage", body=NodeStateIn, response=NodeOut)
 def set_node_state(node_id: int, body: NodeStateIn):
     """Pause a node, drain it (it finishes its work and takes nothing new), or make it active again."""
     node = nodes.set_state(cmdr(), node_id, body.state)
     return NodeOut(**nodes.as_dict(node, nodes.running_counts().get(node_id, 0)))
 
 
-@api_route(bp, "POST", "/nodes/<int:node_id>/heartbeat", permission="work:execute", signed=True,
+@api_route(bp, "POST", "/nodes/<id:node_id>/heartbeat", permission="work:execute", signed=True,
            body=HeartbeatIn, response=HeartbeatOut)
 def heartbeat(node_id: int, body: HeartbeatIn):
     """Liveness, open slots and running attempts (their leases are renewed); returns orders."""
     return HeartbeatOut(**nodes.heartbeat(cmdr(), g.node, body))
 
 
-@api_route(bp, "POST", "/nodes/<int:node_id>/claim", permission="work:execute", signed=True,
+@api_route(bp, "POST", "/nodes/<id:node_id>/claim", permission="work:execute", signed=True,
            body=ClaimIn, response=ClaimOut)
 def claim(node_id: int, body: ClaimIn):
     """Long-poll up to `wait` seconds for at most `open_slots` leases."""
     return ClaimOut(leases=leases.claim_or_wait(cmdr(), g.node, body.open_slots, body.wait))
 
 
-@api_route(bp, "POST", "/nodes/<int:node_id>/results", permission="work:execute", signed=True,
+@api_route(bp, "POST", "/nodes/<id:node_id>/results", permission="work:execute", signed=True,
            body=ResultIn, response=ResultOut)
 def post_result(node_id: int, body: ResultIn):
     """A signed result for a lease this node holds; 409 if the lease has moved on."""
@@ -78,7 +78,7 @@ def post_result(node_id: int, body: ResultIn):
     return ResultOut(accepted=True, duplicate=duplicate, task=task_dict(task))
 
 
-@api_route(bp, "POST", "/nodes/<int:node_id>/deregister", permission="work:execute", signed=True, status=204)
+@api_route(bp, "POST", "/nodes/<id:node_id>/deregister", permission="work:execute", signed=True, status=204)
 def deregister(node_id: int):
     """A clean exit: the node goes offline."""
     nodes.deregister(cmdr(), g.node)

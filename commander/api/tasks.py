@@ -31,13 +31,13 @@ def list_tasks(query: TaskQuery):
     return TaskList(tasks=[task_out(task, reasons) for task in tasks.listing(query)])
 
 
-@api_route(bp, "GET", "/tasks/<int:task_id>", permission="tasks:read", query=TaskWaitQuery, response=TaskOut)
+@api_route(bp, "GET", "/tasks/<id:task_id>", permission="tasks:read", query=TaskWaitQuery, response=TaskOut)
 def get_task(task_id: int, query: TaskWaitQuery):
     """One task; with `wait`, hold the request up to that many seconds until the task is final."""
     return task_out(tasks.wait_final(cmdr(), task_id, query.wait))
 
 
-@api_route(bp, "POST", "/tasks/<int:task_id>/cancel", permission="tasks:cancel", response=TaskOut)
+@api_route(bp, "POST", "/tasks/<id:task_id>/cancel", permission="tasks:cancel", response=TaskOut)
 def cancel(task_id: int):
     """Cancel a task; a running one is stopped (its whole process group) at the node's next heartbeat."""
     return task_out(tasks.cancel(cmdr(), task_id))

@@ -142,7 +142,7 @@ def check_node_request(principal: Principal, path: dict) -> None:
     node = Node.get_or_none(Node.id == node_id)
     if node is None:
         raise ApiError(404, "not_found", f"node {node_id} does not exist")
-    box = current_app.extensions["m3shd"].box
+    box = commander().box
     query = request.query_string.decode()
     signed_path = request.path + (f"?{query}" if query else "")
     key = bytes.fromhex(box.decrypt(node.signing_key).decode())
@@ -160,3 +160,8 @@ def check_node_request(principal: Principal, path: dict) -> None:
 
 def principal() -> Principal:
     return g.principal
+
+
+def commander():
+    """This process's Commander (see context.py)."""
+    return current_app.extensions["m3shd"]

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from commander.models import NODE_STATES, TASK_STATES
+from commander.models import ACTIVE, DRAINING, NODE_STATES, PAUSED, TASK_STATES
 from commander.permissions import PERMISSIONS, ROLES
 
 
@@ -159,6 +159,10 @@ class NodeOut(Response):
     registered_at: float
     last_seen: float
     heartbeat_age: float
+
+
+class NodeStateIn(Request):
+    state: Literal[ACTIVE, PAUSED, DRAINING]  # type: ignore[valid-type]
 
 
 class NodeList(Response):

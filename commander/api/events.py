@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from commander import events
 from commander.errors import ApiError
-from commander.routing import api_route
+from commander.routing import api_route, commander
 from commander.schemas import MAX_ID, EventsQuery
 
 bp = Blueprint("events", __name__)
@@ -15,7 +15,7 @@ KEEPALIVE_S = 15.0
 @api_route(bp, "GET", "/events", permission="tasks:read", query=EventsQuery, stream="text/event-stream")
 def stream(query: EventsQuery):
     """Server-sent events; resume with `Last-Event-ID` (or `after`), keep-alive comments every 15 s."""
-    cmdr = current_app.extensions["m3shd"]
+    cmdr = commander()
     resume = request.headers.get("Last-Event-ID", "").strip()
     if resume and not (resume.isascii() and resume.isdigit() and int(resume) <= MAX_ID):
         raise ApiError(400, "invalid_request", "Last-Event-ID must be an event id")

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, jsonify
 from commander import openapi
 from commander.migrations import current_version
 from commander.permissions import PUBLIC
-from commander.routing import api_route
+from commander.routing import api_route, commander
 from commander.schemas import Health
 from m3shd import __version__
 
@@ -15,7 +15,7 @@ bp = Blueprint("meta", __name__)
 @api_route(bp, "GET", "/health", permission=PUBLIC, response=Health)
 def health():
     """Liveness and versions; needs no token."""
-    return Health(status="ok", version=__version__, schema_version=current_version(current_app.extensions["m3shd"].db))
+    return Health(status="ok", version=__version__, schema_version=current_version(commander().db))
 
 
 @api_route(bp, "GET", "/openapi.json", permission=PUBLIC, stream="application/json")

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 from flask import Blueprint, current_app, g, request
 
 from commander import leases, nodes
 from commander.errors import ApiError
-from commander.models import ACTIVE, DRAINING, PAUSED, Node
-from commander.routing import api_route
+from commander.models import Node
+from commander.routing import api_route, commander
 from commander.schemas import (
-    ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, NodeList, NodeOut, RegisterIn, RegisterOut, Request, ResultIn,
+    ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, NodeList, NodeOut, NodeStateIn, RegisterIn, RegisterOut, ResultIn,
     ResultOut,
 )
 from commander.tasks import as_dict as task_dict
@@ -19,18 +18,10 @@ from m3shd import wire
 bp = Blueprint("nodes", __name__)
 
 
-def cmdr():
-    return current_app.extensions["m3shd"]
-
-
-class NodeStateIn(Request):
-    state: Literal[ACTIVE, PAUSED, DRAINING]  # type: ignore[valid-type]
-
-
 @api_route(bp, "POST", "/nodes/register", permission="nodes:join", body=RegisterIn, response=RegisterOut)
 def register(body: RegisterIn):
     """Register this machine (idempotent per machine id); returns its node token and signing key."""
-    return RegisterOut(**nodes.register(cmdr(), body))
+    return RegisterOut(**nodes.register(commander(), body))
 
 
 @api_route(bp, "GET", "/nodes", permission="nodes:read", response=NodeList)
@@ -49,7 +40,7 @@ def get_node(node_id: int):
 @api_route(bp, "PUT", "/nodes/<id:node_id>/state", permission="nodes:manage", body=NodeStateIn, response=NodeOut)
 def set_node_state(node_id: int, body: NodeStateIn):
     """Pause a node, drain it (it finishes its work and takes nothing new), or make it active again."""
-    node = nodes.set_state(cmdr(), node_id, body.state)
+    node = nodes.set_state(commander(), node_id, body.state)
     return NodeOut(**nodes.as_dict(node, nodes.running_counts().get(node_id, 0)))
 
 
@@ -57,14 +48,14 @@ def set_node_state(node_id: int, body: NodeStateIn):
            body=HeartbeatIn, response=HeartbeatOut)
 def heartbeat(node_id: int, body: HeartbeatIn):
     """Liveness, open slots and running attempts (their leases are renewed); returns orders."""
-    return HeartbeatOut(**nodes.heartbeat(cmdr(), g.node, body))
+    return HeartbeatOut(**nodes.heartbeat(commander(), g.node, body))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/claim", permission="work:execute", signed=True,
            body=ClaimIn, response=ClaimOut)
 def claim(node_id: int, body: ClaimIn):
     """Long-poll up to `wait` seconds for at most `open_slots` leases."""
-    return ClaimOut(leases=leases.claim_or_wait(cmdr(), g.node, body.open_slots, body.wait))
+    return ClaimOut(leases=leases.claim_or_wait(commander(), g.node, body.open_slots, body.wait))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/results", permission="work:execute", signed=True,
@@ -74,12 +65,12 @@ def post_result(node_id: int, body: ResultIn):
     # Verify the document as sent: the parsed model fills in defaults the node never signed.
     if not wire.check_result(g.node_key, json.loads(request.get_data())):
         raise ApiError(400, "bad_result_signature", "the result's signature does not match its content")
-    task, duplicate = leases.apply_result(cmdr(), g.node, body)
+    task, duplicate = leases.apply_result(commander(), g.node, body)
     return ResultOut(accepted=True, duplicate=duplicate, task=task_dict(task))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/deregister", permission="work:execute", signed=True, status=204)
 def deregister(node_id: int):
     """A clean exit: the node goes offline."""
-    nodes.deregister(cmdr(), g.node)
+    nodes.deregister(commander(), g.node)
     return current_app.response_class(status=204)

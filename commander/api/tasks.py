@@ -1,16 +1,12 @@
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from commander import tasks
-from commander.routing import api_route, principal
+from commander.routing import api_route, commander, principal
 from commander.schemas import TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
 
 bp = Blueprint("tasks", __name__)
-
-
-def cmdr():
-    return current_app.extensions["m3shd"]
 
 
 def task_out(task, reasons=None) -> TaskOut:
@@ -20,7 +16,7 @@ def task_out(task, reasons=None) -> TaskOut:
 @api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201)
 def submit(body: TaskSubmit):
     """Queue a prompt for the mesh; an idempotency key makes a retried submit return the first task."""
-    task, created = tasks.submit(cmdr(), principal().token_id, body)
+    task, created = tasks.submit(commander(), principal().token_id, body)
     return task_out(task), 201 if created else 200
 
 
@@ -34,10 +30,10 @@ def list_tasks(query: TaskQuery):
 @api_route(bp, "GET", "/tasks/<id:task_id>", permission="tasks:read", query=TaskWaitQuery, response=TaskOut)
 def get_task(task_id: int, query: TaskWaitQuery):
     """One task; with `wait`, hold the request up to that many seconds until the task is final."""
-    return task_out(tasks.wait_final(cmdr(), task_id, query.wait))
+    return task_out(tasks.wait_final(commander(), task_id, query.wait))
 
 
 @api_route(bp, "POST", "/tasks/<id:task_id>/cancel", permission="tasks:cancel", response=TaskOut)
 def cancel(task_id: int):
     """Cancel a task; a running one is stopped (its whole process group) at the node's next heartbeat."""
-    return task_out(tasks.cancel(cmdr(), task_id))
+    return task_out(tasks.cancel(commander(), task_id))

@@ -9,8 +9,8 @@ import time
 
 from flask import Flask, request
 
-from commander import leases, nodes, tasks
-from commander.api import events as events_api
+from commander import accounts, leases, nodes, tasks
+from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import open_database
@@ -24,7 +24,7 @@ from m3shd import config, wire
 
 log = logging.getLogger("m3shd.commander")
 
-BLUEPRINTS = (meta.bp, nodes_api.bp, tasks_api.bp, events_api.bp, tokens_api.bp)
+BLUEPRINTS = (meta.bp, nodes_api.bp, tasks_api.bp, events_api.bp, tokens_api.bp, accounts_api.bp, audit_api.bp)
 
 
 def build_commander(settings: dict) -> Commander:
@@ -107,3 +107,4 @@ def reap_once(cmdr: Commander) -> None:
     nodes.mark_lost(cmdr)
     leases.expire(cmdr)
     Nonce.delete().where(Nonce.seen_at < time.time() - 2 * wire.MAX_SKEW_S).execute()
+    accounts.purge_expired()

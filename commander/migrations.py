@@ -17,9 +17,57 @@ from commander.models import MODELS, SchemaMigration
 
 Step = tuple[int, str, Callable[[pw.Database], None] | None]
 
+
+def _frozen_base(database: pw.Database) -> type[pw.Model]:
+    """Steps declare the tables they create as they were then, not as the models are today."""
+
+    class Frozen(pw.Model):
+        class Meta:
+            legacy_table_names = False
+
+    Frozen._meta.set_database(database)
+    return Frozen
+
+
+def v2_accounts(database: pw.Database) -> None:
+    """Operator accounts, browser sessions, login throttling and the audit log."""
+    Frozen = _frozen_base(database)
+
+    class User(Frozen):
+        username = pw.CharField(max_length=64, unique=True)
+        password_hash = pw.CharField(max_length=256)
+        role = pw.CharField(max_length=16)
+        created_at = pw.FloatField()
+        last_login_at = pw.FloatField(null=True)
+        disabled_at = pw.FloatField(null=True)
+
+    class Session(Frozen):
+        key_hash = pw.CharField(max_length=64, unique=True)
+        user = pw.ForeignKeyField(User, on_delete="CASCADE")
+        csrf_token = pw.CharField(max_length=64)
+        created_at = pw.FloatField()
+        expires_at = pw.FloatField(index=True)
+        address = pw.CharField(max_length=64, null=True)
+
+    class LoginFailure(Frozen):
+        key = pw.CharField(max_length=200, index=True)
+        ts = pw.FloatField(index=True)
+
+    class AuditEntry(Frozen):
+        ts = pw.FloatField(index=True)
+        actor = pw.CharField(max_length=200)
+        action = pw.CharField(max_length=48, index=True)
+        target = pw.CharField(max_length=200, null=True)
+        address = pw.CharField(max_length=64, null=True)
+        details = pw.TextField()
+
+    database.create_tables([User, Session, LoginFailure, AuditEntry])
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
+    (2, "accounts, sessions and audit log", v2_accounts),
 ]
 
 

@@ -132,10 +132,50 @@ class Nonce(BaseModel):
         primary_key = pw.CompositeKey("node", "value")
 
 
+class User(BaseModel):
+    """An operator who logs in to the dashboard; `role` is one of permissions.ROLES."""
+
+    username = pw.CharField(max_length=64, unique=True)
+    password_hash = pw.CharField(max_length=256)
+    role = pw.CharField(max_length=16)
+    created_at = pw.FloatField(default=now)
+    last_login_at = pw.FloatField(null=True)
+    disabled_at = pw.FloatField(null=True)
+
+
+class Session(BaseModel):
+    """A browser session; the cookie holds the key, the table only its hash."""
+
+    key_hash = pw.CharField(max_length=64, unique=True)
+    user = pw.ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
+    csrf_token = pw.CharField(max_length=64)
+    created_at = pw.FloatField(default=now)
+    expires_at = pw.FloatField(index=True)
+    address = pw.CharField(max_length=64, null=True)
+
+
+class LoginFailure(BaseModel):
+    """Failed logins inside the throttling window, keyed by account and by address."""
+
+    key = pw.CharField(max_length=200, index=True)
+    ts = pw.FloatField(index=True)
+
+
+class AuditEntry(BaseModel):
+    """Who did what, when and from where: logins, tokens, users, approvals, node removal."""
+
+    ts = pw.FloatField(default=now, index=True)
+    actor = pw.CharField(max_length=200)
+    action = pw.CharField(max_length=48, index=True)
+    target = pw.CharField(max_length=200, null=True)
+    address = pw.CharField(max_length=64, null=True)
+    details = JSONField(default=dict)
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
     applied_at = pw.FloatField(default=now)
 
 
-MODELS = (Node, Token, Task, Event, Nonce, SchemaMigration)
+MODELS = (Node, Token, Task, Event, Nonce, User, Session, LoginFailure, AuditEntry, SchemaMigration)

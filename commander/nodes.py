@@ -6,10 +6,10 @@ import secrets
 
 import peewee as pw
 
-from commander import events
+from commander import audit, events
 from commander.context import Commander
 from commander.errors import ApiError
-from commander.models import ACTIVE, DRAINING, LEASED, LOST, OFFLINE, PAUSED, Node, Task, Token, now
+from commander.models import ACTIVE, DRAINING, LEASED, LOST, OFFLINE, PAUSED, QUEUED, Node, Task, Token, now
 from commander.permissions import NODE_PERMISSIONS
 from commander.schemas import HeartbeatIn, RegisterIn
 from commander.secrets import new_token, token_hash
@@ -107,12 +107,27 @@ def mark_lost(cmdr: Commander) -> int:
     return count
 
 
-def set_state(cmdr: Commander, node_id: int, state: str) -> Node:
+def set_state(cmdr: Commander, node_id: int, state: str, actor: str) -> Node:
     node = get(node_id)
     with cmdr.writing():
         Node.update(state=state).where(Node.id == node_id).execute()
         events.publish(f"node.{state}", node=node_id, previous=node.state)
+        audit.record(actor, "node.state", f"node {node_id} {node.name}", previous=node.state, state=state)
     return get(node_id)
+
+
+def remove(cmdr: Commander, node_id: int, actor: str) -> None:
+    """Forget a node: its tokens die with it and the work it held goes back to the queue."""
+    node = get(node_id)
+    with cmdr.writing():
+        requeued = [t.id for t in Task.select(Task.id).where((Task.state == LEASED) & (Task.node == node_id))]
+        Task.update(state=QUEUED, lease_token=None, lease_until=None, updated_at=now()).where(
+            Task.id.in_(requeued)).execute()
+        for task_id in requeued:
+            events.publish("task.requeued", task=task_id, node=node_id, reason="node removed")
+        Node.delete().where(Node.id == node_id).execute()
+        events.publish("node.removed", node=node_id, name=node.name)
+        audit.record(actor, "node.removed", f"node {node_id} {node.name}", requeued=requeued)
 
 
 def get(node_id: int) -> Node:

@@ -16,9 +16,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.routing import IntegerConverter
 
+from commander import accounts
 from commander.errors import ApiError, describe_validation
 from commander.models import Node, Nonce, Token
-from commander.permissions import PUBLIC
+from commander.permissions import PUBLIC, ROLES
 from commander.schemas import MAX_ID
 from commander.secrets import token_hash
 from m3shd import wire
@@ -47,11 +48,22 @@ class RouteSpec:
 
 @dataclass(frozen=True)
 class Principal:
-    token_id: int
-    kind: str
+    kind: str                       # api | join | node (tokens) or session (a logged-in user)
     name: str
     permissions: frozenset[str]
+    token_id: int | None = None
     node_id: int | None = None
+    user_id: int | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"{'user' if self.kind == 'session' else self.kind + ' token'}:{self.name}"
+
+
+SESSION_COOKIE = "m3shd_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **options):
@@ -69,6 +81,8 @@ def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **optio
             if route.query:
                 kwargs["query"] = parse_query(route.query)
             result = handler(**kwargs)
+            if result is None:
+                return current_app.response_class(status=route.status)
             if isinstance(result, Response):
                 return result
             status = route.status
@@ -109,30 +123,48 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         raise ApiError(400, "invalid_request", describe_validation(exc)) from None
 
 
-def bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>`")
-    return token.strip()
-
-
 def authenticate(route: RouteSpec, path: dict) -> Principal:
-    token = Token.get_or_none(Token.token_hash == token_hash(bearer_token()))
+    """A bearer token if one is sent, else the session cookie; then the route's permission."""
+    if "Authorization" in request.headers or SESSION_COOKIE not in request.cookies:
+        principal = token_principal()
+    else:
+        principal = session_principal()
+    if route.permission not in principal.permissions:
+        raise ApiError(403, "forbidden", f"this {'session' if principal.kind == 'session' else 'token'} "
+                                         f"lacks the `{route.permission}` permission")
+    if route.signed:
+        check_node_request(principal, path)
+    return principal
+
+
+def token_principal() -> Principal:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>` or log in")
+    token = Token.get_or_none(Token.token_hash == token_hash(secret.strip()))
     now = time.time()
     if token is None or token.revoked_at is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked token")
     if token.expires_at is not None and token.expires_at <= now:
         raise ApiError(401, "unauthenticated", "the token has expired")
-    if route.permission not in token.permissions:
-        raise ApiError(403, "forbidden", f"this token lacks the `{route.permission}` permission")
-    principal = Principal(token.id, token.kind, token.name, frozenset(token.permissions), token.node_id)
-    if route.signed:
-        check_node_request(principal, path)
+    if not token.permissions:
+        raise ApiError(401, "unauthenticated", "the token has no permissions")
     # Last-used time at minute resolution: a write per request would cost more than it tells.
     if token.last_used_at is None or now - token.last_used_at > 60:
         Token.update(last_used_at=now).where(Token.id == token.id).execute()
-    return principal
+    return Principal(token.kind, token.name, frozenset(token.permissions), token_id=token.id, node_id=token.node_id)
+
+
+def session_principal() -> Principal:
+    found = accounts.session_for(request.cookies[SESSION_COOKIE])
+    if found is None:
+        raise ApiError(401, "unauthenticated", "the session has expired or ended; log in again")
+    session, user = found
+    if request.method not in SAFE_METHODS:
+        presented = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token")
+        if not accounts.csrf_ok(session, presented):
+            raise ApiError(403, "csrf_failed", f"state-changing requests from a session need the {CSRF_HEADER} header")
+    return Principal("session", user.username, frozenset(ROLES[user.role]), user_id=user.id)
 
 
 def check_node_request(principal: Principal, path: dict) -> None:

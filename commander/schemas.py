@@ -259,3 +259,86 @@ class TokenCreated(Response):
 class EventsQuery(Request):
     model_config = ConfigDict(extra="forbid")
     after: Count | None = Field(None, description="replay events after this id (else: only new ones)")
+
+
+# --- accounts, sessions, audit ---------------------------------------------------------------
+
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Role = Literal[tuple(ROLES)]  # type: ignore[valid-type]
+
+
+class LoginIn(Request):
+    username: Username
+    password: Password
+
+
+class SessionOut(Response):
+    username: str
+    role: str
+    permissions: list[str]
+    csrf_token: str = Field(description="send it as the X-CSRF-Token header on state-changing requests")
+    expires_at: float
+
+
+class UserCreate(Request):
+    username: Username
+    password: Password
+    role: Role = "commander"
+
+
+class UserUpdate(Request):
+    role: Role | None = None
+    disabled: bool | None = None
+    password: Password | None = None
+
+
+class UserOut(Response):
+    id: int
+    username: str
+    role: str
+    created_at: float
+    last_login_at: float | None
+    disabled: bool
+
+
+class UserList(Response):
+    users: list[UserOut]
+
+
+class TokenOut(Response):
+    id: int
+    kind: str
+    name: str
+    prefix: str
+    permissions: list[str]
+    node_id: int | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+class TokenList(Response):
+    tokens: list[TokenOut]
+
+
+class AuditOut(Response):
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str | None
+    address: str | None
+    details: dict
+
+
+class AuditList(Response):
+    entries: list[AuditOut]
+
+
+class AuditQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    action: Annotated[str, StringConstraints(min_length=1, max_length=48)] | None = None
+    before_id: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 100

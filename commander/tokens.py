@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from commander import audit
 from commander.errors import ApiError
 from commander.models import Token, now
 from commander.permissions import JOIN_PERMISSIONS, ROLES
 from commander.secrets import new_token, token_hash
 
 
-def create(name: str, kind: str = "api", permissions=None, role: str | None = None,
+def create(name: str, actor: str, kind: str = "api", permissions=None, role: str | None = None,
            expires_in: float | None = None, granter: frozenset[str] | None = None) -> tuple[Token, str]:
-    """Create a token; `granter` (the creator's permissions) bounds what it may hold."""
+    """Create a token (inside a write transaction); `granter`, the creator's permissions, bounds
+    what it may hold."""
     if kind == "join":
         wanted = set(JOIN_PERMISSIONS)
     elif permissions is not None:
@@ -27,7 +29,26 @@ def create(name: str, kind: str = "api", permissions=None, role: str | None = No
         kind=kind, name=name, token_hash=token_hash(secret), prefix=secret[:8], permissions=sorted(wanted),
         expires_at=now() + expires_in if expires_in else None,
     )
+    audit.record(actor, "token.created", f"{kind} token {token.id} {name}", permissions=token.permissions,
+                 expires_at=token.expires_at)
     return token, secret
+
+
+def revoke(token_id: int, actor: str) -> Token:
+    """Revoke an API or join token (inside a write transaction); node tokens go with their node."""
+    token = Token.get_or_none((Token.id == token_id) & (Token.kind != "node"))
+    if token is None:
+        raise ApiError(404, "not_found", f"token {token_id} does not exist")
+    if token.revoked_at is None:
+        Token.update(revoked_at=now()).where(Token.id == token_id).execute()
+        audit.record(actor, "token.revoked", f"{token.kind} token {token.id} {token.name}")
+    return Token.get_by_id(token_id)
+
+
+def as_dict(token: Token) -> dict:
+    return dict(id=token.id, kind=token.kind, name=token.name, prefix=token.prefix, permissions=token.permissions,
+                node_id=token.node_id, created_at=token.created_at, expires_at=token.expires_at,
+                revoked_at=token.revoked_at, last_used_at=token.last_used_at)
 
 
 def as_created(token: Token, secret: str) -> dict:

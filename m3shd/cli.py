@@ -207,6 +207,63 @@ def cmd_token_create(args) -> int:
     return 0
 
 
+def cmd_token_list(args) -> int:
+    found = api(args).list_tokens()
+
+    def table(items):
+        print(f"{'ID':>4}  {'KIND':<5} {'NAME':<24} {'PREFIX':<9} {'STATE':<8} PERMISSIONS")
+        for t in items:
+            state = "revoked" if t["revoked_at"] else "expired" if t["expires_at"] and t["expires_at"] < time.time() else "active"
+            print(f"{t['id']:>4}  {t['kind']:<5} {t['name'][:24]:<24} {t['prefix']:<9} {state:<8} "
+                  f"{', '.join(t['permissions'])}")
+
+    emit(args, found, table)
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    emit(args, api(args).revoke_token(args.id), lambda t: say(f"token {t['id']} `{t['name']}` revoked"))
+    return 0
+
+
+def read_password(args) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for the password: pipe it in with --password-stdin")
+    import getpass
+
+    first = getpass.getpass("new password: ")
+    if getpass.getpass("again: ") != first:
+        raise CliError("the two passwords differ")
+    return first
+
+
+def cmd_admin_user(args) -> int:
+    """create-user and reset-password: straight in this machine's Commander database."""
+    from commander import accounts
+    from commander.errors import ApiError
+    from commander.models import User
+    from m3shd.up import cli_actor, local_commander
+
+    password = read_password(args)
+    cmdr = local_commander(args.config)
+    try:
+        with cmdr.db.connection_context(), cmdr.writing():
+            if args.sub == "create-user":
+                accounts.create_user(args.username, password, args.role, cli_actor())
+                say(f"user {args.username} created with role {args.role}")
+            else:
+                user = User.get_or_none(User.username == args.username)
+                if user is None:
+                    raise CliError(f"no user named {args.username}")
+                accounts.update_user(user, cli_actor(), password=password)
+                say(f"password of {args.username} reset; its sessions have ended")
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+    return 0
+
+
 # --- the parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires-in", type=float, metavar="SECONDS")
     p.add_argument("--local", action="store_true", help="write to this machine's Commander database directly")
     p.set_defaults(func=cmd_token_create)
+    p = token.add_parser("list", parents=[client], help="list API and join tokens (never their secrets)")
+    p.set_defaults(func=cmd_token_list)
+    p = token.add_parser("revoke", parents=[client], help="revoke a token")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_token_revoke)
+
+    admin = top.add_parser("admin", help="operator accounts, on the Commander's machine").add_subparsers(
+        dest="sub", required=True, metavar="SUB")
+    p = admin.add_parser("create-user", parents=[common], help="create a dashboard account")
+    p.add_argument("username")
+    p.add_argument("--role", choices=("worker", "mobile", "commander", "admin"), default="commander")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_admin_user)
+    p = admin.add_parser("reset-password", parents=[common], help="set a new password (ends the user's sessions)")
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_admin_user)
     return parser
 
 

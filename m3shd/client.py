@@ -70,6 +70,12 @@ class ApiClient(_Base):
     def create_token(self, name: str, **fields) -> dict:
         return self._send("POST", "/api/tokens", {"name": name, **{k: v for k, v in fields.items() if v is not None}})
 
+    def list_tokens(self) -> list[dict]:
+        return self._send("GET", "/api/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> dict:
+        return self._send("DELETE", f"/api/tokens/{token_id}")
+
     def register(self, **fields) -> dict:
         return self._send("POST", "/api/nodes/register", fields)
 

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, dict] = {
         "max_attempts": 3,          # leases per task before it fails
         "max_body_bytes": 1_048_576,
         "claim_max_wait": 60.0,     # longest long-poll a node may ask for
+        "session_ttl": 43200.0,     # browser sessions last this long (seconds)
         "secret_keys": "",          # comma-separated Fernet keys; "" → <data_dir>/secret.keys
         "log_level": "info",
     },

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,26 +20,50 @@ def say(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
+def cli_actor() -> str:
+    """How the audit log names someone acting on the Commander's machine directly."""
+    return f"cli:{getpass.getuser()}"
+
+
 def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
     """Create a token straight in this machine's Commander database (bootstrap, no API token yet)."""
     from commander import tokens
+
+    cmdr = local_commander(config_file)
+    with cmdr.db.connection_context(), cmdr.writing():
+        token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in)
+    return tokens.as_created(token, secret)
+
+
+def local_commander(config_file):
     from commander.app import build_commander
 
-    cmdr = build_commander(config.load("commander", config_file))
-    with cmdr.db.connection_context(), cmdr.writing():
-        token, secret = tokens.create(name, kind, permissions, role, expires_in)
-    return tokens.as_created(token, secret)
+    return build_commander(config.load("commander", config_file))
+
+
+def ensure_first_admin(config_file) -> str | None:
+    """On a Commander with no accounts, create `admin` with a random password; returns it (shown once)."""
+    from commander import accounts
+    from commander.models import User
+
+    cmdr = local_commander(config_file)
+    with cmdr.db.connection_context():
+        if User.select().exists():
+            return None
+        password = secrets.token_urlsafe(12)
+        with cmdr.writing():
+            accounts.create_user("admin", password, "admin", cli_actor())
+    return password
 
 
 def _saved_token(path: Path, config_file, name: str, kind: str, role: str | None) -> str:
     """Reuse the token kept in `path` while the database still accepts it, else make a new one."""
-    from commander.app import build_commander
     from commander.models import Token
     from commander.secrets import token_hash
 
     if path.exists():
         secret = path.read_text().strip()
-        cmdr = build_commander(config.load("commander", config_file))
+        cmdr = local_commander(config_file)
         with cmdr.db.connection_context():
             row = Token.get_or_none(Token.token_hash == token_hash(secret))
         if row and row.revoked_at is None and (row.expires_at is None or row.expires_at > time.time()):
@@ -82,6 +108,7 @@ def up(args) -> int:
     say(f"preparing the Commander's database in {data} …")
     admin = _saved_token(data / "admin.token", args.config, "admin (m3shd up)", "api", "admin")
     join = _saved_token(data / "local-join.token", args.config, "local N0D3 (m3shd up)", "join", None)
+    first_password = ensure_first_admin(args.config)
 
     client_file = config.config_dir() / "client.toml"
     if not client_file.exists() or config.load("client", client_file)["url"] == url:
@@ -122,7 +149,7 @@ def up(args) -> int:
         children.append(subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run", *extra], env=env,
                                          start_new_session=True))
         node = _wait_for_node(api, children[-1])
-        _banner(url, admin, client_file, node)
+        _banner(url, admin, client_file, node, first_password)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         say("m3shd up: a part of the mesh exited; stopping the rest")
@@ -144,11 +171,14 @@ def _wait_for_node(api: ApiClient, process: subprocess.Popen) -> dict | None:
     return None
 
 
-def _banner(url: str, admin: str, client_file: Path, node: dict | None) -> None:
+def _banner(url: str, admin: str, client_file: Path, node: dict | None, first_password: str | None) -> None:
     lines = ["", "M3SHD is up.",
              f"  Commander    {url}   (API description: {url}/api/openapi.json)",
              f"  Admin token  {admin}",
              f"               saved in {client_file}, so the m3shd command uses it"]
+    if first_password:
+        lines += [f"  Login        admin / {first_password}",
+                  "               shown once; change it with `m3shd admin reset-password admin`"]
     if node is None:
         lines.append("  N0D3         did not register; see its log above")
     elif node["runner"]:

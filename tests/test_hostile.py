@@ -419,9 +419,9 @@ def test_traversal_looking_paths_are_json_404(cmd, path):
 
 WRONG_METHODS = [
     ("DELETE", "/api/tasks"), ("PUT", "/api/tasks"), ("PATCH", "/api/tasks/1"), ("DELETE", "/api/tasks/1"),
-    ("GET", "/api/tasks/1/cancel"), ("GET", "/api/tokens"), ("GET", "/api/nodes/register"),
+    ("GET", "/api/tasks/1/cancel"), ("PUT", "/api/tokens"), ("GET", "/api/nodes/register"),
     ("GET", "/api/nodes/1/heartbeat"), ("POST", "/api/nodes/1/state"), ("POST", "/api/health"),
-    ("POST", "/api/events"), ("DELETE", "/api/nodes/1"),
+    ("POST", "/api/events"), ("POST", "/api/nodes/1"), ("PUT", "/api/session"),
 ]
 
 

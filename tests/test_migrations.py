@@ -57,22 +57,23 @@ def test_the_oldest_schema_migrates_to_exactly_what_the_models_create(tmp_path):
 def test_pending_steps_run_in_order_and_a_failed_step_changes_nothing(tmp_path):
     db = fresh(tmp_path / "c.db")
     migrate(db)
+    latest = MIGRATIONS[-1][0]
     ran = []
 
     def add_column(database):
-        ran.append(2)
+        ran.append(latest + 1)
         database.execute_sql('ALTER TABLE "node" ADD COLUMN "rack" TEXT')
 
     def broken(database):
         database.execute_sql('ALTER TABLE "node" ADD COLUMN "half_done" TEXT')
-        raise RuntimeError("step 3 fails midway")
+        raise RuntimeError("the last step fails midway")
 
-    steps = MIGRATIONS + [(2, "rack", add_column), (3, "broken", broken)]
+    steps = MIGRATIONS + [(latest + 1, "rack", add_column), (latest + 2, "broken", broken)]
     with pytest.raises(RuntimeError):
         migrate(db, steps)
-    assert ran == [2] and current_version(db) == 2
+    assert ran == [latest + 1] and current_version(db) == latest + 1
     columns = [row[1] for row in db.execute_sql('PRAGMA table_info("node")')]
-    assert "rack" in columns and "half_done" not in columns  # step 3 rolled back whole
+    assert "rack" in columns and "half_done" not in columns  # the failed step rolled back whole
     assert migrate(db, steps[:-1]) == []  # without the broken step, nothing is pending
 
 

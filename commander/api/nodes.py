@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
 from commander import leases, nodes
 from commander.errors import ApiError
 from commander.models import Node
-from commander.routing import api_route, commander
+from commander.routing import api_route, commander, principal
 from commander.schemas import (
     ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, NodeList, NodeOut, NodeStateIn, RegisterIn, RegisterOut, ResultIn,
     ResultOut,
@@ -40,8 +40,14 @@ def get_node(node_id: int):
 @api_route(bp, "PUT", "/nodes/<id:node_id>/state", permission="nodes:manage", body=NodeStateIn, response=NodeOut)
 def set_node_state(node_id: int, body: NodeStateIn):
     """Pause a node, drain it (it finishes its work and takes nothing new), or make it active again."""
-    node = nodes.set_state(commander(), node_id, body.state)
+    node = nodes.set_state(commander(), node_id, body.state, principal().actor)
     return NodeOut(**nodes.as_dict(node, nodes.running_counts().get(node_id, 0)))
+
+
+@api_route(bp, "DELETE", "/nodes/<id:node_id>", permission="nodes:manage", status=204)
+def remove_node(node_id: int):
+    """Remove a node: its tokens stop working and the tasks it held are queued again."""
+    nodes.remove(commander(), node_id, principal().actor)
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/heartbeat", permission="work:execute", signed=True,
@@ -73,4 +79,3 @@ def post_result(node_id: int, body: ResultIn):
 def deregister(node_id: int):
     """A clean exit: the node goes offline."""
     nodes.deregister(commander(), g.node)
-    return current_app.response_class(status=204)

@@ -3,16 +3,31 @@ from __future__ import annotations
 from flask import Blueprint
 
 from commander import tokens
+from commander.models import Token
 from commander.routing import api_route, commander, principal
-from commander.schemas import TokenCreate, TokenCreated
+from commander.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
 
 bp = Blueprint("tokens", __name__)
 
 
 @api_route(bp, "POST", "/tokens", permission="tokens:manage", body=TokenCreate, response=TokenCreated, status=201)
 def create(body: TokenCreate):
-    """Create an API token (a role or a list of permissions) or a join token; shown once."""
+    """Create an API token (a role or a subset of your permissions) or a join token; shown once."""
     with commander().writing():
-        token, secret = tokens.create(body.name, body.kind, body.permissions, body.role, body.expires_in,
-                                      granter=principal().permissions)
+        token, secret = tokens.create(body.name, principal().actor, body.kind, body.permissions, body.role,
+                                      body.expires_in, granter=principal().permissions)
     return TokenCreated(**tokens.as_created(token, secret))
+
+
+@api_route(bp, "GET", "/tokens", permission="tokens:manage", response=TokenList)
+def list_tokens():
+    """API and join tokens with their prefix, permissions, expiry and last use (never the secret)."""
+    rows = Token.select().where(Token.kind != "node").order_by(Token.id)
+    return TokenList(tokens=[TokenOut(**tokens.as_dict(t)) for t in rows])
+
+
+@api_route(bp, "DELETE", "/tokens/<id:token_id>", permission="tokens:manage", response=TokenOut)
+def revoke(token_id: int):
+    """Revoke a token: refused everywhere from now on."""
+    with commander().writing():
+        return TokenOut(**tokens.as_dict(tokens.revoke(token_id, principal().actor)))

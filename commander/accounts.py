@@ -1,0 +1,141 @@
+"""Operator accounts: users, logins with throttling, and browser sessions."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+
+from commander import audit, passwords
+from commander.context import Commander
+from commander.errors import ApiError
+from commander.models import LoginFailure, Session, User, now
+from commander.permissions import ROLES
+from commander.secrets import token_hash
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+THROTTLE_WINDOW_S = 900
+ACCOUNT_FAILURES = 5     # per account per window: slows guessing one password
+ADDRESS_FAILURES = 20    # per address per window: slows spraying many accounts
+
+
+def offload(fn, *args):
+    """Run CPU-bound work (PBKDF2) on a real thread under gevent, so one login does not
+    stall every long-poll of this worker for a fifth of a second."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:
+        return fn(*args)
+    if monkey.is_module_patched("threading"):
+        return get_hub().threadpool.apply(fn, args)
+    return fn(*args)
+
+
+def _check_new(username: str | None, password: str | None, role: str | None) -> None:
+    if username is not None and not USERNAME.match(username):
+        raise ApiError(400, "invalid_request", "a user name is 1-64 letters, digits or _ . @ -")
+    if password is not None and (problem := passwords.problem(password)):
+        raise ApiError(400, "invalid_request", problem)
+    if role is not None and role not in ROLES:
+        raise ApiError(400, "invalid_request", f"role must be one of: {', '.join(ROLES)}")
+
+
+def create_user(username: str, password: str, role: str, actor: str) -> User:
+    """Call inside a write transaction."""
+    _check_new(username, password, role)
+    if User.get_or_none(User.username == username):
+        raise ApiError(409, "exists", f"user {username} already exists")
+    user = User.create(username=username, password_hash=offload(passwords.hash_password, password), role=role)
+    audit.record(actor, "user.created", username, role=role)
+    return user
+
+
+def update_user(user: User, actor: str, role: str | None = None, disabled: bool | None = None,
+                password: str | None = None) -> User:
+    """Change role, disable/enable, or reset the password; every change is audited."""
+    _check_new(None, password, role)
+    changes: dict = {}
+    if role is not None and role != user.role:
+        changes["role"] = role
+        audit.record(actor, "user.role", user.username, previous=user.role, role=role)
+    if disabled is not None and disabled != (user.disabled_at is not None):
+        changes["disabled_at"] = now() if disabled else None
+        audit.record(actor, "user.disabled" if disabled else "user.enabled", user.username)
+    if password is not None:
+        changes["password_hash"] = offload(passwords.hash_password, password)
+        audit.record(actor, "user.password_reset", user.username)
+    if changes:
+        User.update(**changes).where(User.id == user.id).execute()
+        if "password_hash" in changes or changes.get("disabled_at"):
+            Session.delete().where(Session.user == user.id).execute()  # sign it out everywhere
+    return User.get_by_id(user.id)
+
+
+def _recent_failures(key: str, since: float) -> list[float]:
+    return [row.ts for row in LoginFailure.select(LoginFailure.ts).where(
+        (LoginFailure.key == key) & (LoginFailure.ts > since)).order_by(LoginFailure.ts)]
+
+
+def _throttle(keys_and_limits: list[tuple[str, int]]) -> None:
+    t = now()
+    for key, limit in keys_and_limits:
+        recent = _recent_failures(key, t - THROTTLE_WINDOW_S)
+        if len(recent) >= limit:
+            wait = int(recent[-limit] + THROTTLE_WINDOW_S - t) + 1
+            raise ApiError(429, "too_many_attempts",
+                           f"too many failed logins for this {key.split(':')[0]}; try again in {wait} s",
+                           headers={"Retry-After": str(wait)})
+
+
+def login(cmdr: Commander, username: str, password: str, address: str | None) -> tuple[str, Session, User]:
+    """Check the password (throttled per account and per address); returns a new session key."""
+    keys = [(f"account:{username.lower()}", ACCOUNT_FAILURES), (f"address:{address}", ADDRESS_FAILURES)]
+    _throttle(keys)
+    user = User.get_or_none(User.username == username)
+    usable = user is not None and user.disabled_at is None
+    ok, rehash = offload(passwords.verify, password, user.password_hash if usable else passwords.dummy_hash())
+    with cmdr.writing():
+        if not (ok and usable):
+            for key, _ in keys:
+                LoginFailure.create(key=key, ts=now())
+            audit.record(f"user:{username}", "login.failed", username)
+            raise ApiError(401, "unauthenticated", "wrong user name or password")
+        LoginFailure.delete().where(LoginFailure.key == keys[0][0]).execute()
+        changes = {"last_login_at": now()}
+        if rehash:  # the iteration count went up since this hash was made
+            changes["password_hash"] = offload(passwords.hash_password, password)
+        User.update(**changes).where(User.id == user.id).execute()
+        key = secrets.token_urlsafe(32)
+        session = Session.create(key_hash=token_hash(key), user=user.id, csrf_token=secrets.token_urlsafe(32),
+                                 expires_at=now() + cmdr.settings["session_ttl"], address=address)
+        audit.record(f"user:{username}", "login", username)
+    return key, session, User.get_by_id(user.id)
+
+
+def session_for(key: str) -> tuple[Session, User] | None:
+    """The live session behind a cookie value, or None (expired, signed out, user disabled)."""
+    session = Session.get_or_none(Session.key_hash == token_hash(key))
+    if session is None or session.expires_at <= now():
+        return None
+    user = User.get_by_id(session.user_id)
+    if user.disabled_at is not None:
+        return None
+    return session, user
+
+
+def csrf_ok(session: Session, presented: str | None) -> bool:
+    return bool(presented) and hmac.compare_digest(session.csrf_token, presented)
+
+
+def logout(cmdr: Commander, key: str) -> None:
+    found = session_for(key)
+    if found:
+        with cmdr.writing():
+            Session.delete().where(Session.id == found[0].id).execute()
+            audit.record(f"user:{found[1].username}", "logout", found[1].username)
+
+
+def purge_expired() -> None:
+    t = now()
+    Session.delete().where(Session.expires_at <= t).execute()
+    LoginFailure.delete().where(LoginFailure.ts <= t - THROTTLE_WINDOW_S).execute()

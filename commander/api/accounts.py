@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from commander import accounts
+from commander.errors import ApiError
+from commander.models import User
+from commander.permissions import PUBLIC, ROLES
+from commander.routing import SESSION_COOKIE, api_route, commander, principal
+from commander.schemas import LoginIn, SessionOut, UserCreate, UserList, UserOut, UserUpdate
+
+bp = Blueprint("accounts", __name__)
+
+
+def session_out(session, user) -> SessionOut:
+    return SessionOut(username=user.username, role=user.role, permissions=sorted(ROLES[user.role]),
+                      csrf_token=session.csrf_token, expires_at=session.expires_at)
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, username=user.username, role=user.role, created_at=user.created_at,
+                   last_login_at=user.last_login_at, disabled=user.disabled_at is not None)
+
+
+@api_route(bp, "POST", "/session", permission=PUBLIC, body=LoginIn, response=SessionOut)
+def login(body: LoginIn):
+    """Log in: sets an HttpOnly session cookie (Secure over TLS); throttled per account and address."""
+    key, session, user = accounts.login(commander(), body.username, body.password, request.remote_addr)
+    response = jsonify(session_out(session, user).model_dump(mode="json"))
+    response.set_cookie(SESSION_COOKIE, key, max_age=int(commander().settings["session_ttl"]), httponly=True,
+                        samesite="Lax", secure=request.is_secure, path="/")
+    return response
+
+
+@api_route(bp, "GET", "/session", permission=PUBLIC, response=SessionOut)
+def current_session():
+    """The session behind the cookie, with its CSRF token; 401 without one."""
+    found = accounts.session_for(request.cookies.get(SESSION_COOKIE, ""))
+    if found is None:
+        raise ApiError(401, "unauthenticated", "no session: log in with POST /api/session")
+    return session_out(*found)
+
+
+@api_route(bp, "DELETE", "/session", permission=PUBLIC, status=204)
+def logout():
+    """Log out: ends the session (needs its CSRF token) and clears the cookie."""
+    key = request.cookies.get(SESSION_COOKIE, "")
+    found = accounts.session_for(key)
+    if found and not accounts.csrf_ok(found[0], request.headers.get("X-CSRF-Token")):
+        raise ApiError(403, "csrf_failed", "logging out needs the X-CSRF-Token header")
+    accounts.logout(commander(), key)
+    response = current_app.response_class(status=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@api_route(bp, "GET", "/users", permission="admin", response=UserList)
+def list_users():
+    """Operator accounts."""
+    return UserList(users=[user_out(u) for u in User.select().order_by(User.id)])
+
+
+@api_route(bp, "POST", "/users", permission="admin", body=UserCreate, response=UserOut, status=201)
+def create_user(body: UserCreate):
+    """Create an operator account with a role preset."""
+    with commander().writing():
+        return user_out(accounts.create_user(body.username, body.password, body.role, principal().actor))
+
+
+@api_route(bp, "PATCH", "/users/<id:user_id>", permission="admin", body=UserUpdate, response=UserOut)
+def update_user(user_id: int, body: UserUpdate):
+    """Change a user's role, disable or enable it, or reset its password (ends its sessions)."""
+    with commander().writing():
+        user = User.get_or_none(User.id == user_id)
+        if user is None:
+            raise ApiError(404, "not_found", f"user {user_id} does not exist")
+        return user_out(accounts.update_user(user, principal().actor, body.role, body.disabled, body.password))

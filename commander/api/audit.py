@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from flask import Blueprint
+
+from commander import audit
+from commander.models import AuditEntry
+from commander.routing import api_route
+from commander.schemas import AuditList, AuditOut, AuditQuery
+
+bp = Blueprint("audit", __name__)
+
+
+@api_route(bp, "GET", "/audit", permission="admin", query=AuditQuery, response=AuditList)
+def list_entries(query: AuditQuery):
+    """The audit log, newest first: logins, failed logins, tokens, users, node removal."""
+    select = AuditEntry.select().order_by(AuditEntry.id.desc()).limit(query.limit)
+    if query.action:
+        select = select.where(AuditEntry.action == query.action)
+    if query.before_id:
+        select = select.where(AuditEntry.id < query.before_id)
+    return AuditList(entries=[AuditOut(**audit.as_dict(e)) for e in select])

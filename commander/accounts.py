@@ -94,12 +94,13 @@ def login(cmdr: Commander, username: str, password: str, address: str | None) ->
     user = User.get_or_none(User.username == username)
     usable = user is not None and user.disabled_at is None
     ok, rehash = offload(passwords.verify, password, user.password_hash if usable else passwords.dummy_hash())
-    with cmdr.writing():
-        if not (ok and usable):
+    if not (ok and usable):
+        with cmdr.writing():  # committed before the refusal is raised, or it would roll back
             for key, _ in keys:
                 LoginFailure.create(key=key, ts=now())
             audit.record(f"user:{username}", "login.failed", username)
-            raise ApiError(401, "unauthenticated", "wrong user name or password")
+        raise ApiError(401, "unauthenticated", "wrong user name or password")
+    with cmdr.writing():
         LoginFailure.delete().where(LoginFailure.key == keys[0][0]).execute()
         changes = {"last_login_at": now()}
         if rehash:  # the iteration count went up since this hash was made

@@ -28,8 +28,10 @@ def open_database(url: str) -> pw.Database:
     if parsed.scheme == "sqlite":
         path = Path(parsed.path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread off: the pool hands a connection to one thread at a time, not always the same one.
         database = PooledSqliteDatabase(
-            str(path), pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=600, timeout=30
+            str(path), pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=600, timeout=30,
+            check_same_thread=False,
         )
     else:
         database = connect_url(url)

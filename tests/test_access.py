@@ -1,0 +1,377 @@
+"""Access control: the authorization matrix, accounts and sessions, tokens, audit, SQL hygiene."""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from commander.models import User
+from commander.passwords import ITERATIONS, hash_password
+from commander.permissions import PERMISSIONS, PUBLIC, ROLES
+from conftest import Commander, wait_until
+from m3shd import wire
+from m3shd.client import ApiClient
+
+PASSWORD = "correct horse battery"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def cmd(tmp_path_factory):
+    started = Commander(tmp_path_factory.mktemp("access"))
+    yield started
+    started.stop()
+
+
+def login(cmd: Commander, username: str, password: str = PASSWORD) -> requests.Session:
+    """A browser-like client: the cookie jar holds the session, the header carries the CSRF token."""
+    browser = requests.Session()
+    reply = browser.post(f"{cmd.url}/api/session", json={"username": username, "password": password}, timeout=15)
+    assert reply.status_code == 200, reply.text
+    browser.headers["X-CSRF-Token"] = reply.json()["csrf_token"]
+    return browser
+
+
+def make_user(cmd: Commander, role: str, password: str = PASSWORD) -> str:
+    name = f"{role}-{uuid.uuid4().hex[:8]}"
+    cmd.api._send("POST", "/api/users", {"username": name, "password": password, "role": role})
+    return name
+
+
+# --- the matrix ------------------------------------------------------------------------------
+
+def operations(cmd: Commander) -> list[tuple[str, str, str, bool]]:
+    """(method, path, permission, signed) for every route, from the route table via OpenAPI."""
+    doc = requests.get(f"{cmd.url}/api/openapi.json", timeout=15).json()
+    found = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            found.append((method.upper(), path, op["x-permission"], "X-M3SHD-Signature" in op.get("description", "")))
+    # Logging out ends the matrix's sessions, so it goes last.
+    return sorted(found, key=lambda op: (op[:2] == ("DELETE", "/api/session"), op))
+
+
+@pytest.fixture(scope="module")
+def principals(cmd):
+    """Every preset as an API token and as a logged-in session, a node's own token, and nobody."""
+    node = ApiClient(cmd.url, cmd.join_token).register(machine_id=uuid.uuid4().hex, name="matrix", slots=1)
+    found = {"none": dict(kind="none", permissions=set())}
+    for role in ROLES:
+        found[f"token:{role}"] = dict(kind="token", permissions=set(ROLES[role]), token=cmd.token(f"m-{role}", role=role))
+        found[f"session:{role}"] = dict(kind="session", permissions=set(ROLES[role]), browser=login(cmd, make_user(cmd, role)))
+    found["node"] = dict(kind="node", permissions={"work:execute", "memory:read", "memory:write"},
+                         token=node["node_token"], key=bytes.fromhex(node["signing_key"]), node_id=node["node_id"])
+    return found
+
+
+def call(cmd: Commander, who: dict, method: str, path: str) -> requests.Response:
+    path = re.sub(r"\{node_id\}", str(who.get("node_id", 999_999)), path)
+    path = re.sub(r"\{[a-z_]+\}", "999999", path)
+    body = b"{}" if method in ("POST", "PUT", "PATCH") else b""
+    headers = {"Content-Type": "application/json"} if body else {}
+    if "token" in who:
+        headers["Authorization"] = f"Bearer {who['token']}"
+    if "key" in who:
+        headers.update(wire.sign_request(who["key"], method, path, body))
+    client = who.get("browser", requests)
+    return client.request(method, cmd.url + path, data=body or None, headers=headers, timeout=(5, 2), stream=True)
+
+
+def test_the_route_table_declares_only_known_permissions(cmd):
+    ops = operations(cmd)
+    assert len(ops) >= 25
+    assert {permission for _, _, permission, _ in ops} <= set(PERMISSIONS) | {PUBLIC}
+
+
+def test_authorization_matrix(cmd, principals):
+    """Every route × every preset (token and session) × a node token × no credentials."""
+    mistakes = []
+    for method, path, permission, signed in operations(cmd):
+        for name, who in principals.items():
+            if permission == PUBLIC:
+                allowed = True
+            elif signed:  # work:execute acts only for the node the token belongs to
+                allowed = who["kind"] == "node" and permission in who["permissions"]
+            else:
+                allowed = permission in who["permissions"]
+            with call(cmd, who, method, path) as response:
+                status = response.status_code
+                error = response.json().get("error", {}) if status >= 400 else {}
+            if permission == PUBLIC and status == 403:
+                mistakes.append(f"{name} forbidden a public route {method} {path}: {error}")
+            elif permission != PUBLIC and allowed and status in (401, 403):
+                mistakes.append(f"{name} refused {method} {path}: {status} {error}")
+            elif not allowed:
+                expected = 401 if who["kind"] == "none" else 403
+                if status != expected:
+                    mistakes.append(f"{name} got {status} (wanted {expected}) for {method} {path}")
+                elif expected == 403 and not signed and f"`{permission}`" not in error.get("message", ""):
+                    mistakes.append(f"{name} {method} {path}: refusal does not name {permission}: {error}")
+            assert status < 500, f"{name} {method} {path}: {status}"
+    assert mistakes == []
+
+
+# --- accounts and sessions -------------------------------------------------------------------
+
+def test_passwords_are_pbkdf2_with_salt_and_count_and_rehash_upward(cmd):
+    name = make_user(cmd, "mobile")
+    stored = sqlite_value(cmd, "SELECT password_hash FROM user WHERE username = ?", name)
+    algorithm, rounds, salt, digest = stored.split("$")
+    assert (algorithm, int(rounds)) == ("pbkdf2_sha256", ITERATIONS) and ITERATIONS >= 600_000
+    assert len(salt) >= 21 and PASSWORD not in stored
+    twin = make_user(cmd, "mobile")
+    assert sqlite_value(cmd, "SELECT password_hash FROM user WHERE username = ?", twin) != stored  # salted
+    # A hash from a weaker past is upgraded at the next login.
+    sqlite_write(cmd, "UPDATE user SET password_hash = ? WHERE username = ?", hash_password(PASSWORD, 1000), name)
+    login(cmd, name)
+    assert sqlite_value(cmd, "SELECT password_hash FROM user WHERE username = ?", name).startswith(
+        f"pbkdf2_sha256${ITERATIONS}$")
+
+
+def test_session_cookie_flags_and_csrf(cmd):
+    name = make_user(cmd, "mobile")
+    reply = requests.post(f"{cmd.url}/api/session", json={"username": name, "password": PASSWORD}, timeout=15)
+    cookie = reply.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; see test_secure_cookie_over_tls
+    browser = login(cmd, name)
+    csrf = browser.headers.pop("X-CSRF-Token")
+    assert browser.get(f"{cmd.url}/api/tasks", timeout=15).status_code == 200  # reading needs no CSRF token
+    submit = {"prompt": "from a browser", "requires": ["nowhere"]}
+    refused = browser.post(f"{cmd.url}/api/tasks", json=submit, timeout=15)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+    wrong = browser.post(f"{cmd.url}/api/tasks", json=submit, headers={"X-CSRF-Token": "x" * 43}, timeout=15)
+    assert wrong.status_code == 403
+    assert browser.post(f"{cmd.url}/api/tasks", json=submit, headers={"X-CSRF-Token": csrf}, timeout=15).status_code == 201
+    # Logging out needs the token too, then the cookie is dead.
+    assert browser.delete(f"{cmd.url}/api/session", timeout=15).status_code == 403
+    assert browser.delete(f"{cmd.url}/api/session", headers={"X-CSRF-Token": csrf}, timeout=15).status_code == 204
+    assert browser.get(f"{cmd.url}/api/session", timeout=15).status_code == 401
+
+
+def test_secure_cookie_over_tls(tmp_path, monkeypatch):
+    app = in_process_app(tmp_path, monkeypatch)
+    with app.app_context():
+        from commander import accounts
+
+        with app.extensions["m3shd"].db.connection_context(), app.extensions["m3shd"].writing():
+            accounts.create_user("tls", PASSWORD, "mobile", "test")
+    reply = app.test_client().post("/api/session", json={"username": "tls", "password": PASSWORD},
+                                   base_url="https://commander.example")
+    assert reply.status_code == 200 and "Secure" in reply.headers["Set-Cookie"]
+
+
+def test_sessions_expire(tmp_path):
+    short = Commander(tmp_path, {"M3SHD_COMMANDER_SESSION_TTL": "1"})
+    try:
+        name = make_user(short, "mobile")
+        browser = login(short, name)
+        assert browser.get(f"{short.url}/api/tasks", timeout=15).status_code == 200
+        cookie = browser.cookies.get("m3shd_session")
+        time.sleep(1.2)
+        # A browser drops the expired cookie; the server must refuse it even if it is replayed.
+        expired = requests.get(f"{short.url}/api/tasks", cookies={"m3shd_session": cookie}, timeout=15)
+        assert expired.status_code == 401 and "log in again" in expired.json()["error"]["message"]
+    finally:
+        short.stop()
+
+
+def test_login_throttling_per_account_and_per_address(tmp_path):
+    fresh = Commander(tmp_path)
+    try:
+        victim = make_user(fresh, "mobile")
+        for _ in range(5):
+            bad = requests.post(f"{fresh.url}/api/session", json={"username": victim, "password": "wrong-password"}, timeout=15)
+            assert bad.status_code == 401 and bad.json()["error"]["message"] == "wrong user name or password"
+        locked = requests.post(f"{fresh.url}/api/session", json={"username": victim, "password": PASSWORD}, timeout=15)
+        assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+        assert "this account" in locked.json()["error"]["message"]
+        # Another account from the same address still works until the address itself is throttled.
+        login(fresh, make_user(fresh, "mobile"))
+        for i in range(15):  # 5 + 15 = 20 failures from this address
+            requests.post(f"{fresh.url}/api/session", json={"username": f"nobody{i}", "password": "x"}, timeout=15)
+        spray = requests.post(f"{fresh.url}/api/session", json={"username": make_user(fresh, "mobile"), "password": PASSWORD},
+                              timeout=15)
+        assert spray.status_code == 429 and "this address" in spray.json()["error"]["message"]
+    finally:
+        fresh.stop()
+
+
+def test_unknown_and_wrong_passwords_get_the_same_answer(cmd):
+    name = make_user(cmd, "mobile")
+    unknown = requests.post(f"{cmd.url}/api/session", json={"username": "ghost-user", "password": PASSWORD}, timeout=15)
+    wrong = requests.post(f"{cmd.url}/api/session", json={"username": name, "password": "not-the-password"}, timeout=15)
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()
+
+
+def test_disabling_a_user_ends_its_sessions(cmd):
+    name = make_user(cmd, "commander")
+    browser = login(cmd, name)
+    user_id = next(u["id"] for u in cmd.api._send("GET", "/api/users")["users"] if u["username"] == name)
+    cmd.api._send("PATCH", f"/api/users/{user_id}", {"disabled": True})
+    assert browser.get(f"{cmd.url}/api/tasks", timeout=15).status_code == 401
+    refused = requests.post(f"{cmd.url}/api/session", json={"username": name, "password": PASSWORD}, timeout=15)
+    assert refused.status_code == 401
+
+
+def test_user_admin_refuses_weak_passwords_duplicates_and_unknown_roles(cmd):
+    name = make_user(cmd, "mobile")
+    for body, status in [({"username": name, "password": PASSWORD}, 409),
+                         ({"username": "weak", "password": "short"}, 400),
+                         ({"username": "bad name", "password": PASSWORD}, 400),
+                         ({"username": "role", "password": PASSWORD, "role": "root"}, 400)]:
+        reply = requests.post(f"{cmd.url}/api/users", json=body, headers={"Authorization": f"Bearer {cmd.admin_token}"},
+                              timeout=15)
+        assert reply.status_code == status, (body, reply.text)
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+def test_tokens_expire_and_revoke_everywhere_including_the_event_stream(cmd):
+    created = cmd.api.create_token("short-lived", role="mobile", expires_in=1)
+    client = ApiClient(cmd.url, created["token"])
+    assert client.list_tasks() is not None
+    time.sleep(1.2)
+    for path in ("/api/tasks", "/api/events"):
+        expired = requests.get(cmd.url + path, headers={"Authorization": f"Bearer {created['token']}"}, timeout=15)
+        assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
+
+    kept = cmd.api.create_token("revocable", role="mobile")
+    listed = {t["id"]: t for t in cmd.api.list_tokens()}
+    assert listed[kept["id"]]["prefix"] == kept["token"][:8] and "token" not in listed[kept["id"]]
+    cmd.api.revoke_token(kept["id"])
+    for path in ("/api/tasks", "/api/events", "/api/nodes"):
+        revoked = requests.get(cmd.url + path, headers={"Authorization": f"Bearer {kept['token']}"}, timeout=15)
+        assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]["message"]
+    assert {t["id"]: t for t in cmd.api.list_tokens()}[kept["id"]]["revoked_at"] is not None
+
+
+def test_tokens_are_stored_as_hashes_only(cmd):
+    created = cmd.api.create_token("hashed", role="mobile")
+    db = _db(cmd)
+    dump = db.read_bytes() + db.with_name(db.name + "-wal").read_bytes()  # WAL mode: fresh rows are here
+    assert created["token"].encode() not in dump
+    assert wire.sha256_hex(created["token"].encode()).encode() in dump
+
+
+def test_a_token_with_no_permissions_is_refused(cmd):
+    created = cmd.api.create_token("emptied", role="mobile")
+    sqlite_write(cmd, "UPDATE token SET permissions = '[]' WHERE id = ?", created["id"])
+    for path in ("/api/tasks", "/api/events", "/api/nodes"):
+        reply = requests.get(cmd.url + path, headers={"Authorization": f"Bearer {created['token']}"}, timeout=15)
+        assert reply.status_code == 401 and "no permissions" in reply.json()["error"]["message"]
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+def test_the_audit_log_records_who_what_when_and_where(cmd):
+    started = time.time()
+    name = make_user(cmd, "mobile")
+    login(cmd, name)
+    requests.post(f"{cmd.url}/api/session", json={"username": name, "password": "wrong-password"}, timeout=15)
+    token = cmd.api.create_token("audited", role="mobile")
+    cmd.api.revoke_token(token["id"])
+    user_id = next(u["id"] for u in cmd.api._send("GET", "/api/users")["users"] if u["username"] == name)
+    cmd.api._send("PATCH", f"/api/users/{user_id}", {"role": "commander", "password": "another-long-password"})
+    node = ApiClient(cmd.url, cmd.join_token).register(machine_id=uuid.uuid4().hex, name="doomed", slots=1)
+    cmd.api._send("PUT", f"/api/nodes/{node['node_id']}/state", {"state": "paused"})
+    cmd.api._send("DELETE", f"/api/nodes/{node['node_id']}")
+
+    entries = [e for e in cmd.api._send("GET", "/api/audit", params={"limit": 500})["entries"] if e["ts"] >= started]
+    seen = {(e["action"], e["target"]) for e in entries}
+    for action, target in [("user.created", name), ("login", name), ("login.failed", name),
+                           ("user.role", name), ("user.password_reset", name),
+                           ("token.created", f"api token {token['id']} audited"),
+                           ("token.revoked", f"api token {token['id']} audited"),
+                           ("node.state", f"node {node['node_id']} doomed"), ("node.removed", f"node {node['node_id']} doomed")]:
+        assert (action, target) in seen, (action, target)
+    by_admin = [e for e in entries if e["action"] == "token.created"]
+    assert by_admin[0]["actor"] == "api token:admin" and by_admin[0]["address"] == "127.0.0.1"
+    only_failed = cmd.api._send("GET", "/api/audit", params={"action": "login.failed"})["entries"]
+    assert only_failed and {e["action"] for e in only_failed} == {"login.failed"}
+    mobile = ApiClient(cmd.url, cmd.token("nosy", role="mobile"))
+    with pytest.raises(Exception, match="admin"):
+        mobile._send("GET", "/api/audit")
+
+
+# --- hygiene ---------------------------------------------------------------------------------
+
+SQL_CALLS = {"execute_sql", "execute", "executescript", "SQL", "raw"}
+
+
+def assembled_sql(tree: ast.AST) -> list[int]:
+    """Lines where SQL text handed to the database is built from strings at run time."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name not in SQL_CALLS:
+            continue
+        first = node.args[0]
+        built = (isinstance(first, ast.JoinedStr) and any(isinstance(v, ast.FormattedValue) for v in first.values)) \
+            or isinstance(first, ast.BinOp) \
+            or (isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "format")
+        if built:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_sql_is_assembled_from_strings():
+    offenders = []
+    for package in ("m3shd", "commander", "n0d3", "bridge"):
+        for path in (ROOT / package).rglob("*.py"):
+            offenders += [f"{path.relative_to(ROOT)}:{line}" for line in assembled_sql(ast.parse(path.read_text()))]
+    assert offenders == [], "use parameters, not string formatting, for SQL"
+
+
+def test_the_sql_check_catches_what_it_should():
+    bad = ast.parse('db.execute_sql(f"SELECT * FROM t WHERE id = {x}")\n'
+                    'db.execute_sql("SELECT * FROM t WHERE id = " + x)\n'
+                    'cur.execute("SELECT %s" % x)\nSQL("x {}".format(y))\n')
+    good = ast.parse('db.execute_sql("SELECT * FROM t WHERE id = ?", (x,))\nSQL("LOWER(name)")\n')
+    assert assembled_sql(bad) == [1, 2, 3, 4] and assembled_sql(good) == []
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _db(cmd: Commander) -> Path:
+    return Path(cmd.env["M3SHD_DATA_DIR"]) / "commander" / "commander.db"
+
+
+def sqlite_value(cmd: Commander, sql: str, *params):
+    import sqlite3
+
+    with sqlite3.connect(_db(cmd)) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def sqlite_write(cmd: Commander, sql: str, *params) -> None:
+    """Change the database behind the Commander's back, as an attacker with the file could."""
+    import sqlite3
+
+    with sqlite3.connect(_db(cmd), timeout=10) as conn:
+        conn.execute(sql, params)
+
+
+def in_process_app(tmp_path, monkeypatch):
+    from commander import create_app
+    from m3shd import config
+
+    monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
+    return create_app(config.load("commander"))
+
+
+def test_user_model_is_what_the_api_reports(cmd):
+    """The users listing never carries password material."""
+    listed = cmd.api._send("GET", "/api/users")["users"]
+    assert listed and all(set(u) == {"id", "username", "role", "created_at", "last_login_at", "disabled"} for u in listed)
+    assert User._meta.table_name == "user"

@@ -58,7 +58,7 @@ def lease_dict(task: Task) -> dict:
 
 def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> list[dict]:
     """Claim now; if nothing is there, long-poll until work for this node appears or `wait` ends."""
-    deadline = now() + min(wait, cmdr.settings["claim_max_wait"])
+    deadline = now() + min(wait, cmdr.settings["max_wait"])
     leases = claim(cmdr, node.id, open_slots)
     capabilities = set(node.capabilities)
     while not leases and (remaining := deadline - now()) > 0:

@@ -42,7 +42,7 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
     settings = cmdr.settings
     return dict(node_id=node.id, node_token=token, signing_key=key.hex(),
                 heartbeat_interval=settings["heartbeat_interval"], lease_ttl=settings["lease_ttl"],
-                claim_max_wait=settings["claim_max_wait"])
+                max_wait=settings["max_wait"])
 
 
 def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:

@@ -62,7 +62,8 @@ def document(app: Flask) -> dict:
                                         "X-M3SHD-Signature (HMAC-SHA256 with the node's signing key).")
         if spec.response:
             content = {"application/json": {"schema": ref[spec.response]}}
-            operation["responses"][str(spec.status)] = {"description": "ok", "content": content}
+            for status in (spec.status, *spec.also):
+                operation["responses"][str(status)] = {"description": "ok", "content": content}
         elif spec.stream:
             operation["responses"]["200"] = {"description": "stream", "content": {spec.stream: {"schema": {"type": "string"}}}}
         else:

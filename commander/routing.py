@@ -42,6 +42,7 @@ class RouteSpec:
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    also: tuple[int, ...] = ()     # other success statuses the response model also answers with
     signed: bool = False           # a node request: HMAC headers, and only the token's own node
     stream: str | None = None      # media type of a streamed response
 

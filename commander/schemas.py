@@ -64,7 +64,7 @@ class RegisterOut(Response):
     signing_key: str = Field(description="hex HMAC-SHA256 key for signing requests and results")
     heartbeat_interval: float
     lease_ttl: float
-    claim_max_wait: float
+    max_wait: float = Field(description="the longest long-poll the Commander holds")
 
 
 class LeaseRef(Request):

@@ -37,7 +37,7 @@ def get(task_id: int) -> Task:
 
 def wait_final(cmdr: Commander, task_id: int, timeout: float) -> Task:
     """The task once it is final, or as it stands when `timeout` runs out."""
-    deadline = now() + timeout
+    deadline = now() + min(timeout, cmdr.settings["max_wait"])
     while True:
         generation = cmdr.notifier.generation
         task = get(task_id)

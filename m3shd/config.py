@@ -49,8 +49,8 @@ DEFAULTS: dict[str, dict] = {
         "lease_ttl": 20.0,          # a lease not renewed for this long expires
         "lost_after": 20.0,         # a node silent for this long is `lost`
         "max_attempts": 3,          # leases per task before it fails
-        "max_body_bytes": 1_048_576,
-        "claim_max_wait": 60.0,     # longest long-poll a node may ask for
+        "max_body_bytes": 8_388_608,  # every schema-valid body fits, even escaped (6 bytes a char)
+        "max_wait": 60.0,           # longest long-poll any request may hold (claims, task waits)
         "session_ttl": 43200.0,     # browser sessions last this long (seconds)
         "secret_keys": "",          # comma-separated Fernet keys; "" → <data_dir>/secret.keys
         "log_level": "info",

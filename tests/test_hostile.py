@@ -24,12 +24,13 @@ import requests
 
 import conftest
 from m3shd import wire
+from m3shd.config import DEFAULTS
 from m3shd.client import ApiClient, NodeClient
 
 PARKED = ["parked"]
 MAX_ID = 2**63 - 1  # SQLite's signed 64-bit INTEGER
 HUGE = 99999999999999999999  # past it
-MAX_BODY = 1_048_576  # the default [commander] max_body_bytes
+MAX_BODY = DEFAULTS["commander"]["max_body_bytes"]
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------

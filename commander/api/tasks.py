@@ -13,7 +13,7 @@ def task_out(task, reasons=None) -> TaskOut:
     return TaskOut(**tasks.as_dict(task, (reasons or tasks.WaitingReasons())(task)))
 
 
-@api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201)
+@api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201, also=(200,))
 def submit(body: TaskSubmit):
     """Queue a prompt for the mesh; an idempotency key makes a retried submit return the first task."""
     task, created = tasks.submit(commander(), principal().token_id, body)

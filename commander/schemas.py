@@ -241,7 +241,7 @@ class TokenCreate(Request):
     role: Literal[tuple(ROLES)] | None = None  # type: ignore[valid-type]
     permissions: Annotated[list[Literal[PERMISSIONS]], Field(max_length=len(PERMISSIONS))] | None = None  # type: ignore[valid-type]
     expires_in: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] | None = Field(
-        None, description="seconds until the token expires; none means it never does"
+        None, description="seconds until the token expires; an API token without it never does, a join token lasts a day"
     )
 
 

@@ -9,12 +9,18 @@ from commander.permissions import JOIN_PERMISSIONS, ROLES
 from commander.secrets import new_token, token_hash
 
 
+JOIN_TOKEN_TTL_S = 86_400
+
+
 def create(name: str, actor: str, kind: str = "api", permissions=None, role: str | None = None,
            expires_in: float | None = None, granter: frozenset[str] | None = None) -> tuple[Token, str]:
     """Create a token (inside a write transaction); `granter`, the creator's permissions, bounds
     what it may hold."""
     if kind == "join":
         wanted = set(JOIN_PERMISSIONS)
+        # A join token sits in a new machine's config; unless told otherwise it stops working
+        # after a day, so a lost or stolen machine cannot enrol again with it later.
+        expires_in = expires_in or JOIN_TOKEN_TTL_S
     elif permissions is not None:
         wanted = set(permissions)
     else:

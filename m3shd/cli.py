@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -24,9 +25,20 @@ class CliError(Exception):
         self.status = status
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def for_terminal(text: str, stream=sys.stdout) -> str:
+    """Task output and node-reported text are untrusted: on a terminal, escape sequences in them
+    could rewrite the screen or the title, so control characters are shown, not obeyed."""
+    if not stream.isatty():
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def say(*parts) -> None:
     """Progress and summaries go to stderr, so stdout carries only the answer or the JSON."""
-    print(*parts, file=sys.stderr, flush=True)
+    print(*(for_terminal(str(part), sys.stderr) for part in parts), file=sys.stderr, flush=True)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -60,7 +72,7 @@ def print_task(task: dict) -> None:
     took = f", {task['duration_ms'] / 1000:.1f} s" if task["duration_ms"] is not None else ""
     say(f"task {task['id']} {task['state']}{where} (attempt {task['attempt']}/{task['max_attempts']}{took})")
     if task["state"] == "succeeded":
-        print(task["output"])
+        print(for_terminal(task["output"]))
     elif task["error"]:
         say(f"error: {task['error']}")
     if task["waiting_reason"]:
@@ -341,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("api", "join"), default="api")
     p.add_argument("--role", choices=("worker", "mobile", "commander", "admin"))
     p.add_argument("--permissions", help="comma-separated permissions instead of a role")
-    p.add_argument("--expires-in", type=float, metavar="SECONDS")
+    p.add_argument("--expires-in", type=float, metavar="SECONDS",
+                   help="lifetime; API tokens default to none, join tokens to one day")
     p.add_argument("--local", action="store_true", help="write to this machine's Commander database directly")
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("list", parents=[client], help="list API and join tokens (never their secrets)")

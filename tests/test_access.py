@@ -269,6 +269,26 @@ def test_a_token_with_no_permissions_is_refused(cmd):
         assert reply.status_code == 401 and "no permissions" in reply.json()["error"]["message"]
 
 
+def test_join_tokens_expire_after_a_day_unless_told(cmd):
+    created = cmd.api.create_token("new pi", kind="join")
+    assert abs(created["expires_at"] - (time.time() + 86_400)) < 60
+    longer = cmd.api.create_token("rack", kind="join", expires_in=7 * 86_400)
+    assert abs(longer["expires_at"] - (time.time() + 7 * 86_400)) < 60
+    assert cmd.api.create_token("person", role="mobile")["expires_at"] is None
+
+
+# --- secrets at rest -------------------------------------------------------------------------
+
+def test_node_keys_are_encrypted_and_key_files_private(cmd):
+    node = ApiClient(cmd.url, cmd.join_token).register(machine_id=uuid.uuid4().hex, name="sealed", slots=1)
+    db = _db(cmd)
+    dump = db.read_bytes() + db.with_name(db.name + "-wal").read_bytes()
+    assert node["signing_key"].encode() not in dump and node["node_token"].encode() not in dump
+    stored = sqlite_value(cmd, "SELECT signing_key FROM node WHERE id = ?", node["node_id"])
+    assert stored.startswith("gAAAAA")  # a Fernet token
+    assert oct((db.parent / "secret.keys").stat().st_mode & 0o777) == "0o600"
+
+
 # --- audit -----------------------------------------------------------------------------------
 
 def test_the_audit_log_records_who_what_when_and_where(cmd):

@@ -27,7 +27,7 @@ def cmd(tmp_path_factory):
 
 
 @pytest.mark.parametrize("who", ["admin", "mobile", "nobody"])
-def test_schemathesis_finds_nothing(cmd, who):
+def test_schemathesis_finds_nothing(cmd, who, tmp_path):
     headers = []
     excluded = ["--exclude-path", "/api/events"]  # an endless stream; covered by its own tests
     if who == "admin":
@@ -43,6 +43,6 @@ def test_schemathesis_finds_nothing(cmd, who):
          *headers, *excluded, "--checks", CHECKS, "--max-examples", os.environ.get("M3SHD_FUZZ_EXAMPLES", "20"),
          "--request-timeout", "10", "--seed", "20261121", "--no-color", "--report", "junit",
          "--report-junit-path", str(report)],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache stays out of the checkout
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     assert "passed" in done.stdout and " 0 passed" not in done.stdout

@@ -1,0 +1,331 @@
+"""What every benchmark shares: a real Commander on a free loopback port in a temp dir,
+node registration, /proc readings, percentiles and tables.
+
+Benchmarks print figures; they never assert speed. A helper module, not a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from m3shd.client import ApiClient, CommanderUnreachable, NodeClient
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = ROOT / "tests" / "fakes"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_args(description: str, extra=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~10-20 s), as CI runs it")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (Commander log, database)")
+    if extra:
+        extra(parser)
+    args = parser.parse_args()
+    # A TERM (a CI timeout, kill) unwinds like Ctrl-C, so the Commander we started is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(home: Path) -> dict:
+    """The environment of every m3shd process we start: nothing inherited from M3SHD_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("M3SHD_", "ANTHROPIC_"))}
+    env.update(M3SHD_DATA_DIR=str(home / "data"), M3SHD_CONFIG_DIR=str(home / "conf"),
+               PATH=f"{FAKES}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    return env
+
+
+class Commander:
+    """`python -m m3shd commander serve` with the product's defaults (2 gevent workers,
+    heartbeat 5 s), bound to a free loopback port, its data in a temp dir."""
+
+    def __init__(self, workers: int = 2, extra_env: dict | None = None, keep: bool = False):
+        self.keep = keep
+        self.home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = base_env(self.home) | {
+            "M3SHD_COMMANDER_BIND": f"127.0.0.1:{self.port}",
+            "M3SHD_COMMANDER_WORKERS": str(workers),
+            "M3SHD_COMMANDER_LOG_LEVEL": "warning",
+        } | (extra_env or {})
+        self.run_dir = self.home / "data" / "commander" / "run"   # short enough: the wake sockets live here
+        self.log_path = self.home / "commander.log"
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "m3shd", "commander", "serve"], env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_healthy()
+            self.admin_token = self.token("bench-admin", role="admin")
+            self.join_token = self.token("bench-join", kind="join")
+        except BaseException:
+            self.stop()
+            raise
+        self.api = ApiClient(self.url, self.admin_token)
+
+    def _wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the Commander exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                # One request at a time, each on a new connection, until every worker has started its
+                # background threads (its wake socket exists). Concurrent *first* requests to a fresh
+                # worker can freeze it until gunicorn's timeout (Commander._start_lock is a real OS lock
+                # under gevent, see bench/README.md); the benchmarks measure the steady state.
+                fresh = ApiClient(self.url, "none", timeout=1)
+                fresh.health()
+                fresh.session.close()
+                pids = self.worker_pids()
+                if len(pids) >= int(self.env["M3SHD_COMMANDER_WORKERS"]) and all(
+                        (self.run_dir / f"wake-{pid}.sock").exists() for pid in pids):
+                    return
+            except CommanderUnreachable:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"the Commander did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def token(self, name: str, kind: str = "api", role: str | None = None) -> str:
+        args = [sys.executable, "-m", "m3shd", "token", "create", name, "--local", "--json", "--kind", kind]
+        args += ["--role", role] if role else []
+        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"token create exited {done.returncode}: {done.stderr}")
+        return json.loads(done.stdout)["token"]
+
+    def worker_pids(self) -> list[int]:
+        return children_of(self.proc.pid)
+
+    def workers_cpu(self) -> dict[int, float]:
+        """CPU seconds (user+system) each gunicorn worker has used so far."""
+        return {pid: cpu_seconds(pid) for pid in self.worker_pids()}
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """gunicorn's quick shutdown (SIGINT), then the temp dir goes (unless --keep)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        if self.keep:
+            print(f"(kept {self.home})")
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def register_node(url: str, join_token: str, name: str, slots: int = 1,
+                  capabilities: list[str] | None = None, join_client: ApiClient | None = None) -> NodeClient:
+    """Register a simulated node with the join token; returns its signing NodeClient."""
+    joiner = join_client or ApiClient(url, join_token)
+    reply = joiner.register(machine_id=f"bench-{name}-{uuid.uuid4().hex[:12]}", name=name, slots=slots,
+                            capabilities=capabilities or [], runner="bench", version="bench")
+    return NodeClient(url, reply["node_id"], reply["node_token"], reply["signing_key"])
+
+
+def result_for(lease: dict, output: str = "ok") -> dict:
+    """A succeeded result for a lease, as a N0D3 would post it (NodeClient signs it)."""
+    t = time.time()
+    return dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
+                status="succeeded", output=output, runner="bench", started_at=t, finished_at=t, duration_ms=0,
+                usage=dict(input_tokens=1, output_tokens=1, cache_read_tokens=0, cache_write_tokens=0))
+
+
+# --- /proc ----------------------------------------------------------------------------------
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (from /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    status = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.strip()
+    return status
+
+
+def status_mb(status: dict, key: str) -> float:
+    return int(status[key].split()[0]) / 1024  # kB → MB (MiB)
+
+
+def self_cpu() -> float:
+    return cpu_seconds(os.getpid())
+
+
+# --- figures --------------------------------------------------------------------------------
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def summary_ms(values_s: list[float]) -> dict:
+    ms = [v * 1000 for v in values_s]
+    return dict(n=len(ms), p50=percentile(ms, 50), p90=percentile(ms, 90), p99=percentile(ms, 99),
+                max=max(ms) if ms else float("nan"))
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def table(headers: list[str], rows: list[list], title: str | None = None) -> None:
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    if title:
+        print(f"\n{title}")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+
+# --- which gunicorn worker serves a connection ---------------------------------------------
+
+def _tcp_inodes() -> dict[tuple[int, int], int]:
+    """(local port, remote port) → socket inode for loopback TCP sockets in this net namespace."""
+    found = {}
+    for table_path in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            lines = Path(table_path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, remote, inode = parts[1], parts[2], int(parts[9])
+            found[(int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))] = inode
+    return found
+
+
+def session_ports(session, url: str) -> list[int]:
+    """Local ports of the idle keep-alive connections a requests.Session holds to `url`."""
+    manager = session.get_adapter(url).poolmanager
+    conns = []
+    for key in list(manager.pools.keys()):
+        pool = manager.pools.get(key)
+        if pool is not None and pool.pool is not None:
+            conns.extend(pool.pool.queue)
+    ports = []
+    for conn in conns:
+        sock = getattr(conn, "sock", None) if conn is not None else None
+        if sock is not None:
+            try:
+                ports.append(sock.getsockname()[1])
+            except OSError:
+                pass
+    return ports
+
+
+def worker_serving(commander: Commander, client_port: int) -> int | None:
+    """The pid of the gunicorn worker holding the server end of a connection from `client_port`."""
+    inode = _tcp_inodes().get((commander.port, client_port))
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in commander.worker_pids():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+# --- how busy the rest of the machine was -------------------------------------------------
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs; user+nice+system+irq+softirq+steal)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class Noise:
+    """Machine CPU used by processes other than ours over a window: other load skews every figure.
+
+    `ours()` returns the CPU seconds our own processes used so far (this process + the Commander).
+    """
+
+    def __init__(self, ours):
+        self._ours = ours
+        self.start()
+
+    def start(self) -> None:
+        self.t0, self.m0, self.o0 = time.monotonic(), machine_cpu(), self._ours()
+
+    def stop(self) -> str:
+        wall = time.monotonic() - self.t0
+        other = (machine_cpu() - self.m0) - (self._ours() - self.o0)
+        share = max(0.0, other) / wall * 100
+        warn = "  <- busy machine: figures are pessimistic" if share > 15 else ""
+        return f"other processes used {share:.0f}% of a core during the run ({os.cpu_count()} CPUs){warn}"

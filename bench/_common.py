@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -149,12 +150,27 @@ class Commander:
 
 
 def register_node(url: str, join_token: str, name: str, slots: int = 1,
-                  capabilities: list[str] | None = None, join_client: ApiClient | None = None) -> NodeClient:
-    """Register a simulated node with the join token; returns its signing NodeClient."""
+                  capabilities: list[str] | None = None, join_client: ApiClient | None = None,
+                  heartbeat_every: float | None = 5.0) -> NodeClient:
+    """Register a simulated node with the join token; returns its signing NodeClient. Like the
+    real agent it heartbeats on a thread of its own (a node that only claims would be lost)."""
     joiner = join_client or ApiClient(url, join_token)
     reply = joiner.register(machine_id=f"bench-{name}-{uuid.uuid4().hex[:12]}", name=name, slots=slots,
                             capabilities=capabilities or [], runner="bench", version="bench")
-    return NodeClient(url, reply["node_id"], reply["node_token"], reply["signing_key"])
+    node = NodeClient(url, reply["node_id"], reply["node_token"], reply["signing_key"])
+    if heartbeat_every:
+        beating = NodeClient(url, reply["node_id"], reply["node_token"], reply["signing_key"])
+
+        def beat():
+            while True:
+                time.sleep(heartbeat_every)
+                try:
+                    beating.heartbeat(open_slots=slots, running=[], runner="bench", problem=None)
+                except Exception:  # noqa: BLE001 - the Commander is gone at the end of a run
+                    return
+
+        threading.Thread(target=beat, name=f"heartbeat-{name}", daemon=True).start()
+    return node
 
 
 def result_for(lease: dict, output: str = "ok") -> dict:

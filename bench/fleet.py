@@ -164,7 +164,7 @@ def register_all(cmdr: Commander, fleet: Fleet, n: int, start_node) -> tuple[lis
         joiner = joiners.get()
         try:
             t0 = time.perf_counter()
-            node = register_node(cmdr.url, cmdr.join_token, f"fleet-{i:04d}", join_client=joiner)
+            node = register_node(cmdr.url, cmdr.join_token, f"fleet-{i:04d}", join_client=joiner, heartbeat_every=None)
             latencies.append(time.perf_counter() - t0)
             nodes.append(node)
             start_node(node)

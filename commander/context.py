@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -20,15 +21,26 @@ class Commander:
     box: SecretBox
     notifier: Notifier
     dispatcher: Dispatcher | None = None
+    _cache: dict = field(default_factory=dict)
     _started: bool = False
     _start_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
-    def writing(self):
-        """A write transaction; waiters everywhere are woken once it has committed."""
+    def writing(self, wake: bool = True):
+        """A write transaction; waiters everywhere are woken once it has committed. The hot
+        paths that usually change nothing anyone follows (heartbeats, empty claims) pass
+        wake=False and wake by hand when they did publish."""
         with write_transaction(self.db):
             yield
-        self.notifier.notify()
+        if wake:
+            self.notifier.notify()
+
+    def cached(self, key: str, ttl: float, load):
+        """`load()`, remembered for `ttl` seconds in this worker (for derived views only)."""
+        hit = self._cache.get(key)
+        if hit is None or time.monotonic() - hit[0] >= ttl:
+            hit = self._cache[key] = (time.monotonic(), load())
+        return hit[1]
 
     def ensure_started(self, start) -> None:
         """Start this process's background threads once, on first use (after gunicorn forks)."""

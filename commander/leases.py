@@ -20,19 +20,19 @@ CLEARED_LEASE = dict(lease_token=None, lease_until=None)
 
 def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
     """Lease up to `open_slots` queued tasks this node can run: highest priority, then oldest."""
+    node = Node.get_or_none(Node.id == node_id)
+    if node is None or node.state != ACTIVE or node.problem:
+        return []
+    capabilities = set(node.capabilities)
+    # Read first: most claims find nothing, and need not queue for the write lock to learn it.
+    runnable = [list(key) for key in tasks.queued_counts() if set(key) <= capabilities]
+    if not runnable:
+        return []
     leases = []
-    with cmdr.writing():
-        node = Node.get_or_none(Node.id == node_id)
-        if node is None or node.state != ACTIVE or node.problem:
-            return []
+    with cmdr.writing(wake=False):
         t = now()
-        Node.update(last_seen=t).where(Node.id == node_id).execute()
-        capabilities = set(node.capabilities)
-        runnable = [list(key) for key in tasks.queued_counts() if set(key) <= capabilities]
-        if not runnable:
-            return []
         candidates = (
-            Task.select(Task.id, Task.attempt)
+            Task.select(Task.id, Task.attempt, Task.prompt, Task.model, Task.requires)
             .where((Task.state == QUEUED) & Task.requires.in_values(runnable))
             .order_by(Task.priority.desc(), Task.id)
             .limit(open_slots)
@@ -47,13 +47,11 @@ def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
             ).where((Task.id == task.id) & (Task.state == QUEUED)).execute()
             if taken:
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
-                leases.append(task.id)
-    return [lease_dict(Task.get_by_id(task_id)) for task_id in leases]
-
-
-def lease_dict(task: Task) -> dict:
-    return dict(task_id=task.id, attempt=task.attempt, lease_token=task.lease_token, lease_until=task.lease_until,
-                prompt=task.prompt, model=task.model, requires=task.requires)
+                leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
+                                   prompt=task.prompt, model=task.model, requires=task.requires))
+    if leases:
+        cmdr.notifier.notify()
+    return leases
 
 
 def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> list[dict]:

@@ -49,8 +49,8 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
     """Record liveness, renew the leases the node still holds, and answer with orders."""
     t = now()
     tokens = [ref.lease_token for ref in body.running]
-    with cmdr.writing():
-        state = Node.get_by_id(node.id).state
+    with cmdr.writing(wake=False):
+        state = Node.select(Node.state).where(Node.id == node.id).scalar()  # fresh, under the write lock
         new_state = state
         if state in (LOST, OFFLINE):
             new_state = ACTIVE
@@ -61,10 +61,13 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
         if body.capabilities is not None:
             changes["capabilities"] = sorted(set(body.capabilities))
         Node.update(**changes).where(Node.id == node.id).execute()
+        published = False
         if new_state != state:
             events.publish(f"node.{new_state}", node=node.id, previous=state)
+            published = True
         if (body.runner, body.problem) != (node.runner, node.problem):
             events.publish("node.runner", node=node.id, runner=body.runner, problem=body.problem)
+            published = True
         held = set()
         if tokens:
             Task.update(lease_until=t + cmdr.settings["lease_ttl"]).where(
@@ -76,6 +79,8 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
                     (Task.state == LEASED) & (Task.node == node.id) & Task.lease_token.in_(tokens)
                 )
             }
+    if published:
+        cmdr.notifier.notify()
     cancel = [ref.model_dump() for ref in body.running if ref.lease_token not in held]
     return dict(state=new_state, heartbeat_interval=cmdr.settings["heartbeat_interval"],
                 orders=dict(drain=new_state == DRAINING, pause=new_state == PAUSED, cancel=cancel))

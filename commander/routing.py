@@ -142,7 +142,9 @@ def token_principal() -> Principal:
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>` or log in")
-    token = Token.get_or_none(Token.token_hash == token_hash(secret.strip()))
+    token = (Token.select(Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.expires_at,
+                          Token.revoked_at, Token.last_used_at)
+             .where(Token.token_hash == token_hash(secret.strip())).first())
     now = time.time()
     if token is None or token.revoked_at is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked token")
@@ -172,7 +174,8 @@ def check_node_request(principal: Principal, path: dict) -> None:
     node_id = path.get("node_id")
     if principal.node_id is None or principal.node_id != node_id:
         raise ApiError(403, "forbidden", "a node token may only act for its own node")
-    node = Node.get_or_none(Node.id == node_id)
+    node = (Node.select(Node.id, Node.state, Node.capabilities, Node.runner, Node.problem, Node.signing_key)
+            .where(Node.id == node_id).first())
     if node is None:
         raise ApiError(404, "not_found", f"node {node_id} does not exist")
     box = commander().box

@@ -73,22 +73,26 @@ def cancel(cmdr: Commander, task_id: int) -> Task:
 
 
 class WaitingReasons:
-    """Why queued tasks are not running, from one look at the live nodes (derived, never stored)."""
+    """Why queued tasks are not running, from one look at the live nodes (derived, never stored;
+    the look is reused for a second, so a fleet of a thousand is not read on every submit)."""
 
-    def __init__(self):
-        self.nodes = list(Node.select(Node.name, Node.capabilities, Node.problem).where(Node.state == ACTIVE))
+    def __init__(self, cmdr: Commander):
+        self.nodes = cmdr.cached("active-nodes", 1.0, lambda: [
+            (node.name, set(node.capabilities), node.problem)
+            for node in Node.select(Node.name, Node.capabilities, Node.problem).where(Node.state == ACTIVE)
+        ])
 
     def __call__(self, task: Task) -> str | None:
         if task.state != QUEUED:
             return None
         needed = set(task.requires)
-        able = [node for node in self.nodes if needed <= set(node.capabilities)]
+        able = [(name, problem) for name, capabilities, problem in self.nodes if needed <= capabilities]
         if not self.nodes:
             return "no N0D3 is connected; start one with `m3shd n0d3 run` or `m3shd up`"
         if not able:
             return f"no connected N0D3 has all of: {', '.join(sorted(needed))}"
-        if all(node.problem for node in able):
-            return "; ".join(f"N0D3 {node.name}: {node.problem}" for node in able)
+        if all(problem for _, problem in able):
+            return "; ".join(f"N0D3 {name}: {problem}" for name, problem in able)
         return "waiting for a free slot"
 
 

@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("m3shd.commander")
@@ -129,19 +130,30 @@ class Dispatcher:
 
     def _run(self) -> None:
         generation = self._notifier.generation
+        swept = time.monotonic()
         while True:
             generation = self._notifier.wait(generation, timeout=1.0)
-            if self._waiters:
-                try:
-                    self.dispatch()
-                except Exception:  # the database may be briefly unavailable; try again next round
-                    log.exception("dispatch failed")
+            if not self._waiters:
+                continue
+            try:
+                # Once a second, not on every wake: end the long-polls of nodes that were paused,
+                # drained or lost meanwhile (a query over every waiter is too dear per commit).
+                if time.monotonic() - swept >= 1.0:
+                    swept = time.monotonic()
+                    self.release_inactive()
+                self.dispatch()
+            except Exception:  # the database may be briefly unavailable; try again next round
+                log.exception("dispatch failed")
+
+    def release_inactive(self) -> None:
+        with self._lock:
+            waiting = [w.node_id for w in self._waiters.values()]
+        for node_id in self._inactive_nodes(waiting):
+            self._release(self._waiters.get(node_id), [])
 
     def dispatch(self) -> None:
         with self._lock:
             waiting = list(self._waiters.values())
-        for node_id in self._inactive_nodes([w.node_id for w in waiting]):
-            self._release(self._waiters.get(node_id), [])
         counts = {key: n for key, n in self._queued_counts().items() if n > 0}
         for waiter in waiting:
             if not counts:

@@ -111,6 +111,11 @@ def cmd_up(args) -> int:
 
 
 def cmd_commander_serve(args) -> int:
+    # Patch before peewee and the Commander are imported: modules that bind threading.local
+    # or Lock at import would otherwise share real thread state across every greenlet.
+    from gevent import monkey
+
+    monkey.patch_all()
     settings = config.load("commander", args.config, bind=args.bind, workers=args.workers)
     from commander.server import serve
 

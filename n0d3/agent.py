@@ -71,7 +71,7 @@ class Agent:
         self.done = threading.Event()          # everything has stopped
         self.poke_heartbeat = threading.Event()
         self.poke_outbox = threading.Event()
-        self.held_orders = {"drain": False, "pause": False}
+        self.node_state = "active"             # as the Commander last said; claims only while active
         self.detection = None
 
     # --- set-up ------------------------------------------------------------------------------
@@ -160,12 +160,17 @@ class Agent:
                 if free <= 0:
                     self.slot_freed.wait(1.0)
                     continue
-            if self.detection.runner is None or self.held_orders["pause"] or self.held_orders["drain"]:
+            if self.detection.runner is None or self.node_state != "active":
                 self.stopping.wait(1.0)
                 continue
+            started = time.monotonic()
             try:
                 leases = self.client.claim(free, self.settings["claim_wait"])
                 backoff.ok()
+                if not leases and time.monotonic() - started < 1.0:
+                    # The Commander only answers a long-poll early and empty when this node may
+                    # not take work (lost, paused): ask again after the next heartbeat, not now.
+                    self.stopping.wait(1.0)
             except CommanderUnreachable as exc:
                 self.stopping.wait(backoff.failed(exc))
                 continue
@@ -194,6 +199,7 @@ class Agent:
                 reply = self.client.heartbeat(**self.heartbeat_body())
                 backoff.ok()
                 interval = reply["heartbeat_interval"]
+                self.node_state = reply["state"]
                 self.obey(reply["orders"])
                 wait = interval
             except CommanderUnreachable as exc:
@@ -222,7 +228,6 @@ class Agent:
             if item and not item.cancel.is_set():
                 log.info("cancelling task %s (attempt %s) on the Commander's order", order["task_id"], order["attempt"])
                 item.cancel.set()
-        self.held_orders = {"drain": orders["drain"], "pause": orders["pause"]}
 
     # --- tasks -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ bp = Blueprint("tasks", __name__)
 
 
 def task_out(task, reasons=None) -> TaskOut:
-    return TaskOut(**tasks.as_dict(task, (reasons or tasks.WaitingReasons())(task)))
+    return TaskOut(**tasks.as_dict(task, (reasons or tasks.WaitingReasons(commander()))(task)))
 
 
 @api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201, also=(200,))
@@ -23,7 +23,7 @@ def submit(body: TaskSubmit):
 @api_route(bp, "GET", "/tasks", permission="tasks:read", query=TaskQuery, response=TaskList)
 def list_tasks(query: TaskQuery):
     """Tasks, newest first, filtered by state or node; page with `before_id`."""
-    reasons = tasks.WaitingReasons()
+    reasons = tasks.WaitingReasons(commander())
     return TaskList(tasks=[task_out(task, reasons) for task in tasks.listing(query)])
 
 

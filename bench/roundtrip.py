@@ -37,11 +37,7 @@ def extra(parser):
 
 def run_ours(cmdr: Commander, nodes: list, m: int, warm: int, submitters: int = 1) -> dict:
     api = ApiClient(cmdr.url, cmdr.admin_token)
-    lock = threading.Lock()
-    accepted = [0]
-    last_accepted = [0.0]
-    target = [warm]
-    all_done = threading.Event()
+    accepted = Completions(warm)
     stop = threading.Event()
     errors: list[str] = []
 
@@ -51,12 +47,7 @@ def run_ours(cmdr: Commander, nodes: list, m: int, warm: int, submitters: int = 
                 leases = node.claim(open_slots=1, wait=30)
                 for lease in leases:
                     node.post_result(result_for(lease))
-                    t = time.perf_counter()
-                    with lock:
-                        accepted[0] += 1
-                        last_accepted[0] = t
-                        if accepted[0] >= target[0]:
-                            all_done.set()
+                    accepted.add()
             except Exception as exc:  # noqa: BLE001 - counted and shown
                 if not stop.is_set():
                     errors.append(repr(exc))
@@ -70,12 +61,9 @@ def run_ours(cmdr: Commander, nodes: list, m: int, warm: int, submitters: int = 
     # Warm-up: connections open, code paths hot.
     for i in range(warm):
         api.submit_task(f"bench warm-up {i}")
-    all_done.wait(60)
+    accepted.done.wait(60)
 
-    with lock:
-        accepted[0] = 0
-        target[0] = m
-        all_done.clear()
+    accepted.restart(m)
     cpu0, workers0 = self_cpu(), cmdr.workers_cpu()
     noise = Noise(lambda: self_cpu() + sum(cmdr.workers_cpu().values()))
     first = time.perf_counter()
@@ -93,15 +81,37 @@ def run_ours(cmdr: Commander, nodes: list, m: int, warm: int, submitters: int = 
         for thread in pushers:
             thread.join()
     submitted = time.perf_counter()
-    finished = all_done.wait(DEADLINE_S)
-    end = last_accepted[0] if finished else time.perf_counter()
+    finished = accepted.done.wait(DEADLINE_S)
+    end = accepted.last if finished else time.perf_counter()
     cpu1, workers1 = self_cpu(), cmdr.workers_cpu()
     noise_line = noise.stop()
     stop.set()
     wall = end - first
-    return dict(noise=noise_line, done=accepted[0], wall=wall, rate=accepted[0] / wall, submit_s=submitted - first,
+    return dict(noise=noise_line, done=accepted.count, wall=wall, rate=accepted.count / wall, submit_s=submitted - first,
                 client_cpu=cpu1 - cpu0, server_cpu=sum(workers1.get(p, 0) - s for p, s in workers0.items()),
                 errors=errors, finished=finished)
+
+
+class Completions:
+    """Completions counted from many threads; `done` is set when `target` is reached."""
+
+    def __init__(self, target: int):
+        self.lock = threading.Lock()
+        self.count, self.last, self.target = 0, 0.0, target
+        self.done = threading.Event()
+
+    def add(self) -> None:
+        t = time.perf_counter()
+        with self.lock:
+            self.count += 1
+            self.last = t
+            if self.count >= self.target:
+                self.done.set()
+
+    def restart(self, target: int) -> None:
+        with self.lock:
+            self.count, self.target = 0, target
+            self.done.clear()
 
 
 def run_http_floor(cmdr: Commander, clients: int, requests_total: int) -> dict:
@@ -137,11 +147,7 @@ def run_huey(workers: int, m: int, warm: int) -> dict:
 
     home = Path(tempfile.mkdtemp(prefix="m3shd-bench-huey-"))
     huey = SqliteHuey("bench", filename=str(home / "huey.db"))
-    lock = threading.Lock()
-    completed = [0]
-    last_complete = [0.0]
-    target = [warm]
-    all_done = threading.Event()
+    completed = Completions(warm)
 
     @huey.task()
     def noop(i):
@@ -149,32 +155,24 @@ def run_huey(workers: int, m: int, warm: int) -> dict:
 
     @huey.signal(S.SIGNAL_COMPLETE)
     def on_complete(_signal, _task):  # runs in the worker after the result is stored
-        t = time.perf_counter()
-        with lock:
-            completed[0] += 1
-            last_complete[0] = t
-            if completed[0] >= target[0]:
-                all_done.set()
+        completed.add()
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     consumer = Consumer(huey, workers=workers, worker_type="thread")
     consumer.start()  # threads started; it also installs signal handlers (restored below)
     try:
         warm_results = [noop(i) for i in range(warm)]
-        all_done.wait(60)
+        completed.done.wait(60)
         for r in warm_results:
             r.get(blocking=True, timeout=10)
-        with lock:
-            completed[0] = 0
-            target[0] = m
-            all_done.clear()
+        completed.restart(m)
         cpu0 = self_cpu()
         noise = Noise(self_cpu)
         first = time.perf_counter()
         results = [noop(i) for i in range(m)]
         submitted = time.perf_counter()
-        finished = all_done.wait(DEADLINE_S)
-        end = last_complete[0] if finished else time.perf_counter()
+        finished = completed.done.wait(DEADLINE_S)
+        end = completed.last if finished else time.perf_counter()
         cpu1 = self_cpu()
         noise_line = noise.stop()
         # Every result is really there (read after timing: reading consumes them).
@@ -187,7 +185,7 @@ def run_huey(workers: int, m: int, warm: int) -> dict:
             path.unlink()
         home.rmdir()
     wall = end - first
-    return dict(noise=noise_line, done=completed[0], stored=stored, wall=wall, rate=completed[0] / wall, submit_s=submitted - first,
+    return dict(noise=noise_line, done=completed.count, stored=stored, wall=wall, rate=completed.count / wall, submit_s=submitted - first,
                 client_cpu=cpu1 - cpu0, finished=finished)
 
 

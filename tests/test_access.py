@@ -14,7 +14,7 @@ import requests
 from commander.models import User
 from commander.passwords import ITERATIONS, hash_password
 from commander.permissions import PERMISSIONS, PUBLIC, ROLES
-from conftest import Commander, wait_until
+from conftest import Commander
 from m3shd import wire
 from m3shd.client import ApiClient
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from m3shd.client import ApiClient, CommanderUnreachable, NodeClient
+from m3shd.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
@@ -31,6 +32,8 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (~10-20 s), as CI runs it")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Commander log, database)")
+    parser.add_argument("--workers", type=int, default=DEFAULTS["commander"]["workers"],
+                        help="Commander gunicorn workers (default: the product's default)")
     if extra:
         extra(parser)
     args = parser.parse_args()
@@ -57,7 +60,7 @@ class Commander:
     """`python -m m3shd commander serve` with the product's defaults (2 gevent workers,
     heartbeat 5 s), bound to a free loopback port, its data in a temp dir."""
 
-    def __init__(self, workers: int = 2, extra_env: dict | None = None, keep: bool = False):
+    def __init__(self, workers: int = DEFAULTS["commander"]["workers"], extra_env: dict | None = None, keep: bool = False):
         self.keep = keep
         self.home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))
         self.port = free_port()

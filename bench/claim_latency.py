@@ -36,7 +36,7 @@ def main() -> int:
     same_n = max(20, cross_n // 5)
     warmup = 10 if args.quick else 30
 
-    with Commander(keep=args.keep) as cmdr:
+    with Commander(workers=args.workers, keep=args.keep) as cmdr:
         # Peer: the submit POST with no node connected (nothing to wake); those tasks are then cancelled.
         lone_api = ApiClient(cmdr.url, cmdr.admin_token)
         lone_submit = []

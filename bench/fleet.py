@@ -185,7 +185,7 @@ def main() -> int:
     duration = args.duration or (10.0 if args.quick else 30.0)
     settle = 3.0 if args.quick else max(args.interval + 2.0, 8.0)
 
-    with Commander(keep=args.keep) as cmdr:
+    with Commander(workers=args.workers, keep=args.keep) as cmdr:
         fleet = Fleet(cmdr, args)
         greenlets = [gevent.spawn(fleet.progress)]
 

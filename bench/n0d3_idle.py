@@ -43,7 +43,7 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0], extra)
     idle = args.idle or (8.0 if args.quick else 20.0)
 
-    with Commander(keep=args.keep) as cmdr:
+    with Commander(workers=args.workers, keep=args.keep) as cmdr:
         state_dir = cmdr.home / "n0d3-idle"
         env = base_env(cmdr.home) | {
             "M3SHD_N0D3_URL": cmdr.url, "M3SHD_N0D3_JOIN_TOKEN": cmdr.join_token,

@@ -32,7 +32,6 @@ def extra(parser):
     parser.add_argument("--nodes", type=int, default=20, help="simulated nodes / huey workers (default 20)")
     parser.add_argument("--submitters", type=int, default=1,
                         help="submitting threads for ours (default 1; more shows the server's capacity)")
-    parser.add_argument("--workers", type=int, default=2, help="Commander gunicorn workers (default 2, the product's)")
 
 
 def run_ours(cmdr: Commander, nodes: list, m: int, warm: int, submitters: int = 1) -> dict:

@@ -35,7 +35,10 @@ def build_commander(settings: dict) -> Commander:
     return Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir_for(settings["data_dir"])))
 
 
-def create_app(settings: dict | None = None) -> Flask:
+def create_app(settings: dict | None = None, background: bool = True) -> Flask:
+    """The Commander as a WSGI app. Its background threads (wake socket, dispatcher, reaper)
+    start with the first request, in each worker; `background=False` leaves them out for
+    in-process use, where a claim then answers at once instead of long-polling."""
     settings = settings or config.load("commander")
     cmdr = build_commander(settings)
     app = Flask("commander")
@@ -52,7 +55,8 @@ def create_app(settings: dict | None = None) -> Flask:
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             # Without a length the size limit cannot be enforced up front; our clients always send one.
             raise ApiError(411, "length_required", "send Content-Length; chunked request bodies are not accepted")
-        cmdr.ensure_started(start_background)
+        if background:
+            cmdr.ensure_started(start_background)
         cmdr.db.connect(reuse_if_open=True)
 
     @app.teardown_request

@@ -59,7 +59,7 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     deadline = now() + min(wait, cmdr.settings["max_wait"])
     leases = claim(cmdr, node.id, open_slots)
     capabilities = set(node.capabilities)
-    while not leases and (remaining := deadline - now()) > 0:
+    while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
         leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
         if not leases and Node.get_by_id(node.id).state != ACTIVE:

@@ -387,7 +387,7 @@ def in_process_app(tmp_path, monkeypatch):
 
     monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
-    return create_app(config.load("commander"))
+    return create_app(config.load("commander"), background=False)
 
 
 def test_user_model_is_what_the_api_reports(cmd):

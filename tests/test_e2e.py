@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import FAKES, base_env, free_port, m3shd, sse_events, wait_until
 
@@ -197,6 +199,10 @@ def test_up_starts_a_mesh_and_prints_url_and_token(tmp_path):
         banner = log.read_text()
         assert f"http://127.0.0.1:{port}" in banner and "Admin token  m3a_" in banner
         assert "runner claude-cli" in banner
+        password = re.search(r"Login        admin / (\S+)", banner).group(1)  # the first account, shown once
+        login = requests.post(f"http://127.0.0.1:{port}/api/session", json={"username": "admin", "password": password},
+                              timeout=15)
+        assert login.status_code == 200 and login.json()["role"] == "admin"
         done = m3shd("task", "submit", "hello up", "--timeout", "30", env=env)  # uses the saved client.toml
         assert done.stdout.strip() == "echo: hello up"
         again = m3shd("up", "--bind", f"127.0.0.1:{port}", env=env, check=False)

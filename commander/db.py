@@ -49,3 +49,34 @@ def write_transaction(database: pw.Database):
     if is_sqlite(database):
         return database.atomic("IMMEDIATE")
     return database.atomic()
+
+
+class Compiled:
+    """A fixed-shape query turned into SQL text once, then run with fresh parameters.
+
+    On SQLite, building a query's SQL with peewee costs more than running it; the few queries
+    every node request runs (token, node, nonce, heartbeat) are compiled here. `build` returns
+    the query with placeholder values; calls pass the parameters in the order its `.sql()` lists
+    them. Still parameterized SQL, made by peewee for whichever database is bound.
+    """
+
+    def __init__(self, model: type[pw.Model], build):
+        self.model, self.build, self._text = model, build, {}
+
+    def _sql(self) -> tuple[str, int]:
+        database = self.model._meta.database.obj  # the proxy's current database
+        if database not in self._text:
+            sql, params = self.build().sql()
+            self._text[database] = (sql, len(params))
+        return self._text[database]
+
+    def rows(self, *params) -> list:
+        sql, count = self._sql()
+        assert len(params) == count, f"{count} parameters expected"
+        return list(self.model.raw(sql, *params))
+
+    def execute(self, *params) -> int:
+        """Run a write; returns the number of rows it changed."""
+        sql, count = self._sql()
+        assert len(params) == count, f"{count} parameters expected"
+        return self.model._meta.database.execute_sql(sql, params).rowcount

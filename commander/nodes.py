@@ -8,6 +8,7 @@ import peewee as pw
 
 from commander import audit, events
 from commander.context import Commander
+from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import ACTIVE, DRAINING, LEASED, LOST, OFFLINE, PAUSED, QUEUED, Node, Task, Token, now
 from commander.permissions import NODE_PERMISSIONS
@@ -45,22 +46,26 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
                 max_wait=settings["max_wait"])
 
 
+# Every heartbeat runs these: compiled once (see db.Compiled), parameters in this order.
+NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == 0))  # (node id)
+HEARTBEAT_UPDATE = Compiled(Node, lambda: Node.update(  # (state, capabilities, open_slots, runner, problem, last_seen, id)
+    state="", capabilities=[], open_slots=0, runner="", problem="", last_seen=0.0).where(Node.id == 0))
+
+
 def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
     """Record liveness, renew the leases the node still holds, and answer with orders."""
     t = now()
     tokens = [ref.lease_token for ref in body.running]
+    capabilities = sorted(set(body.capabilities)) if body.capabilities is not None else node.capabilities
     with cmdr.writing(wake=False):
-        state = Node.select(Node.state).where(Node.id == node.id).scalar()  # fresh, under the write lock
+        state = NODE_STATE.rows(node.id)[0].state  # fresh, under the write lock
         new_state = state
         if state in (LOST, OFFLINE):
             new_state = ACTIVE
         if body.draining and new_state != DRAINING:
             new_state = DRAINING
-        changes = dict(last_seen=t, open_slots=body.open_slots, runner=body.runner, problem=body.problem,
-                       state=new_state)
-        if body.capabilities is not None:
-            changes["capabilities"] = sorted(set(body.capabilities))
-        Node.update(**changes).where(Node.id == node.id).execute()
+        HEARTBEAT_UPDATE.execute(new_state, Node.capabilities.db_value(capabilities), body.open_slots, body.runner,
+                                 body.problem, t, node.id)
         published = False
         if new_state != state:
             events.publish(f"node.{new_state}", node=node.id, previous=state)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.routing import IntegerConverter
 
 from commander import accounts
+from commander.db import Compiled
 from commander.errors import ApiError, describe_validation
 from commander.models import Node, Nonce, Token
 from commander.permissions import PUBLIC, ROLES
@@ -124,6 +125,16 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         raise ApiError(400, "invalid_request", describe_validation(exc)) from None
 
 
+# Every node request runs these: compiled once (see db.Compiled), parameters in this order.
+TOKEN_BY_HASH = Compiled(Token, lambda: Token.select(  # (token_hash)
+    Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.expires_at, Token.revoked_at,
+    Token.last_used_at).where(Token.token_hash == ""))
+NODE_FOR_REQUEST = Compiled(Node, lambda: Node.select(  # (node id)
+    Node.id, Node.state, Node.capabilities, Node.runner, Node.problem, Node.signing_key).where(Node.id == 0))
+NONCE_INSERT = Compiled(Nonce, lambda: Nonce.insert(  # (node id, nonce, seen_at)
+    node=0, value="", seen_at=0.0).on_conflict_ignore())
+
+
 def authenticate(route: RouteSpec, path: dict) -> Principal:
     """A bearer token if one is sent, else the session cookie; then the route's permission."""
     if "Authorization" in request.headers or SESSION_COOKIE not in request.cookies:
@@ -142,9 +153,8 @@ def token_principal() -> Principal:
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>` or log in")
-    token = (Token.select(Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.expires_at,
-                          Token.revoked_at, Token.last_used_at)
-             .where(Token.token_hash == token_hash(secret.strip())).first())
+    found = TOKEN_BY_HASH.rows(token_hash(secret.strip()))
+    token = found[0] if found else None
     now = time.time()
     if token is None or token.revoked_at is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked token")
@@ -174,8 +184,8 @@ def check_node_request(principal: Principal, path: dict) -> None:
     node_id = path.get("node_id")
     if principal.node_id is None or principal.node_id != node_id:
         raise ApiError(403, "forbidden", "a node token may only act for its own node")
-    node = (Node.select(Node.id, Node.state, Node.capabilities, Node.runner, Node.problem, Node.signing_key)
-            .where(Node.id == node_id).first())
+    found = NODE_FOR_REQUEST.rows(node_id)
+    node = found[0] if found else None
     if node is None:
         raise ApiError(404, "not_found", f"node {node_id} does not exist")
     box = commander().box
@@ -188,7 +198,7 @@ def check_node_request(principal: Principal, path: dict) -> None:
         )
     except ValueError as exc:
         raise ApiError(401, "bad_signature", str(exc)) from None
-    inserted = Nonce.insert(node=node_id, value=nonce, seen_at=time.time()).on_conflict_ignore().as_rowcount().execute()
+    inserted = NONCE_INSERT.execute(node_id, nonce, time.time())
     if not inserted:
         raise ApiError(401, "replayed_request", "this request nonce was already used")
     g.node, g.node_key = node, key

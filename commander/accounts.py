@@ -21,7 +21,9 @@ ADDRESS_FAILURES = 20    # per address per window: slows spraying many accounts
 
 def offload(fn, *args):
     """Run CPU-bound work (PBKDF2) on a real thread under gevent, so one login does not
-    stall every long-poll of this worker for a fifth of a second."""
+    stall every long-poll of this worker for a fifth of a second. It yields: never call it
+    inside a write transaction, where another greenlet would then block the whole worker
+    in SQLite's busy wait on the lock this one holds."""
     try:
         from gevent import get_hub, monkey
     except ImportError:
@@ -40,35 +42,41 @@ def _check_new(username: str | None, password: str | None, role: str | None) -> 
         raise ApiError(400, "invalid_request", f"role must be one of: {', '.join(ROLES)}")
 
 
-def create_user(username: str, password: str, role: str, actor: str) -> User:
-    """Call inside a write transaction."""
+def create_user(cmdr: Commander, username: str, password: str, role: str, actor: str) -> User:
     _check_new(username, password, role)
-    if User.get_or_none(User.username == username):
-        raise ApiError(409, "exists", f"user {username} already exists")
-    user = User.create(username=username, password_hash=offload(passwords.hash_password, password), role=role)
-    audit.record(actor, "user.created", username, role=role)
+    password_hash = offload(passwords.hash_password, password)  # before the transaction: see offload
+    with cmdr.writing():
+        if User.get_or_none(User.username == username):
+            raise ApiError(409, "exists", f"user {username} already exists")
+        user = User.create(username=username, password_hash=password_hash, role=role)
+        audit.record(actor, "user.created", username, role=role)
     return user
 
 
-def update_user(user: User, actor: str, role: str | None = None, disabled: bool | None = None,
+def update_user(cmdr: Commander, user_id: int, actor: str, role: str | None = None, disabled: bool | None = None,
                 password: str | None = None) -> User:
     """Change role, disable/enable, or reset the password; every change is audited."""
     _check_new(None, password, role)
-    changes: dict = {}
-    if role is not None and role != user.role:
-        changes["role"] = role
-        audit.record(actor, "user.role", user.username, previous=user.role, role=role)
-    if disabled is not None and disabled != (user.disabled_at is not None):
-        changes["disabled_at"] = now() if disabled else None
-        audit.record(actor, "user.disabled" if disabled else "user.enabled", user.username)
-    if password is not None:
-        changes["password_hash"] = offload(passwords.hash_password, password)
-        audit.record(actor, "user.password_reset", user.username)
-    if changes:
-        User.update(**changes).where(User.id == user.id).execute()
-        if "password_hash" in changes or changes.get("disabled_at"):
-            Session.delete().where(Session.user == user.id).execute()  # sign it out everywhere
-    return User.get_by_id(user.id)
+    password_hash = offload(passwords.hash_password, password) if password is not None else None
+    with cmdr.writing():
+        user = User.get_or_none(User.id == user_id)
+        if user is None:
+            raise ApiError(404, "not_found", f"user {user_id} does not exist")
+        changes: dict = {}
+        if role is not None and role != user.role:
+            changes["role"] = role
+            audit.record(actor, "user.role", user.username, previous=user.role, role=role)
+        if disabled is not None and disabled != (user.disabled_at is not None):
+            changes["disabled_at"] = now() if disabled else None
+            audit.record(actor, "user.disabled" if disabled else "user.enabled", user.username)
+        if password_hash is not None:
+            changes["password_hash"] = password_hash
+            audit.record(actor, "user.password_reset", user.username)
+        if changes:
+            User.update(**changes).where(User.id == user.id).execute()
+            if "password_hash" in changes or changes.get("disabled_at"):
+                Session.delete().where(Session.user == user.id).execute()  # sign it out everywhere
+    return User.get_by_id(user_id)
 
 
 def _recent_failures(key: str, since: float) -> list[float]:
@@ -100,11 +108,11 @@ def login(cmdr: Commander, username: str, password: str, address: str | None) ->
                 LoginFailure.create(key=key, ts=now())
             audit.record(f"user:{username}", "login.failed", username)
         raise ApiError(401, "unauthenticated", "wrong user name or password")
+    changes = {"last_login_at": now()}
+    if rehash:  # the iteration count went up since this hash was made
+        changes["password_hash"] = offload(passwords.hash_password, password)
     with cmdr.writing():
         LoginFailure.delete().where(LoginFailure.key == keys[0][0]).execute()
-        changes = {"last_login_at": now()}
-        if rehash:  # the iteration count went up since this hash was made
-            changes["password_hash"] = offload(passwords.hash_password, password)
         User.update(**changes).where(User.id == user.id).execute()
         key = secrets.token_urlsafe(32)
         session = Session.create(key_hash=token_hash(key), user=user.id, csrf_token=secrets.token_urlsafe(32),

@@ -29,7 +29,9 @@ class Commander:
     def writing(self, wake: bool = True):
         """A write transaction; waiters everywhere are woken once it has committed. The hot
         paths that usually change nothing anyone follows (heartbeats, empty claims) pass
-        wake=False and wake by hand when they did publish."""
+        wake=False and wake by hand when they did publish. Nothing inside may yield to other
+        greenlets (network, sleeps, thread offloads): SQLite's busy wait for this lock would
+        block the whole worker, including the holder."""
         with write_transaction(self.db):
             yield
         if wake:

@@ -266,15 +266,15 @@ def cmd_admin_user(args) -> int:
     password = read_password(args)
     cmdr = local_commander(args.config)
     try:
-        with cmdr.db.connection_context(), cmdr.writing():
+        with cmdr.db.connection_context():
             if args.sub == "create-user":
-                accounts.create_user(args.username, password, args.role, cli_actor())
+                accounts.create_user(cmdr, args.username, password, args.role, cli_actor())
                 say(f"user {args.username} created with role {args.role}")
             else:
                 user = User.get_or_none(User.username == args.username)
                 if user is None:
                     raise CliError(f"no user named {args.username}")
-                accounts.update_user(user, cli_actor(), password=password)
+                accounts.update_user(cmdr, user.id, cli_actor(), password=password)
                 say(f"password of {args.username} reset; its sessions have ended")
     except ApiError as exc:
         raise CliError(exc.message) from None

@@ -51,8 +51,7 @@ def ensure_first_admin(config_file) -> str | None:
         if User.select().exists():
             return None
         password = secrets.token_urlsafe(12)
-        with cmdr.writing():
-            accounts.create_user("admin", password, "admin", cli_actor())
+        accounts.create_user(cmdr, "admin", password, "admin", cli_actor())
     return password
 
 

@@ -160,8 +160,8 @@ def test_secure_cookie_over_tls(tmp_path, monkeypatch):
     with app.app_context():
         from commander import accounts
 
-        with app.extensions["m3shd"].db.connection_context(), app.extensions["m3shd"].writing():
-            accounts.create_user("tls", PASSWORD, "mobile", "test")
+        with app.extensions["m3shd"].db.connection_context():
+            accounts.create_user(app.extensions["m3shd"], "tls", PASSWORD, "mobile", "test")
     reply = app.test_client().post("/api/session", json={"username": "tls", "password": PASSWORD},
                                    base_url="https://commander.example")
     assert reply.status_code == 200 and "Secure" in reply.headers["Set-Cookie"]
@@ -219,6 +219,26 @@ def test_disabling_a_user_ends_its_sessions(cmd):
     assert browser.get(f"{cmd.url}/api/tasks", timeout=15).status_code == 401
     refused = requests.post(f"{cmd.url}/api/session", json={"username": name, "password": PASSWORD}, timeout=15)
     assert refused.status_code == 401
+
+
+def test_password_hashing_never_holds_the_write_lock(cmd):
+    """Hashing runs on a thread; done inside a write transaction it left the lock held while
+    other requests in that worker blocked on it, freezing the worker (found by schemathesis)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"Authorization": f"Bearer {cmd.admin_token}"}
+
+    def create(i):
+        return requests.post(f"{cmd.url}/api/users", headers=headers, timeout=8,
+                             json={"username": f"crowd-{uuid.uuid4().hex[:6]}-{i}", "password": PASSWORD}).status_code
+
+    def submit(i):
+        return requests.post(f"{cmd.url}/api/tasks", headers=headers, timeout=8,
+                             json={"prompt": f"meanwhile {i}", "requires": ["nowhere"]}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda i: (create if i % 3 == 0 else submit)(i), range(36)))
+    assert statuses == [201] * 36
 
 
 def test_user_admin_refuses_weak_passwords_duplicates_and_unknown_roles(cmd):

@@ -63,15 +63,11 @@ def list_users():
 @api_route(bp, "POST", "/users", permission="admin", body=UserCreate, response=UserOut, status=201)
 def create_user(body: UserCreate):
     """Create an operator account with a role preset."""
-    with commander().writing():
-        return user_out(accounts.create_user(body.username, body.password, body.role, principal().actor))
+    return user_out(accounts.create_user(commander(), body.username, body.password, body.role, principal().actor))
 
 
 @api_route(bp, "PATCH", "/users/<id:user_id>", permission="admin", body=UserUpdate, response=UserOut)
 def update_user(user_id: int, body: UserUpdate):
     """Change a user's role, disable or enable it, or reset its password (ends its sessions)."""
-    with commander().writing():
-        user = User.get_or_none(User.id == user_id)
-        if user is None:
-            raise ApiError(404, "not_found", f"user {user_id} does not exist")
-        return user_out(accounts.update_user(user, principal().actor, body.role, body.disabled, body.password))
+    return user_out(accounts.update_user(commander(), user_id, principal().actor, body.role, body.disabled,
+                                         body.password))

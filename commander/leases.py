@@ -12,7 +12,7 @@ import secrets
 from commander import events, tasks
 from commander.context import Commander
 from commander.errors import ApiError
-from commander.models import ACTIVE, FAILED, FINAL_STATES, LEASED, QUEUED, SUCCEEDED, Node, Task, now
+from commander.models import ACTIVE, FAILED, FINAL_STATES, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, Task, now
 from commander.schemas import ResultIn
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
@@ -138,4 +138,4 @@ def grace_after_restart(cmdr: Commander) -> None:
     t = now()
     with cmdr.writing():
         Task.update(lease_until=t + cmdr.settings["lease_ttl"]).where(Task.state == LEASED).execute()
-        Node.update(last_seen=t).where(Node.state.in_(("active", "paused", "draining"))).execute()
+        Node.update(last_seen=t).where(Node.state.in_(LIVE_STATES)).execute()

@@ -18,6 +18,7 @@ TASK_STATES = (QUEUED, LEASED, *FINAL_STATES)
 # Node states: `offline` is a clean deregistration, `lost` a node that stopped heartbeating.
 ACTIVE, PAUSED, DRAINING, LOST, OFFLINE = "active", "paused", "draining", "lost", "offline"
 NODE_STATES = (ACTIVE, PAUSED, DRAINING, LOST, OFFLINE)
+LIVE_STATES = (ACTIVE, PAUSED, DRAINING)  # heartbeating, whether or not taking work
 
 
 def now() -> float:

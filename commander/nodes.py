@@ -10,12 +10,13 @@ from commander import audit, events
 from commander.context import Commander
 from commander.db import Compiled
 from commander.errors import ApiError
-from commander.models import ACTIVE, DRAINING, LEASED, LOST, OFFLINE, PAUSED, QUEUED, Node, Task, Token, now
+from commander.models import (
+    ACTIVE, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, PAUSED, QUEUED, Node, Task, Token, now,
+)
 from commander.permissions import NODE_PERMISSIONS
 from commander.schemas import HeartbeatIn, RegisterIn
 from commander.secrets import new_token, token_hash
 
-LIVE_STATES = (ACTIVE, PAUSED, DRAINING)
 
 
 def register(cmdr: Commander, body: RegisterIn) -> dict:

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.routing import IntegerConverter
 
-from commander import accounts
+from commander import accounts, tokens
 from commander.db import Compiled
 from commander.errors import ApiError, describe_validation
 from commander.models import Node, Nonce, Token
@@ -156,12 +156,8 @@ def token_principal() -> Principal:
     found = TOKEN_BY_HASH.rows(token_hash(secret.strip()))
     token = found[0] if found else None
     now = time.time()
-    if token is None or token.revoked_at is not None:
-        raise ApiError(401, "unauthenticated", "unknown or revoked token")
-    if token.expires_at is not None and token.expires_at <= now:
-        raise ApiError(401, "unauthenticated", "the token has expired")
-    if not token.permissions:
-        raise ApiError(401, "unauthenticated", "the token has no permissions")
+    if reason := tokens.refusal(token, now):
+        raise ApiError(401, "unauthenticated", reason)
     # Last-used time at minute resolution: a write per request would cost more than it tells.
     if token.last_used_at is None or now - token.last_used_at > 60:
         Token.update(last_used_at=now).where(Token.id == token.id).execute()

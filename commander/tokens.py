@@ -51,6 +51,17 @@ def revoke(token_id: int, actor: str) -> Token:
     return Token.get_by_id(token_id)
 
 
+def refusal(token: Token | None, at: float) -> str | None:
+    """Why this token may not be used now, or None when it may."""
+    if token is None or token.revoked_at is not None:
+        return "unknown or revoked token"
+    if token.expires_at is not None and token.expires_at <= at:
+        return "the token has expired"
+    if not token.permissions:
+        return "the token has no permissions"
+    return None
+
+
 def as_dict(token: Token) -> dict:
     return dict(id=token.id, kind=token.kind, name=token.name, prefix=token.prefix, permissions=token.permissions,
                 node_id=token.node_id, created_at=token.created_at, expires_at=token.expires_at,

@@ -25,28 +25,31 @@ def cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
-    """Create a token straight in this machine's Commander database (bootstrap, no API token yet)."""
-    from commander import tokens
-
-    cmdr = local_commander(config_file)
-    with cmdr.db.connection_context(), cmdr.writing():
-        token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in)
-    return tokens.as_created(token, secret)
-
-
 def local_commander(config_file):
+    """This machine's Commander database, opened directly (migrated, keys loaded)."""
     from commander.app import build_commander
 
     return build_commander(config.load("commander", config_file))
 
 
-def ensure_first_admin(config_file) -> str | None:
+def create_token(cmdr, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
+    """Create a token straight in the Commander's database (bootstrap: no API token yet)."""
+    from commander import tokens
+
+    with cmdr.db.connection_context(), cmdr.writing():
+        token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in)
+    return tokens.as_created(token, secret)
+
+
+def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
+    return create_token(local_commander(config_file), name, kind, permissions, role, expires_in)
+
+
+def ensure_first_admin(cmdr) -> str | None:
     """On a Commander with no accounts, create `admin` with a random password; returns it (shown once)."""
     from commander import accounts
     from commander.models import User
 
-    cmdr = local_commander(config_file)
     with cmdr.db.connection_context():
         if User.select().exists():
             return None
@@ -55,19 +58,19 @@ def ensure_first_admin(config_file) -> str | None:
     return password
 
 
-def _saved_token(path: Path, config_file, name: str, kind: str, role: str | None) -> str:
+def _saved_token(cmdr, path: Path, name: str, kind: str, role: str | None) -> str:
     """Reuse the token kept in `path` while the database still accepts it, else make a new one."""
+    from commander import tokens
     from commander.models import Token
     from commander.secrets import token_hash
 
     if path.exists():
         secret = path.read_text().strip()
-        cmdr = local_commander(config_file)
         with cmdr.db.connection_context():
             row = Token.get_or_none(Token.token_hash == token_hash(secret))
-        if row and row.revoked_at is None and (row.expires_at is None or row.expires_at > time.time()):
+        if tokens.refusal(row, time.time()) is None:
             return secret
-    secret = create_token_locally(config_file, name, kind, role=role)["token"]
+    secret = create_token(cmdr, name, kind, role=role)["token"]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secret + "\n")
@@ -105,9 +108,11 @@ def up(args) -> int:
     data = Path(settings["data_dir"])
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     say(f"preparing the Commander's database in {data} …")
-    admin = _saved_token(data / "admin.token", args.config, "admin (m3shd up)", "api", "admin")
-    join = _saved_token(data / "local-join.token", args.config, "local N0D3 (m3shd up)", "join", None)
-    first_password = ensure_first_admin(args.config)
+    local = local_commander(args.config)
+    admin = _saved_token(local, data / "admin.token", "admin (m3shd up)", "api", "admin")
+    join = _saved_token(local, data / "local-join.token", "local N0D3 (m3shd up)", "join", None)
+    first_password = ensure_first_admin(local)
+    getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
 
     client_file = config.config_dir() / "client.toml"
     if not client_file.exists() or config.load("client", client_file)["url"] == url:

@@ -13,7 +13,7 @@ from collections import Counter
 import peewee as pw
 
 from commander import breakers, reputation, scheduler
-from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task
+from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task, database_proxy
 from commander.scheduler import Candidate, TaskView
 
 QUEUE_LOOKAHEAD = 64  # tasks considered per pass: enough to fill every free slot a pass can see
@@ -62,28 +62,40 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
     return scheduler.fair_order(views, served, settings["aging"])
 
 
+CANDIDATE_COLUMNS = (
+    Node.id, Node.capabilities, Node.slots, Node.open_slots, Node.last_seen, Node.priority, Node.rep_mean,
+    Node.rep_count, Node.rep_at, Node.breaker_state, Node.breaker_failures, Node.breaker_cooldown,
+    Node.breaker_until, Node.breaker_probe,
+)
+
+
 def candidates(t: float, settings: dict) -> list[Candidate]:
-    """Every node taking work (busy ones too: a retry may wait for one), with its free slots as
-    the Commander counts them."""
+    """Every node taking work (busy ones too: a task may wait for one), with its free slots as
+    the Commander counts them. Read as plain rows: this runs on every claim, over every node."""
     running = dict(
         Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
     )
     half_life = settings["reputation_half_life"]
+    parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
     able = []
-    for node in Node.select().where(
+    query = Node.select(*CANDIDATE_COLUMNS).where(
         (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > t - settings["lost_after"])
-    ):
-        free = min(node.open_slots, node.slots - running.get(node.id, 0))
+    )
+    rows = database_proxy.execute(query)  # raw rows: per-field conversion costs more than the rest
+    for (node_id, caps, slots, open_slots, last_seen, priority, mean, count, rep_at, state, failures, cooldown,
+         until, probe_task) in rows:
+        free = min(open_slots, slots - running.get(node_id, 0))
         probe = False
-        if node.breaker_state != CLOSED:
-            limit, _ = breakers.admits(breaker_of(node), t)
+        if state != CLOSED:
+            limit, _ = breakers.admits(breakers.Breaker(state, failures, cooldown, until, probe_task), t)
             if limit == 0:
                 continue
             free, probe = min(free, limit), True
+        if caps not in parsed:
+            parsed[caps] = frozenset(Node.capabilities.python_value(caps))
         able.append(Candidate(
-                node_id=node.id, capabilities=frozenset(node.capabilities), slots=node.slots, free=free,
-                heartbeat_age=max(0.0, t - node.last_seen), priority=node.priority, mean=node.rep_mean,
-                count=reputation.count_now(node.rep_count, node.rep_at, t, half_life), probe=probe,
+            node_id=node_id, capabilities=parsed[caps], slots=slots, free=free, heartbeat_age=max(0.0, t - last_seen),
+            priority=priority, mean=mean, count=reputation.count_now(count, rep_at, t, half_life), probe=probe,
         ))
     return able
 
@@ -96,12 +108,12 @@ def plan(tasks: list[TaskView], nodes: list[Candidate], settings: dict) -> list[
 
 
 def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict) -> list[TaskView]:
-    """The planned tasks `node_id` should take: those it is best for, and those that waited long
-    enough for another node."""
+    """The planned tasks `node_id` should take: those it is best for, and those whose best node
+    has not come for them within `best_node_wait` (a task held for a busy node stays held)."""
     patience = settings["best_node_wait"]
     return [
         task for task, best in placed
-        if task.requires <= capabilities and (best == node_id or task.waited >= patience)
+        if task.requires <= capabilities and (best == node_id or (best is not None and task.waited >= patience))
     ]
 
 

@@ -15,6 +15,8 @@ slot, a breaker that admits work), best first by:
    + score_prefer · (share of the task's `prefer` the node has), rounded to 0.001, where ucb
    takes N as the summed counts of all nodes in the running;
 4. the node's priority; then the lowest id, so the choice is deterministic.
+The best free node may still be passed over, for a while, for a busy one that is clearly
+better (see `Ranking.best`).
 Pure functions and one small class; a pass costs O(nodes log nodes) once, then about O(1) per
 plain task.
 """
@@ -63,15 +65,16 @@ def base_score(node: Candidate, total: float, settings: dict) -> float:
 
 
 class Ranking:
-    """The candidates of one scheduling pass, scored once; `best(task)` is then O(1) for a
-    plain task (walk down the ready-sorted list) and O(nodes) for one with `prefer` or a
-    retry's tried nodes. Free slots are used up as tasks are placed."""
+    """The candidates of one scheduling pass, scored once and sorted; `best(task)` then walks
+    that order only as far as a better node could still come (usually a few steps). Free slots
+    are used up as tasks are placed."""
 
     def __init__(self, nodes: list[Candidate], settings: dict):
         total = sum(n.count for n in nodes)
         self.settings = settings
         self.base = {n.node_id: base_score(n, total, settings) for n in nodes}
         self.nodes = sorted(nodes, key=lambda n: self.key(n, None), reverse=True)
+        self.by_mean = sorted((n for n in nodes if n.count > 0), key=lambda n: n.mean, reverse=True)
 
     def key(self, node: Candidate, task: TaskView | None) -> tuple:
         score = self.base[node.node_id]
@@ -90,16 +93,40 @@ class Ranking:
         return able
 
     def best(self, task: TaskView) -> Candidate | None:
-        """The best node with a free slot; None if there is none, or if the only free ones are
-        nodes this task already broke on while another able node is merely busy (wait for it)."""
-        if not (task.prefer or task.tried_nodes):
-            return next((n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities), None)
-        able = (n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities)
-        best = max(able, key=lambda n: self.key(n, task), default=None)
-        if best is not None and best.node_id in task.tried_nodes and any(
-            n.node_id not in task.tried_nodes and task.requires <= n.capabilities for n in self.nodes
-        ):
-            return None
+        """The best node with a free slot; None if there is none, or while the task should wait
+        for a busy node: up to `best_node_wait` when the only free ones are nodes it already broke
+        on, up to `better_node_wait` when a busy node's mean reward beats the best free one's by
+        more than `better_node_margin` (a slot there soon beats a slow or flaky node now)."""
+        best = self._scan(task, skip_tried=True)
+        if best is None and task.tried_nodes:
+            if task.waited < self.settings["best_node_wait"] and any(
+                    n.node_id not in task.tried_nodes and task.requires <= n.capabilities for n in self.nodes):
+                return None
+            best = self._scan(task, skip_tried=False)
+        if best is not None and best.count > 0 and not best.probe and task.waited < self.settings["better_node_wait"]:
+            top = next((n for n in self.by_mean if task.requires <= n.capabilities
+                        and n.node_id not in task.tried_nodes), None)
+            if top is not None and top.mean - best.mean > self.settings["better_node_margin"]:
+                return None
+        return best
+
+    def _scan(self, task: TaskView, skip_tried: bool) -> Candidate | None:
+        """Walk the nodes in their task-free order and stop as soon as no later node can win:
+        it is in a lower group (tried before untried) or even the full `prefer` bonus would not
+        lift its score to the best one's. A plain task stops at the first able node."""
+        bonus = self.settings["score_prefer"] if task.prefer else 0.0
+        best, best_key = None, None
+        for node in self.nodes:
+            if node.free <= 0 or not task.requires <= node.capabilities:
+                continue
+            if skip_tried and node.node_id in task.tried_nodes:
+                continue
+            if best is not None:
+                if (node.probe or node.count <= 0) != best_key[1] or round(self.base[node.node_id] + bonus, 3) < best_key[2]:
+                    break
+            key = self.key(node, task)
+            if best is None or key > best_key:
+                best, best_key = node, key
         return best
 
     def place(self, task: TaskView) -> int | None:

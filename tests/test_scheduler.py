@@ -81,6 +81,15 @@ def test_capabilities_must_match_and_prefer_earns_a_bonus():
     assert ranking.best(task(requires=["arch=riscv"])) is None
 
 
+def test_a_task_waits_a_while_for_a_clearly_better_busy_node():
+    nodes = [node(1, mean=0.95, count=10, free=0), node(2, mean=0.6, count=10)]
+    margin_wait = SETTINGS["better_node_wait"]
+    assert Ranking(nodes, SETTINGS).best(task(waited=0.0)) is None
+    assert Ranking(nodes, SETTINGS).best(task(waited=margin_wait)).node_id == 2  # waited long enough
+    close = [node(1, mean=0.95, count=10, free=0), node(2, mean=0.9, count=10)]
+    assert Ranking(close, SETTINGS).best(task()).node_id == 2  # not clearly better: no waiting
+
+
 def test_priority_breaks_ties_and_free_slots_are_used_up():
     ranking = Ranking([node(1, mean=0.5, count=5, priority=0), node(2, mean=0.5, count=5, priority=3)], SETTINGS)
     assert ranking.place(task(1)) == 2   # equal scores: the higher priority

@@ -16,8 +16,11 @@ BROKEN = {"FAKE_CLAUDE_BROKEN": "1"}
 
 @pytest.fixture
 def commander(tmp_path):
-    # Short breaker cooldowns so a test sees open → half-open → open again.
-    started = Commander(tmp_path, {"M3SHD_COMMANDER_BREAKER_COOLDOWN": "2", "M3SHD_COMMANDER_BEST_NODE_WAIT": "1"})
+    # Short breaker cooldowns so a test sees open → half-open → open again; no waiting for a
+    # better busy node, so a sick node keeps being offered work until its breaker acts
+    # (that waiting is tested in test_scheduler.py and measured in bench/scheduling.py).
+    started = Commander(tmp_path, {"M3SHD_COMMANDER_BREAKER_COOLDOWN": "2", "M3SHD_COMMANDER_BEST_NODE_WAIT": "1",
+                                   "M3SHD_COMMANDER_BETTER_NODE_WAIT": "0"})
     yield started
     started.stop()
 

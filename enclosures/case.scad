@@ -41,6 +41,7 @@ split_z = board_top_z;    // base/lid joint: every connector sits on the PCB, ab
 headroom = lid_top_z - lid_t - tallest_z;
 fastener_hole_depth = fastener == "insert" ? insert_h + 0.5 : screw_engagement + 1;
 pocket_depth = screw_head_h + tol;
+standoff_foot_z = -bottom_parts_h - 0.5;   // the standoff narrows to pad_d above this, clear of the parts under the PCB
 
 assert(headroom >= 1, str("screw_length ", screw_length, " leaves ", headroom,
                           " mm above the tallest part: use a longer screw"));
@@ -101,7 +102,10 @@ module at_holes() for (h = board_holes) translate(h) children();
 module base_assembled() difference() {
     union() {
         intersection() { shell(); lower_region(0); }
-        at_holes() translate([0, 0, -standoff_h - 0.5]) cylinder(d = standoff_d, h = standoff_h + 0.5);
+        at_holes() {
+            translate([0, 0, -standoff_h - 0.5]) cylinder(d = standoff_d, h = standoff_h + 0.5 + standoff_foot_z);
+            translate([0, 0, standoff_foot_z - 0.5]) cylinder(d = pad_d, h = 0.5 - standoff_foot_z);
+        }
     }
     at_holes() {
         translate([0, 0, -fastener_hole_depth])
@@ -114,7 +118,7 @@ module base_assembled() difference() {
 module lid_assembled() difference() {
     union() {
         difference() { shell(); lower_region(tol); }
-        at_holes() translate([0, 0, board_top_z]) cylinder(d = post_d, h = lid_top_z - lid_t - board_top_z + 0.5);
+        at_holes() translate([0, 0, board_top_z]) cylinder(d = pad_d, h = lid_top_z - lid_t - board_top_z + 0.5);
     }
     at_holes() translate([0, 0, board_top_z - 1]) cylinder(d = screw_clearance_d, h = lid_top_z - board_top_z + 2);
 }
@@ -131,8 +135,7 @@ module report() {
     echo(tol = tol);
     echo(port_clearance = port_clearance);
     echo(fn = $fn);
-    echo(standoff_d = standoff_d);
-    echo(post_d = post_d);
+    echo(pad_d = pad_d);
     echo(screw_head = [screw_head_d, screw_head_h]);
     echo(case_height = case_height);
     echo(headroom = headroom);

@@ -11,8 +11,8 @@ port_clearance = 0.5;  // around each connector opening, per side
 
 /* [Board mounting] */
 standoff_h = 6.0;      // room under the PCB (also keeps the stacking pockets clear of the screw holes)
-standoff_d = 6.0;
-post_d = 5.6;          // lid posts that press the PCB onto the standoffs
+standoff_d = 7.0;      // below the parts under the PCB
+pad_d = 5.6;           // what touches the PCB (standoff tips, lid posts): inside its 6 mm bare pad
 lip_share = 0.5;       // share of the wall that rises above the joint as the base's locating lip
 lip_h = 2.0;
 

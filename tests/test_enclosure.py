@@ -43,6 +43,7 @@ PI5_BOARD = (85.0, 56.0)
 PI5_HOLES = [(3.5, 3.5), (3.5, 52.5), (61.5, 3.5), (61.5, 52.5)]
 BED = 220.0
 TOUCHING = 1e-3           # mm³: faces that only touch (PCB on standoffs) overlap in no more
+MIN_GAP = 0.15            # mm between the case and any part on the board (0.2 nominal, less polygon facets)
 CHANGED = {"wall": 3.2, "tol": 0.4, "fastener": '"insert"', "node_number": 7}
 PARTS = ("base", "lid")
 FACING = {"-y": -90, "+x": 0, "-x": 180}   # port edge -> outward direction, degrees
@@ -202,6 +203,13 @@ def test_board_and_cooler_do_not_touch_the_case(case):
     assert collision < TOUCHING, f"{collision:.2f} mm³ of board, parts or cooler inside the case walls"
 
 
+def test_parts_on_the_board_keep_clear_of_the_case(case):
+    """Only the PCB touches the case (clamped at its holes); every part on it keeps a gap."""
+    pcb = mf.Manifold.cube([PI5_BOARD[0] + 10, PI5_BOARD[1] + 10, 1.5]).translate([-5, -5, 0])
+    gap = case.shell().min_gap(case.envelope - pcb, 5.0)
+    assert gap >= MIN_GAP, f"a part on the board is {gap:.2f} mm from the case"
+
+
 def test_only_connector_fronts_leave_the_case(case):
     """The board sits inside the case's hull; what pokes out goes through a connector opening."""
     openings = mf.Manifold.batch_boolean(
@@ -214,8 +222,8 @@ def test_only_connector_fronts_leave_the_case(case):
 
 def test_standoffs_and_lid_posts_sit_on_the_hole_pattern(case):
     base, lid = case.placed["base"], case.placed["lid"]
-    standoffs = centres_of(base.slice(-1.0), case.data["standoff_d"])    # just under the PCB
-    posts = centres_of(lid.slice(5.0), case.data["post_d"])              # above the PCB
+    standoffs = centres_of(base.slice(-1.0), case.data["pad_d"])    # just under the PCB
+    posts = centres_of(lid.slice(5.0), case.data["pad_d"])          # above the PCB
     for kind, centres in (("standoff", standoffs), ("lid post", posts)):
         assert len(centres) == len(PI5_HOLES), f"{len(centres)} {kind}s"
         for hole in PI5_HOLES:

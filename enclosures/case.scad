@@ -39,6 +39,7 @@ lid_top_z = screw_length - screw_engagement;
 case_height = lid_top_z - base_bottom_z;
 split_z = board_top_z;    // base/lid joint: every connector sits on the PCB, above it
 headroom = lid_top_z - lid_t - tallest_z;
+fastener_hole_d = fastener == "insert" ? insert_d : screw_pilot_d;
 fastener_hole_depth = fastener == "insert" ? insert_h + 0.5 : screw_engagement + 1;
 pocket_depth = screw_head_h + tol;
 standoff_foot_z = -bottom_parts_h - 0.5;   // the standoff narrows to pad_d above this, clear of the parts under the PCB
@@ -109,7 +110,7 @@ module base_assembled() difference() {
     }
     at_holes() {
         translate([0, 0, -fastener_hole_depth])
-            cylinder(d = fastener == "insert" ? insert_d : screw_pilot_d, h = fastener_hole_depth + 1);
+            cylinder(d = fastener_hole_d, h = fastener_hole_depth + 1);
         // pockets under the base take the screw heads on the lid below: the stacking interlock
         translate([0, 0, base_bottom_z - 1]) cylinder(d = screw_head_d + 2 * tol, h = pocket_depth + 1);
     }
@@ -136,6 +137,7 @@ module report() {
     echo(port_clearance = port_clearance);
     echo(fn = $fn);
     echo(pad_d = pad_d);
+    echo(fastener_hole_d = fastener_hole_d);
     echo(screw_head = [screw_head_d, screw_head_h]);
     echo(case_height = case_height);
     echo(headroom = headroom);

@@ -102,17 +102,34 @@ def overlap(a: mf.Manifold, b: mf.Manifold) -> float:
     return (a ^ b).volume()
 
 
-def port_box(port: list, x0: float, x1: float, size: tuple, centre_z: float) -> mf.Manifold:
-    """A box in the port's frame: x outward from the board edge, centred on the port along it."""
-    name, edge, along, z0, body_w, body_h, depth, overhang, plug_w, plug_h = port
-    width, height = size
-    origin = {"-y": (along, 0.0), "+x": (PI5_BOARD[0], along), "-x": (0.0, along)}[edge]
-    box = mf.Manifold.cube([x1 - x0, width, height]).translate([x0, -width / 2, centre_z - height / 2])
-    return box.rotate([0, 0, FACING[edge]]).translate([origin[0], origin[1], 0])
+@dataclass
+class Port:
+    """One row of the `ports` table in enclosures/pi5.scad."""
+    name: str
+    edge: str
+    along: float
+    z0: float
+    body_w: float
+    body_h: float
+    depth: float
+    overhang: float
+    plug_w: float
+    plug_h: float
 
+    @property
+    def centre_z(self) -> float:
+        return self.z0 + self.body_h / 2
 
-def port_centre_z(port: list) -> float:
-    return port[3] + port[5] / 2
+    @property
+    def opening(self) -> tuple[float, float]:
+        return max(self.body_w, self.plug_w), max(self.body_h, self.plug_h)
+
+    def box(self, x0: float, x1: float, size: tuple[float, float]) -> mf.Manifold:
+        """A box in the port's frame (x outward from the board edge) centred on the connector."""
+        width, height = size
+        origin = {"-y": (self.along, 0.0), "+x": (PI5_BOARD[0], self.along), "-x": (0.0, self.along)}[self.edge]
+        box = mf.Manifold.cube([x1 - x0, width, height]).translate([x0, -width / 2, self.centre_z - height / 2])
+        return box.rotate([0, 0, FACING[self.edge]]).translate([origin[0], origin[1], 0])
 
 
 def loops(section: mf.CrossSection) -> list[tuple[np.ndarray, float]]:
@@ -133,8 +150,6 @@ def centres_of(section: mf.CrossSection, diameter: float) -> list[np.ndarray]:
 
 @dataclass
 class Case:
-    name: str
-    defines: dict
     printed: dict          # part -> trimesh in its print pose, as the STL says
     placed: dict           # part -> manifold in the board frame (assembled)
     envelope: mf.Manifold  # PCB, components and cooler, board frame
@@ -144,11 +159,15 @@ class Case:
     def tol(self) -> float:
         return self.data["tol"]
 
+    @property
+    def ports(self) -> list[Port]:
+        return [Port(*row) for row in self.data["ports"]]
+
     def shell(self) -> mf.Manifold:
         return self.placed["base"] + self.placed["lid"]
 
 
-def build_case(name: str, defines: dict, workdir: Path, cached: bool) -> Case:
+def build_case(defines: dict, workdir: Path, cached: bool) -> Case:
     printed, placed, data = {}, {}, {}
     for part in PARTS:
         path, log = render(f"{part}.scad", defines, workdir, cached)
@@ -160,17 +179,17 @@ def build_case(name: str, defines: dict, workdir: Path, cached: bool) -> Case:
     # The envelope does not depend on the case settings: always the cached default.
     path, _ = render("board_envelope.scad", {}, workdir, cached=True)
     envelope = solid(trimesh.load(path, force="mesh"))
-    return Case(name, defines, printed, placed, envelope, data)
+    return Case(printed, placed, envelope, data)
 
 
 @pytest.fixture(scope="module")
 def default_case(tmp_path_factory) -> Case:
-    return build_case("default", {}, tmp_path_factory.mktemp("default"), cached=True)
+    return build_case({}, tmp_path_factory.mktemp("default"), cached=True)
 
 
 @pytest.fixture(scope="module")
 def changed_case(tmp_path_factory) -> Case:
-    return build_case("changed", CHANGED, tmp_path_factory.mktemp("changed"), cached=False)
+    return build_case(CHANGED, tmp_path_factory.mktemp("changed"), cached=False)
 
 
 @pytest.fixture(scope="module", params=["default", "changed"])
@@ -212,9 +231,7 @@ def test_parts_on_the_board_keep_clear_of_the_case(case):
 
 def test_only_connector_fronts_leave_the_case(case):
     """The board sits inside the case's hull; what pokes out goes through a connector opening."""
-    openings = mf.Manifold.batch_boolean(
-        [port_box(p, 0, 50, (max(p[4], p[8]), max(p[5], p[9])), port_centre_z(p)) for p in case.data["ports"]],
-        mf.OpType.Add)
+    openings = mf.Manifold.batch_boolean([port.box(0, 50, port.opening) for port in case.ports], mf.OpType.Add)
     outside = case.envelope - case.shell().hull()
     stray = (outside - openings).volume()
     assert stray < TOUCHING, f"{stray:.2f} mm³ of the board outside the case, not through an opening"
@@ -233,12 +250,11 @@ def test_standoffs_and_lid_posts_sit_on_the_hole_pattern(case):
 
 def test_every_port_has_a_clear_way_in(case):
     shell = case.shell()
-    for port in case.data["ports"]:
-        name, overhang, plug = port[0], port[7], (port[8], port[9])
-        channel = port_box(port, overhang, overhang + 40, plug, port_centre_z(port))
-        assert overlap(channel, shell) < TOUCHING, f"{name}: the plug hits the case"
+    for port in case.ports:
+        channel = port.box(port.overhang, port.overhang + 40, (port.plug_w, port.plug_h))
+        assert overlap(channel, shell) < TOUCHING, f"{port.name}: the plug hits the case"
         gap = shell.min_gap(channel, 5.0)
-        assert gap >= case.data["port_clearance"] - 0.01, f"{name}: {gap:.2f} mm around the plug"
+        assert gap >= case.data["port_clearance"] - 0.01, f"{port.name}: {gap:.2f} mm around the plug"
 
 
 # ---- Lid on base, case on case ----------------------------------------------------------
@@ -285,7 +301,9 @@ def test_changed_settings_reach_the_parts(default_case, changed_case):
     for part in PARTS:
         extents = changed_case.printed[part].extents - default_case.printed[part].extents
         assert extents[:2] == pytest.approx([grow, grow], abs=1e-3), part
-    assert len(centres_of(changed_case.placed["base"].slice(-2.0), 3.6)) == 4   # heat-set insert holes
+    hole_d = changed_case.data["fastener_hole_d"]    # now heat-set inserts, wider than screw pilots
+    assert hole_d > default_case.data["fastener_hole_d"]
+    assert len(centres_of(changed_case.placed["base"].slice(-2.0), hole_d)) == len(PI5_HOLES)
     assert engraved(changed_case) > 1.3 * engraved(default_case) > 5, "the lid should now say N0D3-07"
 
 

@@ -31,9 +31,9 @@ bottom_parts_h = 2.0;    // (est.)
 //   plug_*    cross-section of what goes in from outside (cable overmold, card + fingertip)
 ports = [
     ["usb-c",    "-y", 11.2, 1.5,  9.0,  3.3,  7.5, 1.3, 12.5,  7.0],
-    ["hdmi0",    "-y", 25.8, 1.5,  7.5,  3.2,  6.5, 1.2, 11.0,  6.5],
-    ["hdmi1",    "-y", 39.2, 1.5,  7.5,  3.2,  6.5, 1.2, 11.0,  6.5],
-    ["ethernet", "+x", 10.2, 1.5, 16.1, 13.5, 21.5, 3.0, 12.0, 11.0],
+    ["hdmi0",    "-y", 25.8, 1.5,  8.2,  3.2,  6.5, 1.2, 11.0,  6.5],
+    ["hdmi1",    "-y", 39.2, 1.5,  8.2,  3.2,  6.5, 1.2, 11.0,  6.5],
+    ["ethernet", "+x", 10.2, 1.5, 16.2, 13.5, 21.5, 3.0, 12.0, 11.0],
     ["usb-a-0",  "+x", 29.1, 1.5, 13.3, 15.6, 17.6, 3.0, 15.0, 15.6],
     ["usb-a-1",  "+x", 47.0, 1.5, 13.3, 15.6, 17.6, 3.0, 15.0, 15.6],
     // the card sits in a socket under the PCB; "plug" is the card plus a fingertip to pull it

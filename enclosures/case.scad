@@ -4,7 +4,6 @@ include <pi5.scad>
 include <settings.scad>
 
 // ---- Port table rows -------------------------------------------------------------------
-function port_name(p) = p[0];
 function port_edge(p) = p[1];
 function port_along(p) = p[2];
 function port_z0(p) = p[3];
@@ -12,8 +11,8 @@ function port_body(p) = [p[4], p[5]];     // [width, height] of the connector's 
 function port_depth(p) = p[6];
 function port_overhang(p) = p[7];
 function port_plug(p) = [p[8], p[9]];
-function port_opening(p) = [max(p[4], p[8]), max(p[5], p[9])];
-function port_centre_z(p) = port_z0(p) + p[5] / 2;
+function port_opening(p) = [max(port_body(p)[0], port_plug(p)[0]), max(port_body(p)[1], port_plug(p)[1])];
+function port_centre_z(p) = port_z0(p) + port_body(p)[1] / 2;
 
 // Each port gets a local frame: x outward from the board edge (0 on the edge), y along the
 // edge centred on the port, z as in the board frame.
@@ -30,11 +29,11 @@ module port_box(p, x0, x1, size, centre_z)
 
 // ---- Heights (board frame: z = 0 under the PCB) ------------------------------------------
 board_top_z = board_thickness;
-tallest_z = max(concat([for (p = ports) port_z0(p) + p[5]],
+tallest_z = max(concat([for (p = ports) port_z0(p) + port_body(p)[1]],
                        [board_top_z + cooler_h, board_top_z + gpio_size.z]));
 base_bottom_z = -(standoff_h + floor_t);
-// The screw head sits on the lid and its tip engages the standoff by screw_engagement,
-// so the lid's height follows from the screw; a case taller than a standard screw helps nobody.
+// The screw head sits on the lid and its tip engages the standoff by screw_engagement, so
+// the lid's height follows from a stock screw length rather than the other way round.
 lid_top_z = screw_length - screw_engagement;
 case_height = lid_top_z - base_bottom_z;
 split_z = board_top_z;    // base/lid joint: every connector sits on the PCB, above it
@@ -64,8 +63,11 @@ module port_cutout(p)
     port_box(p, -board_gap / 2, outer_grow + 1, port_opening(p) + 2 * [port_clearance, port_clearance],
              port_centre_z(p));
 
-// Vertical slots in both long walls, level with the cooler's fan and fins.
-vent_z = [board_top_z + 7, lid_top_z - lid_t - 1];
+// Vertical slots in both long walls, level with the cooler's fan and fins: from just above
+// the USB-C/HDMI openings to just under the lid's top.
+vent_z = [max([for (p = ports) if (port_edge(p) == "-y")
+                   port_centre_z(p) + port_opening(p)[1] / 2 + port_clearance]) + 1.5,
+          lid_top_z - lid_t - 1];
 module side_vents()
     for (x = [cooler_min.x + 3 : vent_pitch : cooler_max.x - 3], y = [-outer_grow - 1, board_size.y])
         translate([x - vent_w / 2, y, vent_z[0]]) cube([vent_w, outer_grow + 1 + board_gap, vent_z[1] - vent_z[0]]);
@@ -131,7 +133,6 @@ lid_print_matrix = [[1, 0, 0, 0], [0, -1, 0, board_size.y], [0, 0, -1, lid_top_z
 // Figures for the Makefile log and for the checks in tests/test_enclosure.py (one per line).
 module report() {
     echo(ports = ports);
-    echo(board_holes = board_holes);
     echo(wall = wall);
     echo(tol = tol);
     echo(port_clearance = port_clearance);

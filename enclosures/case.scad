@@ -63,6 +63,18 @@ module port_cutout(p)
     port_box(p, -board_gap / 2, outer_grow + 1, port_opening(p) + 2 * [port_clearance, port_clearance],
              port_centre_z(p));
 
+// Width of the wall left between the openings of ports a and b (b further along the edge).
+function bar_between(a, b) = port_along(b) - port_opening(b)[0] / 2 - port_along(a) - port_opening(a)[0] / 2
+                             - 2 * port_clearance;
+
+// A strip of wall thinner than min_bar between two openings would only break off: open it up.
+module port_cutouts() {
+    for (p = ports) port_cutout(p);
+    for (a = ports, b = ports)
+        if (port_edge(a) == port_edge(b) && port_along(a) < port_along(b) && bar_between(a, b) < min_bar)
+            hull() { port_cutout(a); port_cutout(b); }
+}
+
 // Vertical slots in both long walls, level with the cooler's fan and fins: from just above
 // the USB-C/HDMI openings to just under the lid's top.
 vent_z = [max([for (p = ports) if (port_edge(p) == "-y")
@@ -83,7 +95,7 @@ module label()
 module shell() difference() {
     slab(base_bottom_z, lid_top_z, outer_grow);
     slab(base_bottom_z + floor_t, lid_top_z - lid_t, board_gap);
-    for (p = ports) port_cutout(p);
+    port_cutouts();
     side_vents();
     label();
 }

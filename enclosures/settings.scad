@@ -8,6 +8,7 @@ lid_t = 2.0;           // lid top
 tol = 0.25;            // gap between mating printed faces: lid on base, stacked cases
 board_gap = 0.5;       // PCB edge to the inside of the walls
 port_clearance = 0.5;  // around each connector opening, per side
+min_bar = 1.5;         // narrower wall strips between two openings are cut away
 
 /* [Board mounting] */
 standoff_h = 6.0;      // room under the PCB (also keeps the stacking pockets clear of the screw holes)

@@ -319,7 +319,8 @@ def test_impossible_settings_are_refused_with_a_reason(tmp_path):
 def test_committed_stls_match_the_sources(default_case, part):
     committed = trimesh.load(ENCLOSURES / "stl" / f"{part}.stl", force="mesh")
     fresh = default_case.printed[part]
-    stale = "is stale: run `make -C enclosures` and commit stl/ and png/"
+    stale = ("is stale: run `make -C enclosures` and commit stl/ and png/ (or OpenSCAD fell back to another"
+             " font for the label: install Liberation Sans, Debian's fonts-liberation2)")
     assert committed.volume == pytest.approx(fresh.volume, rel=1e-4), f"stl/{part}.stl {stale}"
     assert np.allclose(committed.bounds, fresh.bounds, atol=0.01), f"stl/{part}.stl {stale}"
 

@@ -150,7 +150,10 @@ module report() {
     echo(port_clearance = port_clearance);
     echo(fn = $fn);
     echo(pad_d = pad_d);
+    echo(fastener = fastener);
     echo(fastener_hole_d = fastener_hole_d);
+    echo(fastener_hole_depth = fastener_hole_depth);
+    echo(screw_length = screw_length);
     echo(screw_head = [screw_head_d, screw_head_h]);
     echo(case_height = case_height);
     echo(headroom = headroom);

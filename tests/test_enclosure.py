@@ -47,6 +47,7 @@ TOUCHING = 1e-3           # mm³: faces that only touch (PCB on standoffs) overl
 MIN_GAP = 0.15            # mm between the case and any part on the board (0.2 nominal, less polygon facets)
 CHANGED = {"wall": 3.2, "tol": 0.4, "fastener": '"insert"', "node_number": 7}
 PARTS = ("base", "lid")
+M25 = 2.5                 # mm, an M2.5 screw's thread
 FACING = {"-y": -90, "+x": 0, "-x": 180}   # port edge -> outward direction, degrees
 
 
@@ -256,6 +257,21 @@ def test_every_port_has_a_clear_way_in(case):
         assert overlap(channel, shell) < TOUCHING, f"{port.name}: the plug hits the case"
         gap = shell.min_gap(channel, 5.0)
         assert gap >= case.data["port_clearance"] - 0.01, f"{port.name}: {gap:.2f} mm around the plug"
+
+
+def test_screws_pass_through_and_bite(case):
+    """An M2.5 screw on each lid post clears the lid and the PCB and ends in its standoff's hole."""
+    lid, base = case.placed["lid"], case.placed["base"]
+    length = case.data["screw_length"]
+    top = lid.bounding_box()[5]
+    tip = top - length
+    assert -case.data["fastener_hole_depth"] < tip < -2, f"screw tip at z = {tip} for a standoff top at 0"
+    for x, y in PI5_HOLES:
+        shank = mf.Manifold.cylinder(length, M25 / 2, M25 / 2, 32).translate([x, y, tip])
+        assert overlap(shank, lid) < TOUCHING, f"the screw at {(x, y)} hits the lid"
+        assert overlap(shank, case.envelope) < TOUCHING, f"the screw at {(x, y)} misses the PCB's hole"
+        bite = overlap(shank, base)    # thread cut into the pilot hole's wall; an insert does that instead
+        assert (bite > 1) == (case.data["fastener"] == "screw"), f"the screw at {(x, y)} bites {bite:.2f} mm³"
 
 
 # ---- Lid on base, case on case ----------------------------------------------------------

@@ -1,0 +1,154 @@
+"""End to end: a row written into chat.db → `m3shd bridge run` → a task on a live Commander → the
+fake `claude` on a live N0D3 → the answer sent by the fake `osascript` to the chat it came from."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from bridge import osascript
+from chatdb_fixtures import ChatDb
+from conftest import Process, base_env, wait_until
+
+ME = "+15551234567"
+FRIEND = "friend@example.com"
+STRANGER = "+15559876543"
+
+
+class Bridge:
+    """`m3shd bridge run` as its own process, with a mobile token, the fake osascript on PATH."""
+
+    def __init__(self, commander, db: ChatDb, groups: list[str] = (), **extra_env):
+        home = commander.home
+        self.sent_log = home / "osascript.jsonl"
+        self.state = home / "bridge-state"
+        self.env = base_env(home) | {
+            "M3SHD_CLIENT_URL": commander.url, "M3SHD_CLIENT_TOKEN": commander.token("imessage", role="mobile"),
+            "M3SHD_BRIDGE_CHAT_DB": str(db.path), "M3SHD_BRIDGE_STATE_DIR": str(self.state),
+            "M3SHD_BRIDGE_ALLOWED_SENDERS": f"(555) 123-4567,{FRIEND}",
+            "M3SHD_BRIDGE_ALLOWED_GROUPS": ",".join(groups), "M3SHD_BRIDGE_MENTION": "@mesh",
+            "M3SHD_BRIDGE_LOG_LEVEL": "debug", "FAKE_OSASCRIPT_LOG": str(self.sent_log),
+        } | extra_env
+        self.log = home / "bridge.log"
+        self.start()
+
+    def start(self) -> None:
+        self.process = Process([sys.executable, "-m", "m3shd", "bridge", "run"], self.env, self.log)
+        # The first look sets the cursor to the newest row: only what arrives afterwards is answered.
+        wait_until(lambda: (self.state / "state.json").exists() or not self.process.alive() and self.fail(),
+                   15, what="the bridge's first poll")
+
+    def fail(self):
+        raise AssertionError(f"the bridge exited:\n{self.process.text()}")
+
+    def sent(self, chat: str | None = None) -> list[str]:
+        runs = [json.loads(line) for line in self.sent_log.read_text().splitlines()] if self.sent_log.exists() else []
+        return [run["argv"][0] for run in runs
+                if run["script"] == osascript.SEND_SCRIPT and (chat is None or run["argv"][1] == chat)]
+
+    def wait_reply(self, chat: str, starts: str, timeout: float = 20) -> str:
+        return wait_until(lambda: next((text for text in self.sent(chat) if text.startswith(starts)), None),
+                          timeout, what=f"a reply starting {starts!r} in {chat}; sent so far: {self.sent()}")
+
+
+@pytest.fixture
+def chat_db(commander):
+    return ChatDb(commander.home / "Messages" / "chat.db", "tahoe")
+
+
+def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, spawn_n0d3, chat_db):
+    spawn_n0d3()
+    direct, direct_guid = chat_db.chat([ME])
+    group, group_guid = chat_db.chat([ME, FRIEND, STRANGER], group_id="chat555")
+    bridge = Bridge(commander, chat_db, groups=[group_guid])
+
+    chat_db.message(direct, ME, None, body="Write a haiku about meshes 🕸️")  # Ventura+: the text only in the blob
+    assert bridge.wait_reply(direct_guid, "On it") == "On it: task 1."
+    assert bridge.wait_reply(direct_guid, "Task 1") == "Task 1: succeeded.\n\necho: Write a haiku about meshes 🕸️"
+    task = commander.api.get_task(1)
+    assert task["prompt"] == "Write a haiku about meshes 🕸️" and task["state"] == "succeeded"
+
+    chat_db.message(group, STRANGER, "@mesh summarise the thread")  # any member of an allowed group
+    assert bridge.wait_reply(group_guid, "Task 2") == "Task 2: succeeded.\n\necho: summarise the thread"
+    assert "Task 2" not in " ".join(bridge.sent(direct_guid))
+
+    long_prompt = "\n\n".join(f"Paragraph {n}: " + " ".join(["words"] * 150) for n in range(4))
+    chat_db.message(direct, ME, long_prompt)
+    bridge.wait_reply(direct_guid, "Task 3")
+    wait_until(lambda: "Paragraph 3" in bridge.sent(direct_guid)[-1], 10, what="the last piece of the long answer")
+    pieces = bridge.sent(direct_guid)[bridge.sent(direct_guid).index(bridge.wait_reply(direct_guid, "Task 3")):]
+    assert len(pieces) == 4 and all(len(piece) <= 1500 for piece in pieces)  # ~930 characters a paragraph
+    assert "\n\n".join(pieces) == f"Task 3: succeeded.\n\necho: {long_prompt}"  # cut only at paragraph breaks
+
+    bridge.process.stop()
+    assert "haiku" not in bridge.process.text() and "summarise" not in bridge.process.text()  # no bodies in logs
+
+
+def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):
+    spawn_n0d3("kitchen-pi")
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db)
+    chat_db.message(direct, ME, "hello")
+    bridge.wait_reply(guid, "Task 1: succeeded")
+
+    for text in ("status", "nodes", "task 1", "cancel 1", "task 99", "budget", "/frobnicate", "cancel it"):
+        chat_db.message(direct, ME, text)
+    replies = {}
+    for starts in ("1 of 1 nodes active", "kitchen-pi: active", "Task 1: succeeded.\n\necho: hello",
+                   "Task 1 has already finished.", "There is no task 99.", "Today: $", "I don't know /frobnicate.",
+                   "Usage: cancel N"):
+        replies[starts] = bridge.wait_reply(guid, starts)
+    assert "Running 0, queued 0" in replies["1 of 1 nodes active"]
+    cost = commander.api.get_task(1)["cost_usd"]
+    assert replies["Today: $"] == (f"Today: ${cost:.4f} over 1 finished task. "
+                                   "No spending caps are set (they arrive with the spend settings).")
+    assert "0/1 busy, claude-cli" in replies["kitchen-pi: active"]
+
+    stranger_chat, stranger_guid = chat_db.chat([STRANGER])
+    chat_db.message(stranger_chat, STRANGER, "cancel 1")
+    chat_db.message(direct, ME, "Loved “hello”", associated_type=2000)
+    chat_db.message(direct, ME, "nodes")  # a marker: once it is answered, the two above were read
+    wait_until(lambda: bridge.sent(guid).count(replies["kitchen-pi: active"]) == 2, 10, what="the second nodes reply")
+    assert bridge.sent(stranger_guid) == [] and len(commander.api.list_tasks()) == 1
+
+
+def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart(commander, spawn_n0d3, chat_db):
+    spawn_n0d3()
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db)
+    chat_db.message(direct, ME, "first")
+    bridge.wait_reply(guid, "Task 1: succeeded")
+    bridge.process.stop()
+
+    chat_db.message(direct, ME, "second")
+    chat_db.message(direct, ME, "third")
+    bridge.start()
+    bridge.wait_reply(guid, "Task 3: succeeded")
+    bridge.wait_reply(guid, "Task 2: succeeded")
+    assert sorted(task["prompt"] for task in commander.api.list_tasks()) == ["first", "second", "third"]
+    assert [text for text in bridge.sent(guid) if text.startswith("On it")] == [
+        "On it: task 1.", "On it: task 2.", "On it: task 3."]
+
+
+def test_an_answer_that_finishes_while_the_bridge_is_down_is_still_delivered(commander, spawn_n0d3, chat_db):
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db)
+    chat_db.message(direct, ME, "[sleep=1] slow one")
+    bridge.wait_reply(guid, "On it: task 1.")
+    bridge.process.stop()
+    spawn_n0d3()
+    commander.wait_task(1)
+    bridge.start()
+    assert bridge.wait_reply(guid, "Task 1") == "Task 1: succeeded.\n\necho: [sleep=1] slow one"
+
+
+def test_a_bad_token_stops_it_at_start_with_the_fix(commander, chat_db):
+    done = Process([sys.executable, "-m", "m3shd", "bridge", "run"],
+                   base_env(commander.home) | {"M3SHD_CLIENT_URL": commander.url, "M3SHD_CLIENT_TOKEN": "m3a_wrong",
+                                               "M3SHD_BRIDGE_CHAT_DB": str(chat_db.path),
+                                               "M3SHD_BRIDGE_ALLOWED_SENDERS": ME},
+                   commander.home / "bad-bridge.log")
+    assert done.proc.wait(30) == 2
+    assert "`m3shd token create imessage-bridge --role mobile` and set [client] token" in done.text()

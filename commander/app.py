@@ -9,7 +9,7 @@ import time
 
 from flask import Flask, request
 
-from commander import accounts, leases, nodes, tasks
+from commander import accounts, leases, nodes, planning, tasks
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
@@ -75,15 +75,15 @@ def start_background(cmdr: Commander) -> None:
         with cmdr.db.connection_context():
             return leases.claim(cmdr, node_id, open_slots)
 
-    def queued_counts():
+    def choose(waiting):
         with cmdr.db.connection_context():
-            return tasks.queued_counts()
+            return planning.who_should_claim(time.time(), cmdr.settings, waiting)
 
     def inactive_nodes(node_ids):
         with cmdr.db.connection_context():
             return [n.id for n in Node.select(Node.id).where(Node.id.in_(node_ids) & (Node.state != ACTIVE))]
 
-    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, queued_counts, inactive_nodes)
+    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, inactive_nodes)
     cmdr.dispatcher.start()
     threading.Thread(target=reap_forever, args=(cmdr,), name="reaper", daemon=True).start()
 
@@ -110,5 +110,7 @@ def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
 def reap_once(cmdr: Commander) -> None:
     nodes.mark_lost(cmdr)
     leases.expire(cmdr)
+    nodes.enforce_drain_deadlines(cmdr)
+    tasks.expire_approvals(cmdr)
     Nonce.delete().where(Nonce.seen_at < time.time() - 2 * wire.MAX_SKEW_S).execute()
     accounts.purge_expired()

@@ -9,46 +9,57 @@ from __future__ import annotations
 
 import secrets
 
-from commander import events, tasks
+from commander import breakers, events, outcomes, planning, tasks
 from commander.context import Commander
 from commander.errors import ApiError
-from commander.models import ACTIVE, FAILED, FINAL_STATES, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, Task, now
+from commander.models import (
+    ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, Task, now,
+)
 from commander.schemas import ResultIn
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
 
 
 def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
-    """Lease up to `open_slots` queued tasks this node can run: highest priority, then oldest."""
+    """Lease this node the queued tasks the scheduler places on it (commander/planning.py), up to
+    `open_slots`, or one probe task while its breaker is half-open."""
     node = Node.get_or_none(Node.id == node_id)
     if node is None or node.state != ACTIVE or node.problem:
         return []
-    capabilities = set(node.capabilities)
+    t = now()
+    limit, breaker = breakers.admits(planning.breaker_of(node), t)
+    if limit == 0:
+        return []
+    if limit > 0:
+        open_slots = min(open_slots, limit)
+    capabilities = frozenset(node.capabilities)
     # Read first: most claims find nothing, and need not queue for the write lock to learn it.
-    runnable = [list(key) for key in tasks.queued_counts() if set(key) <= capabilities]
+    runnable = [list(key) for key in planning.runnable_classes(t) if capabilities.issuperset(key)]
     if not runnable:
         return []
     leases = []
+    settings = cmdr.settings
     with cmdr.writing(wake=False):
         t = now()
-        candidates = (
-            Task.select(Task.id, Task.attempt, Task.prompt, Task.model, Task.requires)
-            .where((Task.state == QUEUED) & Task.requires.in_values(runnable))
-            .order_by(Task.priority.desc(), Task.id)
-            .limit(open_slots)
-        )
-        lease_until = t + cmdr.settings["lease_ttl"]
-        for task in candidates:
+        placed = planning.plan(planning.queue(t, settings, runnable), planning.candidates(t, settings), settings)
+        chosen = planning.claimable(placed, node_id, capabilities, settings)[:open_slots]
+        if chosen and breaker.state != node.breaker_state:  # open → half-open: this claim is the probe
+            outcomes.publish_transition(node_id, node.breaker_state, breaker, reason="cooldown over")
+        lease_until = t + settings["lease_ttl"]
+        for view in chosen:
+            task = Task.get_by_id(view.id)
             token = secrets.token_hex(16)
             attempt = task.attempt + 1
             taken = Task.update(
                 state=LEASED, attempt=attempt, lease_token=token, lease_until=lease_until,
-                node=node_id, started_at=t, updated_at=t,
+                node=node_id, started_at=t, updated_at=t, not_before=None,
             ).where((Task.id == task.id) & (Task.state == QUEUED)).execute()
             if taken:
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
                                    prompt=task.prompt, model=task.model, requires=task.requires))
+        if leases and breaker.state == HALF_OPEN:
+            Node.update(breaker_state=HALF_OPEN, breaker_probe=leases[0]["task_id"]).where(Node.id == node_id).execute()
     if leases:
         cmdr.notifier.notify()
     return leases
@@ -67,13 +78,21 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     return leases
 
 
+def retry_fields(task: Task, node_id: int | None, t: float, settings: dict) -> dict:
+    """Back to the queue after a broken attempt: after its backoff, and avoiding that node."""
+    base = task.backoff or settings["retry_backoff"]
+    wait = min(settings["retry_backoff_max"], base * 2 ** max(0, task.attempt - 1)) if base else 0.0
+    tried = sorted(set(task.tried_nodes) | ({node_id} if node_id else set()))
+    return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
+
+
 def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, bool]:
     """Apply a signed result if its lease still holds; returns (task, duplicate).
 
     Raises 409 for a stale attempt. The same accepted result sent again is a duplicate.
     """
     t = now()
-    retry = body.status == "failed" and body.infra_failure
+    infra = body.status == "failed" and body.infra_failure
     fields = dict(
         output=body.output, error=body.error, runner=body.runner, cost_usd=body.cost_usd,
         input_tokens=body.usage.input_tokens, output_tokens=body.usage.output_tokens,
@@ -86,9 +105,9 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, boo
     )
     with cmdr.writing():
         task = tasks.get(body.task_id)
-        if retry and body.attempt < task.max_attempts:
-            # The runner broke, not the task: give it back to the queue for another try.
-            applied = Task.update(state=QUEUED, **fields, **CLEARED_LEASE).where(fence).execute()
+        if infra and body.attempt < task.max_attempts:
+            # The runner broke, not the task: give it back to the queue for another try elsewhere.
+            applied = Task.update(**{**fields, **retry_fields(task, node.id, t, cmdr.settings)}).where(fence).execute()
             kind = "task.retrying"
         else:
             state = SUCCEEDED if body.status == "succeeded" else FAILED
@@ -97,6 +116,8 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, boo
         if applied:
             events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,
                            cost_usd=body.cost_usd, error=body.error)
+            outcome = "infra" if infra else body.status
+            outcomes.record(cmdr, node.id, task, outcome, body.duration_ms, t)
             return tasks.get(body.task_id), False
     if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
             and task.lease_token == body.lease_token and task.result_signature == body.signature):
@@ -109,27 +130,29 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, boo
 
 
 def expire(cmdr: Commander) -> int:
-    """Leases past their time go back to the queue, or fail the task after its last attempt."""
+    """Leases past their time go back to the queue, or fail the task after its last attempt
+    (or at once when its policy says not to retry a lost attempt)."""
     t = now()
-    overdue = Task.select(Task.id, Task.attempt, Task.max_attempts, Task.node).where(
-        (Task.state == LEASED) & (Task.lease_until < t)
-    )
+    overdue = Task.select().where((Task.state == LEASED) & (Task.lease_until < t))
     if not overdue.exists():
         return 0
     count = 0
     with cmdr.writing():
         for task in overdue:
             fence = (Task.id == task.id) & (Task.state == LEASED) & (Task.attempt == task.attempt) & (Task.lease_until < t)
-            if task.attempt >= task.max_attempts:
-                error = f"lease expired on attempt {task.attempt} of {task.max_attempts}; giving up"
+            if task.attempt >= task.max_attempts or not task.retry_on_lost:
+                why = f"attempt {task.attempt} of {task.max_attempts}" if task.retry_on_lost else "retry_on_lost is off"
+                error = f"lease expired on {why}; giving up"
                 changed = Task.update(state=FAILED, error=error, finished_at=t, updated_at=t, **CLEARED_LEASE).where(fence).execute()
                 kind = "task.failed"
             else:
-                changed = Task.update(state=QUEUED, updated_at=t, **CLEARED_LEASE).where(fence).execute()
+                changed = Task.update(**retry_fields(task, task.node_id, t, cmdr.settings)).where(fence).execute()
                 kind = "task.requeued"
             if changed:
                 count += 1
                 events.publish(kind, task=task.id, node=task.node_id, attempt=task.attempt, reason="lease expired")
+                if task.node_id:
+                    outcomes.record(cmdr, task.node_id, task, "lost", None, t)
     return count
 
 

@@ -64,10 +64,53 @@ def v2_accounts(database: pw.Database) -> None:
     database.create_tables([User, Session, LoginFailure, AuditEntry])
 
 
+def v3_scheduling(database: pw.Database) -> None:
+    """Node priority, drain deadlines, reputation and breakers; task preferences, fairness,
+    retry policy and approvals; the outcomes table behind reputation and breakers."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Node(Frozen):
+        pass
+
+    class Outcome(Frozen):
+        node = pw.ForeignKeyField(Node, on_delete="CASCADE")
+        task = pw.IntegerField()
+        ts = pw.FloatField()
+        kind = pw.CharField(max_length=16)
+        reward = pw.FloatField(null=True)
+        duration_ms = pw.IntegerField(null=True)
+        task_class = pw.CharField(max_length=200)
+
+        class Meta:
+            indexes = ((("node", "id"), False), (("task_class", "kind"), False))
+
+    migrator = SchemaMigrator.from_database(database)
+    columns = {
+        "node": dict(
+            priority=pw.IntegerField(default=0), drain_deadline=pw.FloatField(null=True),
+            rep_mean=pw.FloatField(default=0.0), rep_count=pw.FloatField(default=0.0),
+            rep_at=pw.FloatField(default=0.0), breaker_state=pw.CharField(max_length=16, default="closed"),
+            breaker_failures=pw.IntegerField(default=0), breaker_cooldown=pw.FloatField(default=0.0),
+            breaker_until=pw.FloatField(null=True), breaker_probe=pw.IntegerField(null=True),
+        ),
+        "task": dict(
+            prefer=pw.TextField(default="[]"), submitter=pw.CharField(max_length=200, default=""),
+            retry_on_lost=pw.BooleanField(default=True), backoff=pw.FloatField(default=0.0),
+            not_before=pw.FloatField(null=True), tried_nodes=pw.TextField(default="[]"),
+            approval_required=pw.BooleanField(default=False), decided_by=pw.CharField(max_length=200, null=True),
+        ),
+    }
+    apply(*(migrator.add_column(table, name, field) for table, fields in columns.items() for name, field in fields.items()))
+    database.create_tables([Outcome])
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
     (2, "accounts, sessions and audit log", v2_accounts),
+    (3, "scheduling: reputation, breakers, approvals, fairness, retry policy", v3_scheduling),
 ]
 
 

@@ -10,15 +10,21 @@ import peewee as pw
 database_proxy = pw.DatabaseProxy()
 
 # Task states (DESIGN.md §4); the last three are final.
-QUEUED, LEASED = "queued", "leased"
+AWAITING_APPROVAL, QUEUED, LEASED = "awaiting_approval", "queued", "leased"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-TASK_STATES = (QUEUED, LEASED, *FINAL_STATES)
+TASK_STATES = (AWAITING_APPROVAL, QUEUED, LEASED, *FINAL_STATES)
 
-# Node states: `offline` is a clean deregistration, `lost` a node that stopped heartbeating.
-ACTIVE, PAUSED, DRAINING, LOST, OFFLINE = "active", "paused", "draining", "lost", "offline"
-NODE_STATES = (ACTIVE, PAUSED, DRAINING, LOST, OFFLINE)
-LIVE_STATES = (ACTIVE, PAUSED, DRAINING)  # heartbeating, whether or not taking work
+# Node states: `offline` is a clean deregistration, `lost` a node that stopped heartbeating,
+# `disabled` an operator's lasting "no": it survives re-registration, unlike `active`.
+ACTIVE, PAUSED, DRAINING, DISABLED = "active", "paused", "draining", "disabled"
+LOST, OFFLINE = "lost", "offline"
+NODE_STATES = (ACTIVE, PAUSED, DRAINING, DISABLED, LOST, OFFLINE)
+LIVE_STATES = (ACTIVE, PAUSED, DRAINING, DISABLED)  # heartbeating, whether or not taking work
+OPERATOR_STATES = (PAUSED, DISABLED)  # kept when the machine registers again
+
+# Circuit breaker states (commander/breakers.py).
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 def now() -> float:
@@ -58,6 +64,18 @@ class Node(BaseModel):
     signing_key = pw.TextField()             # Fernet-encrypted HMAC key
     registered_at = pw.FloatField(default=now)
     last_seen = pw.FloatField(default=now, index=True)
+    priority = pw.IntegerField(default=0)    # breaks ties between equally good nodes
+    drain_deadline = pw.FloatField(null=True)  # work still running then goes back to the queue
+    # Reputation (commander/reputation.py): decayed mean reward and decayed count at `rep_at`.
+    rep_mean = pw.FloatField(default=0.0)
+    rep_count = pw.FloatField(default=0.0)
+    rep_at = pw.FloatField(default=0.0)
+    # Circuit breaker (commander/breakers.py).
+    breaker_state = pw.CharField(max_length=16, default=CLOSED)
+    breaker_failures = pw.IntegerField(default=0)   # consecutive infrastructure failures
+    breaker_cooldown = pw.FloatField(default=0.0)   # the current open period, doubling
+    breaker_until = pw.FloatField(null=True)        # open until then, then half-open
+    breaker_probe = pw.IntegerField(null=True)      # the one task a half-open node may hold
 
 
 class Token(BaseModel):
@@ -79,11 +97,19 @@ class Task(BaseModel):
     state = pw.CharField(max_length=16, default=QUEUED)
     prompt = pw.TextField()
     requires = JSONField(default=list)
+    prefer = JSONField(default=list)          # capabilities that earn a node a bonus
     priority = pw.IntegerField(default=0)
+    submitter = pw.CharField(max_length=200, default="")  # fairness is shared out between these
     model = pw.CharField(max_length=128, null=True)
     idempotency_key = pw.CharField(max_length=128, null=True)
     submitted_by = pw.ForeignKeyField(Token, null=True, backref="tasks", on_delete="SET NULL")
     max_attempts = pw.IntegerField(default=3)
+    retry_on_lost = pw.BooleanField(default=True)
+    backoff = pw.FloatField(default=0.0)      # seconds before a retry; doubles per attempt
+    not_before = pw.FloatField(null=True)     # a retry waiting out its backoff
+    tried_nodes = JSONField(default=list)     # nodes whose attempts broke: a retry avoids them
+    approval_required = pw.BooleanField(default=False)
+    decided_by = pw.CharField(max_length=200, null=True)  # who approved or rejected it
     created_at = pw.FloatField(default=now)
     updated_at = pw.FloatField(default=now)
     # The current lease: fencing token for results (attempt + lease_token must both match).
@@ -110,6 +136,21 @@ class Task(BaseModel):
             (("state", "requires", "priority"), False),
             (("submitted_by", "idempotency_key"), True),
         )
+
+
+class Outcome(BaseModel):
+    """How each attempt on a node ended: the rolling window behind reputation and breakers."""
+
+    node = pw.ForeignKeyField(Node, backref="outcomes", on_delete="CASCADE")
+    task = pw.IntegerField()
+    ts = pw.FloatField(default=now)
+    kind = pw.CharField(max_length=16)       # succeeded | failed | infra | lost
+    reward = pw.FloatField(null=True)        # None: says nothing about the node (the task failed)
+    duration_ms = pw.IntegerField(null=True)
+    task_class = pw.CharField(max_length=200)
+
+    class Meta:
+        indexes = ((("node", "id"), False), (("task_class", "kind"), False))
 
 
 class Event(BaseModel):
@@ -179,4 +220,4 @@ class SchemaMigration(BaseModel):
     applied_at = pw.FloatField(default=now)
 
 
-MODELS = (Node, Token, Task, Event, Nonce, User, Session, LoginFailure, AuditEntry, SchemaMigration)
+MODELS = (Node, Token, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, SchemaMigration)

@@ -6,12 +6,13 @@ import secrets
 
 import peewee as pw
 
-from commander import audit, events
+from commander import audit, events, planning, reputation, scheduler
 from commander.context import Commander
 from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import (
-    ACTIVE, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, PAUSED, QUEUED, Node, Task, Token, now,
+    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, PAUSED, QUEUED, Node, Outcome,
+    Task, Token, now,
 )
 from commander.permissions import NODE_PERMISSIONS
 from commander.schemas import HeartbeatIn, RegisterIn
@@ -25,8 +26,8 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
     token = new_token("node")
     fields = dict(
         name=body.name, capabilities=sorted(set(body.capabilities)), slots=body.slots,
-        open_slots=body.slots, version=body.version, runner=body.runner, problem=body.problem,
-        state=ACTIVE, last_seen=now(), signing_key=cmdr.box.encrypt(key.hex().encode()),
+        open_slots=body.slots, priority=body.priority, version=body.version, runner=body.runner,
+        problem=body.problem, state=ACTIVE, last_seen=now(), signing_key=cmdr.box.encrypt(key.hex().encode()),
     )
     with cmdr.writing():
         node = Node.get_or_none(Node.machine_id == body.machine_id)
@@ -34,6 +35,8 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
             node = Node.create(machine_id=body.machine_id, **fields)
             kind = "node.registered"
         else:
+            if node.state in OPERATOR_STATES:  # a restart does not undo an operator's pause or disable
+                fields["state"] = node.state
             Node.update(**fields).where(Node.id == node.id).execute()
             Token.delete().where(Token.node == node.id).execute()  # old node tokens die here
             kind = "node.reregistered"
@@ -89,7 +92,7 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
         cmdr.notifier.notify()
     cancel = [ref.model_dump() for ref in body.running if ref.lease_token not in held]
     return dict(state=new_state, heartbeat_interval=cmdr.settings["heartbeat_interval"],
-                orders=dict(drain=new_state == DRAINING, pause=new_state == PAUSED, cancel=cancel))
+                orders=dict(drain=new_state == DRAINING, pause=new_state in OPERATOR_STATES, cancel=cancel))
 
 
 def deregister(cmdr: Commander, node: Node) -> None:
@@ -101,16 +104,18 @@ def deregister(cmdr: Commander, node: Node) -> None:
 
 
 def mark_lost(cmdr: Commander) -> int:
-    """Nodes silent for longer than `lost_after` become lost; their leases then expire."""
+    """Nodes silent for longer than `lost_after` become lost; their leases then expire. A paused
+    or disabled node keeps that state (an operator's order outlives a reboot); its heartbeat age
+    shows the silence and its leases expire all the same."""
     cutoff = now() - cmdr.settings["lost_after"]
-    silent = Node.select(Node.id, Node.state).where(Node.state.in_(LIVE_STATES) & (Node.last_seen < cutoff))
+    silent = Node.select(Node.id, Node.state).where(Node.state.in_((ACTIVE, DRAINING)) & (Node.last_seen < cutoff))
     if not silent.exists():
         return 0
     count = 0
     with cmdr.writing():
         for node in silent:
             changed = Node.update(state=LOST, open_slots=0).where(
-                (Node.id == node.id) & Node.state.in_(LIVE_STATES) & (Node.last_seen < cutoff)
+                (Node.id == node.id) & Node.state.in_((ACTIVE, DRAINING)) & (Node.last_seen < cutoff)
             ).execute()
             if changed:
                 count += 1
@@ -118,24 +123,53 @@ def mark_lost(cmdr: Commander) -> int:
     return count
 
 
-def set_state(cmdr: Commander, node_id: int, state: str, actor: str) -> Node:
+def set_state(cmdr: Commander, node_id: int, state: str, actor: str, deadline: float | None = None) -> Node:
+    """An operator's order. Paused: takes nothing new, finishes what it runs. Draining: the same,
+    with an optional deadline after which its remaining work is queued elsewhere. Disabled: out of
+    service until made active again, its running work queued elsewhere now."""
+    if deadline is not None and state != DRAINING:
+        raise ApiError(400, "invalid_request", "a deadline applies only to draining")
     node = get(node_id)
+    if node.state not in LIVE_STATES:
+        raise ApiError(409, "not_live", f"node {node_id} is {node.state}; only a connected node takes orders")
+    drain_deadline = now() + deadline if deadline is not None else None
     with cmdr.writing():
-        Node.update(state=state).where(Node.id == node_id).execute()
-        events.publish(f"node.{state}", node=node_id, previous=node.state)
-        audit.record(actor, "node.state", f"node {node_id} {node.name}", previous=node.state, state=state)
+        Node.update(state=state, drain_deadline=drain_deadline).where(Node.id == node_id).execute()
+        events.publish(f"node.{state}", node=node_id, previous=node.state, deadline=drain_deadline)
+        audit.record(actor, "node.state", f"node {node_id} {node.name}", previous=node.state, state=state,
+                     deadline=drain_deadline)
+        if state == DISABLED:
+            requeue_leases(node_id, "node disabled")
     return get(node_id)
+
+
+def requeue_leases(node_id: int, reason: str) -> list[int]:
+    """The node's running work goes back to the queue; its next heartbeat gets cancel orders."""
+    taken = [t.id for t in Task.select(Task.id).where((Task.state == LEASED) & (Task.node == node_id))]
+    Task.update(state=QUEUED, lease_token=None, lease_until=None, updated_at=now()).where(Task.id.in_(taken)).execute()
+    for task_id in taken:
+        events.publish("task.requeued", task=task_id, node=node_id, reason=reason)
+    return taken
+
+
+def enforce_drain_deadlines(cmdr: Commander) -> int:
+    """Draining nodes past their deadline give up the work they still run."""
+    late = list(Node.select(Node.id).where((Node.state == DRAINING) & (Node.drain_deadline < now())))
+    if not late:
+        return 0
+    with cmdr.writing():
+        for node in late:
+            requeued = requeue_leases(node.id, "drain deadline passed")
+            Node.update(drain_deadline=None).where(Node.id == node.id).execute()
+            events.publish("node.drain_deadline", node=node.id, requeued=requeued)
+    return len(late)
 
 
 def remove(cmdr: Commander, node_id: int, actor: str) -> None:
     """Forget a node: its tokens die with it and the work it held goes back to the queue."""
     node = get(node_id)
     with cmdr.writing():
-        requeued = [t.id for t in Task.select(Task.id).where((Task.state == LEASED) & (Task.node == node_id))]
-        Task.update(state=QUEUED, lease_token=None, lease_until=None, updated_at=now()).where(
-            Task.id.in_(requeued)).execute()
-        for task_id in requeued:
-            events.publish("task.requeued", task=task_id, node=node_id, reason="node removed")
+        requeued = requeue_leases(node_id, "node removed")
         Node.delete().where(Node.id == node_id).execute()
         events.publish("node.removed", node=node_id, name=node.name)
         audit.record(actor, "node.removed", f"node {node_id} {node.name}", requeued=requeued)
@@ -148,16 +182,53 @@ def get(node_id: int) -> Node:
     return node
 
 
-def running_counts() -> dict[int, int]:
-    rows = Task.select(Task.node, pw.fn.COUNT(Task.id).alias("n")).where(Task.state == LEASED).group_by(Task.node)
-    return {row.node_id: row.n for row in rows}
-
-
-def as_dict(node: Node, running: int) -> dict:
-    return dict(
-        id=node.id, name=node.name, machine_id=node.machine_id, state=node.state,
-        capabilities=node.capabilities, slots=node.slots, open_slots=node.open_slots, running=running,
-        runner=node.runner, problem=node.problem, version=node.version,
-        registered_at=node.registered_at, last_seen=node.last_seen,
-        heartbeat_age=round(max(0.0, now() - node.last_seen), 3),
+def views(listed: list[Node], settings: dict) -> list[dict]:
+    """Nodes as the API shows them: slots in use, breaker, reputation with its recent window,
+    and the score each would get for a plain task now (planning.candidates/Ranking)."""
+    t = now()
+    running = dict(
+        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
     )
+    windows = recent_outcomes([n.id for n in listed], settings["reputation_window"])
+    able = planning.candidates(t, settings)
+    ranking = scheduler.Ranking(able, settings)
+    total = sum(c.count for c in able)
+    half_life = settings["reputation_half_life"]
+    shown = []
+    for node in listed:
+        count = reputation.count_now(node.rep_count, node.rep_at, t, half_life)
+        shown.append(dict(
+            id=node.id, name=node.name, machine_id=node.machine_id, state=node.state,
+            capabilities=node.capabilities, slots=node.slots, open_slots=node.open_slots,
+            running=running.get(node.id, 0), runner=node.runner, problem=node.problem, version=node.version,
+            priority=node.priority, drain_deadline=node.drain_deadline, registered_at=node.registered_at,
+            last_seen=node.last_seen, heartbeat_age=round(max(0.0, t - node.last_seen), 3),
+            breaker=dict(state=node.breaker_state, failures=node.breaker_failures, cooldown=node.breaker_cooldown,
+                         until=node.breaker_until, probe_task_id=node.breaker_probe),
+            reputation=dict(
+                mean=round(node.rep_mean, 4), count=round(count, 4),
+                ucb=round(reputation.ucb(node.rep_mean, count, total, settings["ucb_c"]), 4) if count > 0 else None,
+                score=round(ranking.base[node.id], 3) if node.id in ranking.base else None,
+                window=windows.get(node.id, []),
+            ),
+        ))
+    return shown
+
+
+def recent_outcomes(node_ids: list[int], per_node: int) -> dict[int, list[dict]]:
+    """The latest `per_node` outcomes of each node, newest first, in one query."""
+    if not node_ids:
+        return {}
+    numbered = Outcome.select(
+        Outcome, pw.fn.ROW_NUMBER().over(partition_by=[Outcome.node], order_by=[Outcome.id.desc()]).alias("n")
+    ).where(Outcome.node.in_(node_ids))
+    rows = (
+        Outcome.select(numbered.c.node_id, numbered.c.task, numbered.c.ts, numbered.c.kind, numbered.c.reward,
+                       numbered.c.duration_ms)
+        .from_(numbered).where(numbered.c.n <= per_node).order_by(numbered.c.node_id, numbered.c.n).tuples()
+    )
+    grouped: dict[int, list[dict]] = {}
+    for node_id, task_id, ts, kind, reward, duration_ms in rows:
+        grouped.setdefault(node_id, []).append(
+            dict(task_id=task_id, ts=ts, kind=kind, reward=reward, duration_ms=duration_ms))
+    return grouped

@@ -9,7 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from commander.models import ACTIVE, DRAINING, NODE_STATES, PAUSED, TASK_STATES
+from commander.models import (
+    ACTIVE, CLOSED, DISABLED, DRAINING, HALF_OPEN, NODE_STATES, OPEN, PAUSED, TASK_STATES,
+)
 from commander.permissions import PERMISSIONS, ROLES
 
 
@@ -53,6 +55,7 @@ class RegisterIn(Request):
     name: Name
     capabilities: Capabilities = []
     slots: Annotated[int, Field(ge=1, le=64)] = 1
+    priority: Annotated[int, Field(ge=-100, le=100)] = Field(0, description="breaks ties between equally good nodes")
     version: Annotated[str, StringConstraints(max_length=32)] = ""
     runner: Annotated[str, StringConstraints(max_length=32)] | None = None
     problem: Annotated[str, StringConstraints(max_length=1000)] | None = None
@@ -156,13 +159,43 @@ class NodeOut(Response):
     runner: str | None
     problem: str | None
     version: str
+    priority: int
+    drain_deadline: float | None
     registered_at: float
     last_seen: float
     heartbeat_age: float
+    breaker: Breaker
+    reputation: Reputation
 
 
 class NodeStateIn(Request):
-    state: Literal[ACTIVE, PAUSED, DRAINING]  # type: ignore[valid-type]
+    state: Literal[ACTIVE, PAUSED, DRAINING, DISABLED]  # type: ignore[valid-type]
+    deadline: Annotated[float, Field(gt=0, le=7 * 86400)] | None = Field(
+        None, description="draining only: seconds from now after which work still running is queued elsewhere")
+
+
+class Breaker(Response):
+    state: Literal[CLOSED, OPEN, HALF_OPEN]  # type: ignore[valid-type]
+    failures: int = Field(description="infrastructure failures in a row")
+    cooldown: float = Field(description="seconds of the current (or last) open period")
+    until: float | None = Field(description="open until then; then one probe task is let through")
+    probe_task_id: int | None
+
+
+class OutcomeOut(Response):
+    task_id: int
+    ts: float
+    kind: Literal["succeeded", "failed", "infra", "lost"]
+    reward: float | None
+    duration_ms: int | None
+
+
+class Reputation(Response):
+    mean: float = Field(description="decayed mean reward in [0, 1]")
+    count: float = Field(description="decayed number of rewarded outcomes (0: untried)")
+    ucb: float | None = Field(description="mean + c·sqrt(ln N / count) among the live nodes; null while untried")
+    score: float | None = Field(description="this node's score for a plain task now; null when it can take none")
+    window: list[OutcomeOut] = Field(description="the latest outcomes, newest first")
 
 
 class NodeList(Response):
@@ -178,6 +211,15 @@ class TaskSubmit(Request):
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+    prefer: Capabilities = Field([], description="capabilities that make a node a better choice, not a requirement")
+    approval_required: bool = Field(False, description="hold the task in awaiting_approval until approved or rejected")
+    retry_on_lost: bool = Field(True, description="retry when the node running it is lost (else the task fails)")
+    backoff: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None, description="seconds before a retry, doubling each attempt (default: the Commander's retry_backoff)")
+
+
+class RejectIn(Request):
+    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
 
 class TaskUsage(Response):
@@ -192,7 +234,15 @@ class TaskOut(Response):
     state: Literal[TASK_STATES]  # type: ignore[valid-type]
     prompt: str
     requires: list[str]
+    prefer: list[str]
     priority: int
+    submitter: str
+    approval_required: bool
+    decided_by: str | None = Field(description="who approved or rejected it")
+    retry_on_lost: bool
+    backoff: float
+    not_before: float | None = Field(description="a retry waits until then")
+    tried_nodes: list[int] = Field(description="nodes whose attempts broke; a retry prefers others")
     model: str | None
     attempt: int
     max_attempts: int

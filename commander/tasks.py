@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import peewee as pw
 
-from commander import events
+from commander import audit, events
 from commander.context import Commander
 from commander.errors import ApiError
-from commander.models import ACTIVE, CANCELLED, FINAL_STATES, QUEUED, Node, Task, now
+from commander.models import ACTIVE, AWAITING_APPROVAL, CANCELLED, FINAL_STATES, QUEUED, Node, Task, now
 from commander.schemas import TaskQuery, TaskSubmit
 
 
-def submit(cmdr: Commander, token_id: int, body: TaskSubmit) -> tuple[Task, bool]:
-    """Store a new task; with an idempotency key, a repeat returns the first task (created=False)."""
+def submit(cmdr: Commander, body: TaskSubmit, token_id: int | None, submitter: str) -> tuple[Task, bool]:
+    """Store a new task, queued or awaiting approval; with an idempotency key, a repeat returns
+    the first task (created=False)."""
     fields = dict(
-        prompt=body.prompt, requires=sorted(set(body.requires)), priority=body.priority, model=body.model,
-        idempotency_key=body.idempotency_key, submitted_by=token_id,
-        max_attempts=body.max_attempts or cmdr.settings["max_attempts"],
+        prompt=body.prompt, requires=sorted(set(body.requires)), prefer=sorted(set(body.prefer)),
+        priority=body.priority, model=body.model, idempotency_key=body.idempotency_key,
+        submitted_by=token_id, submitter=submitter,
+        max_attempts=body.max_attempts or cmdr.settings["max_attempts"], retry_on_lost=body.retry_on_lost,
+        backoff=body.backoff if body.backoff is not None else cmdr.settings["retry_backoff"],
+        approval_required=body.approval_required,
+        state=AWAITING_APPROVAL if body.approval_required else QUEUED,
     )
     with cmdr.writing():
         if body.idempotency_key:
@@ -24,8 +29,40 @@ def submit(cmdr: Commander, token_id: int, body: TaskSubmit) -> tuple[Task, bool
             if existing:
                 return existing, False
         task = Task.create(**fields)
-        events.publish("task.queued", task=task.id, priority=task.priority, requires=task.requires)
+        events.publish(f"task.{task.state}", task=task.id, priority=task.priority, requires=task.requires,
+                       submitter=task.submitter)
     return task, True
+
+
+def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str | None = None) -> Task:
+    """Approve a task awaiting approval (it is queued) or reject it (it is cancelled)."""
+    verb = "approved" if approve else "rejected"
+    with cmdr.writing():
+        task = get(task_id)
+        if task.state != AWAITING_APPROVAL:
+            raise ApiError(409, "not_awaiting_approval", f"task {task_id} is {task.state}, not awaiting approval")
+        t = now()
+        if approve:
+            change = dict(state=QUEUED, decided_by=actor, updated_at=t)
+        else:
+            error = f"rejected by {actor}" + (f": {reason}" if reason else "")
+            change = dict(state=CANCELLED, decided_by=actor, error=error, finished_at=t, updated_at=t)
+        Task.update(**change).where((Task.id == task_id) & (Task.state == AWAITING_APPROVAL)).execute()
+        events.publish(f"task.{verb}", task=task_id, by=actor, reason=reason)
+        audit.record(actor, f"task.{verb}", f"task {task_id}", reason=reason)
+    return get(task_id)
+
+
+def expire_approvals(cmdr: Commander) -> int:
+    """With `approval_timeout` set, approvals nobody answered in time are rejected."""
+    timeout = cmdr.settings["approval_timeout"]
+    if not timeout:
+        return 0
+    stale = [t.id for t in Task.select(Task.id).where(
+        (Task.state == AWAITING_APPROVAL) & (Task.updated_at < now() - timeout))]
+    for task_id in stale:
+        decide(cmdr, task_id, False, "commander", f"no answer within {timeout:g} s")
+    return len(stale)
 
 
 def get(task_id: int) -> Task:
@@ -103,12 +140,9 @@ def as_dict(task: Task, reason: str | None = None) -> dict:
         runner=task.runner, output=task.output, error=task.error,
         usage=dict(input_tokens=task.input_tokens, output_tokens=task.output_tokens,
                    cache_read_tokens=task.cache_read_tokens, cache_write_tokens=task.cache_write_tokens),
-        cost_usd=task.cost_usd, created_at=task.created_at, updated_at=task.updated_at,
+        prefer=task.prefer, submitter=task.submitter, retry_on_lost=task.retry_on_lost, backoff=task.backoff,
+        not_before=task.not_before, tried_nodes=task.tried_nodes, approval_required=task.approval_required,
+        decided_by=task.decided_by, cost_usd=task.cost_usd, created_at=task.created_at, updated_at=task.updated_at,
         started_at=task.started_at, finished_at=task.finished_at, duration_ms=task.duration_ms,
         waiting_reason=reason,
     )
-
-
-def queued_counts() -> dict[tuple, int]:
-    rows = Task.select(Task.requires, pw.fn.COUNT(Task.id).alias("n")).where(Task.state == QUEUED).group_by(Task.requires)
-    return {tuple(row.requires): row.n for row in rows}

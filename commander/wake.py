@@ -96,16 +96,16 @@ class Waiter:
 
 
 class Dispatcher:
-    """Hands queued tasks to the nodes long-polling in this worker, oldest waiter first.
+    """Hands queued tasks to the nodes long-polling in this worker that the scheduler picks.
 
-    One thread per worker does the claiming, so a new task wakes one claim transaction,
-    not every waiting node (no thundering herd).
+    One thread per worker does the claiming, and only for the nodes the plan gives work, so a
+    new task wakes one claim transaction, not every waiting node (no thundering herd).
     """
 
-    def __init__(self, notifier: Notifier, claim, queued_counts, inactive_nodes):
+    def __init__(self, notifier: Notifier, claim, choose, inactive_nodes):
         self._notifier = notifier
         self._claim = claim                    # (node_id, open_slots) -> list of leases
-        self._queued_counts = queued_counts    # () -> {tuple(requires): count}
+        self._choose = choose                  # ({node_id: capabilities}) -> node ids the plan gives work
         self._inactive_nodes = inactive_nodes  # (node_ids) -> ids no longer active
         self._waiters: dict[int, Waiter] = {}
         self._lock = threading.Lock()
@@ -153,29 +153,20 @@ class Dispatcher:
 
     def dispatch(self) -> None:
         with self._lock:
-            waiting = list(self._waiters.values())
-        counts = {key: n for key, n in self._queued_counts().items() if n > 0}
-        for waiter in waiting:
-            if not counts:
-                return
-            matching = [key for key in counts if set(key) <= waiter.capabilities]
-            if not matching:
-                continue
+            waiting = dict(self._waiters)
+        if not waiting:
+            return
+        for node_id in self._choose({n: w.capabilities for n, w in waiting.items()}):
+            waiter = waiting[node_id]
             with self._lock:
-                if self._waiters.get(waiter.node_id) is not waiter:
+                if self._waiters.get(node_id) is not waiter:
                     continue
-                del self._waiters[waiter.node_id]
+                del self._waiters[node_id]
             leases = []
             try:
-                leases = self._claim(waiter.node_id, waiter.open_slots)
+                leases = self._claim(node_id, waiter.open_slots)
             finally:
-                self._deliver(waiter, leases)
-            # Another worker may have taken these already; either way they are not ours to count.
-            taken = len(leases)
-            for key in matching:
-                counts[key] = counts[key] - taken if taken else 0
-                if counts[key] <= 0:
-                    del counts[key]
+                self._deliver(waiter, leases)  # empty if another worker was quicker: it waits again
 
     def _release(self, waiter: Waiter | None, leases: list) -> None:
         if waiter is None:

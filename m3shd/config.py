@@ -54,6 +54,25 @@ DEFAULTS: dict[str, dict] = {
         "session_ttl": 43200.0,     # browser sessions last this long (seconds)
         "secret_keys": "",          # comma-separated Fernet keys; "" → <data_dir>/secret.keys
         "log_level": "info",
+        # Scheduling (docs/scheduling.md explains each one).
+        "ucb_c": 0.5,               # exploration weight in mean + c·sqrt(ln N / n)
+        "reputation_window": 20,    # outcomes per node kept for reputation and breakers
+        "reputation_half_life": 3600.0,  # an outcome this old counts half
+        "score_slots": 0.3,         # weight of the share of a node's slots that are free
+        "score_freshness": 0.2,     # weight of how recent its heartbeat is
+        "score_prefer": 0.5,        # weight of the share of a task's `prefer` it has
+        "best_node_wait": 2.0,      # a task waits this long for its best node, then any may take it
+        "aging": 60.0,              # a queued task gains one priority level per this many seconds
+        "retry_backoff": 0.0,       # default seconds before a retry (doubles each attempt)
+        "retry_backoff_max": 300.0,
+        "approval_timeout": 0.0,    # seconds before an unanswered approval is rejected; 0: never
+        "breaker_consecutive": 3,   # infrastructure failures in a row that open a breaker
+        "breaker_window": 10,       # ... or this share of the last `breaker_window` outcomes
+        "breaker_ratio": 0.5,
+        "breaker_min_outcomes": 5,  # ... once there are at least this many
+        "breaker_cooldown": 60.0,   # first open period; doubles on each failed probe
+        "breaker_cooldown_max": 1800.0,
+        "breaker_max_open": 0.34,   # never more than this share of live nodes open at once
     },
     "n0d3": {
         "url": "",                 # the Commander, e.g. http://127.0.0.1:8470
@@ -61,6 +80,7 @@ DEFAULTS: dict[str, dict] = {
         "state_dir": "",           # "" → <data dir>/n0d3
         "name": "",                # "" → host name
         "slots": 2,
+        "priority": 0,             # breaks ties between equally good nodes (higher first)
         "capabilities": [],        # extra labels or key=value pairs
         "runner": "auto",          # auto | claude-cli | anthropic-sdk
         "claude_path": "",

@@ -93,7 +93,8 @@ class Agent:
 
     def registration(self) -> dict:
         return dict(machine_id=self.state.machine_id(self.settings["name"]), name=self.settings["name"],
-                    capabilities=self.capabilities(), slots=self.slots, version=__version__,
+                    capabilities=self.capabilities(), slots=self.slots, priority=self.settings["priority"],
+                    version=__version__,
                     runner=self.detection.runner.name if self.detection.runner else None,
                     problem=self.detection.problem)
 

@@ -21,7 +21,7 @@ def shape(path: Path) -> dict:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
         return {
             table: (
-                [row[1:4] + row[5:6] for row in conn.execute(f'PRAGMA table_info("{table}")')],
+                sorted(row[1:4] + row[5:6] for row in conn.execute(f'PRAGMA table_info("{table}")')),  # added columns go last
                 sorted(row[1:3] for row in conn.execute(f'PRAGMA index_list("{table}")')),
             )
             for table in sorted(tables)

@@ -27,21 +27,25 @@ def register(body: RegisterIn):
 @api_route(bp, "GET", "/nodes", permission="nodes:read", response=NodeList)
 def list_nodes():
     """Every node with its state, capabilities, slots and heartbeat age."""
-    running = nodes.running_counts()
-    return NodeList(nodes=[NodeOut(**nodes.as_dict(n, running.get(n.id, 0))) for n in Node.select().order_by(Node.id)])
+    shown = nodes.views(list(Node.select().order_by(Node.id)), commander().settings)
+    return NodeList(nodes=[NodeOut(**view) for view in shown])
 
 
 @api_route(bp, "GET", "/nodes/<id:node_id>", permission="nodes:read", response=NodeOut)
 def get_node(node_id: int):
-    """One node."""
-    return NodeOut(**nodes.as_dict(nodes.get(node_id), nodes.running_counts().get(node_id, 0)))
+    """One node, with its breaker, reputation and recent outcomes."""
+    return NodeOut(**node_view(nodes.get(node_id)))
+
+
+def node_view(node: Node) -> dict:
+    return nodes.views([node], commander().settings)[0]
 
 
 @api_route(bp, "PUT", "/nodes/<id:node_id>/state", permission="nodes:manage", body=NodeStateIn, response=NodeOut)
 def set_node_state(node_id: int, body: NodeStateIn):
-    """Pause a node, drain it (it finishes its work and takes nothing new), or make it active again."""
-    node = nodes.set_state(commander(), node_id, body.state, principal().actor)
-    return NodeOut(**nodes.as_dict(node, nodes.running_counts().get(node_id, 0)))
+    """Pause, drain (optionally with a deadline), disable, or make a node active again."""
+    node = nodes.set_state(commander(), node_id, body.state, principal().actor, body.deadline)
+    return NodeOut(**node_view(node))
 
 
 @api_route(bp, "DELETE", "/nodes/<id:node_id>", permission="nodes:manage", status=204)

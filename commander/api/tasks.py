@@ -4,7 +4,7 @@ from flask import Blueprint
 
 from commander import tasks
 from commander.routing import api_route, commander, principal
-from commander.schemas import TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
+from commander.schemas import RejectIn, TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
 
 bp = Blueprint("tasks", __name__)
 
@@ -16,7 +16,8 @@ def task_out(task, reasons=None) -> TaskOut:
 @api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201, also=(200,))
 def submit(body: TaskSubmit):
     """Queue a prompt for the mesh; an idempotency key makes a retried submit return the first task."""
-    task, created = tasks.submit(commander(), principal().token_id, body)
+    caller = principal()
+    task, created = tasks.submit(commander(), body, caller.token_id, caller.actor)
     return task_out(task), 201 if created else 200
 
 
@@ -31,6 +32,18 @@ def list_tasks(query: TaskQuery):
 def get_task(task_id: int, query: TaskWaitQuery):
     """One task; with `wait`, hold the request up to that many seconds until the task is final."""
     return task_out(tasks.wait_final(commander(), task_id, query.wait))
+
+
+@api_route(bp, "POST", "/tasks/<id:task_id>/approve", permission="tasks:approve", response=TaskOut)
+def approve(task_id: int):
+    """Approve a task awaiting approval: it joins the queue."""
+    return task_out(tasks.decide(commander(), task_id, True, principal().actor))
+
+
+@api_route(bp, "POST", "/tasks/<id:task_id>/reject", permission="tasks:approve", body=RejectIn, response=TaskOut)
+def reject(task_id: int, body: RejectIn):
+    """Reject a task awaiting approval, with an optional reason: it is cancelled."""
+    return task_out(tasks.decide(commander(), task_id, False, principal().actor, body.reason))
 
 
 @api_route(bp, "POST", "/tasks/<id:task_id>/cancel", permission="tasks:cancel", response=TaskOut)

@@ -1,0 +1,67 @@
+"""Recording how an attempt ended on its node: the outcome window, the node's reputation and
+its circuit breaker, all inside the caller's write transaction."""
+
+from __future__ import annotations
+
+from commander import breakers, events, reputation
+from commander.models import CLOSED, HALF_OPEN, LIVE_STATES, OPEN, Node, Outcome, Task
+from commander.planning import breaker_of
+
+REFERENCE_SAMPLE = 50  # recent successes of a task class that set its typical duration
+
+
+def task_class(task: Task) -> str:
+    """Tasks of one class are comparable in speed: the same model and required capabilities."""
+    return f"{task.model or '-'}|{','.join(task.requires)}"
+
+
+def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t: float) -> None:
+    """`kind` is succeeded, failed (on the task's own merits), infra (the runner broke) or lost."""
+    settings = cmdr.settings
+    node = Node.get_or_none(Node.id == node_id)
+    if node is None:
+        return
+    cls = task_class(task)
+    durations = [
+        row.duration_ms for row in Outcome.select(Outcome.duration_ms)
+        .where((Outcome.task_class == cls) & (Outcome.kind == "succeeded") & Outcome.duration_ms.is_null(False))
+        .order_by(Outcome.id.desc()).limit(REFERENCE_SAMPLE)
+    ]
+    earned = reputation.reward(kind, duration_ms, reputation.reference(durations))
+    Outcome.create(node=node_id, task=task.id, ts=t, kind=kind, reward=earned, duration_ms=duration_ms, task_class=cls)
+    keep = max(settings["reputation_window"], settings["breaker_window"])
+    window = list(Outcome.select(Outcome.ts, Outcome.kind, Outcome.reward)
+                  .where(Outcome.node == node_id).order_by(Outcome.id.desc()).limit(keep))
+    if len(window) == keep:
+        Outcome.delete().where((Outcome.node == node_id) & (Outcome.id < window[-1].id)).execute()
+    window.reverse()
+    rewarded = [(o.ts, o.reward) for o in window if o.reward is not None][-settings["reputation_window"]:]
+    mean, count = reputation.summarize(rewarded, t, settings["reputation_half_life"])
+    before = breaker_of(node)
+    after = breakers.after_outcome(before, kind in ("infra", "lost"), [o.kind in ("infra", "lost") for o in window],
+                                   t, settings)
+    if after.state == OPEN and before.state == CLOSED and not may_open(node_id, settings):
+        # Opening this one would take too much of the fleet out: it stays closed, visibly.
+        events.publish("node.breaker_held", node=node_id, failures=after.failures,
+                       reason="too many breakers are open already")
+        after = breakers.Breaker(failures=after.failures)
+    Node.update(
+        rep_mean=mean, rep_count=count, rep_at=t, breaker_state=after.state, breaker_failures=after.failures,
+        breaker_cooldown=after.cooldown, breaker_until=after.until, breaker_probe=after.probe,
+    ).where(Node.id == node_id).execute()
+    if after.state != before.state:
+        publish_transition(node_id, before.state, after, reason=f"{kind} on task {task.id}")
+
+
+def may_open(node_id: int, settings: dict) -> bool:
+    """Whether one more breaker may open: never more than `breaker_max_open` of live nodes."""
+    live = Node.select().where(Node.state.in_(LIVE_STATES)).count()
+    already = Node.select().where(
+        Node.state.in_(LIVE_STATES) & Node.breaker_state.in_((OPEN, HALF_OPEN)) & (Node.id != node_id)
+    ).count()
+    return already + 1 <= int(live * settings["breaker_max_open"])
+
+
+def publish_transition(node_id: int, previous: str, breaker: breakers.Breaker, reason: str) -> None:
+    events.publish("node.breaker", node=node_id, state=breaker.state, previous=previous, reason=reason,
+                   until=breaker.until, cooldown=breaker.cooldown, failures=breaker.failures)

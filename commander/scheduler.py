@@ -1,0 +1,120 @@
+"""Choosing: which queued task goes first, and which node is best for it.
+
+Order of tasks: effective priority first (a task's priority plus one level per `aging` seconds
+it has waited, so low priorities do not starve), then the submitter with the fewest tasks in
+flight (fair shares between submitters), then the oldest.
+
+Choice of node, among those that can take the task now (capabilities ⊇ `requires`, a free
+slot, a breaker that admits work), best first by:
+1. not among the nodes whose earlier attempts at this task broke (a retry prefers another node);
+2. untried before tried (UCB1's exploration, see reputation.py);
+3. score = min(ucb, 2) + score_slots · free/slots + score_freshness · (1 − heartbeat age/lost_after)
+   + score_prefer · (share of the task's `prefer` the node has), rounded to 0.001, where ucb
+   takes N as the summed counts of all nodes in the running;
+4. the node's priority; then the lowest id, so the choice is deterministic.
+Pure functions and one small class; a pass costs O(nodes log nodes) once, then about O(1) per
+plain task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from commander import reputation
+
+UCB_CAP = 2.0  # keeps a barely-tried node's exploration bonus from drowning every other term
+
+
+@dataclass
+class Candidate:
+    node_id: int
+    capabilities: frozenset[str]
+    slots: int
+    free: int                 # slots not taken by leases (the Commander's own count)
+    heartbeat_age: float
+    priority: int
+    mean: float               # reputation
+    count: float              # decayed number of rewarded outcomes
+
+
+@dataclass
+class TaskView:
+    id: int
+    requires: frozenset[str]
+    prefer: frozenset[str]
+    priority: int
+    submitter: str
+    waited: float             # seconds since it became queued
+    created_at: float
+    tried_nodes: frozenset[int]
+
+
+def base_score(node: Candidate, total: float, settings: dict) -> float:
+    """Everything in a node's score that does not depend on the task."""
+    ucb = reputation.ucb(node.mean, node.count, total, settings["ucb_c"])
+    freshness = max(0.0, 1.0 - node.heartbeat_age / settings["lost_after"])
+    return min(ucb, UCB_CAP) + settings["score_slots"] * node.free / node.slots + settings["score_freshness"] * freshness
+
+
+class Ranking:
+    """The candidates of one scheduling pass, scored once; `best(task)` is then O(1) for a
+    plain task (walk down the ready-sorted list) and O(nodes) for one with `prefer` or a
+    retry's tried nodes. Free slots are used up as tasks are placed."""
+
+    def __init__(self, nodes: list[Candidate], settings: dict):
+        total = sum(n.count for n in nodes)
+        self.settings = settings
+        self.base = {n.node_id: base_score(n, total, settings) for n in nodes}
+        self.nodes = sorted(nodes, key=lambda n: self.key(n, None), reverse=True)
+
+    def key(self, node: Candidate, task: TaskView | None) -> tuple:
+        score = self.base[node.node_id]
+        tried = False
+        if task is not None:
+            tried = node.node_id in task.tried_nodes
+            if task.prefer:
+                score += self.settings["score_prefer"] * len(task.prefer & node.capabilities) / len(task.prefer)
+        return (not tried, node.count <= 0, round(score, 3), node.priority, -node.node_id)
+
+    def ranked(self, task: TaskView) -> list[Candidate]:
+        """The nodes able to take `task` now, best first."""
+        able = [n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities]
+        if task.prefer or task.tried_nodes:
+            able.sort(key=lambda n: self.key(n, task), reverse=True)
+        return able
+
+    def best(self, task: TaskView) -> Candidate | None:
+        if task.prefer or task.tried_nodes:
+            able = (n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities)
+            return max(able, key=lambda n: self.key(n, task), default=None)
+        return next((n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities), None)
+
+    def place(self, task: TaskView) -> int | None:
+        """Put `task` on its best node (using up one of its free slots); that node's id."""
+        node = self.best(task)
+        if node is None:
+            return None
+        node.free -= 1
+        return node.node_id
+
+
+def effective_priority(task: TaskView, aging: float) -> float:
+    return task.priority + (math.floor(task.waited / aging) if aging > 0 else 0)
+
+
+def fair_order(tasks: list[TaskView], in_flight: Counter, aging: float) -> list[TaskView]:
+    """Tasks in the order they should be served; `in_flight` counts leased tasks per submitter
+    and is advanced as tasks are picked, so one submitter's burst is interleaved with others'."""
+    remaining = sorted(tasks, key=lambda t: (-effective_priority(t, aging), t.created_at, t.id))
+    flight = Counter(in_flight)
+    ordered = []
+    while remaining:
+        top = effective_priority(remaining[0], aging)
+        level = [t for t in remaining if effective_priority(t, aging) == top]
+        pick = min(level, key=lambda t: (flight[t.submitter], t.created_at, t.id))
+        flight[pick.submitter] += 1
+        ordered.append(pick)
+        remaining.remove(pick)
+    return ordered

@@ -123,6 +123,7 @@ class Session:
             if exc.status == 409:
                 return f"Task {command.number} has already finished."
             raise
+        self.state.forget(command.number)  # this reply says it; the relay need not say it again
         return f"Task {command.number} cancelled."
 
     def yes(self, command: Command) -> str:
@@ -152,7 +153,10 @@ class Session:
             if exc.status == 409:
                 return f"Task {target} is not waiting for approval."
             raise
-        return f"Task {target} approved: on it." if approve else f"Task {target} dropped."
+        if approve:
+            return f"Task {target} approved: on it."
+        self.state.forget(target)
+        return f"Task {target} dropped."
 
     def budget(self, command: Command) -> str:
         spent, counted = spend_today(self.client)

@@ -70,7 +70,7 @@ class ApiClient(_Base):
         return self._send("POST", f"/api/tasks/{task_id}/approve")
 
     def reject_task(self, task_id: int, reason: str | None = None) -> dict:
-        return self._send("POST", f"/api/tasks/{task_id}/reject", {"reason": reason} if reason else None)
+        return self._send("POST", f"/api/tasks/{task_id}/reject", {"reason": reason} if reason else {})
 
     def events(self, after: int | None = None, idle: float = 45.0):
         """Yield events from the SSE stream as dicts, resuming after event id `after`; the

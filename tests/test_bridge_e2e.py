@@ -152,3 +152,34 @@ def test_a_bad_token_stops_it_at_start_with_the_fix(commander, chat_db):
                    commander.home / "bad-bridge.log")
     assert done.proc.wait(30) == 2
     assert "`m3shd token create imessage-bridge --role mobile` and set [client] token" in done.text()
+
+
+def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n0d3, chat_db):
+    spawn_n0d3()
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db, M3SHD_BRIDGE_APPROVAL_REQUIRED="true")
+    chat_db.message(direct, ME, "no")
+    assert bridge.wait_reply(guid, "Nothing") == "Nothing from this chat is waiting for approval."
+
+    chat_db.message(direct, ME, "deploy the docs")
+    assert bridge.wait_reply(guid, "Task 1 waits") == \
+        "Task 1 waits for your approval: reply yes to run it, or no to drop it."
+    assert commander.api.get_task(1)["state"] == "awaiting_approval"
+    chat_db.message(direct, ME, "yes")
+    assert bridge.wait_reply(guid, "Task 1 approved") == "Task 1 approved: on it."
+    assert bridge.wait_reply(guid, "Task 1:") == "Task 1: succeeded.\n\necho: deploy the docs"
+
+    chat_db.message(direct, ME, "rotate the logs")
+    chat_db.message(direct, ME, "delete the cache")
+    bridge.wait_reply(guid, "Task 3 waits")
+    chat_db.message(direct, ME, "yes")
+    assert bridge.wait_reply(guid, "Tasks") == "Tasks 2, 3 are waiting. Reply yes N or no N for one of them."
+    chat_db.message(direct, ME, "no 3")
+    assert bridge.wait_reply(guid, "Task 3 dropped") == "Task 3 dropped."
+    chat_db.message(direct, ME, "yes 2")
+    assert bridge.wait_reply(guid, "Task 2:") == "Task 2: succeeded.\n\necho: rotate the logs"
+    rejected = commander.api.get_task(3)
+    assert rejected["state"] == "cancelled" and rejected["decided_by"]
+    chat_db.message(direct, ME, "yes 3")
+    assert bridge.wait_reply(guid, "Task 3 is not") == "Task 3 is not waiting for approval."
+    assert not [text for text in bridge.sent(guid) if text.startswith("Task 3: cancelled")]  # said once, not twice

@@ -8,11 +8,13 @@ Messages writes new rows first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 APPLE_EPOCH = 978307200          # 2001-01-01T00:00:00Z in Unix seconds
 NANOSECOND_DATES_FROM = 10**12   # larger raw dates are nanoseconds (High Sierra onwards), smaller seconds
@@ -68,13 +70,18 @@ def check_readable(path: Path) -> None:
         raise ChatDbProblem(f"{path} is not an SQLite database; point [bridge] chat_db at ~/Library/Messages/chat.db")
 
 
-def connect(path: Path) -> sqlite3.Connection:
+@contextlib.contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A fresh read-only connection, closed afterwards: each poll sees the WAL as it is now."""
     try:
         db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=2.0)
     except sqlite3.OperationalError as exc:
         raise ChatDbProblem(f"cannot open {path}: {exc}") from None
     db.row_factory = sqlite3.Row
-    return db
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def probe(db: sqlite3.Connection) -> Schema:

@@ -83,9 +83,8 @@ class Session:
     def prompt(self, command: Command) -> str:
         extra = {"approval_required": True} if self.settings["approval_required"] else {}
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
-        waiting = task["state"] == "awaiting_approval"
-        self.state.track(task["id"], self.message.chat_guid, self.reply_address(), asked=waiting)
-        if waiting:
+        self.state.track(task["id"], self.message.chat_guid, self.reply_address())
+        if task["state"] == "awaiting_approval":
             return approval_question(task["id"])
         return f"On it: task {task['id']}."
 

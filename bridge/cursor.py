@@ -66,9 +66,9 @@ class State:
             self.rowid = to
             self.save()
 
-    def track(self, task_id: int, chat: str, sender: str | None, asked: bool = False) -> None:
+    def track(self, task_id: int, chat: str, sender: str | None) -> None:
         with self.lock:
-            self.threads[task_id] = {"chat": chat, "sender": sender, "asked": asked}
+            self.threads[task_id] = {"chat": chat, "sender": sender}
             self.save()
 
     def thread(self, task_id: int) -> dict | None:
@@ -78,12 +78,6 @@ class State:
     def tasks_in(self, chat: str) -> list[int]:
         with self.lock:
             return sorted(task for task, thread in self.threads.items() if thread["chat"] == chat)
-
-    def update_thread(self, task_id: int, **fields) -> None:
-        with self.lock:
-            if task_id in self.threads:
-                self.threads[task_id].update(fields)
-                self.save()
 
     def forget(self, task_id: int) -> None:
         with self.lock:

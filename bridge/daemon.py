@@ -129,14 +129,13 @@ class Bridge:
         raise CommanderUnreachable("the Commander closed the event stream")
 
     def follow(self, task_id: int) -> None:
+        """A tracked task changed: once it is final, its answer goes back to its chat. (The
+        approval question was asked when it was submitted: the submit answer says so.)"""
         task = self.client.get_task(task_id)
-        thread = self.state.thread(task_id)
         if task["state"] in FINAL:
+            thread = self.state.thread(task_id)
             self.say(thread["chat"], thread["sender"], commands.describe(task))
             self.state.forget(task_id)
-        elif task["state"] == "awaiting_approval" and not thread["asked"]:
-            self.say(thread["chat"], thread["sender"], commands.approval_question(task_id))
-            self.state.update_thread(task_id, asked=True)
 
     # --- sender ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -101,19 +102,26 @@ class Reader:
         """The messages after the cursor (at most BATCH), classified. Does not move the cursor."""
         with chatdb.connect(self.path) as db:
             self.schema = self.schema or chatdb.probe(db)
-            top = chatdb.max_rowid(db)
-            if self.state.rowid is None:
-                self.state.rewind(top)  # first start: answer what arrives from now on, not the history
-                return []
-            if top < self.state.rowid:
-                # chat.db was restored or rebuilt: ROWIDs restarted. Re-read it all; the GUID set and
-                # the window keep old messages from being relayed again.
-                log.warning("chat.db's newest message is %d, below the cursor %d: rewinding", top, self.state.rowid)
-                self.state.rewind(0)
-            rows = chatdb.messages_after(db, self.schema, self.state.rowid, BATCH)
-            found = [self.classify(db, row) for row in rows]
+            try:
+                found = self.read(db)
+            except sqlite3.OperationalError:
+                self.schema = None  # a macOS update may have changed the tables: probe again next time
+                raise
         self.recheck_from_me([m for m in found if m.skipped is None])
         return found
+
+    def read(self, db) -> list[Inbound]:
+        top = chatdb.max_rowid(db)
+        if self.state.rowid is None:
+            self.state.rewind(top)  # first start: answer what arrives from now on, not the history
+            return []
+        if top < self.state.rowid:
+            # chat.db was restored or rebuilt: ROWIDs restarted. Re-read it all; the GUID set and
+            # the window keep old messages from being relayed again.
+            log.warning("chat.db's newest message is %d, below the cursor %d: rewinding", top, self.state.rowid)
+            self.state.rewind(0)
+        rows = chatdb.messages_after(db, self.schema, self.state.rowid, BATCH)
+        return [self.classify(db, row) for row in rows]
 
     def recheck_from_me(self, candidates: list[Inbound]) -> None:
         if not candidates or self.settings["recheck_delay"] <= 0:

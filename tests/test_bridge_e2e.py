@@ -50,12 +50,22 @@ class Bridge:
 
     def wait_reply(self, chat: str, starts: str, timeout: float = 20) -> str:
         return wait_until(lambda: next((text for text in self.sent(chat) if text.startswith(starts)), None),
-                          timeout, what=f"a reply starting {starts!r} in {chat}; sent so far: {self.sent()}")
+                          timeout, what=f"a reply starting {starts!r} in {chat}")
 
 
 @pytest.fixture
 def chat_db(commander):
     return ChatDb(commander.home / "Messages" / "chat.db", "tahoe")
+
+
+def answering(commander, spawn_n0d3, chat_db, node: str = "alpha", first: str = "first") -> tuple[Bridge, int, str]:
+    """A N0D3, a one-to-one chat with ME, and a bridge that has answered `first` there (task 1)."""
+    spawn_n0d3(node)
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db)
+    chat_db.message(direct, ME, first)
+    bridge.wait_reply(guid, "Task 1: succeeded")
+    return bridge, direct, guid
 
 
 def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, spawn_n0d3, chat_db):
@@ -87,11 +97,7 @@ def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, 
 
 
 def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):
-    spawn_n0d3("kitchen-pi")
-    direct, guid = chat_db.chat([ME])
-    bridge = Bridge(commander, chat_db)
-    chat_db.message(direct, ME, "hello")
-    bridge.wait_reply(guid, "Task 1: succeeded")
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db, node="kitchen-pi", first="hello")
 
     for text in ("status", "nodes", "task 1", "cancel 1", "task 99", "budget", "/frobnicate", "cancel it"):
         chat_db.message(direct, ME, text)
@@ -115,11 +121,7 @@ def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):
 
 
 def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart(commander, spawn_n0d3, chat_db):
-    spawn_n0d3()
-    direct, guid = chat_db.chat([ME])
-    bridge = Bridge(commander, chat_db)
-    chat_db.message(direct, ME, "first")
-    bridge.wait_reply(guid, "Task 1: succeeded")
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db)
     bridge.process.stop()
 
     chat_db.message(direct, ME, "second")
@@ -183,3 +185,14 @@ def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n
     chat_db.message(direct, ME, "yes 3")
     assert bridge.wait_reply(guid, "Task 3 is not") == "Task 3 is not waiting for approval."
     assert not [text for text in bridge.sent(guid) if text.startswith("Task 3: cancelled")]  # said once, not twice
+
+
+def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3, chat_db):
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db, first="before")
+    commander.stop()
+    chat_db.message(direct, ME, "during")
+    wait_until(lambda: "poller thread stopped: CommanderUnreachable" in bridge.process.text(), 15,
+               what="the poller to meet the outage")
+    commander.start()
+    assert bridge.wait_reply(guid, "Task 2:", timeout=45) == "Task 2: succeeded.\n\necho: during"
+    assert [task["prompt"] for task in commander.api.list_tasks()] == ["during", "before"]

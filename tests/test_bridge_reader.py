@@ -132,6 +132,21 @@ def test_a_layout_without_the_optional_columns_still_reads(tmp_path):
     assert [(m.text, m.is_group, m.skipped) for m in found] == [("nodes", False, None), ("hi all", True, None)]
 
 
+def test_a_schema_that_changes_under_a_running_reader_is_probed_again(tmp_path):
+    db = ChatDb(tmp_path / "chat.db", "ventura")
+    chat, _ = db.chat([ME])
+    state = State(None)
+    state.rowid = 0
+    reader = Reader(settings_for(db.path), state)
+    assert reader.poll() == [] and reader.schema.has("message", "date_retracted")
+    db.message(chat, ME, "status")
+    with db.connect() as raw:
+        raw.execute("ALTER TABLE message DROP COLUMN date_retracted")
+    with pytest.raises(sqlite3.OperationalError, match="date_retracted"):
+        reader.poll()
+    assert [m.text for m in reader.poll()] == ["status"]
+
+
 def test_dates_in_seconds_and_nanoseconds():
     assert chatdb.unix_time(700_000_000) == 700_000_000 + chatdb.APPLE_EPOCH
     assert chatdb.unix_time(700_000_000 * 10**9) == 700_000_000 + chatdb.APPLE_EPOCH
@@ -312,8 +327,9 @@ def test_missing_file_and_not_a_database_say_what_to_do(tmp_path):
         chatdb.check_readable(tmp_path / "notes.txt")
     with sqlite3.connect(tmp_path / "other.db") as db:
         db.execute("CREATE TABLE message (ROWID INTEGER PRIMARY KEY, guid TEXT)")
-    with pytest.raises(chatdb.ChatDbProblem, match="table message lacks handle_id, date, is_from_me"):
-        chatdb.probe(chatdb.connect(tmp_path / "other.db"))
+    with pytest.raises(chatdb.ChatDbProblem, match="table message lacks handle_id, date, is_from_me"), \
+            chatdb.connect(tmp_path / "other.db") as db:
+        chatdb.probe(db)
 
 
 def test_a_refused_read_names_full_disk_access_and_the_binary(tmp_path):

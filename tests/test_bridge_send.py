@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import plistlib
+import subprocess
 import sys
 import threading
 import time
@@ -13,7 +15,7 @@ import pytest
 
 from bridge import commands, daemon, osascript
 from chatdb_fixtures import ChatDb
-from conftest import FAKES
+from conftest import FAKES, base_env
 from m3shd.client import ApiClient
 from m3shd.config import DEFAULTS
 
@@ -189,3 +191,35 @@ def test_a_dead_thread_is_restarted_with_backoff_and_the_others_are_left_alone()
     assert len(flaky_runs) == 4 and len(steady_threads) == 1
     gaps = [later - earlier for earlier, later in zip(flaky_runs, flaky_runs[1:])]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2  # doubling: 0.05, 0.1, 0.2 s
+
+
+# --- install-agent -------------------------------------------------------------------------------
+
+def test_install_agent_writes_a_launch_agent_and_loads_it(tmp_path):
+    config = tmp_path / "bridge.toml"
+    config.write_text('[bridge]\nallowed_senders = ["+15551234567"]\n')
+    calls = tmp_path / "launchctl.jsonl"
+    env = base_env(tmp_path) | {"HOME": str(tmp_path), "FAKE_LAUNCHCTL_LOG": str(calls)}
+    done = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "install-agent", "--config", str(config)],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "Library" / "LaunchAgents" / "com.m3shd.bridge.plist"
+    agent = plistlib.loads(path.read_bytes())
+    log = str(tmp_path / "Library" / "Logs" / "m3shd" / "bridge.log")
+    assert agent == {
+        "Label": "com.m3shd.bridge",
+        "ProgramArguments": [os.path.realpath(sys.executable), "-m", "m3shd", "bridge", "run", "--config", str(config)],
+        "RunAtLoad": True, "KeepAlive": True, "ThrottleInterval": 30, "ProcessType": "Interactive",
+        "StandardOutPath": log, "StandardErrorPath": log,
+    }
+    domain = f"gui/{os.getuid()}"
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == [
+        ["bootout", f"{domain}/com.m3shd.bridge"], ["bootstrap", domain, str(path)]]
+    assert f"wrote {path} and loaded it" in done.stderr
+
+    path.unlink()
+    calls.unlink()
+    done = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "install-agent", "--no-load"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and path.exists() and not calls.exists()
+    assert plistlib.loads(path.read_bytes())["ProgramArguments"][-1] == "run"

@@ -4,9 +4,13 @@ MIME type in chat.db are the sender's claim; the magic bytes are the file's)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 TRANSFER_FINISHED = 5      # attachment.transfer_state once the file is complete on disk
+KEEP_CONVERTED = 86400     # seconds a converted image stays for the task that reads it
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 
 
@@ -63,6 +67,30 @@ def describe(rows, messages_dir: Path, max_bytes: int) -> list[dict]:
         else:
             entry.update(kind=kind, path=str(path))
     return found
+
+
+def convert_heic(entries: list[dict], out_dir: Path, sips: str = "sips") -> None:
+    """HEIC → JPEG with macOS's `sips` (few readers take HEIC) into `out_dir`; an image that
+    cannot be converted is refused. Older conversions in `out_dir`'s parent are removed."""
+    heic = [entry for entry in entries if entry["kind"] == "heic"]
+    if not heic:
+        return
+    for old in out_dir.parent.glob("*") if out_dir.parent.is_dir() else ():
+        if time.time() - old.stat().st_mtime > KEEP_CONVERTED:
+            shutil.rmtree(old, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in heic:
+        out = out_dir / (Path(entry["path"]).stem + ".jpg")
+        try:
+            subprocess.run([sips, "-s", "format", "jpeg", entry["path"], "--out", str(out)], check=True,
+                           capture_output=True, timeout=60)
+            with open(out, "rb") as converted:
+                if image_kind(converted.read(16)) != "jpeg":
+                    raise OSError("sips wrote no JPEG")
+        except (OSError, subprocess.SubprocessError):
+            entry.update(kind=None, path=None, refused="a HEIC image that could not be converted to JPEG")
+            continue
+        entry.update(kind="jpeg", path=str(out), bytes=out.stat().st_size)
 
 
 def refusal(entries: list[dict]) -> str | None:

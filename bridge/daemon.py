@@ -107,6 +107,7 @@ class Bridge:
         session = commands.Session(self.client, self.state, self.settings, message)
         address = session.reply_address()
         if command.name == "prompt":
+            attachments.convert_heic(message.attachments, Path(self.settings["state_dir"]) / "images" / message.guid)
             refusal = attachments.refusal(message.attachments)
             if refusal:
                 self.say(message.chat_guid, address, refusal)

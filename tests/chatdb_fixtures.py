@@ -126,6 +126,11 @@ CREATE TABLE _SqliteDatabaseProperties (key TEXT, value TEXT, UNIQUE(key));
 
 STYLE_GROUP, STYLE_DIRECT = 43, 45
 
+# The first bytes of files as they arrive (only the magic matters to the bridge).
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200)
+HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
+PDF = b"%PDF-1.7\n" + bytes(200)
+
 
 def apple_ns(unix: float | None = None) -> int:
     return int(((time.time() if unix is None else unix) - APPLE_EPOCH) * 1e9)
@@ -217,6 +222,14 @@ class ChatDb:
                            (rowid, attachment_id))
             db.execute("COMMIT")
         return rowid
+
+    def received_file(self, name: str, data: bytes, folder: str = "a1/01/XYZ", **extra) -> dict:
+        """Write a file where Messages keeps attachments; its row as `message(attachments=[…])` takes it."""
+        path = self.path.parent / "Attachments" / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return dict(filename=f"~/Library/Messages/Attachments/{folder}/{name}", mime_type="image/jpeg",
+                    total_bytes=len(data)) | extra
 
     def set_from_me(self, rowid: int) -> None:
         with self.connect() as db:

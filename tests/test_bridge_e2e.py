@@ -4,13 +4,17 @@ fake `claude` on a live N0D3 → the answer sent by the fake `osascript` to the 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
 
-from bridge import osascript
-from chatdb_fixtures import ChatDb
-from conftest import Process, base_env, wait_until
+from bridge import daemon, osascript
+from bridge.cursor import State
+from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
+from conftest import FAKES, Process, base_env, wait_until
+from m3shd.client import ApiClient
+from m3shd.config import DEFAULTS
 
 ME = "+15551234567"
 FRIEND = "friend@example.com"
@@ -196,3 +200,28 @@ def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3
     commander.start()
     assert bridge.wait_reply(guid, "Task 2:", timeout=45) == "Task 2: succeeded.\n\necho: during"
     assert [task["prompt"] for task in commander.api.list_tasks()] == ["during", "before"]
+
+
+def test_images_reach_the_task_as_paths_heic_as_jpeg_and_the_rest_is_refused(commander, chat_db, monkeypatch):
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")  # the fake sips
+    direct, guid = chat_db.chat([ME])
+    state_dir = commander.home / "bridge-state"
+    settings = dict(DEFAULTS["bridge"], chat_db=str(chat_db.path), state_dir=str(state_dir), allowed_senders=[ME],
+                    recheck_delay=0.0)
+    state = State(None)
+    state.rowid = 0
+    bridge = daemon.Bridge(settings, ApiClient(commander.url, commander.token("imessage", role="mobile")), state)
+    photo, heic = chat_db.received_file("cat.jpeg", JPEG), chat_db.received_file("IMG_0002.HEIC", HEIC)
+    message_guid = "MSG-WITH-IMAGES"
+    chat_db.message(direct, ME, None, body="\ufffc\ufffc\ufffcwhat are these?", guid=message_guid,
+                    attachments=[photo, heic, chat_db.received_file("invoice.jpg", PDF)])
+    bridge.poll_once()
+    replies = [bridge.outbox.get_nowait().text for _ in range(bridge.outbox.qsize())]
+    assert replies == ["I can only take finished JPEG, PNG, GIF, WebP, HEIC or TIFF images; I left out: "
+                       "invoice.jpg (not a JPEG, PNG, GIF, WebP, HEIC or TIFF image).", "On it: task 1."]
+    converted = state_dir / "images" / message_guid / "IMG_0002.jpg"
+    assert converted.read_bytes().startswith(b"\xff\xd8\xff")
+    received = chat_db.path.parent / "Attachments" / "a1" / "01" / "XYZ" / "cat.jpeg"
+    assert commander.api.get_task(1)["prompt"] == (
+        "what are these?\n\nImages sent with this message, on the bridge's Mac:\n"
+        f"- {received} (jpeg, {len(JPEG)} bytes)\n- {converted} (jpeg, {converted.stat().st_size} bytes)")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge import chatdb, typedstream
+from bridge import attachments, chatdb, typedstream
 from bridge.cursor import State
 from bridge.reader import Echoes, Reader, normalize_address
-from chatdb_fixtures import ERAS, ChatDb, apple_ns, attributed_body
+from chatdb_fixtures import ERAS, HEIC, JPEG, PDF, ChatDb, apple_ns, attributed_body
 from conftest import base_env
 from m3shd.config import DEFAULTS
 
@@ -284,28 +284,15 @@ def test_the_dedup_set_is_bounded(tmp_path):
 
 # --- attachments ---------------------------------------------------------------------------------
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200)
-HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
-PDF = b"%PDF-1.7\n" + bytes(200)
-
-
 def test_attachments_need_magic_bytes_a_finished_download_and_the_size_cap(tmp_path):
     db = ChatDb(tmp_path / "Messages" / "chat.db")
-    folder = tmp_path / "Messages" / "Attachments" / "a1" / "01" / "XYZ"
-    folder.mkdir(parents=True)
-    files = {"cat.jpeg": JPEG, "IMG_0001.HEIC": HEIC, "invoice.jpg": PDF, "big.jpeg": JPEG + bytes(2000),
-             "partial.jpeg": JPEG}
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
     chat, _ = db.chat([ME])
-
-    def attachment(name, **extra):
-        return dict(filename=f"~/Library/Messages/Attachments/a1/01/XYZ/{name}", mime_type="image/jpeg",
-                    total_bytes=len(files.get(name, b"")), **extra)
-
+    gone = db.received_file("gone.png", JPEG)
+    (tmp_path / "Messages" / "Attachments" / "a1" / "01" / "XYZ" / "gone.png").unlink()
     db.message(chat, ME, None, body="\ufffc\ufffc\ufffc\ufffc\ufffc\ufffcwhat is this?", attachments=[
-        attachment("cat.jpeg"), attachment("IMG_0001.HEIC"), attachment("invoice.jpg"), attachment("big.jpeg"),
-        attachment("partial.jpeg", transfer_state=3), attachment("gone.png")])
+        db.received_file("cat.jpeg", JPEG), db.received_file("IMG_0001.HEIC", HEIC),
+        db.received_file("invoice.jpg", PDF), db.received_file("big.jpeg", JPEG + bytes(2000)),
+        db.received_file("partial.jpeg", JPEG, transfer_state=3), gone])
     (message,) = read_all(settings_for(db.path, max_attachment_bytes=1000))
     assert message.text == "what is this?"
     assert [(a["name"], a["kind"], a["refused"]) for a in message.attachments] == [
@@ -313,7 +300,7 @@ def test_attachments_need_magic_bytes_a_finished_download_and_the_size_cap(tmp_p
         ("invoice.jpg", None, "not a JPEG, PNG, GIF, WebP, HEIC or TIFF image"),
         ("big.jpeg", None, "larger than 0 MB"), ("partial.jpeg", None, "still downloading"),
         ("gone.png", None, "not downloaded")]
-    assert message.attachments[0]["path"] == str(folder / "cat.jpeg")
+    assert message.attachments[0]["path"] == str(tmp_path / "Messages" / "Attachments" / "a1" / "01" / "XYZ" / "cat.jpeg")
 
 
 # --- start-up problems and `bridge scan` ----------------------------------------------------------
@@ -366,3 +353,17 @@ def test_scan_prints_each_message_as_the_bridge_sees_it(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(tmp_path / "x.db")],
                              env=env, capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "no Messages database at" in missing.stderr
+
+
+def test_a_heic_that_cannot_be_converted_is_refused_and_old_conversions_go(tmp_path):
+    images = tmp_path / "images"
+    old = images / "OLD-MESSAGE"
+    old.mkdir(parents=True)
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    source = tmp_path / "IMG_0003.HEIC"
+    source.write_bytes(HEIC)
+    entries = [{"name": source.name, "kind": "heic", "path": str(source), "bytes": len(HEIC), "refused": None}]
+    attachments.convert_heic(entries, images / "NEW-MESSAGE", sips=str(tmp_path / "no-sips-here"))
+    assert entries == [{"name": source.name, "kind": None, "path": None, "bytes": len(HEIC),
+                        "refused": "a HEIC image that could not be converted to JPEG"}]
+    assert not old.exists()

@@ -40,7 +40,7 @@ class Command:
 
 def _number(word: str) -> int | None:
     word = word.lstrip("#")
-    return int(word) if word.isdigit() and 0 < int(word) < 2**63 else None
+    return int(word) if word.isascii() and word.isdigit() and 0 < int(word) < 2**63 else None
 
 
 def parse(text: str) -> Command:

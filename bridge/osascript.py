@@ -75,6 +75,7 @@ def send(text: str, chat_guid: str, address: str | None = None, osascript: str =
          pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
     """Send to the chat by GUID; while Messages cannot find it (-1728) retry after each pause,
     then, for a one-to-one chat, send to the person through the iMessage account instead."""
+    text = text.replace("\0", "")  # an argv string cannot hold NUL, and a task's output might
     for pause in (*pauses, None):
         try:
             run(SEND_SCRIPT, [text, chat_guid, ""], osascript)

@@ -45,6 +45,11 @@ def test_text_and_chat_travel_as_arguments_never_inside_the_script(fake_osascrip
     assert "set theTarget to chat id chatId" in run["script"] and "send theText to theTarget" in run["script"]
 
 
+def test_nul_characters_from_a_task_are_dropped(fake_osascript):
+    osascript.send("a\0b", GROUP)
+    assert fake_osascript()[0]["argv"][0] == "ab"
+
+
 def test_a_chat_messages_cannot_find_is_retried_then_sent_to_the_person(fake_osascript, monkeypatch):
     monkeypatch.setenv("FAKE_OSASCRIPT_ERRORS", "-1728,-1728,-1728")
     osascript.send("answer", DIRECT, "+15551234567", pauses=(0.01, 0.01))
@@ -115,6 +120,8 @@ def test_a_paragraph_break_too_early_is_passed_over_for_a_later_line_break():
     ("help", commands.Command("help")),
     ("cancel it", commands.Command("usage", text=commands.USAGE["cancel"])),
     ("task", commands.Command("usage", text=commands.USAGE["task"])),
+    ("task ²", commands.Command("usage", text=commands.USAGE["task"])),  # a digit to Unicode, not to int()
+    ("cancel 0", commands.Command("usage", text=commands.USAGE["cancel"])),
     ("yes please now", commands.Command("usage", text=commands.USAGE["yes"])),
     ("/frobnicate", commands.Command("unknown", text="frobnicate")),
     ("/status of the build", commands.Command("usage", text=commands.USAGE["status"])),

@@ -9,6 +9,7 @@ Messages writes new rows first.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import sys
@@ -140,8 +141,8 @@ def messages_after(db: sqlite3.Connection, schema: Schema, rowid: int, limit: in
 
 def from_me(db: sqlite3.Connection, rowids: list[int]) -> set[int]:
     """Which of these messages are (now) marked as ours: the flag can flip after the row appears."""
-    marks = ", ".join("?" * len(rowids))
-    rows = db.execute(f"SELECT ROWID FROM message WHERE is_from_me = 1 AND ROWID IN ({marks})", rowids)
+    rows = db.execute("SELECT ROWID FROM message WHERE is_from_me = 1 AND ROWID IN (SELECT value FROM json_each(?))",
+                      (json.dumps(rowids),))
     return {row[0] for row in rows}
 
 

@@ -6,7 +6,7 @@ import secrets
 
 import peewee as pw
 
-from commander import audit, events, planning, reputation, scheduler
+from commander import audit, breakers, events, planning, reputation, scheduler
 from commander.context import Commander
 from commander.db import Compiled
 from commander.errors import ApiError
@@ -66,7 +66,7 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
         new_state = state
         if state in (LOST, OFFLINE):
             new_state = ACTIVE
-        if body.draining and new_state != DRAINING:
+        if body.draining and new_state not in (DRAINING, *OPERATOR_STATES):
             new_state = DRAINING
         HEARTBEAT_UPDATE.execute(new_state, Node.capabilities.db_value(capabilities), body.open_slots, body.runner,
                                  body.problem, t, node.id)
@@ -96,9 +96,11 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
 
 
 def deregister(cmdr: Commander, node: Node) -> None:
-    """A clean exit: the node goes offline and any lease it still holds expires now."""
+    """A clean exit: the node goes offline (unless paused or disabled, which it stays) and any
+    lease it still holds expires now."""
     with cmdr.writing():
-        Node.update(state=OFFLINE, open_slots=0, last_seen=now()).where(Node.id == node.id).execute()
+        Node.update(open_slots=0, last_seen=now()).where(Node.id == node.id).execute()
+        Node.update(state=OFFLINE).where((Node.id == node.id) & Node.state.not_in(OPERATOR_STATES)).execute()
         Task.update(lease_until=now()).where((Task.state == LEASED) & (Task.node == node.id)).execute()
         events.publish("node.offline", node=node.id)
 
@@ -203,8 +205,7 @@ def views(listed: list[Node], settings: dict) -> list[dict]:
             running=running.get(node.id, 0), runner=node.runner, problem=node.problem, version=node.version,
             priority=node.priority, drain_deadline=node.drain_deadline, registered_at=node.registered_at,
             last_seen=node.last_seen, heartbeat_age=round(max(0.0, t - node.last_seen), 3),
-            breaker=dict(state=node.breaker_state, failures=node.breaker_failures, cooldown=node.breaker_cooldown,
-                         until=node.breaker_until, probe_task_id=node.breaker_probe),
+            breaker=breaker_view(node, t),
             reputation=dict(
                 mean=round(node.rep_mean, 4), count=round(count, 4),
                 ucb=round(reputation.ucb(node.rep_mean, count, total, settings["ucb_c"]), 4) if count > 0 else None,
@@ -213,6 +214,13 @@ def views(listed: list[Node], settings: dict) -> list[dict]:
             ),
         ))
     return shown
+
+
+def breaker_view(node: Node, t: float) -> dict:
+    """The breaker as it stands now: an open one past its cooldown shows as half-open."""
+    _, breaker = breakers.admits(planning.breaker_of(node), t)
+    return dict(state=breaker.state, failures=breaker.failures, cooldown=breaker.cooldown, until=breaker.until,
+                probe_task_id=breaker.probe)
 
 
 def recent_outcomes(node_ids: list[int], per_node: int) -> dict[int, list[dict]]:

@@ -53,15 +53,18 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
                  tried_nodes=frozenset(r.tried_nodes))
         for r in rows
     ]
-    in_flight = Counter({
-        r.submitter: r.n for r in Task.select(Task.submitter, pw.fn.COUNT(Task.id).alias("n"))
-        .where(Task.state == LEASED).group_by(Task.submitter)
-    })
-    return scheduler.fair_order(views, in_flight, settings["aging"])
+    # Recent service, not just work in flight: with one slot nothing is in flight at a claim.
+    served = Counter(dict(
+        Task.select(Task.submitter, pw.fn.COUNT(Task.id))
+        .where((Task.state == LEASED) | (Task.started_at > t - settings["fairness_window"]))
+        .group_by(Task.submitter).tuples()
+    ))
+    return scheduler.fair_order(views, served, settings["aging"])
 
 
 def candidates(t: float, settings: dict) -> list[Candidate]:
-    """Every node that could take a task now, with its free slots as the Commander counts them."""
+    """Every node taking work (busy ones too: a retry may wait for one), with its free slots as
+    the Commander counts them."""
     running = dict(
         Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
     )
@@ -71,15 +74,17 @@ def candidates(t: float, settings: dict) -> list[Candidate]:
         (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > t - settings["lost_after"])
     ):
         free = min(node.open_slots, node.slots - running.get(node.id, 0))
+        probe = False
         if node.breaker_state != CLOSED:
             limit, _ = breakers.admits(breaker_of(node), t)
-            free = min(free, limit)
-        if free > 0:
-            able.append(Candidate(
+            if limit == 0:
+                continue
+            free, probe = min(free, limit), True
+        able.append(Candidate(
                 node_id=node.id, capabilities=frozenset(node.capabilities), slots=node.slots, free=free,
                 heartbeat_age=max(0.0, t - node.last_seen), priority=node.priority, mean=node.rep_mean,
-                count=reputation.count_now(node.rep_count, node.rep_at, t, half_life),
-            ))
+                count=reputation.count_now(node.rep_count, node.rep_at, t, half_life), probe=probe,
+        ))
     return able
 
 

@@ -1,13 +1,16 @@
 """Choosing: which queued task goes first, and which node is best for it.
 
 Order of tasks: effective priority first (a task's priority plus one level per `aging` seconds
-it has waited, so low priorities do not starve), then the submitter with the fewest tasks in
-flight (fair shares between submitters), then the oldest.
+it has waited, so low priorities do not starve), then the submitter served least lately (tasks
+running or started within `fairness_window` seconds: fair shares between submitters), then the
+oldest.
 
 Choice of node, among those that can take the task now (capabilities ⊇ `requires`, a free
 slot, a breaker that admits work), best first by:
-1. not among the nodes whose earlier attempts at this task broke (a retry prefers another node);
-2. untried before tried (UCB1's exploration, see reputation.py);
+1. not among the nodes whose earlier attempts at this task broke (a retry prefers another node,
+   and waits for one that is busy rather than go back to a node it broke on);
+2. untried before tried (UCB1's exploration, see reputation.py), and a node whose breaker is
+   half-open likewise, so its probe task comes soon and it can recover;
 3. score = min(ucb, 2) + score_slots · free/slots + score_freshness · (1 − heartbeat age/lost_after)
    + score_prefer · (share of the task's `prefer` the node has), rounded to 0.001, where ucb
    takes N as the summed counts of all nodes in the running;
@@ -37,6 +40,7 @@ class Candidate:
     priority: int
     mean: float               # reputation
     count: float              # decayed number of rewarded outcomes
+    probe: bool = False       # half-open breaker: its one probe task is due
 
 
 @dataclass
@@ -76,7 +80,7 @@ class Ranking:
             tried = node.node_id in task.tried_nodes
             if task.prefer:
                 score += self.settings["score_prefer"] * len(task.prefer & node.capabilities) / len(task.prefer)
-        return (not tried, node.count <= 0, round(score, 3), node.priority, -node.node_id)
+        return (not tried, node.probe or node.count <= 0, round(score, 3), node.priority, -node.node_id)
 
     def ranked(self, task: TaskView) -> list[Candidate]:
         """The nodes able to take `task` now, best first."""
@@ -86,10 +90,17 @@ class Ranking:
         return able
 
     def best(self, task: TaskView) -> Candidate | None:
-        if task.prefer or task.tried_nodes:
-            able = (n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities)
-            return max(able, key=lambda n: self.key(n, task), default=None)
-        return next((n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities), None)
+        """The best node with a free slot; None if there is none, or if the only free ones are
+        nodes this task already broke on while another able node is merely busy (wait for it)."""
+        if not (task.prefer or task.tried_nodes):
+            return next((n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities), None)
+        able = (n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities)
+        best = max(able, key=lambda n: self.key(n, task), default=None)
+        if best is not None and best.node_id in task.tried_nodes and any(
+            n.node_id not in task.tried_nodes and task.requires <= n.capabilities for n in self.nodes
+        ):
+            return None
+        return best
 
     def place(self, task: TaskView) -> int | None:
         """Put `task` on its best node (using up one of its free slots); that node's id."""
@@ -104,11 +115,11 @@ def effective_priority(task: TaskView, aging: float) -> float:
     return task.priority + (math.floor(task.waited / aging) if aging > 0 else 0)
 
 
-def fair_order(tasks: list[TaskView], in_flight: Counter, aging: float) -> list[TaskView]:
-    """Tasks in the order they should be served; `in_flight` counts leased tasks per submitter
+def fair_order(tasks: list[TaskView], served: Counter, aging: float) -> list[TaskView]:
+    """Tasks in the order they should be served; `served` counts each submitter's recent tasks
     and is advanced as tasks are picked, so one submitter's burst is interleaved with others'."""
     remaining = sorted(tasks, key=lambda t: (-effective_priority(t, aging), t.created_at, t.id))
-    flight = Counter(in_flight)
+    flight = Counter(served)
     ordered = []
     while remaining:
         top = effective_priority(remaining[0], aging)

@@ -183,14 +183,34 @@ def cmd_bridge_install_agent(args) -> int:
 
 def cmd_task_submit(args) -> int:
     client = api(args)
-    requires = [c.strip() for c in (args.requires or "").split(",") if c.strip()]
-    task = client.submit_task(args.prompt, requires=requires or None, priority=args.priority, model=args.model,
-                              idempotency_key=args.idempotency_key, max_attempts=args.max_attempts)
+    task = client.submit_task(args.prompt, requires=listed(args.requires), prefer=listed(args.prefer),
+                              priority=args.priority, model=args.model, idempotency_key=args.idempotency_key,
+                              max_attempts=args.max_attempts, backoff=args.backoff,
+                              approval_required=args.approval or None,
+                              retry_on_lost=False if args.no_retry_on_lost else None)
+    if task["state"] == "awaiting_approval":
+        emit(args, task, lambda t: say(f"task {t['id']} awaits approval: `m3shd task approve {t['id']}` or `reject`"))
+        return 0
     if args.no_wait:
         emit(args, task, lambda t: print(t["id"]))
         return 0
     say(f"task {task['id']} {task['state']}; waiting for the answer (Ctrl-C stops waiting, not the task)")
     return finish(args, wait_for(client, task["id"], args.timeout))
+
+
+def listed(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [item.strip() for item in text.split(",") if item.strip()] or None if text else None
+
+
+def cmd_task_decide(args) -> int:
+    client = api(args)
+    if args.sub == "approve":
+        task = client.approve_task(args.id)
+    else:
+        task = client.reject_task(args.id, args.reason)
+    emit(args, task, lambda t: say(f"task {t['id']} {args.sub}d: now {t['state']}"))
+    return 0
 
 
 def cmd_task_get(args) -> int:
@@ -233,6 +253,33 @@ def cmd_nodes_list(args) -> int:
                   f"{n['heartbeat_age']:>6.1f}s  {runner}; {', '.join(n['capabilities'])}")
 
     emit(args, found, table)
+    return 0
+
+
+def cmd_nodes_show(args) -> int:
+    def detail(n):
+        b, r = n["breaker"], n["reputation"]
+        print(f"node {n['id']} {n['name']}: {n['state']}, {n['slots'] - n['open_slots']}/{n['slots']} slots busy, "
+              f"heartbeat {n['heartbeat_age']:.1f}s ago, priority {n['priority']}")
+        until = f" until {time.strftime('%H:%M:%S', time.localtime(b['until']))}" if b["until"] else ""
+        print(f"breaker: {b['state']}{until}, {b['failures']} failures in a row")
+        ucb = "untried" if r["ucb"] is None else f"ucb {r['ucb']:.3f}"
+        score = "-" if r["score"] is None else f"{r['score']:.3f}"
+        print(f"reputation: mean {r['mean']:.3f} over {r['count']:.1f} outcomes, {ucb}, score {score}")
+        for o in r["window"]:
+            reward = "-" if o["reward"] is None else f"{o['reward']:.2f}"
+            print(f"  task {o['task_id']:>6}  {o['kind']:<9} reward {reward}")
+
+    emit(args, api(args).get_node(args.id), detail)
+    return 0
+
+
+NODE_ORDERS = {"pause": "paused", "drain": "draining", "disable": "disabled", "resume": "active"}
+
+
+def cmd_nodes_order(args) -> int:
+    node = api(args).set_node_state(args.id, NODE_ORDERS[args.sub], getattr(args, "deadline", None))
+    emit(args, node, lambda n: say(f"node {n['id']} {n['name']} is now {n['state']}"))
     return 0
 
 
@@ -382,7 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, help="-100..100, higher runs first (default 0)")
     p.add_argument("--model", help="Claude model id")
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the first task")
+    p.add_argument("--prefer", help="comma-separated capabilities that make a node a better choice")
     p.add_argument("--max-attempts", type=int)
+    p.add_argument("--backoff", type=float, metavar="SECONDS", help="wait before a retry, doubling each attempt")
+    p.add_argument("--no-retry-on-lost", action="store_true", help="fail instead of retrying when the node is lost")
+    p.add_argument("--approval", action="store_true", help="hold the task until someone approves it")
     p.add_argument("--no-wait", action="store_true", help="print the task id and return")
     p.add_argument("--timeout", type=float, help="stop waiting after this many seconds")
     p.set_defaults(func=cmd_task_submit)
@@ -390,12 +441,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = task.add_parser(name, parents=[client], help=text)
         p.add_argument("id", type=int)
         p.set_defaults(func=func)
+    p = task.add_parser("approve", parents=[client], help="approve a task awaiting approval")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_task_decide)
+    p = task.add_parser("reject", parents=[client], help="reject a task awaiting approval")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason")
+    p.set_defaults(func=cmd_task_decide)
     p = task.add_parser("wait", parents=[client], help="wait for a task and print its answer")
     p.add_argument("id", type=int)
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_task_wait)
     p = task.add_parser("list", parents=[client], help="list tasks, newest first")
-    p.add_argument("--state", choices=("queued", "leased", *FINAL))
+    p.add_argument("--state", choices=("awaiting_approval", "queued", "leased", *FINAL))
     p.add_argument("--node", type=int)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_task_list)
@@ -403,6 +461,19 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = top.add_parser("nodes", help="the machines in the mesh").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = nodes.add_parser("list", parents=[client], help="list nodes with state, slots and runner")
     p.set_defaults(func=cmd_nodes_list)
+    p = nodes.add_parser("show", parents=[client], help="one node: breaker, reputation and recent outcomes")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_nodes_show)
+    for order, text in (("pause", "take nothing new; finish running tasks"),
+                        ("drain", "finish running tasks and take nothing new (optionally by a deadline)"),
+                        ("disable", "out of service: running tasks go back to the queue now"),
+                        ("resume", "make a paused, draining or disabled node active again")):
+        p = nodes.add_parser(order, parents=[client], help=text)
+        p.add_argument("id", type=int)
+        if order == "drain":
+            p.add_argument("--deadline", type=float, metavar="SECONDS",
+                           help="after this long, work still running is queued elsewhere")
+        p.set_defaults(func=cmd_nodes_order)
 
     token = top.add_parser("token", help="API and join tokens").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = token.add_parser("create", parents=[client], help="create a token (printed once)")

@@ -94,6 +94,13 @@ class ApiClient(_Base):
     def list_nodes(self) -> list[dict]:
         return self._send("GET", "/api/nodes")["nodes"]
 
+    def get_node(self, node_id: int) -> dict:
+        return self._send("GET", f"/api/nodes/{node_id}")
+
+    def set_node_state(self, node_id: int, state: str, deadline: float | None = None) -> dict:
+        body = {"state": state} if deadline is None else {"state": state, "deadline": deadline}
+        return self._send("PUT", f"/api/nodes/{node_id}/state", body)
+
     def create_token(self, name: str, **fields) -> dict:
         return self._send("POST", "/api/tokens", {"name": name, **{k: v for k, v in fields.items() if v is not None}})
 

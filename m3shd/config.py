@@ -63,6 +63,7 @@ DEFAULTS: dict[str, dict] = {
         "score_prefer": 0.5,        # weight of the share of a task's `prefer` it has
         "best_node_wait": 2.0,      # a task waits this long for its best node, then any may take it
         "aging": 60.0,              # a queued task gains one priority level per this many seconds
+        "fairness_window": 600.0,   # submitters served least within this window go first
         "retry_backoff": 0.0,       # default seconds before a retry (doubles each attempt)
         "retry_backoff_max": 300.0,
         "approval_timeout": 0.0,    # seconds before an unanswered approval is rejected; 0: never

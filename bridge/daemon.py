@@ -29,6 +29,7 @@ log = logging.getLogger("m3shd.bridge")
 
 FINAL = ("succeeded", "failed", "cancelled")
 WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compared between polls
+SETTLE = 0.05            # the extra look after a change
 HEALTHY_AFTER = 60.0     # a thread that ran this long before dying starts its backoff afresh
 MAX_BACKOFF = 60.0
 NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messages → Settings → iMessage, "
@@ -44,11 +45,13 @@ class Outgoing:
 
 class FileWatch:
     """Wakes the poller as soon as chat.db or its WAL changes (size or mtime), or after `interval`
-    anyway: file-change signals alone are never trusted to catch every write."""
+    anyway: file-change signals alone are never trusted to catch every write. A change can be
+    seen before its commit is readable, so a change wake is followed by one more, SETTLE later."""
 
     def __init__(self, path: Path):
         self.paths = (path, path.with_name(path.name + "-wal"))
         self.last = self.signature()
+        self.settling = False
 
     def signature(self) -> tuple:
         marks = []
@@ -61,11 +64,15 @@ class FileWatch:
         return tuple(marks)
 
     def wait(self, interval: float, stop: threading.Event) -> None:
-        deadline = time.monotonic() + interval
+        deadline = time.monotonic() + (SETTLE if self.settling else interval)
+        self.settling = False
         while not stop.wait(min(WATCH_TICK, interval)):
             current = self.signature()
-            if current != self.last or time.monotonic() >= deadline:
+            if current != self.last:
                 self.last = current
+                self.settling = True
+                return
+            if time.monotonic() >= deadline:
                 return
 
 

@@ -230,3 +230,15 @@ def test_install_agent_writes_a_launch_agent_and_loads_it(tmp_path):
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and path.exists() and not calls.exists()
     assert plistlib.loads(path.read_bytes())["ProgramArguments"][-1] == "run"
+
+
+def test_the_file_watch_wakes_on_a_write_and_looks_once_more_soon_after(tmp_path):
+    db = ChatDb(tmp_path / "chat.db")
+    chat, _ = db.chat(["+15551234567"])
+    watch, stop = daemon.FileWatch(db.path), threading.Event()
+    db.message(chat, "+15551234567", "hi")
+    started = time.monotonic()
+    watch.wait(60, stop)      # returns on the change, long before the interval
+    assert watch.settling
+    watch.wait(60, stop)      # the follow-up look: no change needed
+    assert not watch.settling and time.monotonic() - started < 30

@@ -29,15 +29,21 @@ def typedstream_int(n: int) -> bytes:
     return b"\x82" + n.to_bytes(4, "little")
 
 
-def attributed_body(text: str) -> bytes:
-    """The archive of `text` with one attribute run (`__kIMMessagePartAttributeName` = 0)."""
+def attributed_body(text: str, mutable: bool = False) -> bytes:
+    """The archive of `text` with one attribute run (`__kIMMessagePartAttributeName` = 0).
+
+    `mutable`: an NSMutableAttributedString whose string is an NSMutableString (the class chain
+    then names NSMutableString, then NSString), as some senders' messages are archived."""
     utf8 = text.encode("utf-8")
     utf16_units = len(text.encode("utf-16-le")) // 2  # the run length counts UTF-16 code units
+    outer = b"\x19NSMutableAttributedString\x00\x84\x84\x12NSAttributedString\x00" if mutable \
+        else b"\x12NSAttributedString\x00"
+    string_class = b"\x0fNSMutableString\x01\x84\x84\x08NSString\x01" if mutable else b"\x08NSString\x01"
     return (
         b"\x04\x0bstreamtyped\x81\xe8\x03"                           # version 4, signature, system 1000
-        b"\x84\x01@\x84\x84\x84\x12NSAttributedString\x00"             # an object of a new class …
+        b"\x84\x01@\x84\x84\x84" + outer +                            # an object of a new class …
         b"\x84\x84\x08NSObject\x00\x85"                                # … whose superclass chain ends
-        b"\x92\x84\x84\x84\x08NSString\x01\x94\x84\x01+"               # its string: class NSString v1, type "+"
+        b"\x92\x84\x84\x84" + string_class + b"\x94\x84\x01+"          # its string: type "+" (UTF-8 bytes)
         + typedstream_int(len(utf8)) + utf8
         + b"\x86\x84\x02iI\x01" + typedstream_int(utf16_units)          # one run: attribute 1 over all of it
         + b"\x92\x84\x84\x84\x0cNSDictionary\x00\x94\x84\x01i\x01"

@@ -49,6 +49,12 @@ def test_emoji_and_non_latin_text(text):
     assert typedstream.message_text(attributed_body(text)) == text
 
 
+def test_mutable_strings_too():
+    blob = attributed_body("edited: ship it ✅", mutable=True)
+    assert b"NSMutableAttributedString" in blob and b"NSMutableString\x01\x84\x84\x08NSString" in blob
+    assert typedstream.message_text(blob) == "edited: ship it ✅"
+
+
 def test_attachment_placeholders_are_removed():
     assert typedstream.message_text(attributed_body("\ufffcLook at this\ufffc")) == "Look at this"
 
@@ -272,6 +278,22 @@ def test_a_restored_database_rewinds_without_repeating(tmp_path):
     db.message(chat, ME, "four", guid="GUID-four")       # … and a new one arrives
     found = reader.poll()
     assert [(m.rowid, m.text or None, m.skipped) for m in found] == [(1, None, "already handled"), (2, "four", None)]
+
+
+def test_a_backlog_drains_in_batches_in_order(tmp_path):
+    db = ChatDb(tmp_path / "chat.db")
+    chat, _ = db.chat([ME])
+    for n in range(450):
+        db.message(chat, ME, f"m{n}")
+    state = State(None)
+    state.rowid = 0
+    reader = Reader(settings_for(db.path), state)
+    batches = []
+    while found := reader.poll():
+        batches.append(len(found))
+        for message in found:
+            state.handled(message.rowid, message.guid)
+    assert batches == [200, 200, 50] and state.rowid == 450
 
 
 def test_the_dedup_set_is_bounded(tmp_path):

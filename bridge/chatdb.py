@@ -32,10 +32,7 @@ MESSAGE_OPTIONAL = {
     "text": "NULL", "attributedBody": "NULL", "service": "NULL", "item_type": "0",
     "associated_message_type": "0", "cache_has_attachments": "0", "date_retracted": "0",
 }
-ATTACHMENT_OPTIONAL = {
-    "filename": "NULL", "mime_type": "NULL", "uti": "NULL", "transfer_state": "NULL", "total_bytes": "NULL",
-    "transfer_name": "NULL",
-}
+ATTACHMENT_OPTIONAL = {"filename": "NULL", "transfer_state": "NULL", "total_bytes": "NULL", "transfer_name": "NULL"}
 
 
 class ChatDbProblem(Exception):

@@ -139,7 +139,14 @@ class Bridge:
     def follow(self, task_id: int) -> None:
         """A tracked task changed: once it is final, its answer goes back to its chat. (The
         approval question was asked when it was submitted: the submit answer says so.)"""
-        task = self.client.get_task(task_id)
+        try:
+            task = self.client.get_task(task_id)
+        except CommanderError as exc:
+            if exc.status >= 500:
+                raise
+            log.warning("task %d can no longer be read (%s): not following it", task_id, exc.message)
+            self.state.forget(task_id)  # else its events would stop the relay again at every restart
+            return
         if task["state"] in FINAL:
             thread = self.state.thread(task_id)
             self.say(thread["chat"], thread["sender"], commands.describe(task))

@@ -202,15 +202,27 @@ def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3
     assert [task["prompt"] for task in commander.api.list_tasks()] == ["during", "before"]
 
 
+def in_process(commander, chat_db) -> daemon.Bridge:
+    """The bridge's parts in this process (no threads), reading from the first row, against the live Commander."""
+    settings = dict(DEFAULTS["bridge"], chat_db=str(chat_db.path), state_dir=str(commander.home / "bridge-state"),
+                    allowed_senders=[ME], recheck_delay=0.0)
+    state = State(None)
+    state.rowid = 0
+    return daemon.Bridge(settings, ApiClient(commander.url, commander.token("imessage", role="mobile")), state)
+
+
+def test_a_task_the_commander_no_longer_knows_is_dropped_not_retried_forever(commander, chat_db):
+    bridge = in_process(commander, chat_db)
+    bridge.state.track(999, "any;-;+15551234567", ME)
+    bridge.follow(999)
+    assert bridge.state.thread(999) is None and bridge.outbox.empty()
+
+
 def test_images_reach_the_task_as_paths_heic_as_jpeg_and_the_rest_is_refused(commander, chat_db, monkeypatch):
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")  # the fake sips
     direct, guid = chat_db.chat([ME])
+    bridge = in_process(commander, chat_db)
     state_dir = commander.home / "bridge-state"
-    settings = dict(DEFAULTS["bridge"], chat_db=str(chat_db.path), state_dir=str(state_dir), allowed_senders=[ME],
-                    recheck_delay=0.0)
-    state = State(None)
-    state.rowid = 0
-    bridge = daemon.Bridge(settings, ApiClient(commander.url, commander.token("imessage", role="mobile")), state)
     photo, heic = chat_db.received_file("cat.jpeg", JPEG), chat_db.received_file("IMG_0002.HEIC", HEIC)
     message_guid = "MSG-WITH-IMAGES"
     chat_db.message(direct, ME, None, body="\ufffc\ufffc\ufffcwhat are these?", guid=message_guid,

@@ -4,10 +4,10 @@ MIME type in chat.db are the sender's claim; the magic bytes are the file's)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 from pathlib import Path
+
+from bridge import staging
 
 TRANSFER_FINISHED = 5      # attachment.transfer_state once the file is complete on disk
 KEEP_CONVERTED = 86400     # seconds a converted image stays for the task that reads it
@@ -75,9 +75,7 @@ def convert_heic(entries: list[dict], out_dir: Path, sips: str = "sips") -> None
     heic = [entry for entry in entries if entry["kind"] == "heic"]
     if not heic:
         return
-    for old in out_dir.parent.glob("*") if out_dir.parent.is_dir() else ():
-        if time.time() - old.stat().st_mtime > KEEP_CONVERTED:
-            shutil.rmtree(old, ignore_errors=True)
+    staging.sweep(out_dir.parent, KEEP_CONVERTED)
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in heic:
         out = out_dir / (Path(entry["path"]).stem + ".jpg")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bridge import attachments, chatdb, commands, osascript
+from bridge import attachments, chatdb, commands, osascript, staging
 from bridge.cursor import State
 from bridge.reader import Echoes, Inbound, Reader
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
@@ -30,6 +30,7 @@ log = logging.getLogger("m3shd.bridge")
 FINAL = ("succeeded", "failed", "cancelled")
 WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compared between polls
 SETTLE = 0.05            # the extra look after a change
+LONG_REPLY = 6 * osascript.SPLIT_AT  # longer replies go as a file, not as a screenful of texts
 HEALTHY_AFTER = 60.0     # a thread that ran this long before dying starts its backoff afresh
 MAX_BACKOFF = 60.0
 NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messages → Settings → iMessage, "
@@ -40,7 +41,8 @@ NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messag
 class Outgoing:
     chat: str
     text: str
-    address: str | None   # the 1:1 fallback recipient; None for groups
+    address: str | None            # the 1:1 fallback recipient; None for groups
+    file: tuple[str, str] | None = None  # (name, text) sent as a file after the text
 
 
 class FileWatch:
@@ -89,8 +91,13 @@ class Bridge:
     def workers(self) -> dict[str, Callable[[], None]]:
         return {"poller": self.poll_loop, "relay": self.relay_loop, "sender": self.send_loop}
 
-    def say(self, chat: str, address: str | None, text: str) -> None:
-        self.outbox.put(Outgoing(chat, text, address))
+    def say(self, chat: str, address: str | None, text: str, name: str = "reply.txt") -> None:
+        """Queue a reply; one too long for a few texts goes as a file, announced by its first line."""
+        if len(text) <= LONG_REPLY:
+            self.outbox.put(Outgoing(chat, text, address))
+            return
+        summary = f"{text.splitlines()[0]} The whole reply ({len(text):,} characters) is in {name}."
+        self.outbox.put(Outgoing(chat, summary, address, (name, text)))
 
     # --- poller ------------------------------------------------------------------------------
 
@@ -149,24 +156,29 @@ class Bridge:
             return
         if task["state"] in FINAL:
             thread = self.state.thread(task_id)
-            self.say(thread["chat"], thread["sender"], commands.describe(task))
+            self.say(thread["chat"], thread["sender"], commands.describe(task), name=f"task-{task_id}.txt")
             self.state.forget(task_id)
 
     # --- sender ------------------------------------------------------------------------------
 
     def send_loop(self) -> None:
+        messages_dir = Path(self.settings["chat_db"]).parent
         while not self.stop.is_set():
+            staging.sweep(messages_dir / staging.FOLDER)
             try:
                 outgoing = self.outbox.get(timeout=0.5)
             except queue.Empty:
                 continue
-            for piece in osascript.split(outgoing.text):
-                self.echoes.record(outgoing.chat, piece)  # before sending: the echo can land first
-                try:
+            try:
+                for piece in osascript.split(outgoing.text):
+                    self.echoes.record(outgoing.chat, piece)  # before sending: the echo can land first
                     osascript.send(piece, outgoing.chat, outgoing.address, self.settings["osascript"])
-                except osascript.OsascriptError as exc:
-                    log.error("could not reply in chat %s: %s", outgoing.chat, exc)
-                    break
+                if outgoing.file:
+                    name, content = outgoing.file
+                    path = staging.stage(messages_dir, name, content.encode())
+                    osascript.send("", outgoing.chat, outgoing.address, self.settings["osascript"], file=path)
+            except osascript.OsascriptError as exc:
+                log.error("could not reply in chat %s: %s", outgoing.chat, exc)
 
 
 def with_images(text: str, images: list[dict]) -> str:

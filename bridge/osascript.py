@@ -1,7 +1,7 @@
 """Sending through Messages.app: fixed AppleScript on `osascript -`'s stdin, values as argv.
 
 Nothing from a message or a task is ever spliced into script text, and no shell is involved:
-the text, the chat GUID and the address reach the script only as `item N of argv`.
+the text, the chat GUID, the address and a file's path reach the script only as `item N of argv`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,26 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SEND_SCRIPT = """\
 on run argv
 	set theText to item 1 of argv
 	set chatId to item 2 of argv
 	set theAddress to item 3 of argv
+	set filePath to item 4 of argv
+	if filePath is not "" then set theFile to POSIX file filePath
 	tell application "Messages"
 		if theAddress is "" then
 			set theTarget to chat id chatId
 		else
 			set theTarget to participant theAddress of (1st account whose service type = iMessage)
 		end if
-		send theText to theTarget
+		if filePath is "" then
+			send theText to theTarget
+		else
+			send theFile to theTarget
+		end if
 	end tell
 end run
 """
@@ -72,13 +79,15 @@ def run(script: str, args: list[str], osascript: str = "osascript", timeout: flo
 
 
 def send(text: str, chat_guid: str, address: str | None = None, osascript: str = "osascript",
-         pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
-    """Send to the chat by GUID; while Messages cannot find it (-1728) retry after each pause,
-    then, for a one-to-one chat, send to the person through the iMessage account instead."""
+         pauses: tuple[float, ...] = RETRY_PAUSES, file: Path | None = None) -> None:
+    """Send the text (or the file, which must be inside ~/Library/Messages: Messages cannot send
+    from elsewhere) to the chat by GUID; while Messages cannot find it (-1728) retry after each
+    pause, then, for a one-to-one chat, send to the person through the iMessage account instead."""
     text = text.replace("\0", "")  # an argv string cannot hold NUL, and a task's output might
+    path = str(file) if file else ""
     for pause in (*pauses, None):
         try:
-            run(SEND_SCRIPT, [text, chat_guid, ""], osascript)
+            run(SEND_SCRIPT, [text, chat_guid, "", path], osascript)
             return
         except OsascriptError as exc:
             if exc.number != CANT_GET:
@@ -88,7 +97,7 @@ def send(text: str, chat_guid: str, address: str | None = None, osascript: str =
                     raise
                 break
             time.sleep(pause)
-    run(SEND_SCRIPT, [text, "", address], osascript)
+    run(SEND_SCRIPT, [text, "", address, path], osascript)
 
 
 def signed_in_accounts(osascript: str = "osascript") -> int:

@@ -47,10 +47,12 @@ class Bridge:
     def fail(self):
         raise AssertionError(f"the bridge exited:\n{self.process.text()}")
 
-    def sent(self, chat: str | None = None) -> list[str]:
+    def runs(self, chat: str | None = None) -> list[dict]:
         runs = [json.loads(line) for line in self.sent_log.read_text().splitlines()] if self.sent_log.exists() else []
-        return [run["argv"][0] for run in runs
-                if run["script"] == osascript.SEND_SCRIPT and (chat is None or run["argv"][1] == chat)]
+        return [run for run in runs if run["script"] == osascript.SEND_SCRIPT and (chat is None or run["argv"][1] == chat)]
+
+    def sent(self, chat: str | None = None) -> list[str]:
+        return [run["argv"][0] for run in self.runs(chat)]
 
     def wait_reply(self, chat: str, starts: str, timeout: float = 20) -> str:
         return wait_until(lambda: next((text for text in self.sent(chat) if text.startswith(starts)), None),
@@ -98,6 +100,20 @@ def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, 
 
     bridge.process.stop()
     assert "haiku" not in bridge.process.text() and "summarise" not in bridge.process.text()  # no bodies in logs
+
+
+def test_a_very_long_answer_comes_as_a_file_staged_inside_the_messages_folder(commander, spawn_n0d3, chat_db):
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db)
+    essay = "\n\n".join(f"Section {n}. " + " ".join(["lorem ipsum"] * 100) for n in range(10))  # ~12,000 characters
+    chat_db.message(direct, ME, essay)
+    answer = f"Task 2: succeeded.\n\necho: {essay}"
+    assert bridge.wait_reply(guid, "Task 2: succeeded.") == (
+        f"Task 2: succeeded. The whole reply ({len(answer):,} characters) is in task-2.txt.")
+    sent_file = wait_until(lambda: next((run for run in bridge.runs(guid) if run["file"]), None), 10,
+                           what="the file to be sent")
+    path = sent_file["argv"][3]
+    assert sent_file["file"] == answer and sent_file["argv"][0] == ""
+    assert path.startswith(str(chat_db.path.parent / "m3shd-outgoing")) and path.endswith("/task-2.txt")
 
 
 def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):

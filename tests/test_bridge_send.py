@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bridge import commands, daemon, osascript
+from bridge import commands, daemon, osascript, staging
 from chatdb_fixtures import ChatDb
 from conftest import FAKES, base_env
 from m3shd.client import ApiClient
@@ -39,10 +39,30 @@ def test_text_and_chat_travel_as_arguments_never_inside_the_script(fake_osascrip
     hostile = 'hi" & (do shell script "touch /tmp/pwned") & "'
     osascript.send(hostile, GROUP)
     (run,) = fake_osascript()
-    assert run["argv"] == [hostile, GROUP, ""]
+    assert run["argv"] == [hostile, GROUP, "", ""]
     assert run["script"] == osascript.SEND_SCRIPT
     assert hostile not in run["script"] and GROUP not in run["script"]
     assert "set theTarget to chat id chatId" in run["script"] and "send theText to theTarget" in run["script"]
+
+
+def test_a_file_travels_as_its_path(fake_osascript, tmp_path):
+    path = staging.stage(tmp_path / "Messages", "task-7.txt", "the long answer".encode())
+    osascript.send("", GROUP, file=path)
+    (run,) = fake_osascript()
+    assert run["argv"] == ["", GROUP, "", str(path)] and run["file"] == "the long answer"
+    assert "if filePath is not \"\" then set theFile to POSIX file filePath" in run["script"]
+    assert "send theFile to theTarget" in run["script"]
+
+
+def test_staged_files_live_inside_the_messages_folder_for_a_minute(tmp_path):
+    messages = tmp_path / "Messages"
+    fresh = staging.stage(messages, "reply.txt", b"new")
+    old = staging.stage(messages, "reply.txt", b"old")
+    assert fresh.parent.parent == old.parent.parent == messages / "m3shd-outgoing" and fresh != old
+    assert oct(fresh.stat().st_mode & 0o777) == "0o600"
+    os.utime(old.parent, (time.time() - 61,) * 2)
+    staging.sweep(messages / "m3shd-outgoing")
+    assert fresh.read_bytes() == b"new" and not old.parent.exists()
 
 
 def test_nul_characters_from_a_task_are_dropped(fake_osascript):
@@ -54,7 +74,7 @@ def test_a_chat_messages_cannot_find_is_retried_then_sent_to_the_person(fake_osa
     monkeypatch.setenv("FAKE_OSASCRIPT_ERRORS", "-1728,-1728,-1728")
     osascript.send("answer", DIRECT, "+15551234567", pauses=(0.01, 0.01))
     runs = fake_osascript()
-    assert [run["argv"] for run in runs] == [["answer", DIRECT, ""]] * 3 + [["answer", "", "+15551234567"]]
+    assert [run["argv"] for run in runs] == [["answer", DIRECT, "", ""]] * 3 + [["answer", "", "+15551234567", ""]]
     assert "participant theAddress of (1st account whose service type = iMessage)" in runs[-1]["script"]
 
 

@@ -189,6 +189,14 @@ def test_the_start_up_probe_lists_each_problem_once(tmp_path, fake_osascript, mo
     assert daemon.startup_problems(dict(settings, allowed_senders=["+15551234567"]), unreachable) == []
 
 
+def test_the_start_up_probe_catches_missing_automation_permission(tmp_path, fake_osascript, monkeypatch):
+    monkeypatch.setenv("FAKE_OSASCRIPT_ERRORS", "-1743")
+    ChatDb(tmp_path / "chat.db")
+    settings = dict(DEFAULTS["bridge"], chat_db=str(tmp_path / "chat.db"), allowed_senders=["+15551234567"])
+    (problem,) = daemon.startup_problems(settings, ApiClient("http://127.0.0.1:9", "m3a_x", timeout=1))
+    assert problem == f"cannot ask Messages for its accounts: {osascript.automation_advice()}"
+
+
 # --- supervisor ----------------------------------------------------------------------------------
 
 def test_a_dead_thread_is_restarted_with_backoff_and_the_others_are_left_alone():

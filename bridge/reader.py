@@ -140,7 +140,7 @@ class Reader:
         message.skipped = self.structural_skip(row) or self.allow_skip(message) or self.delivery_skip(message)
         if message.skipped:
             return message
-        raw = row["text"] if row["text"] is not None else typedstream.message_text(row["attributedBody"])
+        raw = row["text"] or typedstream.message_text(row["attributedBody"])  # the blob when text is NULL or ""
         message.text = (raw or "").replace(typedstream.ATTACHMENT_PLACEHOLDER, "").strip()
         if row["cache_has_attachments"]:
             message.attachments = attachments.describe(chatdb.attachments(db, self.schema, message.rowid),

@@ -4,7 +4,8 @@ Four eras, each the previous one's columns plus what that release added:
   catalina   10.15
   bigsur     11-12 (Big Sur, Monterey): replies (`thread_originator_*`), syndication
   ventura    13-14 (Ventura, Sonoma): edit/unsend (`date_edited`, `date_retracted`), `text` often NULL
-  tahoe      15-26 (Sequoia, Tahoe): emoji tapbacks, satellite and scheduled sends; chat GUIDs `any;-;…`
+  tahoe      15-26 (Sequoia, Tahoe): emoji tapbacks, satellite and scheduled sends; on Tahoe chat GUIDs
+             start `any;` (`any;-;+1555…`, `any;+;chat…`), which the bridge treats as opaque
 Dates are nanoseconds since 2001-01-01 (every era here; seconds were pre-High Sierra).
 """
 

@@ -5,6 +5,8 @@ requests + stdlib only, so a Raspberry Pi N0D3 installs nothing heavier.
 
 from __future__ import annotations
 
+import json
+
 import requests
 
 from m3shd import wire
@@ -69,6 +71,25 @@ class ApiClient(_Base):
 
     def reject_task(self, task_id: int, reason: str | None = None) -> dict:
         return self._send("POST", f"/api/tasks/{task_id}/reject", {"reason": reason} if reason else {})
+
+    def events(self, after: int | None = None, idle: float = 45.0):
+        """Yield events from the SSE stream as dicts, resuming after event id `after`; the
+        Commander sends a keep-alive every 15 s, so `idle` seconds of silence mean it is gone."""
+        params = {"after": after} if after is not None else None
+        try:
+            response = self.session.get(self.url + "/api/events", params=params, stream=True,
+                                        timeout=(self.timeout, idle))
+        except requests.RequestException as exc:
+            raise CommanderUnreachable(f"cannot reach the Commander at {self.url}: {exc.__class__.__name__}") from None
+        with response:
+            if response.status_code >= 400:
+                raise CommanderError(response.status_code, "http_error", response.reason)
+            try:
+                for line in response.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data: "):
+                        yield json.loads(line[6:])
+            except requests.RequestException as exc:
+                raise CommanderUnreachable(f"the event stream from {self.url} broke: {exc.__class__.__name__}") from None
 
     def list_nodes(self) -> list[dict]:
         return self._send("GET", "/api/nodes")["nodes"]

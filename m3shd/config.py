@@ -94,6 +94,22 @@ DEFAULTS: dict[str, dict] = {
         "cancel_grace": 5.0,
         "drain_timeout": 600.0,    # SIGTERM waits this long for running tasks
     },
+    "bridge": {                    # the iMessage bridge; it reaches the Commander with [client] url/token
+        "chat_db": "",             # "" → ~/Library/Messages/chat.db
+        "state_dir": "",           # "" → <data dir>/bridge (cursor, dedup set, task → chat map)
+        "allowed_senders": [],     # phone numbers (any format) and Apple ID emails that may use the mesh
+        "allowed_groups": [],      # chat GUIDs of group chats whose members may use it
+        "mention": "",             # e.g. "@mesh": in group chats, only texts starting with it count
+        "default_country_code": "1",  # for numbers written without +CC
+        "sms_allowed": False,      # SMS/RCS can be spoofed more easily than iMessage
+        "poll_interval": 0.25,     # seconds between chat.db reads (file changes wake it sooner)
+        "recheck_delay": 0.15,     # wait this long, then re-read is_from_me (it can flip)
+        "window": 600.0,           # ignore messages older than this many seconds
+        "approval_required": False,  # tasks from texts wait for `yes` before they run
+        "max_attachment_bytes": 20_000_000,
+        "osascript": "osascript",
+        "log_level": "info",
+    },
     "client": {
         "url": f"http://127.0.0.1:{DEFAULT_PORT}",
         "token": "",
@@ -168,6 +184,9 @@ def _fill_paths(section: str, settings: dict) -> dict:
     elif section == "n0d3":
         settings["state_dir"] = settings["state_dir"] or str(data_dir() / "n0d3")
         settings["name"] = settings["name"] or socket.gethostname()
+    elif section == "bridge":
+        settings["chat_db"] = str(Path(settings["chat_db"] or Path.home() / "Library" / "Messages" / "chat.db").expanduser())
+        settings["state_dir"] = settings["state_dir"] or str(data_dir() / "bridge")
     return settings
 
 

@@ -1,0 +1,195 @@
+"""What a text asks for, and the reply: a task for plain text, or one of a few short commands.
+
+A message is a command only when it fits one exactly (`status`, `task 12`, `yes`); a short
+message that starts with a command word but does not fit gets that command's usage, and
+`/word` is always read as a command. Everything else is a prompt for the mesh.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from bridge.cursor import State
+from bridge.reader import Inbound
+from m3shd.client import ApiClient, CommanderError
+
+USAGE = {
+    "status": "status: what the mesh is doing",
+    "nodes": "nodes: the machines and their free slots",
+    "task": "task N: where task N is, with its answer",
+    "cancel": "cancel N: stop task N",
+    "yes": "yes (or yes N): run the task waiting for your approval",
+    "no": "no (or no N): drop it",
+    "budget": "budget: what today's tasks cost",
+    "help": "help: this list",
+}
+HELP = "Text me anything and the mesh works on it. Or:\n" + "\n".join(USAGE.values())
+BARE, NUMBERED, ANSWERS = ("status", "nodes", "budget", "help"), ("task", "cancel"), ("yes", "no")
+SHORT = 3            # words: a message this short that starts with a command word was meant as one
+LIVE = ("awaiting_approval", "queued", "leased")
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str              # a USAGE key, or "prompt", "usage", "unknown"
+    number: int | None = None
+    text: str = ""
+
+
+def _number(word: str) -> int | None:
+    word = word.lstrip("#")
+    return int(word) if word.isascii() and word.isdigit() and 0 < int(word) < 2**63 else None
+
+
+def parse(text: str) -> Command:
+    words = text.split()
+    slash = text.startswith("/")
+    first = words[0].lstrip("/").lower() if words else ""
+    rest = words[1:]
+    number = _number(rest[0]) if len(rest) == 1 else None
+    if first in BARE and not rest or first in NUMBERED and number or first in ANSWERS and (not rest or number):
+        return Command(first, number)
+    if first in USAGE and (slash or len(words) <= SHORT):
+        return Command("usage", text=USAGE[first])
+    if slash:
+        return Command("unknown", text=first)
+    return Command("prompt", text=text)
+
+
+class Session:
+    """Carries out one message's command against the Commander and returns the reply."""
+
+    def __init__(self, client: ApiClient, state: State, settings: dict, message: Inbound):
+        self.client, self.state, self.settings, self.message = client, state, settings, message
+
+    def reply(self, command: Command) -> str:
+        if command.name == "usage":
+            return f"Usage: {command.text}. Send help for all commands."
+        if command.name == "unknown":
+            return f"I don't know /{command.text}. {HELP}"
+        if command.name == "help":
+            return HELP
+        try:
+            return getattr(self, command.name)(command)
+        except CommanderError as exc:
+            if exc.status >= 500:
+                raise  # the Commander's trouble, not the request's: the caller retries later
+            if exc.status == 404 and command.number:
+                return f"There is no task {command.number}."
+            return f"The mesh said no: {exc.message}"
+
+    def prompt(self, command: Command) -> str:
+        extra = {"approval_required": True} if self.settings["approval_required"] else {}
+        task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
+        self.state.track(task["id"], self.message.chat_guid, self.reply_address())
+        if task["state"] == "awaiting_approval":
+            return approval_question(task["id"])
+        return f"On it: task {task['id']}."
+
+    def reply_address(self) -> str | None:
+        """Who a one-to-one reply can fall back to when Messages cannot find the chat by GUID."""
+        return None if self.message.is_group else self.message.sender
+
+    def status(self, command: Command) -> str:
+        nodes = self.client.list_nodes()
+        active = [node for node in nodes if node["state"] == "active"]
+        counts = {state: len(self.client.list_tasks(state=state, limit=PAGE)) for state in LIVE}
+        mine = self.state.tasks_in(self.message.chat_guid)
+        lines = [f"{len(active)} of {len(nodes)} nodes active, {sum(n['open_slots'] for n in active)} free slots.",
+                 f"Running {counts['leased']}, queued {counts['queued']}, "
+                 f"waiting for approval {counts['awaiting_approval']}."]
+        if mine:
+            lines.append("Open from this chat: " + ", ".join(f"task {task}" for task in mine) + ".")
+        return "\n".join(lines)
+
+    def nodes(self, command: Command) -> str:
+        nodes = self.client.list_nodes()
+        if not nodes:
+            return "No nodes have joined yet."
+        return "\n".join(f"{node['name']}: {node['state']}, {node['slots'] - node['open_slots']}/{node['slots']} busy"
+                         f"{', ' + node['runner'] if node['runner'] else ', no runner: ' + (node['problem'] or '?')}"
+                         for node in nodes)
+
+    def task(self, command: Command) -> str:
+        return describe(self.client.get_task(command.number))
+
+    def cancel(self, command: Command) -> str:
+        try:
+            self.client.cancel_task(command.number)
+        except CommanderError as exc:
+            if exc.status == 409:
+                return f"Task {command.number} has already finished."
+            raise
+        self.state.forget(command.number)  # this reply says it; the relay need not say it again
+        return f"Task {command.number} cancelled."
+
+    def yes(self, command: Command) -> str:
+        return self.answer(command, approve=True)
+
+    def no(self, command: Command) -> str:
+        return self.answer(command, approve=False)
+
+    def answer(self, command: Command, approve: bool) -> str:
+        if command.number:
+            target = command.number
+        else:
+            waiting = [task for task in self.state.tasks_in(self.message.chat_guid)
+                       if self.client.get_task(task)["state"] == "awaiting_approval"]
+            if not waiting:
+                return "Nothing from this chat is waiting for approval."
+            if len(waiting) > 1:
+                listed = ", ".join(str(task) for task in waiting)
+                return f"Tasks {listed} are waiting. Reply yes N or no N for one of them."
+            target = waiting[0]
+        try:
+            if approve:
+                self.client.approve_task(target)
+            else:
+                self.client.reject_task(target, reason="declined by text message")
+        except CommanderError as exc:
+            if exc.status == 409:
+                return f"Task {target} is not waiting for approval."
+            raise
+        if approve:
+            return f"Task {target} approved: on it."
+        self.state.forget(target)
+        return f"Task {target} dropped."
+
+    def budget(self, command: Command) -> str:
+        spent, counted = spend_today(self.client)
+        return (f"Today: ${spent:.4f} over {counted} finished task{'s' if counted != 1 else ''}. "
+                f"No spending caps are set (they arrive with the spend settings).")
+
+
+def approval_question(task_id: int) -> str:
+    return f"Task {task_id} waits for your approval: reply yes to run it, or no to drop it."
+
+
+def describe(task: dict) -> str:
+    """A task as a text message: its state, then its answer or what went wrong."""
+    head = f"Task {task['id']}: {task['state'].replace('_', ' ')}"
+    if task["state"] == "succeeded":
+        return f"{head}.\n\n{task['output'] or '(no output)'}"
+    if task["state"] in ("failed", "cancelled") and task["error"]:
+        return f"{head}: {task['error']}"
+    if task.get("waiting_reason"):
+        return f"{head} ({task['waiting_reason']})."
+    return head + "."
+
+
+def spend_today(client: ApiClient) -> tuple[float, int]:
+    """The cost of the tasks that finished since local midnight, read from the task list."""
+    midnight = datetime.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    spent, counted, before = 0.0, 0, None
+    while True:
+        page = client.list_tasks(limit=PAGE, before_id=before)
+        for task in page:
+            if task["finished_at"] and task["finished_at"] >= midnight and task["cost_usd"]:
+                spent += task["cost_usd"]
+                counted += 1
+        # Tasks are listed newest first; one created a day before midnight is long finished.
+        if len(page) < PAGE or page[-1]["created_at"] < midnight - 86400:
+            return spent, counted
+        before = page[-1]["id"]

@@ -1,0 +1,286 @@
+"""The bridge daemon: three threads under a supervisor.
+
+- poller: reads new chat.db rows, answers commands, submits prompts as tasks;
+- relay: follows the Commander's events and queues each tracked task's answer for its chat;
+- sender: sends queued replies through Messages, one at a time.
+A thread that dies is restarted with backoff; the others carry on. A message is marked handled
+only after the Commander took it, so an outage delays messages rather than losing them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bridge import attachments, chatdb, commands, osascript, staging
+from bridge.cursor import State
+from bridge.reader import Echoes, Inbound, Reader
+from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
+
+log = logging.getLogger("m3shd.bridge")
+
+FINAL = ("succeeded", "failed", "cancelled")
+WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compared between polls
+SETTLE = 0.05            # the extra look after a change
+LONG_REPLY = 6 * osascript.SPLIT_AT  # longer replies go as a file, not as a screenful of texts
+HEALTHY_AFTER = 60.0     # a thread that ran this long before dying starts its backoff afresh
+MAX_BACKOFF = 60.0
+NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messages → Settings → iMessage, "
+                 "sign in with your Apple ID, then restart the bridge")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    chat: str
+    text: str
+    address: str | None            # the 1:1 fallback recipient; None for groups
+    file: tuple[str, str] | None = None  # (name, text) sent as a file after the text
+
+
+class FileWatch:
+    """Wakes the poller as soon as chat.db or its WAL changes (size or mtime), or after `interval`
+    anyway: file-change signals alone are never trusted to catch every write. A change can be
+    seen before its commit is readable, so a change wake is followed by one more, SETTLE later."""
+
+    def __init__(self, path: Path):
+        self.paths = (path, path.with_name(path.name + "-wal"))
+        self.last = self.signature()
+        self.settling = False
+
+    def signature(self) -> tuple:
+        marks = []
+        for path in self.paths:
+            try:
+                stat = path.stat()
+                marks.append((stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                marks.append(None)
+        return tuple(marks)
+
+    def wait(self, interval: float, stop: threading.Event) -> None:
+        deadline = time.monotonic() + (SETTLE if self.settling else interval)
+        self.settling = False
+        while not stop.wait(min(WATCH_TICK, interval)):
+            current = self.signature()
+            if current != self.last:
+                self.last = current
+                self.settling = True
+                return
+            if time.monotonic() >= deadline:
+                return
+
+
+class Bridge:
+    def __init__(self, settings: dict, client: ApiClient, state: State | None = None):
+        self.settings = settings
+        self.client = client
+        self.state = state or State(Path(settings["state_dir"]) / "state.json")
+        self.echoes = Echoes()
+        self.reader = Reader(settings, self.state, self.echoes)
+        self.outbox: queue.Queue[Outgoing] = queue.Queue()
+        self.stop = threading.Event()
+
+    def workers(self) -> dict[str, Callable[[], None]]:
+        return {"poller": self.poll_loop, "relay": self.relay_loop, "sender": self.send_loop}
+
+    def say(self, chat: str, address: str | None, text: str, name: str = "reply.txt") -> None:
+        """Queue a reply; one too long for a few texts goes as a file, announced by its first line."""
+        if len(text) <= LONG_REPLY:
+            self.outbox.put(Outgoing(chat, text, address))
+            return
+        summary = f"{text.splitlines()[0]} The whole reply ({len(text):,} characters) is in {name}."
+        self.outbox.put(Outgoing(chat, summary, address, (name, text)))
+
+    # --- poller ------------------------------------------------------------------------------
+
+    def poll_loop(self) -> None:
+        watch = FileWatch(Path(self.settings["chat_db"]))
+        while not self.stop.is_set():
+            self.poll_once()
+            watch.wait(self.settings["poll_interval"], self.stop)
+
+    def poll_once(self) -> None:
+        for message in self.reader.poll():
+            if message.skipped:
+                log.debug("message %d skipped: %s", message.rowid, message.skipped)
+            else:
+                self.answer(message)  # raises while the Commander is away: the cursor stays put
+            self.state.handled(message.rowid, message.guid)
+
+    def answer(self, message: Inbound) -> None:
+        log.info("message %d in chat %s: relaying", message.rowid, message.chat_guid)
+        command = commands.parse(message.text)
+        session = commands.Session(self.client, self.state, self.settings, message)
+        address = session.reply_address()
+        if command.name == "prompt":
+            attachments.convert_heic(message.attachments, Path(self.settings["state_dir"]) / "images" / message.guid)
+            refusal = attachments.refusal(message.attachments)
+            if refusal:
+                self.say(message.chat_guid, address, refusal)
+            images = [entry for entry in message.attachments if entry["path"]]
+            if not command.text and not images:
+                return
+            command = commands.Command("prompt", text=with_images(command.text, images))
+        self.say(message.chat_guid, address, session.reply(command))
+
+    # --- relay -------------------------------------------------------------------------------
+
+    def relay_loop(self) -> None:
+        for event in self.client.events(after=self.state.event_id):
+            if self.stop.is_set():
+                return
+            tracked = event.get("task_id") is not None and self.state.thread(event["task_id"]) is not None
+            if tracked:
+                self.follow(event["task_id"])
+            self.state.followed(event["id"], persist=tracked)
+        raise CommanderUnreachable("the Commander closed the event stream")
+
+    def follow(self, task_id: int) -> None:
+        """A tracked task changed: once it is final, its answer goes back to its chat. (The
+        approval question was asked when it was submitted: the submit answer says so.)"""
+        try:
+            task = self.client.get_task(task_id)
+        except CommanderError as exc:
+            if exc.status >= 500:
+                raise
+            log.warning("task %d can no longer be read (%s): not following it", task_id, exc.message)
+            self.state.forget(task_id)  # else its events would stop the relay again at every restart
+            return
+        if task["state"] in FINAL:
+            thread = self.state.thread(task_id)
+            self.say(thread["chat"], thread["sender"], commands.describe(task), name=f"task-{task_id}.txt")
+            self.state.forget(task_id)
+
+    # --- sender ------------------------------------------------------------------------------
+
+    def send_loop(self) -> None:
+        messages_dir = Path(self.settings["chat_db"]).parent
+        while not self.stop.is_set():
+            staging.sweep(messages_dir / staging.FOLDER)
+            try:
+                outgoing = self.outbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                for piece in osascript.split(outgoing.text):
+                    self.echoes.record(outgoing.chat, piece)  # before sending: the echo can land first
+                    osascript.send(piece, outgoing.chat, outgoing.address, self.settings["osascript"])
+                if outgoing.file:
+                    name, content = outgoing.file
+                    path = staging.stage(messages_dir, name, content.encode())
+                    osascript.send("", outgoing.chat, outgoing.address, self.settings["osascript"], file=path)
+            except osascript.OsascriptError as exc:
+                log.error("could not reply in chat %s: %s", outgoing.chat, exc)
+
+
+def with_images(text: str, images: list[dict]) -> str:
+    """Images reach a task as paths on this Mac (the Commander takes text only): a N0D3 on the
+    same machine, such as the one `m3shd up` starts, can open them."""
+    if not images:
+        return text
+    listed = "\n".join(f"- {entry['path']} ({entry['kind']}, {entry['bytes']} bytes)" for entry in images)
+    return f"{text}\n\nImages sent with this message, on the bridge's Mac:\n{listed}".strip()
+
+
+# --- supervision -----------------------------------------------------------------------------
+
+def _guarded(name: str, work: Callable[[], None]) -> None:
+    try:
+        work()
+    except Exception as exc:  # the supervisor restarts it; say why it stopped
+        log.error("%s thread stopped: %s: %s", name, type(exc).__name__, exc)
+        log.debug("%s thread traceback", name, exc_info=True)
+
+
+def supervise(workers: dict[str, Callable[[], None]], stop: threading.Event, first_backoff: float = 1.0,
+              max_backoff: float = MAX_BACKOFF) -> None:
+    """Run each worker in its own thread until `stop`; restart one that ends, after a pause that
+    doubles while it keeps failing quickly. The other threads are never touched."""
+    running: dict[str, tuple[threading.Thread, float]] = {}
+    backoff = dict.fromkeys(workers, 0.0)
+    due = dict.fromkeys(workers, 0.0)
+    while not stop.is_set():
+        now = time.monotonic()
+        for name, work in workers.items():
+            entry = running.get(name)
+            if entry and entry[0].is_alive():
+                continue
+            if entry:
+                started = running.pop(name)[1]
+                quick = now - started < HEALTHY_AFTER
+                backoff[name] = min(max(backoff[name] * 2, first_backoff), max_backoff) if quick else first_backoff
+                due[name] = now + backoff[name]
+                log.warning("restarting the %s thread in %g s", name, backoff[name])
+            if now >= due[name]:
+                thread = threading.Thread(target=_guarded, args=(name, work), name=f"bridge-{name}", daemon=True)
+                thread.start()
+                running[name] = (thread, now)
+        stop.wait(0.1)
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+def startup_problems(settings: dict, client: ApiClient) -> list[str]:
+    """Everything that would keep the bridge from working, each as one exact instruction."""
+    problems = []
+    path = Path(settings["chat_db"])
+    try:
+        chatdb.check_readable(path)
+        with chatdb.connect(path) as db:
+            chatdb.probe(db)
+    except chatdb.ChatDbProblem as exc:
+        problems.append(str(exc))
+    try:
+        if osascript.signed_in_accounts(settings["osascript"]) == 0:
+            problems.append(NOT_SIGNED_IN)
+    except (osascript.OsascriptError, ValueError) as exc:
+        problems.append(f"cannot ask Messages for its accounts: {exc}")
+    if not settings["allowed_senders"] and not settings["allowed_groups"]:
+        problems.append("nobody may use the bridge: set [bridge] allowed_senders (your phone number or Apple ID "
+                        "email) or allowed_groups (chat GUIDs; `m3shd bridge scan` shows them)")
+    try:
+        client.list_tasks(limit=1)
+    except CommanderUnreachable as exc:
+        log.warning("%s; the bridge will keep trying", exc)
+    except CommanderError as exc:
+        problems.append(f"the Commander refused the bridge's token ({exc.message}): create one with "
+                        f"`m3shd token create imessage-bridge --role mobile` and set [client] token")
+    return problems
+
+
+def run(settings: dict, client: ApiClient) -> int:
+    logging.basicConfig(level=settings["log_level"].upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    problems = startup_problems(settings, client)
+    for problem in problems:
+        log.error(problem)
+    if problems:
+        return 2
+    bridge = Bridge(settings, client)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: bridge.stop.set())
+    log.info("watching %s for %d senders and %d groups (pid %d)", settings["chat_db"],
+             len(settings["allowed_senders"]), len(settings["allowed_groups"]), os.getpid())
+    supervise(bridge.workers(), bridge.stop)
+    bridge.state.save()
+    return 0
+
+
+def scan(settings: dict, since_rowid: int, out) -> int:
+    """Print each message after `since_rowid` as JSON, exactly as the bridge would classify it."""
+    chatdb.check_readable(Path(settings["chat_db"]))
+    state = State(None)
+    state.rowid = since_rowid
+    reader = Reader(settings, state)
+    while found := reader.poll():
+        for message in found:
+            print(json.dumps(message.as_json(), ensure_ascii=False), file=out)
+            state.handled(message.rowid, message.guid)
+    return 0

@@ -1,0 +1,255 @@
+"""End to end: a row written into chat.db → `m3shd bridge run` → a task on a live Commander → the
+fake `claude` on a live N0D3 → the answer sent by the fake `osascript` to the chat it came from."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from bridge import daemon, osascript
+from bridge.cursor import State
+from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
+from conftest import FAKES, Process, base_env, wait_until
+from m3shd.client import ApiClient
+from m3shd.config import DEFAULTS
+
+ME = "+15551234567"
+FRIEND = "friend@example.com"
+STRANGER = "+15559876543"
+
+
+class Bridge:
+    """`m3shd bridge run` as its own process, with a mobile token, the fake osascript on PATH."""
+
+    def __init__(self, commander, db: ChatDb, groups: list[str] = (), **extra_env):
+        home = commander.home
+        self.sent_log = home / "osascript.jsonl"
+        self.state = home / "bridge-state"
+        self.env = base_env(home) | {
+            "M3SHD_CLIENT_URL": commander.url, "M3SHD_CLIENT_TOKEN": commander.token("imessage", role="mobile"),
+            "M3SHD_BRIDGE_CHAT_DB": str(db.path), "M3SHD_BRIDGE_STATE_DIR": str(self.state),
+            "M3SHD_BRIDGE_ALLOWED_SENDERS": f"(555) 123-4567,{FRIEND}",
+            "M3SHD_BRIDGE_ALLOWED_GROUPS": ",".join(groups), "M3SHD_BRIDGE_MENTION": "@mesh",
+            "M3SHD_BRIDGE_LOG_LEVEL": "debug", "FAKE_OSASCRIPT_LOG": str(self.sent_log),
+        } | extra_env
+        self.log = home / "bridge.log"
+        self.start()
+
+    def start(self) -> None:
+        self.process = Process([sys.executable, "-m", "m3shd", "bridge", "run"], self.env, self.log)
+        # The first look sets the cursor to the newest row: only what arrives afterwards is answered.
+        wait_until(lambda: (self.state / "state.json").exists() or not self.process.alive() and self.fail(),
+                   15, what="the bridge's first poll")
+
+    def fail(self):
+        raise AssertionError(f"the bridge exited:\n{self.process.text()}")
+
+    def runs(self, chat: str | None = None) -> list[dict]:
+        runs = [json.loads(line) for line in self.sent_log.read_text().splitlines()] if self.sent_log.exists() else []
+        return [run for run in runs if run["script"] == osascript.SEND_SCRIPT and (chat is None or run["argv"][1] == chat)]
+
+    def sent(self, chat: str | None = None) -> list[str]:
+        return [run["argv"][0] for run in self.runs(chat)]
+
+    def wait_reply(self, chat: str, starts: str, timeout: float = 20) -> str:
+        return wait_until(lambda: next((text for text in self.sent(chat) if text.startswith(starts)), None),
+                          timeout, what=f"a reply starting {starts!r} in {chat}")
+
+
+@pytest.fixture
+def chat_db(commander):
+    return ChatDb(commander.home / "Messages" / "chat.db", "tahoe")
+
+
+def answering(commander, spawn_n0d3, chat_db, node: str = "alpha", first: str = "first") -> tuple[Bridge, int, str]:
+    """A N0D3, a one-to-one chat with ME, and a bridge that has answered `first` there (task 1)."""
+    spawn_n0d3(node)
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db)
+    chat_db.message(direct, ME, first)
+    bridge.wait_reply(guid, "Task 1: succeeded")
+    return bridge, direct, guid
+
+
+def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, spawn_n0d3, chat_db):
+    spawn_n0d3()
+    direct, direct_guid = chat_db.chat([ME])
+    group, group_guid = chat_db.chat([ME, FRIEND, STRANGER], group_id="chat555")
+    bridge = Bridge(commander, chat_db, groups=[group_guid])
+
+    chat_db.message(direct, ME, None, body="Write a haiku about meshes 🕸️")  # Ventura+: the text only in the blob
+    assert bridge.wait_reply(direct_guid, "On it") == "On it: task 1."
+    assert bridge.wait_reply(direct_guid, "Task 1") == "Task 1: succeeded.\n\necho: Write a haiku about meshes 🕸️"
+    task = commander.api.get_task(1)
+    assert task["prompt"] == "Write a haiku about meshes 🕸️" and task["state"] == "succeeded"
+
+    chat_db.message(group, STRANGER, "@mesh summarise the thread")  # any member of an allowed group
+    assert bridge.wait_reply(group_guid, "Task 2") == "Task 2: succeeded.\n\necho: summarise the thread"
+    assert "Task 2" not in " ".join(bridge.sent(direct_guid))
+
+    long_prompt = "\n\n".join(f"Paragraph {n}: " + " ".join(["words"] * 150) for n in range(4))
+    chat_db.message(direct, ME, long_prompt)
+    bridge.wait_reply(direct_guid, "Task 3")
+    wait_until(lambda: "Paragraph 3" in bridge.sent(direct_guid)[-1], 10, what="the last piece of the long answer")
+    pieces = bridge.sent(direct_guid)[bridge.sent(direct_guid).index(bridge.wait_reply(direct_guid, "Task 3")):]
+    assert len(pieces) == 4 and all(len(piece) <= 1500 for piece in pieces)  # ~930 characters a paragraph
+    assert "\n\n".join(pieces) == f"Task 3: succeeded.\n\necho: {long_prompt}"  # cut only at paragraph breaks
+
+    bridge.process.stop()
+    assert "haiku" not in bridge.process.text() and "summarise" not in bridge.process.text()  # no bodies in logs
+
+
+def test_a_very_long_answer_comes_as_a_file_staged_inside_the_messages_folder(commander, spawn_n0d3, chat_db):
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db)
+    essay = "\n\n".join(f"Section {n}. " + " ".join(["lorem ipsum"] * 100) for n in range(10))  # ~12,000 characters
+    chat_db.message(direct, ME, essay)
+    answer = f"Task 2: succeeded.\n\necho: {essay}"
+    assert bridge.wait_reply(guid, "Task 2: succeeded.") == (
+        f"Task 2: succeeded. The whole reply ({len(answer):,} characters) is in task-2.txt.")
+    sent_file = wait_until(lambda: next((run for run in bridge.runs(guid) if run["file"]), None), 10,
+                           what="the file to be sent")
+    path = sent_file["argv"][3]
+    assert sent_file["file"] == answer and sent_file["argv"][0] == ""
+    assert path.startswith(str(chat_db.path.parent / "m3shd-outgoing")) and path.endswith("/task-2.txt")
+
+
+def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db, node="kitchen-pi", first="hello")
+
+    for text in ("status", "nodes", "task 1", "cancel 1", "task 99", "budget", "/frobnicate", "cancel it"):
+        chat_db.message(direct, ME, text)
+    replies = {}
+    for starts in ("1 of 1 nodes active", "kitchen-pi: active", "Task 1: succeeded.\n\necho: hello",
+                   "Task 1 has already finished.", "There is no task 99.", "Today: $", "I don't know /frobnicate.",
+                   "Usage: cancel N"):
+        replies[starts] = bridge.wait_reply(guid, starts)
+    assert "Running 0, queued 0" in replies["1 of 1 nodes active"]
+    cost = commander.api.get_task(1)["cost_usd"]
+    assert replies["Today: $"] == (f"Today: ${cost:.4f} over 1 finished task. "
+                                   "No spending caps are set (they arrive with the spend settings).")
+    assert "0/1 busy, claude-cli" in replies["kitchen-pi: active"]
+
+    stranger_chat, stranger_guid = chat_db.chat([STRANGER])
+    chat_db.message(stranger_chat, STRANGER, "cancel 1")
+    chat_db.message(direct, ME, "Loved “hello”", associated_type=2000)
+    chat_db.message(direct, ME, "nodes")  # a marker: once it is answered, the two above were read
+    wait_until(lambda: bridge.sent(guid).count(replies["kitchen-pi: active"]) == 2, 10, what="the second nodes reply")
+    assert bridge.sent(stranger_guid) == [] and len(commander.api.list_tasks()) == 1
+
+
+def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart(commander, spawn_n0d3, chat_db):
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db)
+    bridge.process.stop()
+
+    chat_db.message(direct, ME, "second")
+    chat_db.message(direct, ME, "third")
+    bridge.start()
+    bridge.wait_reply(guid, "Task 3: succeeded")
+    bridge.wait_reply(guid, "Task 2: succeeded")
+    assert sorted(task["prompt"] for task in commander.api.list_tasks()) == ["first", "second", "third"]
+    assert [text for text in bridge.sent(guid) if text.startswith("On it")] == [
+        "On it: task 1.", "On it: task 2.", "On it: task 3."]
+
+
+def test_an_answer_that_finishes_while_the_bridge_is_down_is_still_delivered(commander, spawn_n0d3, chat_db):
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db)
+    chat_db.message(direct, ME, "[sleep=1] slow one")
+    bridge.wait_reply(guid, "On it: task 1.")
+    bridge.process.stop()
+    spawn_n0d3()
+    commander.wait_task(1)
+    bridge.start()
+    assert bridge.wait_reply(guid, "Task 1") == "Task 1: succeeded.\n\necho: [sleep=1] slow one"
+
+
+def test_a_bad_token_stops_it_at_start_with_the_fix(commander, chat_db):
+    done = Process([sys.executable, "-m", "m3shd", "bridge", "run"],
+                   base_env(commander.home) | {"M3SHD_CLIENT_URL": commander.url, "M3SHD_CLIENT_TOKEN": "m3a_wrong",
+                                               "M3SHD_BRIDGE_CHAT_DB": str(chat_db.path),
+                                               "M3SHD_BRIDGE_ALLOWED_SENDERS": ME},
+                   commander.home / "bad-bridge.log")
+    assert done.proc.wait(30) == 2
+    assert "`m3shd token create imessage-bridge --role mobile` and set [client] token" in done.text()
+
+
+def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n0d3, chat_db):
+    spawn_n0d3()
+    direct, guid = chat_db.chat([ME])
+    bridge = Bridge(commander, chat_db, M3SHD_BRIDGE_APPROVAL_REQUIRED="true")
+    chat_db.message(direct, ME, "no")
+    assert bridge.wait_reply(guid, "Nothing") == "Nothing from this chat is waiting for approval."
+
+    chat_db.message(direct, ME, "deploy the docs")
+    assert bridge.wait_reply(guid, "Task 1 waits") == \
+        "Task 1 waits for your approval: reply yes to run it, or no to drop it."
+    assert commander.api.get_task(1)["state"] == "awaiting_approval"
+    chat_db.message(direct, ME, "yes")
+    assert bridge.wait_reply(guid, "Task 1 approved") == "Task 1 approved: on it."
+    assert bridge.wait_reply(guid, "Task 1:") == "Task 1: succeeded.\n\necho: deploy the docs"
+
+    chat_db.message(direct, ME, "rotate the logs")
+    chat_db.message(direct, ME, "delete the cache")
+    bridge.wait_reply(guid, "Task 3 waits")
+    chat_db.message(direct, ME, "yes")
+    assert bridge.wait_reply(guid, "Tasks") == "Tasks 2, 3 are waiting. Reply yes N or no N for one of them."
+    chat_db.message(direct, ME, "no 3")
+    assert bridge.wait_reply(guid, "Task 3 dropped") == "Task 3 dropped."
+    chat_db.message(direct, ME, "yes 2")
+    assert bridge.wait_reply(guid, "Task 2:") == "Task 2: succeeded.\n\necho: rotate the logs"
+    rejected = commander.api.get_task(3)
+    assert rejected["state"] == "cancelled" and rejected["decided_by"]
+    chat_db.message(direct, ME, "yes 3")
+    assert bridge.wait_reply(guid, "Task 3 is not") == "Task 3 is not waiting for approval."
+    assert not [text for text in bridge.sent(guid) if text.startswith("Task 3: cancelled")]  # said once, not twice
+
+
+def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3, chat_db):
+    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db, first="before")
+    commander.stop()
+    chat_db.message(direct, ME, "during")
+    wait_until(lambda: "poller thread stopped: CommanderUnreachable" in bridge.process.text(), 15,
+               what="the poller to meet the outage")
+    commander.start()
+    assert bridge.wait_reply(guid, "Task 2:", timeout=45) == "Task 2: succeeded.\n\necho: during"
+    assert [task["prompt"] for task in commander.api.list_tasks()] == ["during", "before"]
+
+
+def in_process(commander, chat_db) -> daemon.Bridge:
+    """The bridge's parts in this process (no threads), reading from the first row, against the live Commander."""
+    settings = dict(DEFAULTS["bridge"], chat_db=str(chat_db.path), state_dir=str(commander.home / "bridge-state"),
+                    allowed_senders=[ME], recheck_delay=0.0)
+    state = State(None)
+    state.rowid = 0
+    return daemon.Bridge(settings, ApiClient(commander.url, commander.token("imessage", role="mobile")), state)
+
+
+def test_a_task_the_commander_no_longer_knows_is_dropped_not_retried_forever(commander, chat_db):
+    bridge = in_process(commander, chat_db)
+    bridge.state.track(999, "any;-;+15551234567", ME)
+    bridge.follow(999)
+    assert bridge.state.thread(999) is None and bridge.outbox.empty()
+
+
+def test_images_reach_the_task_as_paths_heic_as_jpeg_and_the_rest_is_refused(commander, chat_db, monkeypatch):
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")  # the fake sips
+    direct, guid = chat_db.chat([ME])
+    bridge = in_process(commander, chat_db)
+    state_dir = commander.home / "bridge-state"
+    photo, heic = chat_db.received_file("cat.jpeg", JPEG), chat_db.received_file("IMG_0002.HEIC", HEIC)
+    message_guid = "MSG-WITH-IMAGES"
+    chat_db.message(direct, ME, None, body="\ufffc\ufffc\ufffcwhat are these?", guid=message_guid,
+                    attachments=[photo, heic, chat_db.received_file("invoice.jpg", PDF)])
+    bridge.poll_once()
+    replies = [bridge.outbox.get_nowait().text for _ in range(bridge.outbox.qsize())]
+    assert replies == ["I can only take finished JPEG, PNG, GIF, WebP, HEIC or TIFF images; I left out: "
+                       "invoice.jpg (not a JPEG, PNG, GIF, WebP, HEIC or TIFF image).", "On it: task 1."]
+    converted = state_dir / "images" / message_guid / "IMG_0002.jpg"
+    assert converted.read_bytes().startswith(b"\xff\xd8\xff")
+    received = chat_db.path.parent / "Attachments" / "a1" / "01" / "XYZ" / "cat.jpeg"
+    assert commander.api.get_task(1)["prompt"] == (
+        "what are these?\n\nImages sent with this message, on the bridge's Mac:\n"
+        f"- {received} (jpeg, {len(JPEG)} bytes)\n- {converted} (jpeg, {converted.stat().st_size} bytes)")

@@ -82,19 +82,19 @@ def print_task(task: dict) -> None:
 
 
 def wait_for(client, task_id: int, timeout: float | None) -> dict:
-    deadline = None if timeout is None else time.monotonic() + timeout
     said = None
-    while True:
-        remaining = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
-        task = client.get_task(task_id, wait=remaining)
-        if task["state"] in FINAL:
-            return task
+
+    def report(task):
+        nonlocal said
         if task["waiting_reason"] and task["waiting_reason"] != said:
             said = task["waiting_reason"]
             say(f"task {task_id} is {task['state']}: {said}")
-        if deadline is not None and time.monotonic() >= deadline:
-            raise CliError(f"task {task_id} is still {task['state']} after {timeout:g} s; "
-                           f"`m3shd task wait {task_id}` to keep waiting", EXIT_TIMEOUT)
+
+    task = client.wait_task(task_id, timeout, on_poll=report)
+    if task["state"] not in FINAL:
+        raise CliError(f"task {task_id} is still {task['state']} after {timeout:g} s; "
+                       f"`m3shd task wait {task_id}` to keep waiting", EXIT_TIMEOUT)
+    return task
 
 
 def finish(args, task: dict) -> int:

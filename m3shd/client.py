@@ -6,13 +6,16 @@ requests + stdlib only, so a Raspberry Pi N0D3 installs nothing heavier.
 from __future__ import annotations
 
 import json
+import time
 
 import requests
 
 from m3shd import wire
 from m3shd.errors import CommanderError, CommanderUnreachable
 
-__all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable"]
+__all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable", "FINAL_STATES"]
+
+FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class _Base:
@@ -58,6 +61,20 @@ class ApiClient(_Base):
     def get_task(self, task_id: int, wait: float = 0) -> dict:
         params = {"wait": wait} if wait else None
         return self._send("GET", f"/api/tasks/{task_id}", params=params, timeout=wait + self.timeout)
+
+    def wait_task(self, task_id: int, timeout: float | None = None, on_poll=None) -> dict:
+        """The task once it is final, or as it stands after `timeout` seconds (None: no limit).
+
+        Long-polls in rounds of at most 25 s, so no proxy in between drops an idle request;
+        `on_poll(task)` sees the task after each round (to report why it is still waiting)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
+            task = self.get_task(task_id, wait=remaining)
+            if task["state"] in FINAL_STATES or (deadline is not None and time.monotonic() >= deadline):
+                return task
+            if on_poll:
+                on_poll(task)
 
     def list_tasks(self, **filters) -> list[dict]:
         params = {k: v for k, v in filters.items() if v is not None}

@@ -1,0 +1,95 @@
+"""What the tools return: one pydantic model per result shape, read from the Commander's JSON.
+
+The models name only what a model needs to act on and ignore any other field, so a newer
+Commander that adds fields does not break an older MCP server.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from m3shd.client import FINAL_STATES
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TaskUsage(View):
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+
+
+class TaskSummary(View):
+    id: int
+    state: str = Field(description="awaiting_approval, queued, leased (running), succeeded, failed or cancelled")
+    prompt: str
+    priority: int
+    requires: list[str] = Field(description="capabilities a node must have to run it")
+    node_id: int | None = Field(description="the node running it or that ran it last")
+    cost_usd: float | None
+    created_at: float = Field(description="Unix time")
+    waiting_reason: str | None = Field(None, description="why a queued task is not running yet")
+    final: bool = Field(description="true once the task is succeeded, failed or cancelled: nothing more will change")
+
+    # A plain field filled from `state`, not a computed one: the SDK publishes the input side
+    # of the model as the output schema, where a computed field would not appear.
+    @model_validator(mode="before")
+    @classmethod
+    def mark_final(cls, data):
+        if isinstance(data, dict) and "state" in data:
+            return {**data, "final": data["state"] in FINAL_STATES}
+        return data
+
+
+class Task(TaskSummary):
+    prefer: list[str] = Field(description="capabilities that make a node a better choice")
+    model: str | None = Field(description="Claude model asked for (null: the node's default)")
+    approval_required: bool
+    decided_by: str | None = Field(description="who approved or rejected it")
+    attempt: int
+    max_attempts: int
+    runner: str | None = Field(description="claude-cli or anthropic-sdk, once a node ran it")
+    output: str | None = Field(description="the answer, once succeeded")
+    error: str | None = Field(description="why it failed or was rejected")
+    usage: TaskUsage
+    started_at: float | None
+    finished_at: float | None
+    duration_ms: int | None
+
+
+class TaskList(View):
+    tasks: list[TaskSummary] = Field(description="newest first")
+
+
+class Breaker(View):
+    state: str = Field(description="closed (healthy), open (failing: gets no work until `until`) or half_open (one probe)")
+    failures: int = Field(description="infrastructure failures in a row")
+    until: float | None = Field(description="Unix time an open breaker lets a probe through")
+
+
+class Reputation(View):
+    mean: float = Field(description="decayed mean reward of recent attempts in [0, 1]; higher is better")
+    count: float = Field(description="decayed number of rewarded attempts (0: untried)")
+    score: float | None = Field(description="the scheduler's score for this node now; null when it can take no task")
+
+
+class Node(View):
+    id: int
+    name: str
+    state: str = Field(description="active, paused, draining, disabled, lost or offline")
+    capabilities: list[str]
+    slots: int = Field(description="tasks it runs at once")
+    running: int = Field(description="tasks leased to it now")
+    open_slots: int = Field(description="free slots, as of its last heartbeat")
+    runner: str | None = Field(description="claude-cli or anthropic-sdk; null when it has none")
+    problem: str | None = Field(description="what is wrong when it has no runner")
+    heartbeat_age: float = Field(description="seconds since it was last heard from")
+    breaker: Breaker
+    reputation: Reputation
+
+
+class NodeList(View):
+    nodes: list[Node]

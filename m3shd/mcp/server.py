@@ -1,0 +1,166 @@
+"""The MCP server: the Commander API as tools and resources, with its errors as tool errors.
+
+Tools are plain functions (the SDK runs them on a worker thread, so the blocking requests
+client is fine); each forwards one call to the Commander and reads the answer into a model
+from `m3shd.mcp.models`, which the SDK publishes as the tool's output schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from m3shd import __version__
+from m3shd.client import ApiClient
+from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.mcp.models import Node, NodeList, Task, TaskList
+
+INSTRUCTIONS = """\
+M3SHD runs Claude tasks on the user's own machines (Macs, Raspberry Pi boards). dispatch_task
+queues a prompt and returns at once; wait_for_task blocks (bounded) until it is final; a task
+that needs approval waits in awaiting_approval until approve_task or reject_task. list_nodes
+shows which machines can take work (free slots, health). Every task costs real tokens."""
+
+# The Commander holds a long-poll for at most its `max_wait` (60 s by default); a tool call
+# much longer than that would also outlast most MCP clients' request timeouts.
+MAX_WAIT = 300
+
+TaskId = Annotated[int, Field(ge=1, description="the task's id, as returned by dispatch_task or list_tasks")]
+Capabilities = Annotated[list[str], Field(
+    max_length=64, description="labels such as `gpu` or key=value pairs such as `arch=arm64`, matched exactly")]
+TaskState = Literal["awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled"]
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+STOPS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+def explain(exc: CommanderError | CommanderUnreachable) -> str:
+    """What went wrong, said so that the person reading it knows what to do next."""
+    if isinstance(exc, CommanderUnreachable):
+        return (f"{exc}. Is the Commander running (`m3shd up` starts one), and is M3SHD_CLIENT_URL "
+                f"in this MCP server's environment its address?")
+    if exc.status == 401:
+        return (f"the Commander refused this MCP server's token: {exc.message}. Set M3SHD_CLIENT_TOKEN in the "
+                f"server's environment to a valid API token (`m3shd token create claude --role mobile`).")
+    if exc.status == 403:
+        return (f"the Commander refused: {exc.message}. Ask an admin for a token that has it "
+                f"(`m3shd token create claude --role mobile` covers tasks and nodes).")
+    if exc.status == 404:
+        return f"{exc.message} (list_tasks and list_nodes show the ids there are)"
+    if exc.status >= 500:
+        return f"the Commander failed ({exc.status} {exc.code}): {exc.message}; its log says more"
+    return exc.message
+
+
+@contextmanager
+def commander_errors(error: type[Exception] = ToolError) -> Iterator[None]:
+    """Turn the Commander's errors into `error` (a tool error by default) with `explain`'s message:
+    the SDK shows its text to the model, and nothing reaches it as a traceback."""
+    try:
+        yield
+    except (CommanderError, CommanderUnreachable) as exc:
+        raise error(explain(exc)) from None
+
+
+def task_tool(call: Callable[[int], dict]) -> Callable[[int], Task]:
+    """A tool that calls the Commander about one task and returns the task as it is after."""
+
+    def tool(task_id: TaskId) -> Task:
+        with commander_errors():
+            return Task.model_validate(call(task_id))
+
+    return tool
+
+
+def build_server(client: ApiClient) -> MCPServer:
+    server = MCPServer("m3shd", title="M3SHD mesh", version=__version__, instructions=INSTRUCTIONS)
+    for name, call, annotations, description in (
+        ("get_task", client.get_task, READ_ONLY,
+         "One task as it stands now: state, node, output or error, tokens and cost."),
+        ("cancel_task", client.cancel_task, STOPS,
+         "Cancel a task that is not final yet; a running one is stopped on its node within seconds."),
+        ("approve_task", client.approve_task, CHANGES,
+         "Approve a task in awaiting_approval: it joins the queue and runs."),
+    ):
+        server.add_tool(task_tool(call), name=name, description=description, annotations=annotations)
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
+    def dispatch_task(
+        prompt: Annotated[str, Field(min_length=1, max_length=200_000, description="what Claude should do")],
+        requires: Capabilities = [],
+        prefer: Capabilities = [],
+        priority: Annotated[int, Field(ge=-100, le=100, description="higher runs first; 0 is normal")] = 0,
+        approval_required: Annotated[bool, Field(
+            description="hold it in awaiting_approval until someone approves it")] = False,
+        model: Annotated[str | None, Field(
+            min_length=1, max_length=128, description="Claude model id; omit for the node's default")] = None,
+    ) -> Task:
+        """Queue a prompt for one of the mesh's machines to run with Claude. Returns at once with the
+        task (state queued, or awaiting_approval); follow it with wait_for_task or get_task.
+        `requires`: capabilities a node must have (the task waits until one can run it);
+        `prefer`: capabilities that make a node a better choice but are not required."""
+        with commander_errors():
+            return Task.model_validate(client.submit_task(
+                prompt, requires=requires or None, prefer=prefer or None, priority=priority or None,
+                approval_required=approval_required or None, model=model))
+
+    @server.tool(annotations=READ_ONLY)
+    def wait_for_task(
+        task_id: TaskId,
+        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT, description="longest to wait")] = 60,
+    ) -> Task:
+        """Wait until a task is final (succeeded, failed or cancelled), at most `timeout_seconds`, and
+        return it. If `final` is false it is still running or queued (see waiting_reason): call again to
+        keep waiting. A task in awaiting_approval waits for approve_task, not for time."""
+        with commander_errors():
+            return Task.model_validate(client.wait_task(task_id, timeout_seconds))
+
+    @server.tool(annotations=READ_ONLY)
+    def list_tasks(
+        state: TaskState | None = None,
+        node_id: Annotated[int | None, Field(ge=1, description="only tasks this node ran or runs")] = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 20,
+        before_id: Annotated[int | None, Field(ge=1, description="page: only tasks older than this id")] = None,
+    ) -> TaskList:
+        """Tasks, newest first, without their output (get_task has it); filter by state or node."""
+        with commander_errors():
+            return TaskList.model_validate({"tasks": client.list_tasks(
+                state=state, node_id=node_id, limit=limit, before_id=before_id)})
+
+    @server.tool(annotations=STOPS)
+    def reject_task(
+        task_id: TaskId,
+        reason: Annotated[str | None, Field(max_length=1000, description="shown to whoever submitted it")] = None,
+    ) -> Task:
+        """Reject a task in awaiting_approval: it is cancelled and never runs."""
+        with commander_errors():
+            return Task.model_validate(client.reject_task(task_id, reason))
+
+    @server.tool(annotations=READ_ONLY)
+    def list_nodes() -> NodeList:
+        """The mesh's machines with capacity and health: state, slots, running and open slots, runner,
+        capabilities, seconds since last heartbeat, circuit breaker (open means failing: it gets no work)
+        and reputation (mean reward in [0, 1] of recent attempts, and the scheduler's score)."""
+        with commander_errors():
+            return NodeList.model_validate({"nodes": client.list_nodes()})
+
+    @server.resource("m3shd://tasks/{task_id}", mime_type="application/json",
+                     description="One task: state, node, output or error, tokens and cost.")
+    def task_resource(task_id: int) -> str:
+        with commander_errors(ResourceError):
+            return Task.model_validate(client.get_task(task_id)).model_dump_json(indent=2)
+
+    @server.resource("m3shd://nodes/{node_id}", mime_type="application/json",
+                     description="One node: capacity, health, breaker and reputation.")
+    def node_resource(node_id: int) -> str:
+        with commander_errors(ResourceError):
+            return Node.model_validate(client.get_node(node_id)).model_dump_json(indent=2)
+
+    return server

@@ -325,3 +325,11 @@ def test_cli_task_wait_gives_up_with_status_4(mesh):
     env = mesh.env | {"M3SHD_CLIENT_URL": mesh.url, "M3SHD_CLIENT_TOKEN": mesh.admin_token}
     done = m3shd("task", "wait", str(task_id), "--timeout", "0.5", env=env, check=False)
     assert done.returncode == 4 and f"task {task_id} is still awaiting_approval after 0.5 s" in done.stderr
+
+
+def test_help_names_the_tools_the_files_and_the_token(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    serve = m3shd("mcp", "--help", env=env).stdout
+    assert all(tool in serve for tool in TOOLS) and "--http HOST:PORT" in serve and "M3SHD_CLIENT_TOKEN" in serve
+    install = " ".join(m3shd("mcp", "install", "--help", env=env).stdout.split())
+    assert "~/.claude.json" in install and "~/.config/Claude" in install and "backed up" in install

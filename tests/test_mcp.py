@@ -235,6 +235,13 @@ async def test_arguments_outside_the_schema_are_refused_before_the_commander(mes
     assert len(mesh.api.list_tasks(limit=500)) == before
 
 
+@pytest.mark.anyio
+async def test_the_commanders_own_refusals_come_back_as_its_message(mesh):
+    async with connected(mesh.url, mesh.admin_token) as client:
+        message = await call_error(client, "dispatch_task", prompt="x", requires=["no spaces allowed"])
+        assert "requires.0: String should match pattern" in message
+
+
 # --- the real command: install, then stdio and HTTP --------------------------------------------
 
 def install_env(mesh: Commander, home) -> dict:
@@ -257,7 +264,7 @@ def test_install_keeps_other_servers_backs_up_and_is_idempotent(mesh, tmp_path):
     assert entry == {"type": "stdio", "command": sys.executable, "args": ["-m", "m3shd", "mcp"],
                      "env": {"M3SHD_CLIENT_URL": mesh.url, "M3SHD_CLIENT_TOKEN": mesh.admin_token}}
     (backup,) = tmp_path.glob(".claude.json.*.bak")
-    assert json.loads(backup.read_text()) == theirs
+    assert json.loads(backup.read_text()) == theirs and stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert stat.S_IMODE(code_config.stat().st_mode) == 0o600
     desktop = json.loads((tmp_path / ".config" / "Claude" / "claude_desktop_config.json").read_text())
     assert desktop == {"mcpServers": {"m3shd": {k: v for k, v in entry.items() if k != "type"}}}
@@ -266,6 +273,13 @@ def test_install_keeps_other_servers_backs_up_and_is_idempotent(mesh, tmp_path):
     assert again.stderr.count("m3shd unchanged") == 2
     assert len(list(tmp_path.glob(".claude.json.*.bak"))) == 1
     assert json.loads(code_config.read_text()) == written
+
+    other_token = mesh.token("claude", role="mobile")
+    updated = m3shd("mcp", "install", "--claude-code", env=env | {"M3SHD_CLIENT_TOKEN": other_token})
+    assert "Claude Code: m3shd updated" in updated.stderr and other_token not in updated.stderr
+    assert json.loads(code_config.read_text())["mcpServers"]["m3shd"]["env"]["M3SHD_CLIENT_TOKEN"] == other_token
+    backups = sorted(tmp_path.glob(".claude.json.*.bak"))
+    assert len(backups) == 2 and any(json.loads(b.read_text()) == written for b in backups)
 
 
 def test_install_refuses_a_file_it_cannot_read_and_needs_a_token(mesh, tmp_path):

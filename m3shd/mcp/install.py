@@ -27,8 +27,6 @@ def claude_code_config() -> Path:
 def claude_desktop_config() -> Path:
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "Claude" / "claude_desktop_config.json"
-    if sys.platform == "win32":
-        return Path(os.environ["APPDATA"]) / "Claude" / "claude_desktop_config.json"
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "Claude" / "claude_desktop_config.json"
 
 
@@ -59,10 +57,20 @@ def install(path: Path, name: str, entry: dict) -> tuple[str, Path | None]:
     servers[name] = entry
     backup = None
     if path.exists():
-        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        backup = unused_backup_name(path)
         shutil.copy2(path, backup)
+        os.chmod(backup, 0o600)  # it may hold the token an update replaces
     write_private(path, json.dumps(document, indent=2) + "\n")
     return outcome, backup
+
+
+def unused_backup_name(path: Path) -> Path:
+    """`<name>.<date-time>.bak`, with a counter when a backup from the same second exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup, count = path.with_name(f"{path.name}.{stamp}.bak"), 1
+    while backup.exists():
+        backup, count = path.with_name(f"{path.name}.{stamp}-{count}.bak"), count + 1
+    return backup
 
 
 def read_config(path: Path) -> dict:

@@ -27,8 +27,8 @@ queues a prompt and returns at once; wait_for_task blocks (bounded) until it is 
 that needs approval waits in awaiting_approval until approve_task or reject_task. list_nodes
 shows which machines can take work (free slots, health). Every task costs real tokens."""
 
-# The Commander holds a long-poll for at most its `max_wait` (60 s by default); a tool call
-# much longer than that would also outlast most MCP clients' request timeouts.
+# The longest one wait_for_task call blocks: MCP clients time out requests that run for many
+# minutes, and a model that wants longer calls again (the result says `final: false`).
 MAX_WAIT = 300
 
 TaskId = Annotated[int, Field(ge=1, description="the task's id, as returned by dispatch_task or list_tasks")]

@@ -182,17 +182,18 @@ def cmd_bridge_install_agent(args) -> int:
 
 
 def cmd_mcp_serve(args) -> int:
+    host, _, port = (args.http or "").rpartition(":")
+    if args.http and not (host and port.isdigit()):
+        raise CliError(f"--http takes HOST:PORT, e.g. 127.0.0.1:8471 (got {args.http!r})")
+    client = api(args)  # checked before the MCP SDK loads, so a missing token is said at once
     try:
         from m3shd.mcp.server import build_server
     except ImportError as exc:
         raise CliError(f"the MCP server needs the mcp extra: pip install 'm3shd[mcp]' ({exc})") from None
-    server = build_server(api(args))
+    server = build_server(client)
     if not args.http:
         server.run()
         return 0
-    host, _, port = args.http.rpartition(":")
-    if not host or not port.isdigit():
-        raise CliError(f"--http takes HOST:PORT, e.g. 127.0.0.1:8471 (got {args.http!r})")
     if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
         say(f"warning: the MCP endpoint has no authentication of its own; anyone who can reach {args.http} "
             "acts on the mesh with this server's token")
@@ -468,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     mcp = top.add_parser(
         "mcp", parents=[connection], help="the mesh as tools in Claude Code and Claude Desktop (MCP server)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="m3shd mcp [--http HOST:PORT] [--url URL] [--token TOKEN] [--config FILE]\n"
+              "       m3shd mcp install [--claude-code] [--claude-desktop] [--name NAME] [--url URL] [--token TOKEN]",
         description="Serve the Model Context Protocol over stdio (what Claude Code and Claude Desktop start)\n"
                     "or over streamable HTTP with --http.\n\n"
                     "tools:      dispatch_task, get_task, wait_for_task, list_tasks, cancel_task,\n"

@@ -62,14 +62,14 @@ class ApiClient(_Base):
         params = {"wait": wait} if wait else None
         return self._send("GET", f"/api/tasks/{task_id}", params=params, timeout=wait + self.timeout)
 
-    def wait_task(self, task_id: int, timeout: float | None = None, on_poll=None) -> dict:
+    def wait_task(self, task_id: int, timeout: float | None = None, on_poll=None, every: float = 25.0) -> dict:
         """The task once it is final, or as it stands after `timeout` seconds (None: no limit).
 
-        Long-polls in rounds of at most 25 s, so no proxy in between drops an idle request;
-        `on_poll(task)` sees the task after each round (to report why it is still waiting)."""
+        Long-polls in rounds of at most `every` seconds, so no proxy in between drops an idle
+        request; `on_poll(task)` sees the task after each round (to report why it still waits)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            remaining = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
+            remaining = every if deadline is None else max(0.0, min(every, deadline - time.monotonic()))
             task = self.get_task(task_id, wait=remaining)
             if task["state"] in FINAL_STATES or (deadline is not None and time.monotonic() >= deadline):
                 return task

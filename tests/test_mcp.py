@@ -81,7 +81,9 @@ async def test_every_tool_has_a_description_and_typed_input_and_output(mesh):
         assert dispatch["properties"]["priority"]["minimum"] == -100
         assert dispatch["properties"]["priority"]["maximum"] == 100
         assert set(dispatch["properties"]) == {"prompt", "requires", "prefer", "priority", "approval_required", "model"}
-        assert tools["wait_for_task"].input_schema["properties"]["timeout_seconds"]["maximum"] == 300
+        wait = tools["wait_for_task"].input_schema
+        assert wait["required"] == ["task_id"] and set(wait["properties"]) == {"task_id", "timeout_seconds"}
+        assert wait["properties"]["timeout_seconds"]["maximum"] == 300
         assert tools["list_tasks"].input_schema["properties"]["state"]["anyOf"][0]["enum"] == [
             "awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled"]
         task_fields = tools["get_task"].output_schema["properties"]
@@ -148,14 +150,25 @@ async def test_cancel_stops_a_running_task(mesh):
 
 
 @pytest.mark.anyio
-async def test_wait_is_bounded_and_says_why_a_task_waits(mesh):
+async def test_wait_is_bounded_and_reports_progress_with_why_a_task_waits(mesh, monkeypatch):
+    monkeypatch.setattr("m3shd.mcp.server.PROGRESS_EVERY", 0.4)
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append((done, total, message))
+
     async with connected(mesh.url, mesh.admin_token) as client:
         task = await call(client, "dispatch_task", prompt="for a node we lack", requires=["gpu"])
         started = time.monotonic()
-        waited = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=1)
-        assert 0.9 <= time.monotonic() - started < 5
+        result = await client.call_tool("wait_for_task", {"task_id": task["id"], "timeout_seconds": 1.5},
+                                        progress_callback=on_progress)
+        assert 1.4 <= time.monotonic() - started < 5
+        waited = result.structured_content
         assert waited["state"] == "queued" and waited["final"] is False
-        assert "gpu" in waited["waiting_reason"]
+        assert "no connected N0D3 has all of: gpu" in waited["waiting_reason"]
+        assert len(progress) >= 2 and all(total == 1.5 for _, total, _ in progress)
+        assert [done for done, _, _ in progress] == sorted(done for done, _, _ in progress)
+        assert progress[0][2] == f"task {task['id']} is queued: no connected N0D3 has all of: gpu"
         await call(client, "cancel_task", task_id=task["id"])
 
 

@@ -7,11 +7,13 @@ from `m3shd.mcp.models`, which the SDK publishes as the tool's output schema.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Literal
 
-from mcp.server.mcpserver import MCPServer
+import anyio.from_thread
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
@@ -30,6 +32,9 @@ shows which machines can take work (free slots, health). Every task costs real t
 # The longest one wait_for_task call blocks: MCP clients time out requests that run for many
 # minutes, and a model that wants longer calls again (the result says `final: false`).
 MAX_WAIT = 300
+# While waiting, a progress notification this often: Claude Code shows its message and counts a
+# tool that sends none for a while as hung.
+PROGRESS_EVERY = 10.0
 
 TaskId = Annotated[int, Field(ge=1, description="the task's id, as returned by dispatch_task or list_tasks")]
 Capabilities = Annotated[list[str], Field(
@@ -114,13 +119,22 @@ def build_server(client: ApiClient) -> MCPServer:
     @server.tool(annotations=READ_ONLY)
     def wait_for_task(
         task_id: TaskId,
-        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT, description="longest to wait")] = 60,
+        ctx: Context,
+        timeout_seconds: Annotated[float, Field(
+            ge=0, le=MAX_WAIT, description="longest to wait; Claude Desktop gives up on a tool after 60 s")] = 45,
     ) -> Task:
         """Wait until a task is final (succeeded, failed or cancelled), at most `timeout_seconds`, and
         return it. If `final` is false it is still running or queued (see waiting_reason): call again to
         keep waiting. A task in awaiting_approval waits for approve_task, not for time."""
+        started = time.monotonic()
+
+        def report(task: dict) -> None:
+            why = f": {task['waiting_reason']}" if task["waiting_reason"] else ""
+            said = f"task {task_id} is {task['state']}{why}"
+            anyio.from_thread.run(ctx.report_progress, time.monotonic() - started, timeout_seconds, said)
+
         with commander_errors():
-            return Task.model_validate(client.wait_task(task_id, timeout_seconds))
+            return Task.model_validate(client.wait_task(task_id, timeout_seconds, on_poll=report, every=PROGRESS_EVERY))
 
     @server.tool(annotations=READ_ONLY)
     def list_tasks(

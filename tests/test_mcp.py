@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -322,18 +323,40 @@ async def test_a_real_stdio_session_with_the_installed_entry(mesh, tmp_path):
         assert "does not exist" in await call_error(client, "get_task", task_id=987654)
 
 
+def serve_http(mesh: Commander, address: str, log) -> Process:
+    env = mesh.env | {"M3SHD_CLIENT_URL": mesh.url, "M3SHD_CLIENT_TOKEN": mesh.admin_token}
+    return Process([sys.executable, "-m", "m3shd", "mcp", "--http", address], env, log)
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.anyio
 async def test_streamable_http(mesh, tmp_path):
     port = free_port()
-    server = Process([sys.executable, "-m", "m3shd", "mcp", "--http", f"127.0.0.1:{port}"],
-                     mesh.env | {"M3SHD_CLIENT_URL": mesh.url, "M3SHD_CLIENT_TOKEN": mesh.admin_token},
-                     tmp_path / "mcp-http.log")
+    server = serve_http(mesh, f"127.0.0.1:{port}", tmp_path / "mcp-http.log")
     try:
-        wait_until(lambda: "Uvicorn running" in server.text() or not server.alive(), 20, what="the HTTP server")
+        wait_until(lambda: listening(port) or not server.alive(), 20, what="the HTTP server")
         assert server.alive(), server.text()
+        assert "warning" not in server.text()
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             (node,) = (await call(client, "list_nodes"))["nodes"]
             assert node["name"] == "alpha"
+    finally:
+        server.stop()
+
+
+def test_http_beyond_loopback_warns_that_it_has_no_authentication(mesh, tmp_path):
+    port = free_port()
+    server = serve_http(mesh, f"0.0.0.0:{port}", tmp_path / "mcp-http.log")
+    try:
+        wait_until(lambda: listening(port) or not server.alive(), 20, what="the HTTP server")
+        assert "no authentication of its own; anyone who can reach 0.0.0.0" in server.text()
     finally:
         server.stop()
 

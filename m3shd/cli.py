@@ -210,6 +210,32 @@ def cmd_nodes_list(args) -> int:
     return 0
 
 
+def cmd_nodes_pending(args) -> int:
+    found = api(args).list_pending()
+
+    def table(items):
+        print(f"{'ID':>4}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     CAPABILITIES")
+        for p in items:
+            waiting = f"{max(0.0, time.time() - p['requested_at']) / 60:.0f} min"
+            print(f"{p['id']:>4}  {p['name'][:20]:<20} {(p['address'] or '?')[:16]:<16} {waiting:>8}  "
+                  f"{'approved' if p['approved'] else 'pending':<9} {', '.join(p['capabilities'])}")
+
+    emit(args, found, table)
+    return 0
+
+
+def cmd_nodes_approve(args) -> int:
+    emit(args, api(args).approve_pending(args.id),
+         lambda p: say(f"approved {p['name']} (pending {p['id']}); it registers at its next poll"))
+    return 0
+
+
+def cmd_nodes_reject(args) -> int:
+    api(args).reject_pending(args.id)
+    say(f"rejected pending node {args.id}")
+    return 0
+
+
 def cmd_token_create(args) -> int:
     permissions = [p.strip() for p in args.permissions.split(",")] if args.permissions else None
     if args.local:
@@ -394,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = top.add_parser("nodes", help="the machines in the mesh").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = nodes.add_parser("list", parents=[client], help="list nodes with state, slots and runner")
     p.set_defaults(func=cmd_nodes_list)
+    p = nodes.add_parser("pending", parents=[client], help="list machines that asked to join without a token")
+    p.set_defaults(func=cmd_nodes_pending)
+    for name, func, text in (("approve", cmd_nodes_approve, "let a pending machine join (it registers as a node)"),
+                             ("reject", cmd_nodes_reject, "turn a pending machine away")):
+        p = nodes.add_parser(name, parents=[client], help=text)
+        p.add_argument("id", type=int, help="its id in `m3shd nodes pending`")
+        p.set_defaults(func=func)
 
     token = top.add_parser("token", help="API and join tokens").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = token.add_parser("create", parents=[client], help="create a token (printed once)")

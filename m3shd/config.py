@@ -54,9 +54,13 @@ DEFAULTS: dict[str, dict] = {
         "session_ttl": 43200.0,     # browser sessions last this long (seconds)
         "secret_keys": "",          # comma-separated Fernet keys; "" → <data_dir>/secret.keys
         "log_level": "info",
+        "advertise": True,          # mDNS/DNS-SD on the LAN, when bound beyond loopback
+        "mdns_type": "_m3shd._tcp.local.",  # another type keeps two meshes on one LAN apart
+        "max_pending_nodes": 16,    # tokenless joins waiting for approval, all addresses together
     },
     "n0d3": {
-        "url": "",                 # the Commander, e.g. http://127.0.0.1:8470
+        "url": "",                 # the Commander, e.g. http://127.0.0.1:8470; "" → found with mDNS
+        "mdns_type": "_m3shd._tcp.local.",
         "join_token": "",
         "state_dir": "",           # "" → <data dir>/n0d3
         "name": "",                # "" → host name

@@ -91,14 +91,6 @@ def build_cli(*args, env_extra: dict | None = None, path: str | None = None) -> 
                           text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture(scope="session")
-def m3shd_wheel(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest),
-                    str(Path(__file__).parent.parent)], check=True, capture_output=True)
-    return next(dest.glob("m3shd-*.whl"))
-
-
 # --- the two first-boot mechanisms ----------------------------------------------------------------
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ CHUNK = 4 << 20
 
 
 def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, wheel: Path | None = None,
-          say: Callable[[str], None] = print) -> Path:
+          say: Callable[[str], None] = print, machine: str = "aarch64") -> Path:
+    """`machine` is the board's; only the simulated first boot (an x86_64 container) changes it."""
     started = time.monotonic()
     spec.check()
     if not output.name.endswith((".img", ".img.xz")):
@@ -47,7 +48,7 @@ def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, 
             raise ImageError(f"checksum mismatch for {source.name}: expected {sha256.lower()}, got {digest}")
         base = inspect(raw, source.name)
         say(f"base image: {base.release} ({base.debian}, first boot by {base.first_boot}, Python {base.python})")
-        write_payload(raw, base, spec, wheel, say)
+        write_payload(raw, base, spec, wheel, say, machine)
         if output.name.endswith(".xz"):
             say("compressing with xz")
             with packed.open("wb") as out:
@@ -100,11 +101,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_payload(image: Path, base: Base, spec: Spec, wheel: Path | None, say: Callable[[str], None]) -> None:
+def write_payload(image: Path, base: Base, spec: Spec, wheel: Path | None, say: Callable[[str], None],
+                  machine: str) -> None:
     fat = Fat(image, base.boot.offset)
     with tempfile.TemporaryDirectory(prefix="m3shd-image-") as tmp:
-        say(f"gathering the N0D3's arm64 wheels for Python {base.python}")
-        wheels = wheelhouse(Path(tmp) / "wheels", base.python, wheel)
+        say(f"gathering the N0D3's {machine} wheels for Python {base.python}")
+        wheels = wheelhouse(Path(tmp) / "wheels", base.python, wheel, machine)
         settings = Path(tmp) / "n0d3.toml"
         config.write_section(settings, "n0d3", boot_files.node_settings(spec))
         say(f"writing {len(wheels)} wheels, the N0D3 settings and the first-boot files to the boot partition")

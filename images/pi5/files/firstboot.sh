@@ -9,13 +9,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 say() { echo "m3shd first boot: $*"; }
 
 # A unique host name from the board's serial number (a container has none: its machine id).
-serial=$(tr -d '\000' < /sys/firmware/devicetree/base/serial-number 2>/dev/null || true)
+serial=""
+if [ -r /sys/firmware/devicetree/base/serial-number ]; then
+    serial=$(tr -d '\000' < /sys/firmware/devicetree/base/serial-number)
+fi
 [ -n "$serial" ] || serial=$(sed -n 's/^Serial[[:space:]]*: *//p' /proc/cpuinfo)
 [ -n "$serial" ] || serial=$(cat /etc/machine-id)
 serial=$(printf '%s' "$serial" | tr -cd '0-9a-f' | tail -c 8)
 name=$(sed "s/{serial}/$serial/" "$here/hostname")
 echo "$name" > /etc/hostname
-if grep -q '^127\.0\.1\.1' /etc/hosts; then
+if grep -qs '^127\.0\.1\.1' /etc/hosts; then
     sed -i "s/^127\.0\.1\.1.*/127.0.1.1\t$name/" /etc/hosts
 else
     printf '127.0.1.1\t%s\n' "$name" >> /etc/hosts

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
+from pathlib import Path
 
 from m3shd import __version__, config
 from m3shd.errors import CommanderError, CommanderUnreachable
@@ -309,9 +311,6 @@ def cmd_admin_user(args) -> int:
 
 def cmd_image_build(args) -> int:
     """Build a flashable Pi 5 image; all its logic lives in images.pi5."""
-    import os
-    from pathlib import Path
-
     from images.pi5.boot_files import Spec, Wifi
     from images.pi5.build import build
     from images.pi5.tools import ImageError

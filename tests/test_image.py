@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,6 @@ PASSPHRASE = "correct horse battery staple"
 
 
 def mtools_env() -> dict:
-    import os
     return {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
 
@@ -83,7 +83,6 @@ def root_bytes(image: Path) -> str:
 
 
 def build_cli(*args, env_extra: dict | None = None, path: str | None = None) -> subprocess.CompletedProcess:
-    import os
     env = {k: v for k, v in os.environ.items() if not k.startswith("M3SHD_")} | (env_extra or {})
     if path is not None:
         env["PATH"] = path

@@ -50,7 +50,7 @@ def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, 
         say(f"base image: {base.release} ({base.debian}, first boot by {base.first_boot}, Python {base.python})")
         write_payload(raw, base, spec, wheel, say, machine)
         if output.name.endswith(".xz"):
-            say("compressing with xz")
+            say("compressing with xz on every core (minutes for a full-size image; -o NAME.img skips it)")
             with packed.open("wb") as out:
                 run(["xz", "--threads=0", "--stdout", str(raw)], "compressing the image", stdout=out)
             raw.unlink()

@@ -346,6 +346,8 @@ def cmd_image_build(args) -> int:
               wheel=Path(args.wheel) if args.wheel else None, say=say)
     except ImageError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:  # unreadable input, full disk, ...: the partial output is already gone
+        raise CliError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
     return 0
 
 

@@ -225,11 +225,17 @@ def test_bad_inputs_get_one_clear_error_and_leave_nothing_behind(tmp_path):
 @pytest.mark.slow
 @pytest.mark.image
 @needs_tools
-def test_a_checksum_mismatch_and_an_already_built_image_are_refused(tmp_path, m3shd_wheel):
+def test_a_checksum_mismatch_a_bad_wheel_a_bad_output_and_an_already_built_image_are_refused(tmp_path, m3shd_wheel):
     base = make_base(tmp_path / "base.img")
     done = build_cli(base, "-o", tmp_path / "a.img", "--sha256", "0" * 64)
     assert done.returncode == 2 and "checksum mismatch" in done.stderr and "0" * 64 in done.stderr
     assert not list(tmp_path.glob("*a.img*"))
+    not_a_wheel = build_cli(base, "-o", tmp_path / "w.img", "--wheel", write(tmp_path / "m3shd.whl", "text"))
+    assert not_a_wheel.returncode == 2 and "m3shd.whl is not a wheel" in not_a_wheel.stderr
+    onto_itself = build_cli(base, "-o", base)
+    assert onto_itself.returncode == 2 and "is the base image" in onto_itself.stderr and base.exists()
+    unwritable = build_cli(base, "-o", "/proc/n0d3.img")
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr, unwritable.stderr
     built = tmp_path / "b.img"
     assert build_cli(base, "-o", built, "--wheel", m3shd_wheel).returncode == 0
     again = build_cli(built, "-o", tmp_path / "c.img", "--wheel", m3shd_wheel)

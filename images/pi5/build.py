@@ -36,7 +36,10 @@ def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, 
         raise ImageError(f"output {output.name}: name it NAME.img or NAME.img.xz")
     if not source.is_file():
         raise ImageError(f"no such base image: {source}")
-    compressed_in = source.open("rb").read(6) == XZ_MAGIC
+    if output.resolve() == source.resolve():
+        raise ImageError(f"{output.name} is the base image: write the result under another name")
+    with source.open("rb") as head:
+        compressed_in = head.read(6) == XZ_MAGIC
     need("sfdisk", "mdir", "mtype", "mcopy", "mmd", *(["xz"] if compressed_in or output.name.endswith(".xz") else []))
     output.parent.mkdir(parents=True, exist_ok=True)
     raw = output.with_name(f".{output.name}.raw.partial")

@@ -30,11 +30,14 @@ def build_m3shd_wheel(dest: Path) -> Path:
 
 def n0d3_requirements(wheel: Path) -> list[str]:
     """What the N0D3 needs, read from the wheel itself: its plain requirements and the n0d3 extra's."""
-    with zipfile.ZipFile(wheel) as archive:
-        name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
-        if name is None:
-            raise ImageError(f"{wheel.name} is not a wheel (no METADATA)")
-        metadata = Parser().parsestr(archive.read(name).decode())
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
+            metadata = Parser().parsestr(archive.read(name).decode()) if name else None
+    except zipfile.BadZipFile:
+        metadata = None
+    if metadata is None:
+        raise ImageError(f"{wheel.name} is not a wheel")
     wanted = []
     for line in metadata.get_all("Requires-Dist") or []:
         requirement, _, marker = line.partition(";")

@@ -25,6 +25,7 @@ from m3shd import config
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 CHUNK = 4 << 20
+ZEROS = bytes(CHUNK)
 
 
 def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, wheel: Path | None = None,
@@ -46,7 +47,7 @@ def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, 
     packed = output.with_name(f".{output.name}.partial")
     try:
         say(f"reading {source.name}{' (decompressing)' if compressed_in else ''}")
-        digest = copy_out(source, raw, compressed_in)
+        digest = copy_out(source, raw, compressed_in, hashing=bool(sha256))
         if sha256 and digest != sha256.lower():
             raise ImageError(f"checksum mismatch for {source.name}: expected {sha256.lower()}, got {digest}")
         base = inspect(raw, source.name)
@@ -72,20 +73,27 @@ def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, 
     return output
 
 
-def copy_out(source: Path, dest: Path, compressed: bool) -> str:
-    """Copy (or decompress) the base image to dest; return the SHA-256 of the source as read."""
-    digest = hashlib.sha256()
+def copy_out(source: Path, dest: Path, compressed: bool, hashing: bool) -> str | None:
+    """Copy (or decompress) the base image to dest, leaving holes where it is all zeros (most of
+    a fresh image); return the SHA-256 of the source as read, when asked for."""
+    digest = hashlib.sha256() if hashing else None
     with source.open("rb") as src, dest.open("wb") as out:
         if not compressed:
             while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-            return digest.hexdigest()
+                if digest:
+                    digest.update(chunk)
+                if chunk == ZEROS[:len(chunk)]:
+                    out.seek(len(chunk), 1)
+                else:
+                    out.write(chunk)
+            out.truncate()
+            return digest and digest.hexdigest()
         xz = subprocess.Popen(["xz", "--decompress", "--stdout"], stdin=subprocess.PIPE, stdout=out,
                               stderr=subprocess.PIPE)
         try:
             while chunk := src.read(CHUNK):
-                digest.update(chunk)
+                if digest:
+                    digest.update(chunk)
                 xz.stdin.write(chunk)
             xz.stdin.close()
         except BrokenPipeError:
@@ -93,7 +101,7 @@ def copy_out(source: Path, dest: Path, compressed: bool) -> str:
         error = xz.stderr.read().decode(errors="replace").strip()
         if xz.wait() != 0:
             raise ImageError(f"{source.name} does not decompress (truncated download?): {error}")
-    return digest.hexdigest()
+    return digest and digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -12,12 +12,10 @@ class ImageError(Exception):
 
 
 # Where each tool comes from, for the error that says it is missing.
+MTOOLS = "Debian: apt install mtools; macOS: brew install mtools"
 PACKAGES = {
     "sfdisk": "Debian: apt install fdisk; macOS: brew install util-linux",
-    "mtype": "Debian: apt install mtools; macOS: brew install mtools",
-    "mcopy": "Debian: apt install mtools; macOS: brew install mtools",
-    "mdir": "Debian: apt install mtools; macOS: brew install mtools",
-    "mmd": "Debian: apt install mtools; macOS: brew install mtools",
+    **dict.fromkeys(("mtype", "mcopy", "mdir", "mmd"), MTOOLS),
     "xz": "Debian: apt install xz-utils; macOS: brew install xz",
 }
 

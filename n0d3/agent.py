@@ -138,8 +138,11 @@ class Agent:
         return identity
 
     def discover(self) -> str:
-        from n0d3.discovery import find_commander
-
+        try:
+            from n0d3.discovery import find_commander   # zeroconf comes with the n0d3 extra
+        except ImportError:
+            raise FatalConfig("no Commander URL: set [n0d3] url (M3SHD_N0D3_URL), or install m3shd[n0d3] "
+                              "to find the Commander on the LAN") from None
         log.info("no Commander URL set: looking for one on the LAN (mDNS %s)", self.settings["mdns_type"])
         while not self.stopping.is_set():
             url = find_commander(self.settings["mdns_type"], timeout=5.0)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import queue
 
+from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
+
 
 def find_commander(service_type: str, timeout: float) -> str | None:
     """The URL of the first Commander that answers within `timeout` seconds, or None."""
-    from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
-
     zc = Zeroconf(ip_version=IPVersion.V4Only)
     names: queue.Queue[str] = queue.Queue()
 

@@ -282,3 +282,12 @@ def test_help_explains_the_command():
     assert done.returncode == 0
     for words in ("Raspberry Pi OS Lite", "--sha256", "--join-token", "pending", "M3SHD_WIFI_PASSPHRASE", "{serial}"):
         assert words in done.stdout
+
+
+def test_a_private_key_given_as_ssh_key_is_refused_without_echoing_it(tmp_path):
+    secret_line = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"
+    private = write(tmp_path / "id_ed25519", f"-----BEGIN OPENSSH PRIVATE KEY-----\n{secret_line}\n"
+                                             "-----END OPENSSH PRIVATE KEY-----\n")
+    done = build_cli(write(tmp_path / "base.img", "x"), "-o", tmp_path / "out.img", "--ssh-key", private)
+    assert done.returncode == 2 and "not an SSH public key" in done.stderr
+    assert secret_line[:20] not in done.stderr and not (tmp_path / "out.img").exists()

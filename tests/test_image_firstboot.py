@@ -19,9 +19,9 @@ import pytest
 import podman
 from commander.discovery import addresses_for
 from conftest import FAKES, Commander, wait_until
-from images.pi5.boot_files import Spec
+from images.pi5.boot_files import Spec, Wifi, cloud_init
 from images.pi5.build import build
-from test_image import BOOT_START, KEY, MISSING, SECTOR, make_base, mtools_env
+from test_image import BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers,
               pytest.mark.skipif(bool(MISSING) or podman.missing() is not None,
@@ -132,3 +132,20 @@ def test_trixie_first_boot_runs_through_cloud_init(tmp_path, commander, m3shd_wh
         assert read(box, "cat", "/home/pi/.ssh/authorized_keys") == KEY      # cloud-init made the user
         assert not (boot / "m3shd").exists()
         assert read(box, "cat", "/etc/hostname").startswith("n0d3-")
+
+
+def test_the_wifi_network_config_is_one_netplan_renders_for_networkmanager(tmp_path):
+    """Trixie-based Raspberry Pi OS hands cloud-init's network-config to netplan, which renders
+    NetworkManager profiles; netplan itself must take what we write, with the derived key."""
+    wifi = Wifi("home net", PASSPHRASE, "GB")
+    root = tmp_path / "root"
+    (root / "etc" / "netplan").mkdir(parents=True)
+    config = root / "etc" / "netplan" / "50-cloud-init.yaml"   # where cloud-init puts it
+    config.write_text(cloud_init(Spec(wifi=wifi))["network-config"])
+    config.chmod(0o600)
+    image = podman.debian_image("netplan", ["netplan.io"], suite="trixie")
+    podman.run("run", "--rm", "--volume", f"{root}:/target", image, "netplan", "generate", "--root-dir", "/target")
+    profiles = {p.name: p.read_text() for p in (root / "run" / "NetworkManager" / "system-connections").iterdir()}
+    wlan = next(text for name, text in profiles.items() if "wlan0" in name)
+    assert "ssid=home net" in wlan and f"psk={wifi.psk()}" in wlan and PASSPHRASE not in wlan
+    assert any("eth0" in name for name in profiles)

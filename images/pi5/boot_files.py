@@ -100,7 +100,8 @@ def cloud_init(spec: Spec) -> dict[str, str]:
     }
     if spec.wifi:
         access_point = {spec.wifi.ssid: {"password": spec.wifi.psk()}}
-        network = {"network": {"version": 2,
+        # Raspberry Pi OS runs NetworkManager; netplan (which cloud-init feeds) renders for it.
+        network = {"network": {"version": 2, "renderer": "NetworkManager",
                                "ethernets": {"eth0": {"dhcp4": True, "optional": True}},
                                "wifis": {"wlan0": {"dhcp4": True, "optional": True,
                                                    "regulatory-domain": spec.wifi.country,

@@ -19,7 +19,7 @@ import pytest
 import podman
 from commander.discovery import addresses_for
 from conftest import FAKES, Commander, wait_until
-from images.pi5.boot_files import Spec, Wifi, cloud_init
+from images.pi5.boot_files import Spec, Wifi, cloud_init, nm_connection
 from images.pi5.build import build
 from test_image import BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env
 
@@ -149,3 +149,23 @@ def test_the_wifi_network_config_is_one_netplan_renders_for_networkmanager(tmp_p
     wlan = next(text for name, text in profiles.items() if "wlan0" in name)
     assert "ssid=home net" in wlan and f"psk={wifi.psk()}" in wlan and PASSPHRASE not in wlan
     assert any("eth0" in name for name in profiles)
+
+
+def test_the_bookworm_wifi_profile_is_one_networkmanager_loads(tmp_path):
+    """Bookworm-based Raspberry Pi OS runs NetworkManager and firstboot.sh installs our keyfile as
+    it is, so NetworkManager itself must read it: the SSID, WPA-PSK and the derived key."""
+    wifi = Wifi("home net", PASSPHRASE, "GB")
+    keyfile = tmp_path / "m3shd-wifi.nmconnection"
+    keyfile.write_text(nm_connection(wifi))
+    # debootstrap does not resolve polkitd's virtual logind dependency: name its provider.
+    image = podman.debian_image("networkmanager", ["network-manager", "libpam-systemd"], suite="bookworm")
+    # Its own network namespace: NetworkManager there manages nothing of this machine's.
+    with podman.Container.start(image, f"pi-nm-{secrets.token_hex(3)}") as box:
+        target = "/etc/NetworkManager/system-connections/m3shd-wifi.nmconnection"
+        box.copy_in(keyfile, target)
+        box.exec("chmod", "600", target)
+        box.exec("nmcli", "connection", "reload")
+        shown = read(box, "nmcli", "--show-secrets", "--get-values", "802-11-wireless.ssid,"
+                     "802-11-wireless-security.key-mgmt,802-11-wireless-security.psk", "connection", "show",
+                     "m3shd-wifi")
+    assert shown.splitlines() == ["home net", "wpa-psk", wifi.psk()]

@@ -316,6 +316,8 @@ def cmd_image_build(args) -> int:
     from images.pi5.tools import ImageError
 
     wifi = None
+    if args.wifi_country and not args.wifi:
+        raise CliError("--wifi-country needs --wifi SSID")
     if args.wifi:
         if not args.wifi_country:
             raise CliError("--wifi needs --wifi-country (a two-letter code such as GB or US)")

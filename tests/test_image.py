@@ -291,3 +291,14 @@ def test_a_private_key_given_as_ssh_key_is_refused_without_echoing_it(tmp_path):
     done = build_cli(write(tmp_path / "base.img", "x"), "-o", tmp_path / "out.img", "--ssh-key", private)
     assert done.returncode == 2 and "not an SSH public key" in done.stderr
     assert secret_line[:20] not in done.stderr and not (tmp_path / "out.img").exists()
+
+
+def test_wifi_options_without_their_partner_are_refused(tmp_path):
+    base = write(tmp_path / "base.img", "x")
+    alone = build_cli(base, "-o", tmp_path / "out.img", "--wifi-country", "GB")
+    assert alone.returncode == 2 and "--wifi-country needs --wifi" in alone.stderr
+    no_country = build_cli(base, "-o", tmp_path / "out.img", "--wifi", "home")
+    assert no_country.returncode == 2 and "--wifi needs --wifi-country" in no_country.stderr
+    no_passphrase = build_cli(base, "-o", tmp_path / "out.img", "--wifi", "home", "--wifi-country", "GB")
+    assert no_passphrase.returncode == 2 and "M3SHD_WIFI_PASSPHRASE" in no_passphrase.stderr   # never in argv
+    assert not (tmp_path / "out.img").exists()

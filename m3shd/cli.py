@@ -349,7 +349,8 @@ def cmd_image_build(args) -> int:
     except ImageError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:  # unreadable input, full disk, ...: the partial output is already gone
-        raise CliError(f"{exc.filename or args.output}: {exc.strerror or exc}") from None
+        where = args.output if str(exc.filename or "").endswith(".partial") else exc.filename or args.output
+        raise CliError(f"{where}: {exc.strerror or exc}") from None
     return 0
 
 

@@ -106,11 +106,31 @@ def v3_scheduling(database: pw.Database) -> None:
     database.create_tables([Outcome])
 
 
+def v4_pending_nodes(database: pw.Database) -> None:
+    """Machines that asked to join without a token, waiting for an operator's approval."""
+    Frozen = _frozen_base(database)
+
+    class PendingNode(Frozen):
+        machine_id = pw.CharField(max_length=128, unique=True)
+        name = pw.CharField(max_length=128)
+        capabilities = pw.TextField()
+        slots = pw.IntegerField()
+        version = pw.CharField(max_length=32)
+        address = pw.CharField(max_length=64, null=True, index=True)
+        poll_hash = pw.CharField(max_length=64, unique=True)
+        requested_at = pw.FloatField(index=True)
+        approved_at = pw.FloatField(null=True)
+        approved_by = pw.CharField(max_length=200, null=True)
+
+    database.create_tables([PendingNode])
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
     (2, "accounts, sessions and audit log", v2_accounts),
     (3, "scheduling: reputation, breakers, approvals, fairness, retry policy", v3_scheduling),
+    (4, "pending nodes", v4_pending_nodes),
 ]
 
 

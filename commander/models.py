@@ -214,10 +214,28 @@ class AuditEntry(BaseModel):
     details = JSONField(default=dict)
 
 
+class PendingNode(BaseModel):
+    """A machine that asked to join without a token: it waits here, holding no secret of the
+    mesh, until an operator approves it (it then registers as a node) or rejects it."""
+
+    machine_id = pw.CharField(max_length=128, unique=True)
+    name = pw.CharField(max_length=128)
+    capabilities = JSONField(default=list)
+    slots = pw.IntegerField(default=1)
+    version = pw.CharField(max_length=32, default="")
+    address = pw.CharField(max_length=64, null=True, index=True)   # where the request came from
+    poll_hash = pw.CharField(max_length=64, unique=True)          # SHA-256 of the node's poll token
+    requested_at = pw.FloatField(default=now, index=True)
+    approved_at = pw.FloatField(null=True)
+    approved_by = pw.CharField(max_length=200, null=True)
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
     applied_at = pw.FloatField(default=now)
 
 
-MODELS = (Node, Token, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, SchemaMigration)
+MODELS = (
+    Node, Token, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, PendingNode, SchemaMigration,
+)

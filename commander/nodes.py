@@ -11,7 +11,7 @@ from commander.context import Commander
 from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import (
-    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, PAUSED, QUEUED, Node, Outcome,
+    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, QUEUED, Node, Outcome,
     Task, Token, now,
 )
 from commander.permissions import NODE_PERMISSIONS

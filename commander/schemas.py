@@ -202,6 +202,37 @@ class NodeList(Response):
     nodes: list[NodeOut]
 
 
+class PendingOut(Response):
+    id: int
+    state: Literal["pending"]
+    poll_token: str = Field(description="send it to /nodes/pending/poll until approved; it opens nothing else")
+
+
+class PendingPollIn(Request):
+    poll_token: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+
+
+class PendingPollOut(Response):
+    state: Literal["pending", "approved"]
+    registration: RegisterOut | None = Field(None, description="once approved: the node's secrets, given once")
+
+
+class PendingNodeOut(Response):
+    id: int
+    name: str
+    machine_id: str
+    capabilities: list[str]
+    slots: int
+    version: str
+    address: str | None
+    requested_at: float
+    approved: bool
+
+
+class PendingList(Response):
+    pending: list[PendingNodeOut]
+
+
 # --- tasks -----------------------------------------------------------------------------------
 
 class TaskSubmit(Request):

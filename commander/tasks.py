@@ -1,8 +1,6 @@
-"""Tasks: submit, read, list, cancel, and why a queued task is still waiting."""
+"""Tasks: submit, read, list, cancel, approve or reject, and why a queued task is still waiting."""
 
 from __future__ import annotations
-
-import peewee as pw
 
 from commander import audit, events
 from commander.context import Commander

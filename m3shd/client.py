@@ -113,6 +113,22 @@ class ApiClient(_Base):
     def register(self, **fields) -> dict:
         return self._send("POST", "/api/nodes/register", fields)
 
+    def request_join(self, **fields) -> dict:
+        """Ask to join without a token (no credentials needed): the machine waits as pending."""
+        return self._send("POST", "/api/nodes/pending", fields)
+
+    def poll_join(self, poll_token: str) -> dict:
+        return self._send("POST", "/api/nodes/pending/poll", {"poll_token": poll_token})
+
+    def list_pending(self) -> list[dict]:
+        return self._send("GET", "/api/nodes/pending")["pending"]
+
+    def approve_pending(self, pending_id: int) -> dict:
+        return self._send("POST", f"/api/nodes/pending/{pending_id}/approve")
+
+    def reject_pending(self, pending_id: int) -> None:
+        self._send("DELETE", f"/api/nodes/pending/{pending_id}")
+
 
 class NodeClient(_Base):
     """Every request signed with the node key (DESIGN.md §3)."""

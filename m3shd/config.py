@@ -76,9 +76,13 @@ DEFAULTS: dict[str, dict] = {
         "breaker_cooldown": 60.0,   # first open period; doubles on each failed probe
         "breaker_cooldown_max": 1800.0,
         "breaker_max_open": 0.34,   # never more than this share of live nodes open at once
+        "advertise": True,          # mDNS/DNS-SD on the LAN, when bound beyond loopback
+        "mdns_type": "_m3shd._tcp.local.",  # another type keeps two meshes on one LAN apart
+        "max_pending_nodes": 16,    # tokenless joins waiting for approval, all addresses together
     },
     "n0d3": {
-        "url": "",                 # the Commander, e.g. http://127.0.0.1:8470
+        "url": "",                 # the Commander, e.g. http://127.0.0.1:8470; "" → found with mDNS
+        "mdns_type": "_m3shd._tcp.local.",
         "join_token": "",
         "state_dir": "",           # "" → <data dir>/n0d3
         "name": "",                # "" → host name

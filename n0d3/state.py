@@ -66,6 +66,19 @@ class State:
     def save_identity(self, identity: dict) -> None:
         _write_private(self.dir / "identity.json", identity)
 
+    def join_request(self) -> dict | None:
+        """A tokenless join waiting for approval: the Commander's URL, the request id, the poll token."""
+        try:
+            return json.loads((self.dir / "join-request.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_join_request(self, request: dict | None) -> None:
+        if request is None:
+            (self.dir / "join-request.json").unlink(missing_ok=True)
+        else:
+            _write_private(self.dir / "join-request.json", request)
+
     def hold(self, result: dict) -> Path:
         """Keep a finished result on disk until the Commander accepts (or refuses) it."""
         path = self.outbox / f"{result['task_id']}-{result['attempt']}.json"

@@ -73,9 +73,9 @@ def start_background(cmdr: Commander) -> None:
     """Per worker process: the wake socket, the claim dispatcher and the reaper."""
     cmdr.notifier.start()
 
-    def claim(node_id, open_slots):
+    def claim(node_id, open_slots, task_ids):
         with cmdr.db.connection_context():
-            return leases.claim(cmdr, node_id, open_slots)
+            return leases.claim(cmdr, node_id, open_slots, task_ids)
 
     def choose(waiting):
         with cmdr.db.connection_context():

@@ -102,7 +102,8 @@ def v3_scheduling(database: pw.Database) -> None:
             approval_required=pw.BooleanField(default=False), decided_by=pw.CharField(max_length=200, null=True),
         ),
     }
-    apply(*(migrator.add_column(table, name, field) for table, fields in columns.items() for name, field in fields.items()))
+    apply(*(migrator.add_column(table, name, field) for table, fields in columns.items() for name, field in fields.items()),
+          migrator.add_index("task", ("started_at",), False))
     database.create_tables([Outcome])
 
 

@@ -135,6 +135,7 @@ class Task(BaseModel):
         indexes = (
             (("state", "requires", "priority"), False),
             (("submitted_by", "idempotency_key"), True),
+            (("started_at",), False),  # fair shares count each submitter's recent tasks
         )
 
 

@@ -53,12 +53,15 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
                  tried_nodes=frozenset(r.tried_nodes))
         for r in rows
     ]
-    # Recent service, not just work in flight: with one slot nothing is in flight at a claim.
-    served = Counter(dict(
-        Task.select(Task.submitter, pw.fn.COUNT(Task.id))
-        .where((Task.state == LEASED) | (Task.started_at > t - settings["fairness_window"]))
-        .group_by(Task.submitter).tuples()
-    ))
+    served = Counter()
+    submitters = {view.submitter for view in views}
+    if len(submitters) > 1:  # fair shares only matter between submitters that are waiting
+        # Recent service, not just work in flight: with one slot nothing is in flight at a claim.
+        served.update(dict(
+            Task.select(Task.submitter, pw.fn.COUNT(Task.id))
+            .where((Task.started_at > t - settings["fairness_window"]) & Task.submitter.in_(submitters))
+            .group_by(Task.submitter).tuples()
+        ))
     return scheduler.fair_order(views, served, settings["aging"])
 
 
@@ -117,14 +120,24 @@ def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict
     ]
 
 
-def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]]) -> list[int]:
-    """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work."""
+def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict) -> list[int]:
+    """The ids of the tasks the plan gives this node now, in serving order."""
+    runnable = [list(key) for key in runnable_classes(t) if capabilities.issuperset(key)]
+    if not runnable:
+        return []
+    placed = plan(queue(t, settings, runnable), candidates(t, settings), settings)
+    return [task.id for task in claimable(placed, node_id, capabilities, settings)]
+
+
+def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]]) -> dict[int, list[int]]:
+    """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work,
+    with the ids of that work: one plan for all of them."""
     tasks = queue(t, settings)
     if not tasks:
-        return []
+        return {}
     placed = plan(tasks, candidates(t, settings), settings)
-    chosen = []
+    chosen = {}
     for node_id, capabilities in waiting.items():
-        if claimable(placed, node_id, capabilities, settings):
-            chosen.append(node_id)
+        if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:
+            chosen[node_id] = ids
     return chosen

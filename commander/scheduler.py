@@ -2,8 +2,7 @@
 
 Order of tasks: effective priority first (a task's priority plus one level per `aging` seconds
 it has waited, so low priorities do not starve), then the submitter served least lately (tasks
-running or started within `fairness_window` seconds: fair shares between submitters), then the
-oldest.
+started within `fairness_window` seconds: fair shares between submitters), then the oldest.
 
 Choice of node, among those that can take the task now (capabilities ⊇ `requires`, a free
 slot, a breaker that admits work), best first by:

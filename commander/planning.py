@@ -72,19 +72,29 @@ CANDIDATE_COLUMNS = (
 )
 
 
-def candidates(t: float, settings: dict) -> list[Candidate]:
-    """Every node taking work (busy ones too: a task may wait for one), with its free slots as
-    the Commander counts them. Read as plain rows: this runs on every claim, over every node."""
-    running = dict(
-        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
-    )
-    half_life = settings["reputation_half_life"]
-    parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
-    able = []
+FLEET_TTL = 0.1  # seconds a worker reuses the node rows behind its plans (most of a plan's cost);
+# free slots are counted fresh from the leases each time, so a reused row never offers a full node
+
+
+def fleet(t: float, settings: dict) -> list[tuple]:
+    """What candidates are built from: every active node's row, read raw (per-field conversion
+    of a thousand rows costs more than the rest of a plan)."""
     query = Node.select(*CANDIDATE_COLUMNS).where(
         (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > t - settings["lost_after"])
     )
-    rows = database_proxy.execute(query)  # raw rows: per-field conversion costs more than the rest
+    return list(database_proxy.execute(query))
+
+
+def candidates(t: float, settings: dict, rows: list[tuple] | None = None) -> list[Candidate]:
+    """Every node taking work (busy ones too: a task may wait for one), with its free slots as
+    the Commander counts them now; from `rows` (see `fleet`) when the caller has them at hand."""
+    running = dict(
+        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
+    )
+    rows = fleet(t, settings) if rows is None else rows
+    half_life = settings["reputation_half_life"]
+    parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
+    able = []
     for (node_id, caps, slots, open_slots, last_seen, priority, mean, count, rep_at, state, failures, cooldown,
          until, probe_task) in rows:
         free = min(open_slots, slots - running.get(node_id, 0))
@@ -120,22 +130,23 @@ def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict
     ]
 
 
-def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict) -> list[int]:
-    """The ids of the tasks the plan gives this node now, in serving order."""
+def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict, load_fleet) -> list[int]:
+    """The ids of the tasks the plan gives this node now, in serving order; `load_fleet()` gives
+    the rows for `candidates` (a worker shares them for FLEET_TTL)."""
     runnable = [list(key) for key in runnable_classes(t) if capabilities.issuperset(key)]
     if not runnable:
         return []
-    placed = plan(queue(t, settings, runnable), candidates(t, settings), settings)
+    placed = plan(queue(t, settings, runnable), candidates(t, settings, load_fleet()), settings)
     return [task.id for task in claimable(placed, node_id, capabilities, settings)]
 
 
-def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]]) -> dict[int, list[int]]:
+def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_fleet) -> dict[int, list[int]]:
     """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work,
     with the ids of that work: one plan for all of them."""
     tasks = queue(t, settings)
     if not tasks:
         return {}
-    placed = plan(tasks, candidates(t, settings), settings)
+    placed = plan(tasks, candidates(t, settings, load_fleet()), settings)
     chosen = {}
     for node_id, capabilities in waiting.items():
         if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:

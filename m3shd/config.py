@@ -63,7 +63,8 @@ DEFAULTS: dict[str, dict] = {
         "score_prefer": 0.5,        # weight of the share of a task's `prefer` it has
         "best_node_wait": 2.0,      # a task waits this long for its best node, then any may take it
         "better_node_margin": 0.15,  # wait for a busy node whose mean reward is this much higher,
-        "better_node_wait": 5.0,     # ... for up to this long
+        "better_node_wait": 5.0,     # ... for up to this long,
+        "better_node_evidence": 3.0,  # ... once both have at least this many (decayed) outcomes
         "aging": 60.0,              # a queued task gains one priority level per this many seconds
         "fairness_window": 600.0,   # submitters served least within this window go first
         "retry_backoff": 0.0,       # default seconds before a retry (doubles each attempt)

@@ -120,8 +120,10 @@ class Mesh:
         self.vault_password = work / "vault-password"
         self.vault_password.write_text("correct horse battery staple\n")
         self.admin_password = "s3cret-admin-pw"
+        self.api_key = "sk-ant-test-not-a-real-key-0123456789"
         vault = self.inventory / "group_vars" / "all" / "vault.yml"
-        vault.write_text(yaml.safe_dump({"vault_m3shd_admin_password": self.admin_password}))
+        vault.write_text(yaml.safe_dump({"vault_m3shd_admin_password": self.admin_password,
+                                         "vault_m3shd_anthropic_api_key": self.api_key}))
         subprocess.run([tool("ansible-vault"), "encrypt", "--vault-password-file", str(self.vault_password),
                         str(vault)], check=True, env=ansible_env(), capture_output=True)
         assert vault.read_text().startswith("$ANSIBLE_VAULT;"), "the vault file was not encrypted"
@@ -188,7 +190,8 @@ class Mesh:
                    f"in {time.monotonic() - started:.0f} s (log: {log})")
         if check_ok:
             assert done.returncode == 0, f"ansible-playbook failed (exit {done.returncode}):\n{done.stdout[-6000:]}{done.stderr[-3000:]}"
-        assert self.admin_password not in done.stdout + done.stderr, "a secret reached the playbook's output"
+        for secret in (self.admin_password, self.api_key, "m3j_"):
+            assert secret not in done.stdout + done.stderr, "a secret reached the playbook's output"
         return {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
                 for m in RECAP.finditer(done.stdout)}
 
@@ -222,7 +225,8 @@ class Mesh:
         for name, box in self.boxes.items():
             (ARTIFACTS / "ansible" / f"{name}.journal").write_text(
                 box.exec("journalctl", "--no-pager", "-n", "300", check=False).stdout)
-            box.stop()
+        if self.boxes:  # all at once: each takes seconds to shut systemd down
+            podman.run("rm", "--force", "--time", "5", *(box.name for box in self.boxes.values()), check=False)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +268,7 @@ def test_ansible_lint_production_profile_is_clean():
     done = subprocess.run([tool("ansible-lint"), "--nocolor"], cwd=ROOT, env=ansible_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert "profile 'production'" in done.stdout + done.stderr
+    assert "profile 'production' was required, and it passed" in (done.stdout + done.stderr).lower()
 
 
 def test_yamllint_is_clean():
@@ -317,8 +321,8 @@ def test_molecule_scenario(role, target):
     log.write_text(done.stdout + done.stderr)
     podman.say(f"molecule test ({role}): exit {done.returncode} in {time.monotonic() - started:.0f} s (log: {log})")
     assert done.returncode == 0, (done.stdout + done.stderr)[-8000:]
-    assert "Idempotence completed successfully" in done.stdout + done.stderr
-    assert "Verifier completed successfully" in done.stdout + done.stderr
+    for step in ("converge", "idempotence", "verify"):
+        assert f"[default > {step}] Executed: Successful" in done.stdout + done.stderr, f"molecule skipped {step}"
 
 
 # --- end to end, in order ----------------------------------------------------------------------------
@@ -336,6 +340,9 @@ def test_site_converges_and_every_n0d3_joins(mesh):
         assert service_user(mesh.boxes[name], service) == "m3shd"
     worker = mesh.boxes["worker"]
     assert worker.exec("grep", "-r", "m3j_", "/etc/m3shd", "/var/lib/m3shd", check=False).returncode == 1
+    # The API key from the vault reaches the service through a root-only environment file.
+    assert worker.exec("stat", "-c", "%U %a", "/etc/m3shd/n0d3.env").stdout.split() == ["root", "600"]
+    assert worker.exec("cat", "/etc/m3shd/n0d3.env").stdout == f"ANTHROPIC_API_KEY={mesh.api_key}\n"
 
 
 def test_a_task_submitted_through_the_api_runs_on_a_node(mesh):

@@ -170,7 +170,9 @@ class Mesh:
                     "commander_url": f"http://{self.boxes[commander].ip}:{PORT}"}}},
                 "n0d3s": {"children": {
                     "debians": {"hosts": {n: host(n) for n in self.groups["debians"]}},
-                    "pis": {"hosts": {n: host(n) for n in self.groups["pis"]}},
+                    # Shaped like a Pi 5: the labels a real one would declare (the agent adds arch=x86_64 here).
+                    "pis": {"hosts": {n: host(n) | {"n0d3_capabilities": ["pi5", "arm64"]}
+                                      for n in self.groups["pis"]}},
                 }},
                 "bridge": {"hosts": {}},
             }}}
@@ -332,7 +334,7 @@ def test_site_converges_and_every_n0d3_joins(mesh):
     assert {h for h, r in recap.items() if r["changed"]} == {"hub", "worker", "pi"}
     nodes = mesh.wait_active(["worker", "pi"])
     assert len(nodes) == 2
-    assert "pi5" in nodes["pi"]["capabilities"] and "pi5" not in nodes["worker"]["capabilities"]
+    assert {"pi5", "arm64"} <= set(nodes["pi"]["capabilities"]) and "pi5" not in nodes["worker"]["capabilities"]
     assert nodes["pi"]["slots"] == 1 and nodes["worker"]["slots"] == 2
     assert {n["runner"] for n in nodes.values()} == {"claude-cli"}
     # The services run as the dedicated user, and the join token never lands on a node's disk.
@@ -346,7 +348,7 @@ def test_site_converges_and_every_n0d3_joins(mesh):
 
 
 def test_a_task_submitted_through_the_api_runs_on_a_node(mesh):
-    task = mesh.api.submit_task("hello from ansible", requires=["pi5"])
+    task = mesh.api.submit_task("hello from ansible", requires=["pi5", "arm64"])
     done = wait_until(lambda: (t := mesh.api.get_task(task["id"], wait=2)) and t["state"] in ("succeeded", "failed") and t,
                       60, what="the task to finish")
     assert done["state"] == "succeeded", done

@@ -13,7 +13,7 @@ through `env()`.
     with podman.Container.start(image, "commander") as box:
         box.exec("systemctl", "is-system-running", "--wait")
 
-Stable API: env(), require(), debian_image(), Container (start/exec/ip/stop), run().
+Stable API: env(), require(), debian_image(), network(), Container (start/exec/ip/stop), run().
 Set M3SHD_PODMAN_CACHE to keep the cache and storage elsewhere; M3SHD_DEBIAN_MIRROR for a mirror.
 """
 
@@ -155,6 +155,16 @@ def _debootstrap(tarball: Path, packages: list[str], suite: str) -> None:
     say(f"rootfs ready in {time.monotonic() - started:.0f} s: {tarball}")
 
 
+def network(name: str, subnet: str) -> str:
+    """A podman network of the tests' own (made once), so containers can keep fixed addresses
+    across restarts: Container.start(..., network=name, ip=...)."""
+    if run("network", "exists", name, check=False).returncode != 0:
+        made = run("network", "create", "--subnet", subnet, name, check=False)
+        if made.returncode != 0 and run("network", "exists", name, check=False).returncode != 0:
+            raise PodmanError(f"podman network create {name} failed: {made.stderr.strip()}")
+    return name
+
+
 class Container:
     """A running systemd container. Use as a context manager, or call stop()."""
 
@@ -163,12 +173,13 @@ class Container:
 
     @classmethod
     def start(cls, image: str, name: str, *, hostname: str | None = None, network: str | None = None,
-              volumes: list[str] = (), publish: list[str] = (), extra: list[str] = (),
+              ip: str | None = None, volumes: list[str] = (), publish: list[str] = (), extra: list[str] = (),
               wait: float = 60) -> "Container":
         """Start `image` with systemd as PID 1 and wait until systemd has finished booting."""
         run("rm", "--force", "--ignore", name, check=False)
         args = ["run", "--detach", "--name", name, "--hostname", hostname or name, "--systemd=always"]
         args += [f"--network={network}"] if network else []
+        args += [f"--ip={ip}"] if ip else []
         for volume in volumes:
             args += ["--volume", volume]
         for port in publish:

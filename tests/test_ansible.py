@@ -38,6 +38,9 @@ VENV_BIN = Path(sys.executable).parent
 IMAGE_PACKAGES = ["openssh-server", "python3", "python3-venv", "sudo"]
 OPERATOR = "deploy"  # the sudo user a fresh Pi or Debian box has, reached with an SSH key
 PORT = 8470
+# A network of these tests' own, with fixed addresses: a rebooted container keeps its address,
+# as a machine on a LAN keeps its name.
+NETWORK, SUBNET = "m3shd-ansible", "10.89.71.0/24"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -83,20 +86,33 @@ def build_wheel(into: Path) -> Path:
     return next(into.glob("m3shd-*.whl"))
 
 
+class Target:
+    """What every target container needs: the image, and this checkout's wheel plus its wheelhouse."""
+
+    def __init__(self, work: Path):
+        podman.require()
+        self.image = podman.debian_image("ansible-target", IMAGE_PACKAGES)
+        self.dist = work / "dist"
+        self.wheel = build_wheel(self.dist)
+        self.wheels = wheelhouse()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory) -> Target:
+    return Target(tmp_path_factory.mktemp("target"))
+
+
 # --- the mesh --------------------------------------------------------------------------------------
 
 class Mesh:
     """The containers, the operator's inventory and the playbook runs against them."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, target: Target):
         self.work = work
         self.boxes: dict[str, podman.Container] = {}
         self.groups: dict[str, list[str]] = {"commander": [], "debians": [], "pis": []}
         self.runs = 0
-        self.image = podman.debian_image("ansible-target", IMAGE_PACKAGES)
-        self.dist = work / "dist"
-        self.wheel = build_wheel(self.dist)
-        self.wheels = wheelhouse()
+        self.image, self.dist, self.wheel, self.wheels = target.image, target.dist, target.wheel, target.wheels
         self.key = work / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
         self.inventory = work / "inventory"
@@ -104,23 +120,27 @@ class Mesh:
         self.vault_password = work / "vault-password"
         self.vault_password.write_text("correct horse battery staple\n")
         self.admin_password = "s3cret-admin-pw"
+        self.api_key = "sk-ant-test-not-a-real-key-0123456789"
         vault = self.inventory / "group_vars" / "all" / "vault.yml"
-        vault.write_text(yaml.safe_dump({"vault_m3shd_admin_password": self.admin_password}))
+        vault.write_text(yaml.safe_dump({"vault_m3shd_admin_password": self.admin_password,
+                                         "vault_m3shd_anthropic_api_key": self.api_key}))
         subprocess.run([tool("ansible-vault"), "encrypt", "--vault-password-file", str(self.vault_password),
                         str(vault)], check=True, env=ansible_env(), capture_output=True)
         assert vault.read_text().startswith("$ANSIBLE_VAULT;"), "the vault file was not encrypted"
         # What only the tests need: the package from this checkout, offline, and the fake claude.
         (self.inventory / "group_vars" / "all" / "tests.yml").write_text(yaml.safe_dump({
-            "m3shd_package": f"/srv/dist/{self.wheel.name}",
-            "m3shd_pip_extra_args": "--no-index --find-links /srv/wheelhouse",
-            "m3shd_claude_executable_src": str(ROOT / "tests" / "fakes" / "claude"),
-            "m3shd_apt_cache_valid_time": 10 ** 8,
-            "m3shd_n0d3_settings": {"claim_wait": 5.0},
+            "common_package": f"/srv/dist/{self.wheel.name}",
+            "common_pip_extra_args": "--no-index --find-links /srv/wheelhouse",
+            "n0d3_claude_executable_src": str(ROOT / "tests" / "fakes" / "claude"),
+            "common_apt_cache_valid_time": 10 ** 8,
+            "n0d3_settings": {"claim_wait": 5.0},
         }))
         self._api: ApiClient | None = None
 
     def add(self, name: str, group: str) -> podman.Container:
-        box = podman.Container.start(self.image, f"m3shd-ansible-{name}", hostname=name, volumes=[
+        address = f"{SUBNET.rsplit('.', 1)[0]}.{10 + len(self.boxes)}"
+        box = podman.Container.start(self.image, f"m3shd-ansible-{name}", hostname=name, ip=address,
+                                     network=podman.network(NETWORK, SUBNET), volumes=[
             f"{self.dist}:/srv/dist:ro", f"{self.wheels}:/srv/wheelhouse:ro"])
         # What an OS image's first boot gives an operator: a sudo user reachable by key.
         public = self.key.with_suffix(".pub").read_text()
@@ -147,10 +167,12 @@ class Mesh:
                                                 f"-o UserKnownHostsFile={self.work / 'known_hosts'}"},
             "children": {
                 "commander": {"hosts": {commander: host(commander) | {
-                    "m3shd_commander_url": f"http://{self.boxes[commander].ip}:{PORT}"}}},
+                    "commander_url": f"http://{self.boxes[commander].ip}:{PORT}"}}},
                 "n0d3s": {"children": {
                     "debians": {"hosts": {n: host(n) for n in self.groups["debians"]}},
-                    "pis": {"hosts": {n: host(n) for n in self.groups["pis"]}},
+                    # Shaped like a Pi 5: the labels a real one would declare (the agent adds arch=x86_64 here).
+                    "pis": {"hosts": {n: host(n) | {"n0d3_capabilities": ["pi5", "arm64"]}
+                                      for n in self.groups["pis"]}},
                 }},
                 "bridge": {"hosts": {}},
             }}}
@@ -170,7 +192,8 @@ class Mesh:
                    f"in {time.monotonic() - started:.0f} s (log: {log})")
         if check_ok:
             assert done.returncode == 0, f"ansible-playbook failed (exit {done.returncode}):\n{done.stdout[-6000:]}{done.stderr[-3000:]}"
-        assert self.admin_password not in done.stdout + done.stderr, "a secret reached the playbook's output"
+        for secret in (self.admin_password, self.api_key, "m3j_"):
+            assert secret not in done.stdout + done.stderr, "a secret reached the playbook's output"
         return {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
                 for m in RECAP.finditer(done.stdout)}
 
@@ -204,15 +227,15 @@ class Mesh:
         for name, box in self.boxes.items():
             (ARTIFACTS / "ansible" / f"{name}.journal").write_text(
                 box.exec("journalctl", "--no-pager", "-n", "300", check=False).stdout)
-            box.stop()
+        if self.boxes:  # all at once: each takes seconds to shut systemd down
+            podman.run("rm", "--force", "--time", "5", *(box.name for box in self.boxes.values()), check=False)
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    podman.require()
+def mesh(tmp_path_factory, target):
     if shutil.which("ssh") is None:
         pytest.skip("ssh is not installed (Debian: apt-get install openssh-client)")
-    built = Mesh(tmp_path_factory.mktemp("ansible"))
+    built = Mesh(tmp_path_factory.mktemp("ansible"), target)
     try:
         built.add("hub", "commander")
         built.add("worker", "debians")
@@ -234,6 +257,76 @@ def assert_unchanged(recap: dict[str, dict], hosts: list[str]) -> None:
     assert not changed, f"a second run changed something: {changed}"
 
 
+# --- static checks: no containers needed --------------------------------------------------------------
+
+def test_site_yml_passes_the_syntax_check():
+    done = subprocess.run([tool("ansible-playbook"), "--syntax-check", "site.yml"], cwd=ROOT, env=ansible_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ansible_lint_production_profile_is_clean():
+    """Every role, the macOS task files included, against ansible-lint's strictest profile (.ansible-lint)."""
+    done = subprocess.run([tool("ansible-lint"), "--nocolor"], cwd=ROOT, env=ansible_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "profile 'production' was required, and it passed" in (done.stdout + done.stderr).lower()
+
+
+def test_yamllint_is_clean():
+    done = subprocess.run([tool("yamllint"), "--strict", ".ansible-lint", ".yamllint", "site.yml", "playbooks",
+                           "inventory", "roles", "tests/ansible"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("cpu,prefix", [("arm64", "/opt/homebrew"), ("x86_64", "/usr/local")])
+def test_launchd_plists_render_valid_for_each_mac(tmp_path, cpu, prefix):
+    inventory = tmp_path / "macs.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"mac": {"cpu": cpu, "ansible_connection": "local",
+                                                                     "ansible_python_interpreter": sys.executable}}}}))
+    done = subprocess.run([tool("ansible-playbook"), "-i", str(inventory), "tests/ansible/render-launchd.yml",
+                           "-e", f"out={tmp_path}"], cwd=ROOT, env=ansible_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    plists = {p.stem.split("-", 1)[1]: plistlib.loads(p.read_bytes()) for p in tmp_path.glob("mac-*.plist")}
+    assert sorted(plists) == ["bridge", "commander", "n0d3"]
+    n0d3 = plists["n0d3"]
+    assert n0d3["Label"] == "com.m3shd.n0d3"
+    assert n0d3["ProgramArguments"] == [f"{prefix}/var/m3shd/venv/bin/m3shd", "n0d3", "run"]
+    assert n0d3["UserName"] == "alice"  # a LaunchDaemon runs as the login user, not root
+    assert n0d3["RunAtLoad"] is True and n0d3["KeepAlive"] == {"SuccessfulExit": False}
+    assert n0d3["ExitTimeOut"] == 630
+    assert n0d3["EnvironmentVariables"]["PATH"].split(":")[:2] == [f"{prefix}/var/m3shd/venv/bin", f"{prefix}/bin"]
+    assert n0d3["EnvironmentVariables"]["M3SHD_CONFIG_DIR"] == "/Users/alice/Library/Application Support/m3shd"
+    assert n0d3["StandardErrorPath"] == "/Users/alice/Library/Logs/m3shd/n0d3.log"
+    assert plists["commander"]["ProgramArguments"][1:] == ["commander", "serve"]
+    bridge = plists["bridge"]  # a LaunchAgent: the GUI session's user, so no UserName
+    assert "UserName" not in bridge and bridge["ProcessType"] == "Interactive"
+    assert bridge["ProgramArguments"][1:] == ["bridge", "run"]
+
+
+# --- the roles' molecule scenarios -------------------------------------------------------------------
+
+@pytest.mark.parametrize("role", ["commander", "n0d3"])
+def test_molecule_scenario(role, target):
+    """converge, idempotence (a second converge changes nothing), verify: roles/<role>/molecule/default."""
+    log = ARTIFACTS / "ansible" / f"molecule-{role}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    done = subprocess.run([tool("molecule"), "test"], cwd=ROOT / "roles" / role, capture_output=True, text=True,
+                          timeout=1500, env=ansible_env(
+                              ANSIBLE_ROLES_PATH=str(ROOT / "roles"), M3SHD_MOLECULE_IMAGE=target.image,
+                              M3SHD_MOLECULE_DIST=str(target.dist), M3SHD_MOLECULE_WHEELHOUSE=str(target.wheels),
+                              M3SHD_MOLECULE_PACKAGE=f"/srv/dist/{target.wheel.name}",
+                              M3SHD_MOLECULE_FAKE_CLAUDE=str(ROOT / "tests" / "fakes" / "claude")))
+    log.write_text(done.stdout + done.stderr)
+    podman.say(f"molecule test ({role}): exit {done.returncode} in {time.monotonic() - started:.0f} s (log: {log})")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-8000:]
+    for step in ("converge", "idempotence", "verify"):
+        assert f"[default > {step}] Executed: Successful" in done.stdout + done.stderr, f"molecule skipped {step}"
+
+
 # --- end to end, in order ----------------------------------------------------------------------------
 
 def test_site_converges_and_every_n0d3_joins(mesh):
@@ -241,7 +334,7 @@ def test_site_converges_and_every_n0d3_joins(mesh):
     assert {h for h, r in recap.items() if r["changed"]} == {"hub", "worker", "pi"}
     nodes = mesh.wait_active(["worker", "pi"])
     assert len(nodes) == 2
-    assert "pi5" in nodes["pi"]["capabilities"] and "pi5" not in nodes["worker"]["capabilities"]
+    assert {"pi5", "arm64"} <= set(nodes["pi"]["capabilities"]) and "pi5" not in nodes["worker"]["capabilities"]
     assert nodes["pi"]["slots"] == 1 and nodes["worker"]["slots"] == 2
     assert {n["runner"] for n in nodes.values()} == {"claude-cli"}
     # The services run as the dedicated user, and the join token never lands on a node's disk.
@@ -249,10 +342,13 @@ def test_site_converges_and_every_n0d3_joins(mesh):
         assert service_user(mesh.boxes[name], service) == "m3shd"
     worker = mesh.boxes["worker"]
     assert worker.exec("grep", "-r", "m3j_", "/etc/m3shd", "/var/lib/m3shd", check=False).returncode == 1
+    # The API key from the vault reaches the service through a root-only environment file.
+    assert worker.exec("stat", "-c", "%U %a", "/etc/m3shd/n0d3.env").stdout.split() == ["root", "600"]
+    assert worker.exec("cat", "/etc/m3shd/n0d3.env").stdout == f"ANTHROPIC_API_KEY={mesh.api_key}\n"
 
 
 def test_a_task_submitted_through_the_api_runs_on_a_node(mesh):
-    task = mesh.api.submit_task("hello from ansible", requires=["pi5"])
+    task = mesh.api.submit_task("hello from ansible", requires=["pi5", "arm64"])
     done = wait_until(lambda: (t := mesh.api.get_task(task["id"], wait=2)) and t["state"] in ("succeeded", "failed") and t,
                       60, what="the task to finish")
     assert done["state"] == "succeeded", done

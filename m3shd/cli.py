@@ -375,7 +375,7 @@ def cmd_provenance_verify(args) -> int:
     bundle = read_json(args.file)
     try:
         verdict = verify_bundle(bundle)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # whatever an edited file holds
         raise CliError(f"{args.file} is not a provenance bundle: {exc!r}") from None
     steps = {link["task_id"]: link.get("step") for link in bundle["links"]}
 
@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_task_wait)
     p = task.add_parser("list", parents=[client], help="list tasks, newest first")
-    p.add_argument("--state", choices=("awaiting_approval", "queued", "leased", *FINAL))
+    p.add_argument("--state", choices=("blocked", "awaiting_approval", "queued", "leased", *FINAL))
     p.add_argument("--node", type=int)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_task_list)

@@ -112,7 +112,7 @@ def cancel(cmdr: Commander, pipeline_id: int) -> Pipeline:
     return get(pipeline_id)
 
 
-def end(pipeline: Pipeline, steps: dict[int, Task], state: str, reason: str) -> None:
+def end(pipeline: Pipeline, steps: dict[int, Task], state: str, reason: str | None) -> None:
     """Finish the pipeline in `state`, cancelling the steps that are not final yet."""
     t = now()
     for step in steps.values():
@@ -121,7 +121,7 @@ def end(pipeline: Pipeline, steps: dict[int, Task], state: str, reason: str) -> 
                 (Task.id == step.id) & Task.state.not_in(FINAL_STATES)).execute()
             events.publish("task.cancelled", task=step.id, previous=step.state, node=step.node_id,
                            pipeline=pipeline.id, step=step.step_key)
-    Pipeline.update(state=state, error=reason if state != SUCCEEDED else None, finished_at=t).where(
+    Pipeline.update(state=state, error=reason, finished_at=t).where(
         Pipeline.id == pipeline.id).execute()
     events.publish(f"pipeline.{state}", pipeline=pipeline.id, reason=reason)
 
@@ -166,7 +166,7 @@ def advance(cmdr: Commander, finished: Task) -> None:
     if all(step.state in FINAL_STATES for step in steps.values()):
         state = SUCCEEDED if all(step.state == SUCCEEDED for step in steps.values()) else FAILED
         not_done = sorted(step.step_key for step in steps.values() if step.state != SUCCEEDED)
-        end(pipeline, steps, state, f"steps that did not succeed: {', '.join(not_done)}" if not_done else "")
+        end(pipeline, steps, state, f"steps that did not succeed: {', '.join(not_done)}" if not_done else None)
 
 
 def move(pipeline: Pipeline, step: Task, state: str, **fields) -> None:

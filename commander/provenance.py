@@ -73,16 +73,22 @@ def verify(cmdr: Commander, chain: list[Task]) -> tuple[list[dict], dict[str, st
     problems = provenance.check_links(links, public_keys)
     for task, entry in zip(chain, links):
         entry["problems"] = problems[task.id]
-        key = keys.get(task.signed_with_id)
-        if task.result_document is not None and not (key and _hmac_ok(cmdr, key, task)):
-            entry["problems"].append("the HMAC does not match the result")
+        if task.result_document is not None and (problem := _hmac_problem(cmdr, keys.get(task.signed_with_id), task)):
+            entry["problems"].append(problem)
     _spread_to_descendants(links)
     return links, public_keys
 
 
-def _hmac_ok(cmdr: Commander, key: NodeKey, task: Task) -> bool:
-    secret = bytes.fromhex(cmdr.box.decrypt(key.hmac_key).decode())
-    return wire.check_document(secret, task.result_document.encode(), task.result_signature or "")
+def _hmac_problem(cmdr: Commander, key: NodeKey | None, task: Task) -> str | None:
+    if key is None:
+        return "the node key that signed it is gone"
+    try:
+        secret = bytes.fromhex(cmdr.box.decrypt(key.hmac_key).decode())
+    except ValueError:  # sealed with a Fernet key no longer configured: say so, never a 500
+        return "the node key that signed it cannot be decrypted with the configured secret keys"
+    if not wire.check_document(secret, task.result_document.encode(), task.result_signature or ""):
+        return "the HMAC does not match the result"
+    return None
 
 
 def _spread_to_descendants(links: list[dict]) -> None:

@@ -136,6 +136,19 @@ def test_cancelling_a_pipeline_stops_the_running_step_and_the_blocked_ones(comma
     assert refused.value.status == 409 and refused.value.code == "already_final"
 
 
+def test_a_step_whose_last_lease_expires_skips_its_children(commander, spawn_n0d3):
+    node = spawn_n0d3("alpha")
+    submitted = commander.api.submit_pipeline({"steps": [
+        {"key": "doomed", "prompt": "[sleep=60] work", "max_attempts": 1},
+        {"key": "after", "prompt": "then", "depends_on": ["doomed"]},
+    ]})
+    commander.wait_task(step(submitted, "doomed")["task_id"], states=("leased",))
+    node.process.kill9()  # no result, no heartbeats: the lease runs out (2 s in tests)
+    finished = wait_pipeline(commander, submitted["id"], timeout=20)
+    assert states(finished) == {"doomed": "failed", "after": "skipped"} and finished["state"] == "failed"
+    assert "lease expired" in step(finished, "doomed")["error"]
+
+
 def test_cancelling_one_step_skips_what_depends_on_it(commander):
     submitted = commander.api.submit_pipeline({"steps": [
         {"key": "a", "prompt": "a"}, {"key": "b", "prompt": "b", "depends_on": ["a"]},

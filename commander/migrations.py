@@ -135,6 +135,10 @@ def v5_pipelines_provenance(database: pw.Database) -> None:
         finished_at = pw.FloatField(null=True)
 
     database.create_tables([NodeKey, Pipeline])
+    # Nodes registered before this version keep signing with their current HMAC key: record it,
+    # so the results they post until they next register can be verified again later.
+    database.execute_sql('INSERT INTO "node_key" ("node_id", "hmac_key", "public_key", "created_at") '
+                         'SELECT "id", "signing_key", NULL, "registered_at" FROM "node"')
     migrator = SchemaMigrator.from_database(database)
     columns = dict(
         result_document=pw.TextField(null=True), result_ed25519=pw.CharField(max_length=128, null=True),

@@ -56,7 +56,9 @@ def document(app: Flask) -> dict:
         if parameters:
             operation["parameters"] = parameters
         if spec.body:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[spec.body]}}}
+            # routing.parse_body reads no body as {}: only a model with required fields needs one.
+            needed = any(field.is_required() for field in spec.body.model_fields.values())
+            operation["requestBody"] = {"required": needed, "content": {"application/json": {"schema": ref[spec.body]}}}
         if spec.signed:
             operation["description"] = ("Node request: also send X-M3SHD-Timestamp, X-M3SHD-Nonce and "
                                         "X-M3SHD-Signature (HMAC-SHA256 with the node's signing key).")

@@ -126,9 +126,16 @@ def cmd_commander_serve(args) -> int:
 def cmd_n0d3_run(args) -> int:
     settings = config.load("n0d3", args.config, url=args.url, join_token=args.join_token, slots=args.slots,
                            name=args.name)
-    from n0d3.agent import run
+    return n0d3_agent().run(settings)
 
-    return run(settings)
+
+def n0d3_agent():
+    """The agent module; it signs results with cryptography, which only the n0d3 extra installs."""
+    try:
+        from n0d3 import agent
+    except ModuleNotFoundError as exc:
+        raise CliError(f"the N0D3 needs {(exc.name or '?').split('.')[0]}: pip install 'm3shd[n0d3]'") from None
+    return agent
 
 
 def cmd_n0d3_join(args) -> int:
@@ -141,13 +148,12 @@ def cmd_n0d3_join(args) -> int:
     if args.capabilities:
         values["capabilities"] = [c.strip() for c in args.capabilities.split(",") if c.strip()]
     settings = config.load("n0d3", None, **values)
-    from n0d3.agent import Agent, FatalConfig
-
-    agent = Agent(settings)
+    n0d3 = n0d3_agent()
+    agent = n0d3.Agent(settings)
     agent.detect_runner()
     try:
         agent.connect(fall_back=False)
-    except FatalConfig as exc:
+    except n0d3.FatalConfig as exc:
         raise CliError(str(exc)) from None
     path = config.config_dir() / "n0d3.toml"
     config.write_section(path, "n0d3", values)

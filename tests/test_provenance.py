@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 import stat
+import sys
 import uuid
 
 import pytest
@@ -214,3 +215,18 @@ def test_a_result_without_a_valid_ed25519_signature_is_refused(commander):
     assert node.post_result(result)["task"]["state"] == "succeeded"
     link = commander.api.task_provenance(task["id"])["links"][0]
     assert link["document"] == wire.result_document(result).decode() and link["problems"] == []
+
+
+def test_a_n0d3_without_its_extra_says_what_to_install(monkeypatch, tmp_path, capsys):
+    """cryptography signs results; a Pi with only the base install gets told, not a traceback."""
+    import n0d3
+
+    from m3shd import cli
+
+    for name in ("n0d3.agent", "n0d3.state", "m3shd.provenance"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delattr(n0d3, "agent", raising=False)
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # as if not installed
+    monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path))
+    assert cli.main(["n0d3", "run", "--url", "http://127.0.0.1:9"]) == cli.EXIT_USAGE
+    assert "the N0D3 needs cryptography: pip install 'm3shd[n0d3]'" in capsys.readouterr().err

@@ -76,6 +76,8 @@ def verify(cmdr: Commander, chain: list[Task]) -> tuple[list[dict], dict[str, st
         if task.result_document is not None and (problem := _hmac_problem(cmdr, keys.get(task.signed_with_id), task)):
             entry["problems"].append(problem)
     _spread_to_descendants(links)
+    for entry in links:
+        entry["verified"] = not entry["problems"]
     return links, public_keys
 
 
@@ -106,5 +108,5 @@ def bundle(cmdr: Commander, task: Task) -> dict:
     steps = {step.id: step for step in Task.select().where(Task.pipeline == task.pipeline_id)} \
         if task.pipeline_id else {task.id: task}
     links, public_keys = verify(cmdr, ancestry(task, steps.__getitem__))
-    return dict(format=provenance.BUNDLE_FORMAT, task_id=task.id, ok=all(not e["problems"] for e in links),
+    return dict(format=provenance.BUNDLE_FORMAT, task_id=task.id, ok=all(e["verified"] for e in links),
                 public_keys=public_keys, links=links)

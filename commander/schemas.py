@@ -364,7 +364,8 @@ class ProvenanceLink(Response):
     ed25519: str | None
     key_id: int | None = Field(description="which of public_keys signed it")
     chain_hash: str | None
-    problems: list[str] = Field(description="what the Commander found wrong with this link (empty: verified)")
+    verified: bool = Field(description="the Commander's verdict on this link: no problems, nor in its ancestors")
+    problems: list[str] = Field(description="what the Commander found wrong with this link")
 
 
 class ProvenanceOut(Response):

@@ -71,7 +71,7 @@ def test_an_untouched_chain_verifies_online_and_offline(commander, spawn_n0d3, t
     bundle = commander.api.task_provenance(task_of(pipeline, "d"))
     assert bundle["ok"] is True
     assert [link["step"] for link in bundle["links"]] == ["a", "b", "c", "d"]
-    assert all(link["problems"] == [] for link in bundle["links"])
+    assert all(link["problems"] == [] and link["verified"] for link in bundle["links"])
 
     # The chain hash, restated from the issue: H(domain ‖ H(result) ‖ sorted parent hashes).
     links = {link["step"]: link for link in bundle["links"]}
@@ -146,6 +146,7 @@ def test_an_hmac_edit_is_caught_by_the_commander_which_holds_the_node_keys(comma
     found = problems_by_step(commander.api.task_provenance(task_of(pipeline, "b")))
     assert found["a"] == ["the HMAC does not match the result"]
     assert found["b"] == ["an ancestor failed verification"]
+    assert commander.api.task_provenance(task_of(pipeline, "a"))["links"][0]["verified"] is False
     # Offline, only public keys: the Ed25519 signatures and the chain still hold.
     code, said = offline_verdict(commander, tmp_path, task_of(pipeline, "b"))
     assert code == 0, said

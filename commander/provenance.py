@@ -8,13 +8,14 @@ from collections.abc import Callable
 
 from commander.context import Commander
 from commander.errors import ApiError
-from commander.models import NodeKey, Task
+from commander.models import Node, NodeKey, Task
 from m3shd import provenance, wire
 
 
-def current_key(node_id: int) -> NodeKey | None:
-    """The keys of the node's latest registration: the ones its requests are signed with now."""
-    return NodeKey.select().where(NodeKey.node == node_id).order_by(NodeKey.id.desc()).first()
+def keys_in_use(node: Node) -> NodeKey | None:
+    """The registration keys whose HMAC key authenticated this request (the same sealed value,
+    so a re-registration racing the request cannot pair it with the wrong record)."""
+    return NodeKey.get_or_none((NodeKey.node == node.id) & (NodeKey.hmac_key == node.signing_key))
 
 
 def check_signatures(key: NodeKey | None, document: bytes, ed25519_signature: str | None) -> None:

@@ -76,7 +76,7 @@ def post_result(node_id: int, body: ResultIn):
     document = wire.result_document(json.loads(request.get_data()))
     if not wire.check_document(g.node_key, document, body.signature):
         raise ApiError(400, "bad_result_signature", "the result's signature does not match its content")
-    key = provenance.current_key(node_id)
+    key = provenance.keys_in_use(g.node)
     provenance.check_signatures(key, document, body.ed25519_signature)
     task, duplicate = leases.apply_result(commander(), g.node, body, document, key)
     return ResultOut(accepted=True, duplicate=duplicate, task=task_dict(task))

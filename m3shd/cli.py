@@ -348,8 +348,21 @@ def print_pipeline(pipeline: dict) -> None:
 
 
 def cmd_pipeline_submit(args) -> int:
-    emit(args, api(args).submit_pipeline(read_json(args.file)), print_pipeline)
-    return 0
+    client = api(args)
+    pipeline = client.submit_pipeline(read_json(args.file))
+    if not args.wait:
+        emit(args, pipeline, print_pipeline)
+        return 0
+    say(f"pipeline {pipeline['id']} submitted; waiting for it (Ctrl-C stops waiting, not the pipeline)")
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while pipeline["state"] == "running":
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CliError(f"pipeline {pipeline['id']} is still running after {args.timeout:g} s; "
+                           f"`m3shd pipeline show {pipeline['id']}` to look again", EXIT_TIMEOUT)
+        time.sleep(1.0)  # no long-poll for pipelines: a look a second is plenty for a person
+        pipeline = client.get_pipeline(pipeline["id"])
+    emit(args, pipeline, print_pipeline)
+    return 0 if pipeline["state"] == "succeeded" else EXIT_FAILED
 
 
 def cmd_pipeline_show(args) -> int:
@@ -541,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True, metavar="SUB")
     p = pipeline.add_parser("submit", parents=[client], help="submit a pipeline from a JSON file (docs/pipelines.md)")
     p.add_argument("file", metavar="FILE", help="the pipeline as JSON, or - for standard input")
+    p.add_argument("--wait", action="store_true", help="wait until it finishes; exit 1 unless it succeeded")
+    p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
     p.set_defaults(func=cmd_pipeline_submit)
     for name, func, text in (("show", cmd_pipeline_show, "print a pipeline's graph and step states"),
                              ("cancel", cmd_pipeline_cancel, "cancel a pipeline's unfinished steps")):

@@ -93,9 +93,10 @@ def test_fan_out_and_fan_in_waits_for_every_parent(commander, spawn_n0d3):
         kinds.index(("pipeline.step", key, "succeeded")) for key in researchers)
 
 
-def test_a_failed_step_skips_its_descendants_unless_the_edge_allows_failure(commander, spawn_n0d3):
+def test_a_failed_step_skips_its_descendants_unless_the_edge_allows_failure(commander, spawn_n0d3, tmp_path):
     spawn_n0d3("alpha", slots=2)
-    finished = run_pipeline(commander, [
+    definition = tmp_path / "failing.json"
+    definition.write_text(json.dumps({"steps": [
         {"key": "bad", "prompt": "[fail] try", "max_attempts": 1},
         {"key": "child", "prompt": "use {{ steps.bad.output }}", "depends_on": ["bad"]},
         {"key": "grandchild", "prompt": "more", "depends_on": ["child"]},
@@ -103,7 +104,11 @@ def test_a_failed_step_skips_its_descendants_unless_the_edge_allows_failure(comm
          "depends_on": [{"step": "bad", "allow_failure": True}]},
         {"key": "after_skip", "prompt": "child was {{ steps.child.state }}",
          "depends_on": [{"step": "child", "allow_failure": True}]},
-    ])
+    ]}))
+    done = m3shd("pipeline", "submit", str(definition), "--wait", "--timeout", "40", "--json",
+                 env=client_env(commander), check=False)
+    assert done.returncode == 1, done.stderr  # waited, and the pipeline did not succeed
+    finished = json.loads(done.stdout)
     assert finished["error"] == "steps that did not succeed: bad, child, grandchild"
     assert states(finished) == {"bad": "failed", "child": "skipped", "grandchild": "skipped",
                                 "tolerant": "succeeded", "after_skip": "succeeded"}

@@ -227,7 +227,8 @@ def test_a_n0d3_without_its_extra_says_what_to_install(monkeypatch, tmp_path, ca
     for name in ("n0d3.agent", "n0d3.state", "m3shd.provenance"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.delattr(n0d3, "agent", raising=False)
-    monkeypatch.setitem(sys.modules, "cryptography", None)  # as if not installed
+    for name in [n for n in sys.modules if n.split(".")[0] == "cryptography"] + ["cryptography"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed, however much is loaded
     monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path))
     assert cli.main(["n0d3", "run", "--url", "http://127.0.0.1:9"]) == cli.EXIT_USAGE
     assert "the N0D3 needs cryptography: pip install 'm3shd[n0d3]'" in capsys.readouterr().err

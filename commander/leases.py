@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import secrets
 
-from commander import breakers, events, outcomes, planning, tasks
+from commander import breakers, events, outcomes, pipelines, planning, provenance, tasks
 from commander.context import Commander
 from commander.errors import ApiError
 from commander.models import (
-    ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, Task, now,
+    ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, NodeKey, Task, now,
 )
 from commander.schemas import ResultIn
 
@@ -86,8 +86,9 @@ def retry_fields(task: Task, node_id: int | None, t: float, settings: dict) -> d
     return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
 
 
-def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, bool]:
-    """Apply a signed result if its lease still holds; returns (task, duplicate).
+def apply_result(cmdr: Commander, node: Node, body: ResultIn, document: bytes, key: NodeKey | None) -> tuple[Task, bool]:
+    """Apply a result whose signatures over `document` (its canonical JSON) were checked with
+    `key` if its lease still holds; returns (task, duplicate).
 
     Raises 409 for a stale attempt. The same accepted result sent again is a duplicate.
     """
@@ -111,13 +112,16 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, boo
             kind = "task.retrying"
         else:
             state = SUCCEEDED if body.status == "succeeded" else FAILED
-            applied = Task.update(state=state, finished_at=t, **fields).where(fence).execute()
+            chained = provenance.record(task, key, document, body.ed25519_signature)
+            applied = Task.update(state=state, finished_at=t, **fields, **chained).where(fence).execute()
             kind = f"task.{state}"
         if applied:
             events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,
                            cost_usd=body.cost_usd, error=body.error)
             outcome = "infra" if infra else body.status
             outcomes.record(cmdr, node.id, task, outcome, body.duration_ms, t)
+            if kind != "task.retrying":
+                pipelines.advance(cmdr, task)
             return tasks.get(body.task_id), False
     if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
             and task.lease_token == body.lease_token and task.result_signature == body.signature):
@@ -153,6 +157,8 @@ def expire(cmdr: Commander) -> int:
                 events.publish(kind, task=task.id, node=task.node_id, attempt=task.attempt, reason="lease expired")
                 if task.node_id:
                     outcomes.record(cmdr, task.node_id, task, "lost", None, t)
+                if kind == "task.failed":
+                    pipelines.advance(cmdr, task)
     return count
 
 

@@ -11,8 +11,8 @@ from commander.context import Commander
 from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import (
-    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, QUEUED, Node, Outcome,
-    Task, Token, now,
+    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, QUEUED, Node, NodeKey,
+    Outcome, Task, Token, now,
 )
 from commander.permissions import NODE_PERMISSIONS
 from commander.schemas import HeartbeatIn, RegisterIn
@@ -42,6 +42,7 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
             kind = "node.reregistered"
         Token.create(kind="node", name=body.name, token_hash=token_hash(token), prefix=token[:8],
                      permissions=list(NODE_PERMISSIONS), node=node.id)
+        NodeKey.create(node=node.id, hmac_key=fields["signing_key"], public_key=body.public_key)
         events.publish(kind, node=node.id, name=body.name, capabilities=fields["capabilities"],
                        slots=body.slots, runner=body.runner, problem=body.problem)
     settings = cmdr.settings

@@ -18,7 +18,7 @@ from m3shd import __version__, config
 from m3shd.errors import CommanderError, CommanderUnreachable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
 class CliError(Exception):
@@ -128,9 +128,16 @@ def cmd_commander_serve(args) -> int:
 def cmd_n0d3_run(args) -> int:
     settings = config.load("n0d3", args.config, url=args.url, join_token=args.join_token, slots=args.slots,
                            name=args.name)
-    from n0d3.agent import run
+    return n0d3_agent().run(settings)
 
-    return run(settings)
+
+def n0d3_agent():
+    """The agent module; it signs results with cryptography, which only the n0d3 extra installs."""
+    try:
+        from n0d3 import agent
+    except ModuleNotFoundError as exc:
+        raise CliError(f"the N0D3 needs {(exc.name or '?').split('.')[0]}: pip install 'm3shd[n0d3]'") from None
+    return agent
 
 
 def cmd_n0d3_join(args) -> int:
@@ -143,13 +150,12 @@ def cmd_n0d3_join(args) -> int:
     if args.capabilities:
         values["capabilities"] = [c.strip() for c in args.capabilities.split(",") if c.strip()]
     settings = config.load("n0d3", None, **values)
-    from n0d3.agent import Agent, FatalConfig
-
-    agent = Agent(settings)
+    n0d3 = n0d3_agent()
+    agent = n0d3.Agent(settings)
     agent.detect_runner()
     try:
         agent.connect(fall_back=False)
-    except FatalConfig as exc:
+    except n0d3.FatalConfig as exc:
         raise CliError(str(exc)) from None
     path = config.config_dir() / "n0d3.toml"
     config.write_section(path, "n0d3", values)
@@ -344,6 +350,92 @@ def cmd_token_revoke(args) -> int:
     return 0
 
 
+def read_json(path: str) -> dict:
+    """A JSON document from a file, or from standard input for `-`."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        return json.loads(text)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CliError(f"{path} is not JSON: {exc}") from None
+
+
+def print_pipeline(pipeline: dict) -> None:
+    name = f" {pipeline['name']}" if pipeline["name"] else ""
+    print(f"pipeline {pipeline['id']}{name}: {pipeline['state']}")
+    for step in pipeline["steps"]:
+        parents = ", ".join(dep["step"] + ("?" if dep["allow_failure"] else "") for dep in step["depends_on"])
+        where = f" on node {step['node_id']}" if step["node_id"] else ""
+        print(f"  {step['key']:<20} task {step['task_id']:<6} {step['state']:<10}{where}"
+              + (f"  ← {parents}" if parents else ""))
+        if step["error"] and step["state"] != "succeeded":
+            print(f"  {'':<20} {for_terminal(step['error'])}")
+    if pipeline["error"]:
+        print(f"  {for_terminal(pipeline['error'])}")
+
+
+def cmd_pipeline_submit(args) -> int:
+    client = api(args)
+    pipeline = client.submit_pipeline(read_json(args.file))
+    if not args.wait:
+        emit(args, pipeline, print_pipeline)
+        return 0
+    say(f"pipeline {pipeline['id']} submitted; waiting for it (Ctrl-C stops waiting, not the pipeline)")
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while pipeline["state"] == "running":
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CliError(f"pipeline {pipeline['id']} is still running after {args.timeout:g} s; "
+                           f"`m3shd pipeline show {pipeline['id']}` to look again", EXIT_TIMEOUT)
+        time.sleep(1.0)  # no long-poll for pipelines: a look a second is plenty for a person
+        pipeline = client.get_pipeline(pipeline["id"])
+    emit(args, pipeline, print_pipeline)
+    return 0 if pipeline["state"] == "succeeded" else EXIT_FAILED
+
+
+def cmd_pipeline_show(args) -> int:
+    emit(args, api(args).get_pipeline(args.id), print_pipeline)
+    return 0
+
+
+def cmd_pipeline_cancel(args) -> int:
+    emit(args, api(args).cancel_pipeline(args.id), print_pipeline)
+    return 0
+
+
+def cmd_provenance_export(args) -> int:
+    bundle = json.dumps(api(args).task_provenance(args.id), indent=2)
+    if args.output == "-":
+        print(bundle)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(bundle + "\n")
+        say(f"provenance of task {args.id} written to {args.output}")
+    return 0
+
+
+def cmd_provenance_verify(args) -> int:
+    """Offline: only the bundle and the public keys in it, never the Commander."""
+    # Imported here: cryptography is not part of the base install the other commands need.
+    from m3shd.provenance import verify_bundle
+
+    bundle = read_json(args.file)
+    try:
+        verdict = verify_bundle(bundle)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # whatever an edited file holds
+        raise CliError(f"{args.file} is not a provenance bundle: {exc!r}") from None
+    steps = {link["task_id"]: link.get("step") for link in bundle["links"]}
+
+    def report(result):
+        for task_id, problems in result["links"].items():
+            label = f"task {task_id}" + (f" ({steps[task_id]})" if steps.get(task_id) else "")
+            print(f"{label}: " + ("verified" if not problems else "BROKEN: " + "; ".join(problems)))
+        print("chain verified" if result["ok"] else "chain BROKEN")
+
+    emit(args, verdict, report)
+    return 0 if verdict["ok"] else EXIT_FAILED
+
+
 def read_password(args) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -526,10 +618,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_task_wait)
     p = task.add_parser("list", parents=[client], help="list tasks, newest first")
-    p.add_argument("--state", choices=("awaiting_approval", "queued", "leased", *FINAL))
+    p.add_argument("--state", choices=("blocked", "awaiting_approval", "queued", "leased", *FINAL))
     p.add_argument("--node", type=int)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_task_list)
+
+    pipeline = top.add_parser("pipeline", help="graphs of steps submitted at once").add_subparsers(
+        dest="sub", required=True, metavar="SUB")
+    p = pipeline.add_parser("submit", parents=[client], help="submit a pipeline from a JSON file (docs/pipelines.md)")
+    p.add_argument("file", metavar="FILE", help="the pipeline as JSON, or - for standard input")
+    p.add_argument("--wait", action="store_true", help="wait until it finishes; exit 1 unless it succeeded")
+    p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
+    p.set_defaults(func=cmd_pipeline_submit)
+    for name, func, text in (("show", cmd_pipeline_show, "print a pipeline's graph and step states"),
+                             ("cancel", cmd_pipeline_cancel, "cancel a pipeline's unfinished steps")):
+        p = pipeline.add_parser(name, parents=[client], help=text)
+        p.add_argument("id", type=int)
+        p.set_defaults(func=func)
+
+    provenance = top.add_parser("provenance", help="signed, chained results").add_subparsers(
+        dest="sub", required=True, metavar="SUB")
+    p = provenance.add_parser("export", parents=[client], help="write a task's provenance bundle (JSON)")
+    p.add_argument("id", type=int)
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write it (default: standard output)")
+    p.set_defaults(func=cmd_provenance_export)
+    p = provenance.add_parser("verify", help="check a provenance bundle offline, with only its public keys",
+                              description="Recompute every chain hash and check every Ed25519 signature in the "
+                                          "bundle. Exit status 0: verified; 1: broken.")
+    p.add_argument("file", metavar="FILE", help="the bundle, or - for standard input")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_provenance_verify)
 
     nodes = top.add_parser("nodes", help="the machines in the mesh").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = nodes.add_parser("list", parents=[client], help="list nodes with state, slots and runner")

@@ -6,6 +6,7 @@ requests + stdlib only, so a Raspberry Pi N0D3 installs nothing heavier.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import requests
 
@@ -72,6 +73,18 @@ class ApiClient(_Base):
     def reject_task(self, task_id: int, reason: str | None = None) -> dict:
         return self._send("POST", f"/api/tasks/{task_id}/reject", {"reason": reason} if reason else {})
 
+    def submit_pipeline(self, definition: dict) -> dict:
+        return self._send("POST", "/api/pipelines", definition)
+
+    def get_pipeline(self, pipeline_id: int) -> dict:
+        return self._send("GET", f"/api/pipelines/{pipeline_id}")
+
+    def cancel_pipeline(self, pipeline_id: int) -> dict:
+        return self._send("POST", f"/api/pipelines/{pipeline_id}/cancel")
+
+    def task_provenance(self, task_id: int) -> dict:
+        return self._send("GET", f"/api/tasks/{task_id}/provenance")
+
     def events(self, after: int | None = None, idle: float = 45.0):
         """Yield events from the SSE stream as dicts, resuming after event id `after`; the
         Commander sends a keep-alive every 15 s, so `idle` seconds of silence mean it is gone."""
@@ -133,10 +146,12 @@ class ApiClient(_Base):
 class NodeClient(_Base):
     """Every request signed with the node key (DESIGN.md §3)."""
 
-    def __init__(self, url: str, node_id: int, token: str, signing_key: str, timeout: float = 30.0):
+    def __init__(self, url: str, node_id: int, token: str, signing_key: str, timeout: float = 30.0,
+                 sign_document: Callable[[bytes], str] | None = None):
         super().__init__(url, token, timeout)
         self.node_id = node_id
         self.key = bytes.fromhex(signing_key)
+        self.sign_document = sign_document  # the node's Ed25519 signature over a result document
 
     def _signed(self, action: str, body=None, timeout=None):
         path = f"/api/nodes/{self.node_id}/{action}"
@@ -152,6 +167,8 @@ class NodeClient(_Base):
 
     def post_result(self, result: dict) -> dict:
         signed = dict(result, signature=wire.sign_result(self.key, result))
+        if self.sign_document:
+            signed["ed25519_signature"] = self.sign_document(wire.result_document(result))
         return self._signed("results", signed)
 
     def deregister(self) -> None:

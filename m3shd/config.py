@@ -69,6 +69,7 @@ DEFAULTS: dict[str, dict] = {
         "fairness_window": 600.0,   # submitters served least within this window go first
         "retry_backoff": 0.0,       # default seconds before a retry (doubles each attempt)
         "retry_backoff_max": 300.0,
+        "pipeline_inject_limit": 16000,  # characters of a parent's output a step's prompt gets
         "approval_timeout": 0.0,    # seconds before an unanswered approval is rejected; 0: never
         "breaker_consecutive": 3,   # infrastructure failures in a row that open a breaker
         "breaker_window": 10,       # ... or this share of the last `breaker_window` outcomes

@@ -7,6 +7,7 @@ off and retries, and a finished result stays on disk until the Commander has ans
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -15,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from m3shd import __version__
+from m3shd import __version__, provenance, wire
 from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
 from n0d3.runners import TaskSpec, detect
 from n0d3.state import State
@@ -62,6 +63,7 @@ class Agent:
     def __init__(self, settings: dict):
         self.settings = settings
         self.state = State(settings["state_dir"])
+        self.result_key = self.state.result_key()
         self.slots = settings["slots"]
         self.client: NodeClient | None = None
         self.running: dict[str, Running] = {}
@@ -96,7 +98,7 @@ class Agent:
                     capabilities=self.capabilities(), slots=self.slots, priority=self.settings["priority"],
                     version=__version__,
                     runner=self.detection.runner.name if self.detection.runner else None,
-                    problem=self.detection.problem)
+                    problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key))
 
     def connect(self, fall_back: bool = True) -> None:
         """Register with the join token (fresh secrets), fall back to the identity on disk (an
@@ -128,7 +130,8 @@ class Agent:
         if not s["url"]:
             identity = dict(identity, url=url)  # found on the LAN: it may have moved since
         self.identity = identity
-        self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"])
+        self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
+                                 sign_document=functools.partial(provenance.sign, self.result_key))
         log.info("N0D3 %s is node %s at %s (%d slots)", s["name"], identity["node_id"], identity["url"], self.slots)
 
     def adopt(self, url: str, reply: dict) -> dict:
@@ -315,6 +318,7 @@ class Agent:
                 status=result.status, output=result.output, error=result.error, infra_failure=result.infra_failure,
                 usage=result.usage, cost_usd=result.cost_usd, runner=self.detection.runner.name, model=result.model,
                 started_at=started, finished_at=finished, duration_ms=int((finished - started) * 1000),
+                prompt_sha256=wire.sha256_hex(lease["prompt"].encode()),
             ))
             log.info("task %s attempt %s: %s in %.1f s", lease["task_id"], lease["attempt"], result.status,
                      finished - started)

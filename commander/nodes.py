@@ -65,10 +65,13 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
     with cmdr.writing(wake=False):
         state = NODE_STATE.rows(node.id)[0].state  # fresh, under the write lock
         new_state = state
-        if state in (LOST, OFFLINE):
+        if body.draining:
+            # A shutting-down node drains; one that already deregistered stays offline (its last
+            # heartbeat can arrive after the deregistration).
+            if state not in (DRAINING, OFFLINE, *OPERATOR_STATES):
+                new_state = DRAINING
+        elif state in (LOST, OFFLINE):
             new_state = ACTIVE
-        if body.draining and new_state not in (DRAINING, *OPERATOR_STATES):
-            new_state = DRAINING
         HEARTBEAT_UPDATE.execute(new_state, Node.capabilities.db_value(capabilities), body.open_slots, body.runner,
                                  body.problem, t, node.id)
         published = False

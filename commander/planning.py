@@ -39,7 +39,7 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
     aging = settings["aging"] or float("inf")
     where = ready(t) if runnable is None else ready(t) & Task.requires.in_values(runnable)
     rows = (
-        Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at,
+        Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at, Task.not_before,
                     Task.created_at, Task.tried_nodes)
         .where(where)
         .order_by((Task.priority + (t - Task.updated_at) / aging).desc(), Task.id)
@@ -49,7 +49,8 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
         return []
     views = [
         TaskView(id=r.id, requires=frozenset(r.requires), prefer=frozenset(r.prefer), priority=r.priority,
-                 submitter=r.submitter, waited=t - r.updated_at, created_at=r.created_at,
+                 # Waiting counts from when it could first run: a retry's backoff is not patience spent.
+                 submitter=r.submitter, waited=t - max(r.updated_at, r.not_before or 0.0), created_at=r.created_at,
                  tried_nodes=frozenset(r.tried_nodes))
         for r in rows
     ]

@@ -11,7 +11,8 @@ from flask import Flask, request
 
 from commander import accounts, leases, nodes, planning, tasks
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
-from commander.api import meta, nodes as nodes_api, tasks as tasks_api, tokens as tokens_api
+from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
+from commander.api import tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import open_database
 from commander.errors import ApiError, register_error_handlers
@@ -24,7 +25,8 @@ from m3shd import config, wire
 
 log = logging.getLogger("m3shd.commander")
 
-BLUEPRINTS = (meta.bp, nodes_api.bp, tasks_api.bp, events_api.bp, tokens_api.bp, accounts_api.bp, audit_api.bp)
+BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
+              accounts_api.bp, audit_api.bp)
 
 
 def build_commander(settings: dict) -> Commander:
@@ -71,13 +73,13 @@ def start_background(cmdr: Commander) -> None:
     """Per worker process: the wake socket, the claim dispatcher and the reaper."""
     cmdr.notifier.start()
 
-    def claim(node_id, open_slots):
+    def claim(node_id, open_slots, task_ids):
         with cmdr.db.connection_context():
-            return leases.claim(cmdr, node_id, open_slots)
+            return leases.claim(cmdr, node_id, open_slots, task_ids)
 
     def choose(waiting):
         with cmdr.db.connection_context():
-            return planning.who_should_claim(time.time(), cmdr.settings, waiting)
+            return planning.who_should_claim(time.time(), cmdr.settings, waiting, cmdr.fleet)
 
     def inactive_nodes(node_ids):
         with cmdr.db.connection_context():

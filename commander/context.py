@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
+from commander import planning
 from commander.db import write_transaction
 from commander.secrets import SecretBox
 from commander.wake import Dispatcher, Notifier
@@ -43,6 +44,10 @@ class Commander:
         if hit is None or time.monotonic() - hit[0] >= ttl:
             hit = self._cache[key] = (time.monotonic(), load())
         return hit[1]
+
+    def fleet(self):
+        """The node rows behind a plan, shared by this worker's plans for a moment (planning.fleet)."""
+        return self.cached("fleet", planning.FLEET_TTL, lambda: planning.fleet(time.time(), self.settings))
 
     def ensure_started(self, start) -> None:
         """Start this process's background threads once, on first use (after gunicorn forks)."""

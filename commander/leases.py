@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import secrets
 
-from commander import breakers, events, outcomes, planning, tasks
+from commander import breakers, events, outcomes, pipelines, planning, provenance, tasks
 from commander.context import Commander
 from commander.errors import ApiError
 from commander.models import (
-    ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, Task, now,
+    ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, NodeKey, Task, now,
 )
 from commander.schemas import ResultIn
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
 
 
-def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
+def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | None = None) -> list[dict]:
     """Lease this node the queued tasks the scheduler places on it (commander/planning.py), up to
-    `open_slots`, or one probe task while its breaker is half-open."""
+    `open_slots`, or one probe task while its breaker is half-open. `planned`: task ids a
+    dispatcher's plan gave this node a moment ago, so they need not be planned again.
+
+    The plan is read before the write lock is taken: most claims find nothing and need not queue
+    for the lock to learn it, and the lock is held only for the conditional UPDATEs (a task
+    another node took meanwhile is no longer `queued`, so it is skipped)."""
     node = Node.get_or_none(Node.id == node_id)
     if node is None or node.state != ACTIVE or node.problem:
         return []
@@ -32,22 +37,15 @@ def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
         return []
     if limit > 0:
         open_slots = min(open_slots, limit)
-    capabilities = frozenset(node.capabilities)
-    # Read first: most claims find nothing, and need not queue for the write lock to learn it.
-    runnable = [list(key) for key in planning.runnable_classes(t) if capabilities.issuperset(key)]
-    if not runnable:
+    if planned is None:
+        planned = planning.tasks_for(node_id, frozenset(node.capabilities), t, cmdr.settings, cmdr.fleet)
+    if not planned:
         return []
     leases = []
-    settings = cmdr.settings
     with cmdr.writing(wake=False):
         t = now()
-        placed = planning.plan(planning.queue(t, settings, runnable), planning.candidates(t, settings), settings)
-        chosen = planning.claimable(placed, node_id, capabilities, settings)[:open_slots]
-        if chosen and breaker.state != node.breaker_state:  # open → half-open: this claim is the probe
-            outcomes.publish_transition(node_id, node.breaker_state, breaker, reason="cooldown over")
-        lease_until = t + settings["lease_ttl"]
-        for view in chosen:
-            task = Task.get_by_id(view.id)
+        lease_until = t + cmdr.settings["lease_ttl"]
+        for task in Task.select().where(Task.id.in_(planned[:open_slots]) & (Task.state == QUEUED)):
             token = secrets.token_hex(16)
             attempt = task.attempt + 1
             taken = Task.update(
@@ -58,6 +56,8 @@ def claim(cmdr: Commander, node_id: int, open_slots: int) -> list[dict]:
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
                                    prompt=task.prompt, model=task.model, requires=task.requires))
+        if leases and breaker.state != node.breaker_state:  # open → half-open: this claim is the probe
+            outcomes.publish_transition(node_id, node.breaker_state, breaker, reason="cooldown over")
         if leases and breaker.state == HALF_OPEN:
             Node.update(breaker_state=HALF_OPEN, breaker_probe=leases[0]["task_id"]).where(Node.id == node_id).execute()
     if leases:
@@ -86,8 +86,9 @@ def retry_fields(task: Task, node_id: int | None, t: float, settings: dict) -> d
     return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
 
 
-def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, bool]:
-    """Apply a signed result if its lease still holds; returns (task, duplicate).
+def apply_result(cmdr: Commander, node: Node, body: ResultIn, document: bytes, key: NodeKey | None) -> tuple[Task, bool]:
+    """Apply a result whose signatures over `document` (its canonical JSON) were checked with
+    `key` if its lease still holds; returns (task, duplicate).
 
     Raises 409 for a stale attempt. The same accepted result sent again is a duplicate.
     """
@@ -111,13 +112,16 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn) -> tuple[Task, boo
             kind = "task.retrying"
         else:
             state = SUCCEEDED if body.status == "succeeded" else FAILED
-            applied = Task.update(state=state, finished_at=t, **fields).where(fence).execute()
+            chained = provenance.record(task, key, document, body.ed25519_signature)
+            applied = Task.update(state=state, finished_at=t, **fields, **chained).where(fence).execute()
             kind = f"task.{state}"
         if applied:
             events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,
                            cost_usd=body.cost_usd, error=body.error)
             outcome = "infra" if infra else body.status
             outcomes.record(cmdr, node.id, task, outcome, body.duration_ms, t)
+            if kind != "task.retrying":
+                pipelines.advance(cmdr, task)
             return tasks.get(body.task_id), False
     if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
             and task.lease_token == body.lease_token and task.result_signature == body.signature):
@@ -153,6 +157,8 @@ def expire(cmdr: Commander) -> int:
                 events.publish(kind, task=task.id, node=task.node_id, attempt=task.attempt, reason="lease expired")
                 if task.node_id:
                     outcomes.record(cmdr, task.node_id, task, "lost", None, t)
+                if kind == "task.failed":
+                    pipelines.advance(cmdr, task)
     return count
 
 

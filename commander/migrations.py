@@ -102,8 +102,72 @@ def v3_scheduling(database: pw.Database) -> None:
             approval_required=pw.BooleanField(default=False), decided_by=pw.CharField(max_length=200, null=True),
         ),
     }
-    apply(*(migrator.add_column(table, name, field) for table, fields in columns.items() for name, field in fields.items()))
+    apply(*(migrator.add_column(table, name, field) for table, fields in columns.items() for name, field in fields.items()),
+          migrator.add_index("task", ("started_at",), False))
     database.create_tables([Outcome])
+
+
+def v4_pending_nodes(database: pw.Database) -> None:
+    """Machines that asked to join without a token, waiting for an operator's approval."""
+    Frozen = _frozen_base(database)
+
+    class PendingNode(Frozen):
+        machine_id = pw.CharField(max_length=128, unique=True)
+        name = pw.CharField(max_length=128)
+        capabilities = pw.TextField()
+        slots = pw.IntegerField()
+        version = pw.CharField(max_length=32)
+        address = pw.CharField(max_length=64, null=True, index=True)
+        poll_hash = pw.CharField(max_length=64, unique=True)
+        requested_at = pw.FloatField(index=True)
+        approved_at = pw.FloatField(null=True)
+        approved_by = pw.CharField(max_length=200, null=True)
+
+    database.create_tables([PendingNode])
+
+
+def v5_pipelines_provenance(database: pw.Database) -> None:
+    """Pipelines (steps are tasks with parents), every node registration's keys, and each
+    task's signed result document, Ed25519 signature and chain hash."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Node(Frozen):
+        pass
+
+    class Token(Frozen):
+        pass
+
+    class NodeKey(Frozen):
+        node = pw.ForeignKeyField(Node, null=True, on_delete="SET NULL")
+        hmac_key = pw.TextField()
+        public_key = pw.CharField(max_length=64, null=True)
+        created_at = pw.FloatField()
+
+    class Pipeline(Frozen):
+        name = pw.CharField(max_length=128, default="")
+        state = pw.CharField(max_length=16)
+        submitter = pw.CharField(max_length=200, default="")
+        submitted_by = pw.ForeignKeyField(Token, null=True, on_delete="SET NULL")
+        error = pw.TextField(null=True)
+        created_at = pw.FloatField()
+        finished_at = pw.FloatField(null=True)
+
+    database.create_tables([NodeKey, Pipeline])
+    # Nodes registered before this version keep signing with their current HMAC key: record it,
+    # so the results they post until they next register can be verified again later.
+    database.execute_sql('INSERT INTO "node_key" ("node_id", "hmac_key", "public_key", "created_at") '
+                         'SELECT "id", "signing_key", NULL, "registered_at" FROM "node"')
+    migrator = SchemaMigrator.from_database(database)
+    columns = dict(
+        result_document=pw.TextField(null=True), result_ed25519=pw.CharField(max_length=128, null=True),
+        signed_with_id=pw.ForeignKeyField(NodeKey, null=True, on_delete="SET NULL", field=NodeKey.id),
+        chain_hash=pw.CharField(max_length=64, null=True),
+        pipeline_id=pw.ForeignKeyField(Pipeline, null=True, on_delete="CASCADE", field=Pipeline.id),
+        step_key=pw.CharField(max_length=64, null=True), depends_on=pw.TextField(default="[]"),
+    )
+    apply(*(migrator.add_column("task", name, field) for name, field in columns.items()))
 
 
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
@@ -111,6 +175,8 @@ MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
     (2, "accounts, sessions and audit log", v2_accounts),
     (3, "scheduling: reputation, breakers, approvals, fairness, retry policy", v3_scheduling),
+    (4, "pending nodes", v4_pending_nodes),
+    (5, "pipelines and provenance", v5_pipelines_provenance),
 ]
 
 

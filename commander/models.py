@@ -9,11 +9,16 @@ import peewee as pw
 
 database_proxy = pw.DatabaseProxy()
 
-# Task states (DESIGN.md §4); the last three are final.
-AWAITING_APPROVAL, QUEUED, LEASED = "awaiting_approval", "queued", "leased"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-TASK_STATES = (AWAITING_APPROVAL, QUEUED, LEASED, *FINAL_STATES)
+# Task states (DESIGN.md §4); the last four are final. `blocked`: a pipeline step waiting on its
+# parents; `skipped`: a step that never ran because a parent it needed did not succeed.
+BLOCKED, AWAITING_APPROVAL, QUEUED, LEASED = "blocked", "awaiting_approval", "queued", "leased"
+SUCCEEDED, FAILED, CANCELLED, SKIPPED = "succeeded", "failed", "cancelled", "skipped"
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, SKIPPED)
+TASK_STATES = (BLOCKED, AWAITING_APPROVAL, QUEUED, LEASED, *FINAL_STATES)
+
+# Pipeline states: `running` until every step is final.
+RUNNING = "running"
+PIPELINE_STATES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
 
 # Node states: `offline` is a clean deregistration, `lost` a node that stopped heartbeating,
 # `disabled` an operator's lasting "no": it survives re-registration, unlike `active`.
@@ -93,6 +98,28 @@ class Token(BaseModel):
     last_used_at = pw.FloatField(null=True)
 
 
+class NodeKey(BaseModel):
+    """The keys a node signed results with at one registration. A node gets a fresh HMAC key each
+    time it registers; keeping the old ones lets older results be verified again later."""
+
+    node = pw.ForeignKeyField(Node, null=True, backref="keys", on_delete="SET NULL")
+    hmac_key = pw.TextField()                            # Fernet-encrypted, like Node.signing_key
+    public_key = pw.CharField(max_length=64, null=True)  # hex Ed25519; null for a N0D3 without one
+    created_at = pw.FloatField(default=now)
+
+
+class Pipeline(BaseModel):
+    """A graph of tasks submitted in one call; each step is a Task with `pipeline` set."""
+
+    name = pw.CharField(max_length=128, default="")
+    state = pw.CharField(max_length=16, default=RUNNING)
+    submitter = pw.CharField(max_length=200, default="")
+    submitted_by = pw.ForeignKeyField(Token, null=True, backref="pipelines", on_delete="SET NULL")
+    error = pw.TextField(null=True)
+    created_at = pw.FloatField(default=now)
+    finished_at = pw.FloatField(null=True)
+
+
 class Task(BaseModel):
     state = pw.CharField(max_length=16, default=QUEUED)
     prompt = pw.TextField()
@@ -129,12 +156,24 @@ class Task(BaseModel):
     started_at = pw.FloatField(null=True)
     finished_at = pw.FloatField(null=True)
     duration_ms = pw.IntegerField(null=True)
-    result_signature = pw.CharField(max_length=64, null=True)
+    result_signature = pw.CharField(max_length=64, null=True)   # HMAC-SHA256 by the node's key
+    # Provenance (m3shd/provenance.py): the exact document both signatures cover, the node's
+    # Ed25519 signature over it, the keys that signed it, and the Merkle-DAG hash over its parents.
+    result_document = pw.TextField(null=True)
+    result_ed25519 = pw.CharField(max_length=128, null=True)
+    signed_with = pw.ForeignKeyField(NodeKey, null=True, backref="tasks", on_delete="SET NULL")
+    chain_hash = pw.CharField(max_length=64, null=True)
+    # Pipelines: the step's key in its pipeline, and its parents as
+    # [{"task_id", "step", "allow_failure"}]; `prompt` holds the template until the step is queued.
+    pipeline = pw.ForeignKeyField(Pipeline, null=True, backref="steps", on_delete="CASCADE")
+    step_key = pw.CharField(max_length=64, null=True)
+    depends_on = JSONField(default=list)
 
     class Meta:
         indexes = (
             (("state", "requires", "priority"), False),
             (("submitted_by", "idempotency_key"), True),
+            (("started_at",), False),  # fair shares count each submitter's recent tasks
         )
 
 
@@ -214,10 +253,29 @@ class AuditEntry(BaseModel):
     details = JSONField(default=dict)
 
 
+class PendingNode(BaseModel):
+    """A machine that asked to join without a token: it waits here, holding no secret of the
+    mesh, until an operator approves it (it then registers as a node) or rejects it."""
+
+    machine_id = pw.CharField(max_length=128, unique=True)
+    name = pw.CharField(max_length=128)
+    capabilities = JSONField(default=list)
+    slots = pw.IntegerField(default=1)
+    version = pw.CharField(max_length=32, default="")
+    address = pw.CharField(max_length=64, null=True, index=True)   # where the request came from
+    poll_hash = pw.CharField(max_length=64, unique=True)          # SHA-256 of the node's poll token
+    requested_at = pw.FloatField(default=now, index=True)
+    approved_at = pw.FloatField(null=True)
+    approved_by = pw.CharField(max_length=200, null=True)
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
     applied_at = pw.FloatField(default=now)
 
 
-MODELS = (Node, Token, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, SchemaMigration)
+MODELS = (
+    Node, Token, NodeKey, Pipeline, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, PendingNode,
+    SchemaMigration,
+)

@@ -11,8 +11,8 @@ from commander.context import Commander
 from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import (
-    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, PAUSED, QUEUED, Node, Outcome,
-    Task, Token, now,
+    ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, QUEUED, Node, NodeKey,
+    Outcome, Task, Token, now,
 )
 from commander.permissions import NODE_PERMISSIONS
 from commander.schemas import HeartbeatIn, RegisterIn
@@ -42,6 +42,7 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
             kind = "node.reregistered"
         Token.create(kind="node", name=body.name, token_hash=token_hash(token), prefix=token[:8],
                      permissions=list(NODE_PERMISSIONS), node=node.id)
+        NodeKey.create(node=node.id, hmac_key=fields["signing_key"], public_key=body.public_key)
         events.publish(kind, node=node.id, name=body.name, capabilities=fields["capabilities"],
                        slots=body.slots, runner=body.runner, problem=body.problem)
     settings = cmdr.settings
@@ -64,10 +65,13 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
     with cmdr.writing(wake=False):
         state = NODE_STATE.rows(node.id)[0].state  # fresh, under the write lock
         new_state = state
-        if state in (LOST, OFFLINE):
+        if body.draining:
+            # A shutting-down node drains; one that already deregistered stays offline (its last
+            # heartbeat can arrive after the deregistration).
+            if state not in (DRAINING, OFFLINE, *OPERATOR_STATES):
+                new_state = DRAINING
+        elif state in (LOST, OFFLINE):
             new_state = ACTIVE
-        if body.draining and new_state not in (DRAINING, *OPERATOR_STATES):
-            new_state = DRAINING
         HEARTBEAT_UPDATE.execute(new_state, Node.capabilities.db_value(capabilities), body.open_slots, body.runner,
                                  body.problem, t, node.id)
         published = False

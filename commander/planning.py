@@ -39,7 +39,7 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
     aging = settings["aging"] or float("inf")
     where = ready(t) if runnable is None else ready(t) & Task.requires.in_values(runnable)
     rows = (
-        Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at,
+        Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at, Task.not_before,
                     Task.created_at, Task.tried_nodes)
         .where(where)
         .order_by((Task.priority + (t - Task.updated_at) / aging).desc(), Task.id)
@@ -49,16 +49,20 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
         return []
     views = [
         TaskView(id=r.id, requires=frozenset(r.requires), prefer=frozenset(r.prefer), priority=r.priority,
-                 submitter=r.submitter, waited=t - r.updated_at, created_at=r.created_at,
+                 # Waiting counts from when it could first run: a retry's backoff is not patience spent.
+                 submitter=r.submitter, waited=t - max(r.updated_at, r.not_before or 0.0), created_at=r.created_at,
                  tried_nodes=frozenset(r.tried_nodes))
         for r in rows
     ]
-    # Recent service, not just work in flight: with one slot nothing is in flight at a claim.
-    served = Counter(dict(
-        Task.select(Task.submitter, pw.fn.COUNT(Task.id))
-        .where((Task.state == LEASED) | (Task.started_at > t - settings["fairness_window"]))
-        .group_by(Task.submitter).tuples()
-    ))
+    served = Counter()
+    submitters = {view.submitter for view in views}
+    if len(submitters) > 1:  # fair shares only matter between submitters that are waiting
+        # Recent service, not just work in flight: with one slot nothing is in flight at a claim.
+        served.update(dict(
+            Task.select(Task.submitter, pw.fn.COUNT(Task.id))
+            .where((Task.started_at > t - settings["fairness_window"]) & Task.submitter.in_(submitters))
+            .group_by(Task.submitter).tuples()
+        ))
     return scheduler.fair_order(views, served, settings["aging"])
 
 
@@ -69,19 +73,29 @@ CANDIDATE_COLUMNS = (
 )
 
 
-def candidates(t: float, settings: dict) -> list[Candidate]:
-    """Every node taking work (busy ones too: a task may wait for one), with its free slots as
-    the Commander counts them. Read as plain rows: this runs on every claim, over every node."""
-    running = dict(
-        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
-    )
-    half_life = settings["reputation_half_life"]
-    parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
-    able = []
+FLEET_TTL = 0.1  # seconds a worker reuses the node rows behind its plans (most of a plan's cost);
+# free slots are counted fresh from the leases each time, so a reused row never offers a full node
+
+
+def fleet(t: float, settings: dict) -> list[tuple]:
+    """What candidates are built from: every active node's row, read raw (per-field conversion
+    of a thousand rows costs more than the rest of a plan)."""
     query = Node.select(*CANDIDATE_COLUMNS).where(
         (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > t - settings["lost_after"])
     )
-    rows = database_proxy.execute(query)  # raw rows: per-field conversion costs more than the rest
+    return list(database_proxy.execute(query))
+
+
+def candidates(t: float, settings: dict, rows: list[tuple] | None = None) -> list[Candidate]:
+    """Every node taking work (busy ones too: a task may wait for one), with its free slots as
+    the Commander counts them now; from `rows` (see `fleet`) when the caller has them at hand."""
+    running = dict(
+        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
+    )
+    rows = fleet(t, settings) if rows is None else rows
+    half_life = settings["reputation_half_life"]
+    parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
+    able = []
     for (node_id, caps, slots, open_slots, last_seen, priority, mean, count, rep_at, state, failures, cooldown,
          until, probe_task) in rows:
         free = min(open_slots, slots - running.get(node_id, 0))
@@ -117,14 +131,25 @@ def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict
     ]
 
 
-def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]]) -> list[int]:
-    """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work."""
+def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict, load_fleet) -> list[int]:
+    """The ids of the tasks the plan gives this node now, in serving order; `load_fleet()` gives
+    the rows for `candidates` (a worker shares them for FLEET_TTL)."""
+    runnable = [list(key) for key in runnable_classes(t) if capabilities.issuperset(key)]
+    if not runnable:
+        return []
+    placed = plan(queue(t, settings, runnable), candidates(t, settings, load_fleet()), settings)
+    return [task.id for task in claimable(placed, node_id, capabilities, settings)]
+
+
+def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_fleet) -> dict[int, list[int]]:
+    """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work,
+    with the ids of that work: one plan for all of them."""
     tasks = queue(t, settings)
     if not tasks:
-        return []
-    placed = plan(tasks, candidates(t, settings), settings)
-    chosen = []
+        return {}
+    placed = plan(tasks, candidates(t, settings, load_fleet()), settings)
+    chosen = {}
     for node_id, capabilities in waiting.items():
-        if claimable(placed, node_id, capabilities, settings):
-            chosen.append(node_id)
+        if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:
+            chosen[node_id] = ids
     return chosen

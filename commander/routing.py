@@ -107,8 +107,7 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
     raw = request.get_data(cache=True)
     try:
         # NaN and Infinity are Python's extensions, not JSON: they would be stored and echoed back.
-        # No body at all reads as {}: a route whose fields are all optional may be called bare.
-        document = json.loads(raw or b"{}", parse_constant=_refuse_constant)
+        document = json.loads(raw or b"null", parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(document, dict):

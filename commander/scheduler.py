@@ -2,8 +2,7 @@
 
 Order of tasks: effective priority first (a task's priority plus one level per `aging` seconds
 it has waited, so low priorities do not starve), then the submitter served least lately (tasks
-running or started within `fairness_window` seconds: fair shares between submitters), then the
-oldest.
+started within `fairness_window` seconds: fair shares between submitters), then the oldest.
 
 Choice of node, among those that can take the task now (capabilities ⊇ `requires`, a free
 slot, a breaker that admits work), best first by:
@@ -96,17 +95,20 @@ class Ranking:
         """The best node with a free slot; None if there is none, or while the task should wait
         for a busy node: up to `best_node_wait` when the only free ones are nodes it already broke
         on, up to `better_node_wait` when a busy node's mean reward beats the best free one's by
-        more than `better_node_margin` (a slot there soon beats a slow or flaky node now)."""
+        more than `better_node_margin`, both over at least `better_node_evidence` outcomes (a
+        slot there soon beats a slow or flaky node now; a few noisy outcomes prove nothing)."""
         best = self._scan(task, skip_tried=True)
         if best is None and task.tried_nodes:
             if task.waited < self.settings["best_node_wait"] and any(
                     n.node_id not in task.tried_nodes and task.requires <= n.capabilities for n in self.nodes):
                 return None
             best = self._scan(task, skip_tried=False)
-        if best is not None and best.count > 0 and not best.probe and task.waited < self.settings["better_node_wait"]:
+        evidence = self.settings["better_node_evidence"]
+        if best is not None and best.count >= evidence and not best.probe \
+                and task.waited < self.settings["better_node_wait"]:
             top = next((n for n in self.by_mean if task.requires <= n.capabilities
                         and n.node_id not in task.tried_nodes), None)
-            if top is not None and top.mean - best.mean > self.settings["better_node_margin"]:
+            if top is not None and top.count >= evidence and top.mean - best.mean > self.settings["better_node_margin"]:
                 return None
         return best
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from commander.models import (
-    ACTIVE, CLOSED, DISABLED, DRAINING, HALF_OPEN, NODE_STATES, OPEN, PAUSED, TASK_STATES,
+    ACTIVE, CLOSED, DISABLED, DRAINING, HALF_OPEN, NODE_STATES, OPEN, PAUSED, PIPELINE_STATES, TASK_STATES,
 )
 from commander.permissions import PERMISSIONS, ROLES
 
@@ -27,6 +27,7 @@ Capability = Annotated[str, StringConstraints(min_length=1, max_length=128, patt
 Capabilities = Annotated[list[Capability], Field(max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 LeaseToken = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Slots = Annotated[int, Field(ge=0, le=64)]
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id can name nothing
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -59,6 +60,8 @@ class RegisterIn(Request):
     version: Annotated[str, StringConstraints(max_length=32)] = ""
     runner: Annotated[str, StringConstraints(max_length=32)] | None = None
     problem: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    public_key: Sha256Hex | None = Field(
+        None, description="hex Ed25519 public key the node signs results with (kept in its state directory)")
 
 
 class RegisterOut(Response):
@@ -144,7 +147,10 @@ class ResultIn(Request):
     started_at: Annotated[float, Field(ge=0)] | None = None
     finished_at: Annotated[float, Field(ge=0)] | None = None
     duration_ms: Count | None = None
-    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    prompt_sha256: Sha256Hex | None = Field(None, description="SHA-256 of the prompt the node answered")
+    signature: Sha256Hex = Field(description="HMAC-SHA256 with the node key over the canonical JSON of the rest")
+    ed25519_signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")] | None = Field(
+        None, description="Ed25519 over the same bytes; required from a node that registered a public key")
 
 
 class NodeOut(Response):
@@ -200,6 +206,37 @@ class Reputation(Response):
 
 class NodeList(Response):
     nodes: list[NodeOut]
+
+
+class PendingOut(Response):
+    id: int
+    state: Literal["pending"]
+    poll_token: str = Field(description="send it to /nodes/pending/poll until approved; it opens nothing else")
+
+
+class PendingPollIn(Request):
+    poll_token: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+
+
+class PendingPollOut(Response):
+    state: Literal["pending", "approved"]
+    registration: RegisterOut | None = Field(None, description="once approved: the node's secrets, given once")
+
+
+class PendingNodeOut(Response):
+    id: int
+    name: str
+    machine_id: str
+    capabilities: list[str]
+    slots: int
+    version: str
+    address: str | None
+    requested_at: float
+    approved: bool
+
+
+class PendingList(Response):
+    pending: list[PendingNodeOut]
 
 
 # --- tasks -----------------------------------------------------------------------------------
@@ -258,6 +295,9 @@ class TaskOut(Response):
     finished_at: float | None
     duration_ms: int | None
     waiting_reason: str | None = Field(None, description="why a queued task is not running yet")
+    pipeline_id: int | None = None
+    step_key: str | None = None
+    chain_hash: str | None = Field(None, description="provenance hash over this result and its parents' hashes")
 
 
 class TaskList(Response):
@@ -281,6 +321,90 @@ class ResultOut(Response):
     accepted: bool
     duplicate: bool
     task: TaskOut
+
+
+# --- pipelines -------------------------------------------------------------------------------
+
+MAX_PIPELINE_STEPS = 50
+StepKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class Dependency(Request):
+    step: StepKey
+    allow_failure: bool = Field(False, description="run even if that parent fails, is skipped or cancelled")
+
+
+class PipelineStep(Request):
+    key: StepKey
+    prompt: Annotated[str, StringConstraints(max_length=200_000)] = Field(
+        description="may use {{ steps.KEY.output }}, {{ steps.KEY.error }} or {{ steps.KEY.state }} of a parent")
+    requires: Capabilities = []
+    prefer: Capabilities = []
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+    depends_on: Annotated[list[StepKey | Dependency], Field(max_length=MAX_PIPELINE_STEPS)] = Field(
+        [], description="parent step keys, or {step, allow_failure} objects")
+
+
+class PipelineSubmit(Request):
+    name: Annotated[str, StringConstraints(max_length=128)] = ""
+    steps: Annotated[list[PipelineStep], Field(min_length=1, max_length=MAX_PIPELINE_STEPS)]
+
+
+class DependencyOut(Response):
+    step: str
+    task_id: int
+    allow_failure: bool
+
+
+class PipelineStepOut(Response):
+    key: str
+    task_id: int
+    state: Literal[TASK_STATES]  # type: ignore[valid-type]
+    depends_on: list[DependencyOut]
+    node_id: int | None
+    attempt: int
+    output: str | None
+    error: str | None
+
+
+class PipelineOut(Response):
+    id: int
+    name: str
+    state: Literal[PIPELINE_STATES]  # type: ignore[valid-type]
+    submitter: str
+    error: str | None
+    created_at: float
+    finished_at: float | None
+    steps: list[PipelineStepOut] = Field(description="in dependency order: every step after its parents")
+
+
+# --- provenance ------------------------------------------------------------------------------
+
+class ProvenanceLink(Response):
+    task_id: int
+    step: str | None
+    node_id: int | None
+    state: str
+    prompt: str
+    output: str | None
+    error: str | None
+    parents: list[int]
+    document: str | None = Field(description="the canonical JSON both of the node's signatures cover")
+    ed25519: str | None
+    key_id: int | None = Field(description="which of public_keys signed it")
+    chain_hash: str | None
+    verified: bool = Field(description="the Commander's verdict on this link: no problems, nor in its ancestors")
+    problems: list[str] = Field(description="what the Commander found wrong with this link")
+
+
+class ProvenanceOut(Response):
+    format: str
+    task_id: int
+    ok: bool = Field(description="every link verified: signatures (HMAC and Ed25519), content and chain hashes")
+    public_keys: dict[str, str] = Field(description="key id → hex Ed25519 public key")
+    links: list[ProvenanceLink] = Field(description="from the roots to this task, every link after its parents")
 
 
 # --- tokens ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 
 from gunicorn.app.base import BaseApplication
 
+from commander import discovery
 from commander.app import build_commander, create_app
 from commander.leases import grace_after_restart
 
@@ -19,6 +20,7 @@ from commander.leases import grace_after_restart
 class CommanderServer(BaseApplication):
     def __init__(self, settings: dict):
         self.settings = settings
+        self.advertiser = None
         super().__init__()
 
     def load_config(self):
@@ -35,6 +37,7 @@ class CommanderServer(BaseApplication):
             "errorlog": "-",
             "proc_name": "m3shd-commander",
             "on_starting": self.on_starting,
+            "on_exit": lambda _arbiter: discovery.stop(self.advertiser),
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -46,6 +49,7 @@ class CommanderServer(BaseApplication):
         with cmdr.db.connection_context():
             grace_after_restart(cmdr)
         getattr(cmdr.db, "close_all", cmdr.db.close)()  # no connection may cross the fork
+        self.advertiser = discovery.start(self.settings)
 
     def load(self):
         logging.basicConfig(level=self.settings["log_level"].upper(),

@@ -1,24 +1,29 @@
-"""Tasks: submit, read, list, cancel, and why a queued task is still waiting."""
+"""Tasks: submit, read, list, cancel, approve or reject, and why a queued task is still waiting."""
 
 from __future__ import annotations
 
-import peewee as pw
-
-from commander import audit, events
+from commander import audit, events, pipelines
 from commander.context import Commander
 from commander.errors import ApiError
 from commander.models import ACTIVE, AWAITING_APPROVAL, CANCELLED, FINAL_STATES, QUEUED, Node, Task, now
-from commander.schemas import TaskQuery, TaskSubmit
+from commander.schemas import PipelineStep, TaskQuery, TaskSubmit
+
+
+def new_task_fields(cmdr: Commander, spec: TaskSubmit | PipelineStep, token_id: int | None, submitter: str) -> dict:
+    """What a new task takes from its request, be it a task of its own or a pipeline step."""
+    return dict(
+        prompt=spec.prompt, requires=sorted(set(spec.requires)), prefer=sorted(set(spec.prefer)),
+        priority=spec.priority, model=spec.model, submitted_by=token_id, submitter=submitter,
+        max_attempts=spec.max_attempts or cmdr.settings["max_attempts"],
+    )
 
 
 def submit(cmdr: Commander, body: TaskSubmit, token_id: int | None, submitter: str) -> tuple[Task, bool]:
     """Store a new task, queued or awaiting approval; with an idempotency key, a repeat returns
     the first task (created=False)."""
     fields = dict(
-        prompt=body.prompt, requires=sorted(set(body.requires)), prefer=sorted(set(body.prefer)),
-        priority=body.priority, model=body.model, idempotency_key=body.idempotency_key,
-        submitted_by=token_id, submitter=submitter,
-        max_attempts=body.max_attempts or cmdr.settings["max_attempts"], retry_on_lost=body.retry_on_lost,
+        new_task_fields(cmdr, body, token_id, submitter),
+        idempotency_key=body.idempotency_key, retry_on_lost=body.retry_on_lost,
         backoff=body.backoff if body.backoff is not None else cmdr.settings["retry_backoff"],
         approval_required=body.approval_required,
         state=AWAITING_APPROVAL if body.approval_required else QUEUED,
@@ -106,6 +111,7 @@ def cancel(cmdr: Commander, task_id: int) -> Task:
             (Task.id == task_id) & Task.state.not_in(FINAL_STATES)
         ).execute()
         events.publish("task.cancelled", task=task_id, previous=task.state, node=task.node_id)
+        pipelines.advance(cmdr, task)
     return get(task_id)
 
 
@@ -144,5 +150,5 @@ def as_dict(task: Task, reason: str | None = None) -> dict:
         not_before=task.not_before, tried_nodes=task.tried_nodes, approval_required=task.approval_required,
         decided_by=task.decided_by, cost_usd=task.cost_usd, created_at=task.created_at, updated_at=task.updated_at,
         started_at=task.started_at, finished_at=task.finished_at, duration_ms=task.duration_ms,
-        waiting_reason=reason,
+        waiting_reason=reason, pipeline_id=task.pipeline_id, step_key=task.step_key, chain_hash=task.chain_hash,
     )

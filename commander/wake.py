@@ -104,8 +104,8 @@ class Dispatcher:
 
     def __init__(self, notifier: Notifier, claim, choose, inactive_nodes):
         self._notifier = notifier
-        self._claim = claim                    # (node_id, open_slots) -> list of leases
-        self._choose = choose                  # ({node_id: capabilities}) -> node ids the plan gives work
+        self._claim = claim                    # (node_id, open_slots, task ids) -> list of leases
+        self._choose = choose                  # ({node_id: capabilities}) -> {node_id: task ids it gets}
         self._inactive_nodes = inactive_nodes  # (node_ids) -> ids no longer active
         self._waiters: dict[int, Waiter] = {}
         self._lock = threading.Lock()
@@ -156,7 +156,7 @@ class Dispatcher:
             waiting = dict(self._waiters)
         if not waiting:
             return
-        for node_id in self._choose({n: w.capabilities for n, w in waiting.items()}):
+        for node_id, task_ids in self._choose({n: w.capabilities for n, w in waiting.items()}).items():
             waiter = waiting[node_id]
             with self._lock:
                 if self._waiters.get(node_id) is not waiter:
@@ -164,7 +164,7 @@ class Dispatcher:
                 del self._waiters[node_id]
             leases = []
             try:
-                leases = self._claim(node_id, waiter.open_slots)
+                leases = self._claim(node_id, waiter.open_slots, task_ids)
             finally:
                 self._deliver(waiter, leases)  # empty if another worker was quicker: it waits again
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
+from pathlib import Path
 
 from m3shd import __version__, config
 from m3shd.errors import CommanderError, CommanderUnreachable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
 class CliError(Exception):
@@ -126,9 +128,16 @@ def cmd_commander_serve(args) -> int:
 def cmd_n0d3_run(args) -> int:
     settings = config.load("n0d3", args.config, url=args.url, join_token=args.join_token, slots=args.slots,
                            name=args.name)
-    from n0d3.agent import run
+    return n0d3_agent().run(settings)
 
-    return run(settings)
+
+def n0d3_agent():
+    """The agent module; it signs results with cryptography, which only the n0d3 extra installs."""
+    try:
+        from n0d3 import agent
+    except ModuleNotFoundError as exc:
+        raise CliError(f"the N0D3 needs {(exc.name or '?').split('.')[0]}: pip install 'm3shd[n0d3]'") from None
+    return agent
 
 
 def cmd_n0d3_join(args) -> int:
@@ -141,13 +150,12 @@ def cmd_n0d3_join(args) -> int:
     if args.capabilities:
         values["capabilities"] = [c.strip() for c in args.capabilities.split(",") if c.strip()]
     settings = config.load("n0d3", None, **values)
-    from n0d3.agent import Agent, FatalConfig
-
-    agent = Agent(settings)
+    n0d3 = n0d3_agent()
+    agent = n0d3.Agent(settings)
     agent.detect_runner()
     try:
         agent.connect(fall_back=False)
-    except FatalConfig as exc:
+    except n0d3.FatalConfig as exc:
         raise CliError(str(exc)) from None
     path = config.config_dir() / "n0d3.toml"
     config.write_section(path, "n0d3", values)
@@ -326,6 +334,32 @@ def cmd_nodes_order(args) -> int:
     return 0
 
 
+def cmd_nodes_pending(args) -> int:
+    found = api(args).list_pending()
+
+    def table(items):
+        print(f"{'ID':>4}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     CAPABILITIES")
+        for p in items:
+            waiting = f"{max(0.0, time.time() - p['requested_at']) / 60:.0f} min"
+            print(f"{p['id']:>4}  {p['name'][:20]:<20} {(p['address'] or '?')[:16]:<16} {waiting:>8}  "
+                  f"{'approved' if p['approved'] else 'pending':<9} {', '.join(p['capabilities'])}")
+
+    emit(args, found, table)
+    return 0
+
+
+def cmd_nodes_approve(args) -> int:
+    emit(args, api(args).approve_pending(args.id),
+         lambda p: say(f"approved {p['name']} (pending {p['id']}); it registers at its next poll"))
+    return 0
+
+
+def cmd_nodes_reject(args) -> int:
+    api(args).reject_pending(args.id)
+    say(f"rejected pending node {args.id}")
+    return 0
+
+
 def cmd_token_create(args) -> int:
     permissions = [p.strip() for p in args.permissions.split(",")] if args.permissions else None
     if args.local:
@@ -357,6 +391,92 @@ def cmd_token_list(args) -> int:
 def cmd_token_revoke(args) -> int:
     emit(args, api(args).revoke_token(args.id), lambda t: say(f"token {t['id']} `{t['name']}` revoked"))
     return 0
+
+
+def read_json(path: str) -> dict:
+    """A JSON document from a file, or from standard input for `-`."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        return json.loads(text)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CliError(f"{path} is not JSON: {exc}") from None
+
+
+def print_pipeline(pipeline: dict) -> None:
+    name = f" {pipeline['name']}" if pipeline["name"] else ""
+    print(f"pipeline {pipeline['id']}{name}: {pipeline['state']}")
+    for step in pipeline["steps"]:
+        parents = ", ".join(dep["step"] + ("?" if dep["allow_failure"] else "") for dep in step["depends_on"])
+        where = f" on node {step['node_id']}" if step["node_id"] else ""
+        print(f"  {step['key']:<20} task {step['task_id']:<6} {step['state']:<10}{where}"
+              + (f"  ← {parents}" if parents else ""))
+        if step["error"] and step["state"] != "succeeded":
+            print(f"  {'':<20} {for_terminal(step['error'])}")
+    if pipeline["error"]:
+        print(f"  {for_terminal(pipeline['error'])}")
+
+
+def cmd_pipeline_submit(args) -> int:
+    client = api(args)
+    pipeline = client.submit_pipeline(read_json(args.file))
+    if not args.wait:
+        emit(args, pipeline, print_pipeline)
+        return 0
+    say(f"pipeline {pipeline['id']} submitted; waiting for it (Ctrl-C stops waiting, not the pipeline)")
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while pipeline["state"] == "running":
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CliError(f"pipeline {pipeline['id']} is still running after {args.timeout:g} s; "
+                           f"`m3shd pipeline show {pipeline['id']}` to look again", EXIT_TIMEOUT)
+        time.sleep(1.0)  # no long-poll for pipelines: a look a second is plenty for a person
+        pipeline = client.get_pipeline(pipeline["id"])
+    emit(args, pipeline, print_pipeline)
+    return 0 if pipeline["state"] == "succeeded" else EXIT_FAILED
+
+
+def cmd_pipeline_show(args) -> int:
+    emit(args, api(args).get_pipeline(args.id), print_pipeline)
+    return 0
+
+
+def cmd_pipeline_cancel(args) -> int:
+    emit(args, api(args).cancel_pipeline(args.id), print_pipeline)
+    return 0
+
+
+def cmd_provenance_export(args) -> int:
+    bundle = json.dumps(api(args).task_provenance(args.id), indent=2)
+    if args.output == "-":
+        print(bundle)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(bundle + "\n")
+        say(f"provenance of task {args.id} written to {args.output}")
+    return 0
+
+
+def cmd_provenance_verify(args) -> int:
+    """Offline: only the bundle and the public keys in it, never the Commander."""
+    # Imported here: cryptography is not part of the base install the other commands need.
+    from m3shd.provenance import verify_bundle
+
+    bundle = read_json(args.file)
+    try:
+        verdict = verify_bundle(bundle)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # whatever an edited file holds
+        raise CliError(f"{args.file} is not a provenance bundle: {exc!r}") from None
+    steps = {link["task_id"]: link.get("step") for link in bundle["links"]}
+
+    def report(result):
+        for task_id, problems in result["links"].items():
+            label = f"task {task_id}" + (f" ({steps[task_id]})" if steps.get(task_id) else "")
+            print(f"{label}: " + ("verified" if not problems else "BROKEN: " + "; ".join(problems)))
+        print("chain verified" if result["ok"] else "chain BROKEN")
+
+    emit(args, verdict, report)
+    return 0 if verdict["ok"] else EXIT_FAILED
 
 
 def read_password(args) -> str:
@@ -394,6 +514,51 @@ def cmd_admin_user(args) -> int:
                 say(f"password of {args.username} reset; its sessions have ended")
     except ApiError as exc:
         raise CliError(exc.message) from None
+    return 0
+
+
+def cmd_image_build(args) -> int:
+    """Build a flashable Pi 5 image; all its logic lives in images.pi5."""
+    from images.pi5.boot_files import Spec, Wifi
+    from images.pi5.build import build
+    from images.pi5.tools import ImageError
+
+    wifi = None
+    if args.wifi_country and not args.wifi:
+        raise CliError("--wifi-country needs --wifi SSID")
+    if args.wifi:
+        if not args.wifi_country:
+            raise CliError("--wifi needs --wifi-country (a two-letter code such as GB or US)")
+        passphrase = os.environ.get("M3SHD_WIFI_PASSPHRASE")
+        if passphrase is None:
+            if not sys.stdin.isatty():
+                raise CliError("no Wi-Fi passphrase: set M3SHD_WIFI_PASSPHRASE (it never goes on the command line)")
+            import getpass
+
+            passphrase = getpass.getpass(f"passphrase for Wi-Fi {args.wifi}: ")
+        wifi = Wifi(args.wifi, passphrase, args.wifi_country.upper())
+    try:
+        keys = tuple(line.strip() for path in args.ssh_key for line in Path(path).read_text().splitlines()
+                     if line.strip() and not line.startswith("#"))
+    except OSError as exc:
+        raise CliError(f"reading an SSH key: {exc}") from None
+    if not keys:
+        say("note: no --ssh-key given; the board will accept logins on its console only")
+    if not args.url:
+        say("note: no --url; the N0D3 will look for the Commander on the LAN (mDNS)")
+    if not args.join_token:
+        say("note: no --join-token; the N0D3 will wait as pending until you approve it (`m3shd nodes approve ID`)")
+    capabilities = tuple(c.strip() for c in (args.capabilities or "").split(",") if c.strip())
+    spec = Spec(url=args.url or "", join_token=args.join_token or "", user=args.user, hostname=args.hostname,
+                ssh_keys=keys, capabilities=capabilities, wifi=wifi)
+    try:
+        build(Path(args.base), Path(args.output), spec, sha256=args.sha256,
+              wheel=Path(args.wheel) if args.wheel else None, say=say)
+    except ImageError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:  # unreadable input, full disk, ...: the partial output is already gone
+        where = args.output if str(exc.filename or "").endswith(".partial") else exc.filename or args.output
+        raise CliError(f"{where}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -528,10 +693,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_task_wait)
     p = task.add_parser("list", parents=[client], help="list tasks, newest first")
-    p.add_argument("--state", choices=("awaiting_approval", "queued", "leased", *FINAL))
+    p.add_argument("--state", choices=("blocked", "awaiting_approval", "queued", "leased", *FINAL))
     p.add_argument("--node", type=int)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_task_list)
+
+    pipeline = top.add_parser("pipeline", help="graphs of steps submitted at once").add_subparsers(
+        dest="sub", required=True, metavar="SUB")
+    p = pipeline.add_parser("submit", parents=[client], help="submit a pipeline from a JSON file (docs/pipelines.md)")
+    p.add_argument("file", metavar="FILE", help="the pipeline as JSON, or - for standard input")
+    p.add_argument("--wait", action="store_true", help="wait until it finishes; exit 1 unless it succeeded")
+    p.add_argument("--timeout", type=float, help="with --wait: stop waiting after this many seconds")
+    p.set_defaults(func=cmd_pipeline_submit)
+    for name, func, text in (("show", cmd_pipeline_show, "print a pipeline's graph and step states"),
+                             ("cancel", cmd_pipeline_cancel, "cancel a pipeline's unfinished steps")):
+        p = pipeline.add_parser(name, parents=[client], help=text)
+        p.add_argument("id", type=int)
+        p.set_defaults(func=func)
+
+    provenance = top.add_parser("provenance", help="signed, chained results").add_subparsers(
+        dest="sub", required=True, metavar="SUB")
+    p = provenance.add_parser("export", parents=[client], help="write a task's provenance bundle (JSON)")
+    p.add_argument("id", type=int)
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write it (default: standard output)")
+    p.set_defaults(func=cmd_provenance_export)
+    p = provenance.add_parser("verify", help="check a provenance bundle offline, with only its public keys",
+                              description="Recompute every chain hash and check every Ed25519 signature in the "
+                                          "bundle. Exit status 0: verified; 1: broken.")
+    p.add_argument("file", metavar="FILE", help="the bundle, or - for standard input")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_provenance_verify)
 
     nodes = top.add_parser("nodes", help="the machines in the mesh").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = nodes.add_parser("list", parents=[client], help="list nodes with state, slots and runner")
@@ -549,6 +740,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--deadline", type=float, metavar="SECONDS",
                            help="after this long, work still running is queued elsewhere")
         p.set_defaults(func=cmd_nodes_order)
+    p = nodes.add_parser("pending", parents=[client], help="list machines that asked to join without a token")
+    p.set_defaults(func=cmd_nodes_pending)
+    for name, func, text in (("approve", cmd_nodes_approve, "let a pending machine join (it registers as a node)"),
+                             ("reject", cmd_nodes_reject, "turn a pending machine away")):
+        p = nodes.add_parser(name, parents=[client], help=text)
+        p.add_argument("id", type=int, help="its id in `m3shd nodes pending`")
+        p.set_defaults(func=func)
 
     token = top.add_parser("token", help="API and join tokens").add_subparsers(dest="sub", required=True, metavar="SUB")
     p = token.add_parser("create", parents=[client], help="create a token (printed once)")
@@ -565,6 +763,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("revoke", parents=[client], help="revoke a token")
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_token_revoke)
+
+    image = top.add_parser("image", help="flashable images that join the mesh").add_subparsers(
+        dest="sub", required=True, metavar="SUB")
+    p = image.add_parser(
+        "build", help="make a Raspberry Pi 5 image that joins the mesh on first boot",
+        description="Copy a Raspberry Pi OS Lite (64-bit) image and add, on its boot partition, the N0D3 (offline "
+                    "wheels, settings, systemd unit) and a first-boot hook (cloud-init on Trixie-based images, "
+                    "firstrun.sh on Bookworm-based ones). No root needed. Flash the result with Raspberry Pi Imager "
+                    "(Use custom) or dd.")
+    p.add_argument("base", metavar="BASE", help="the downloaded Raspberry Pi OS Lite arm64 image (.img or .img.xz)")
+    p.add_argument("-o", "--output", default="m3shd-n0d3-pi5.img.xz",
+                   help="the image to write, NAME.img or NAME.img.xz (default %(default)s); NAME.sha256 beside it")
+    p.add_argument("--sha256", metavar="HEX", help="refuse BASE unless it has this SHA-256 (from the download page)")
+    p.add_argument("--url", help="the Commander, e.g. http://commander.local:8470 (default: find it with mDNS)")
+    p.add_argument("--join-token", help="a join token (`m3shd token create NAME --kind join`); without one the node "
+                                        "waits as pending for your approval")
+    p.add_argument("--wifi", metavar="SSID", help="join this Wi-Fi network (passphrase from M3SHD_WIFI_PASSPHRASE "
+                                                 "or asked for)")
+    p.add_argument("--wifi-country", metavar="CC", help="Wi-Fi regulatory country, e.g. GB")
+    p.add_argument("--ssh-key", action="append", default=[], metavar="FILE",
+                   help="authorize the public keys in FILE for the login user (repeatable)")
+    p.add_argument("--user", default="m3shd", help="login user (password locked; SSH keys only; default %(default)s)")
+    p.add_argument("--hostname", default="n0d3-{serial}",
+                   help="host name pattern; {serial} becomes the board's serial number (default %(default)s)")
+    p.add_argument("--capabilities", help="comma-separated labels the node advertises, besides board=pi5")
+    p.add_argument("--wheel", help="an m3shd wheel to ship (default: build one from this checkout)")
+    p.set_defaults(func=cmd_image_build)
 
     admin = top.add_parser("admin", help="operator accounts, on the Commander's machine").add_subparsers(
         dest="sub", required=True, metavar="SUB")

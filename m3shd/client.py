@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import requests
 
@@ -15,7 +16,7 @@ from m3shd.errors import CommanderError, CommanderUnreachable
 
 __all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable", "FINAL_STATES"]
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
+FINAL_STATES = ("succeeded", "failed", "cancelled", "skipped")
 
 
 class _Base:
@@ -89,6 +90,18 @@ class ApiClient(_Base):
     def reject_task(self, task_id: int, reason: str | None = None) -> dict:
         return self._send("POST", f"/api/tasks/{task_id}/reject", {"reason": reason} if reason else {})
 
+    def submit_pipeline(self, definition: dict) -> dict:
+        return self._send("POST", "/api/pipelines", definition)
+
+    def get_pipeline(self, pipeline_id: int) -> dict:
+        return self._send("GET", f"/api/pipelines/{pipeline_id}")
+
+    def cancel_pipeline(self, pipeline_id: int) -> dict:
+        return self._send("POST", f"/api/pipelines/{pipeline_id}/cancel")
+
+    def task_provenance(self, task_id: int) -> dict:
+        return self._send("GET", f"/api/tasks/{task_id}/provenance")
+
     def events(self, after: int | None = None, idle: float = 45.0):
         """Yield events from the SSE stream as dicts, resuming after event id `after`; the
         Commander sends a keep-alive every 15 s, so `idle` seconds of silence mean it is gone."""
@@ -130,14 +143,32 @@ class ApiClient(_Base):
     def register(self, **fields) -> dict:
         return self._send("POST", "/api/nodes/register", fields)
 
+    def request_join(self, **fields) -> dict:
+        """Ask to join without a token (no credentials needed): the machine waits as pending."""
+        return self._send("POST", "/api/nodes/pending", fields)
+
+    def poll_join(self, poll_token: str) -> dict:
+        return self._send("POST", "/api/nodes/pending/poll", {"poll_token": poll_token})
+
+    def list_pending(self) -> list[dict]:
+        return self._send("GET", "/api/nodes/pending")["pending"]
+
+    def approve_pending(self, pending_id: int) -> dict:
+        return self._send("POST", f"/api/nodes/pending/{pending_id}/approve")
+
+    def reject_pending(self, pending_id: int) -> None:
+        self._send("DELETE", f"/api/nodes/pending/{pending_id}")
+
 
 class NodeClient(_Base):
     """Every request signed with the node key (DESIGN.md §3)."""
 
-    def __init__(self, url: str, node_id: int, token: str, signing_key: str, timeout: float = 30.0):
+    def __init__(self, url: str, node_id: int, token: str, signing_key: str, timeout: float = 30.0,
+                 sign_document: Callable[[bytes], str] | None = None):
         super().__init__(url, token, timeout)
         self.node_id = node_id
         self.key = bytes.fromhex(signing_key)
+        self.sign_document = sign_document  # the node's Ed25519 signature over a result document
 
     def _signed(self, action: str, body=None, timeout=None):
         path = f"/api/nodes/{self.node_id}/{action}"
@@ -153,6 +184,8 @@ class NodeClient(_Base):
 
     def post_result(self, result: dict) -> dict:
         signed = dict(result, signature=wire.sign_result(self.key, result))
+        if self.sign_document:
+            signed["ed25519_signature"] = self.sign_document(wire.result_document(result))
         return self._signed("results", signed)
 
     def deregister(self) -> None:

@@ -63,11 +63,13 @@ DEFAULTS: dict[str, dict] = {
         "score_prefer": 0.5,        # weight of the share of a task's `prefer` it has
         "best_node_wait": 2.0,      # a task waits this long for its best node, then any may take it
         "better_node_margin": 0.15,  # wait for a busy node whose mean reward is this much higher,
-        "better_node_wait": 5.0,     # ... for up to this long
+        "better_node_wait": 5.0,     # ... for up to this long,
+        "better_node_evidence": 3.0,  # ... once both have at least this many (decayed) outcomes
         "aging": 60.0,              # a queued task gains one priority level per this many seconds
         "fairness_window": 600.0,   # submitters served least within this window go first
         "retry_backoff": 0.0,       # default seconds before a retry (doubles each attempt)
         "retry_backoff_max": 300.0,
+        "pipeline_inject_limit": 16000,  # characters of a parent's output a step's prompt gets
         "approval_timeout": 0.0,    # seconds before an unanswered approval is rejected; 0: never
         "breaker_consecutive": 3,   # infrastructure failures in a row that open a breaker
         "breaker_window": 10,       # ... or this share of the last `breaker_window` outcomes
@@ -76,9 +78,13 @@ DEFAULTS: dict[str, dict] = {
         "breaker_cooldown": 60.0,   # first open period; doubles on each failed probe
         "breaker_cooldown_max": 1800.0,
         "breaker_max_open": 0.34,   # never more than this share of live nodes open at once
+        "advertise": True,          # mDNS/DNS-SD on the LAN, when bound beyond loopback
+        "mdns_type": "_m3shd._tcp.local.",  # another type keeps two meshes on one LAN apart
+        "max_pending_nodes": 16,    # tokenless joins waiting for approval, all addresses together
     },
     "n0d3": {
-        "url": "",                 # the Commander, e.g. http://127.0.0.1:8470
+        "url": "",                 # the Commander, e.g. http://127.0.0.1:8470; "" → found with mDNS
+        "mdns_type": "_m3shd._tcp.local.",
         "join_token": "",
         "state_dir": "",           # "" → <data dir>/n0d3
         "name": "",                # "" → host name

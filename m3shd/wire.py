@@ -66,14 +66,28 @@ def check_request(key: bytes, headers, method: str, path: str, body: bytes, now:
     return nonce
 
 
+# A result's HMAC and its Ed25519 signature (m3shd/provenance.py) both cover everything else.
+RESULT_SIGNATURES = ("signature", "ed25519_signature")
+
+
 def result_payload(result: dict) -> dict:
-    """The part of a result that its signature covers (everything but the signature)."""
-    return {k: v for k, v in result.items() if k != "signature"}
+    """The part of a result that its signatures cover (everything but the signatures)."""
+    return {k: v for k, v in result.items() if k not in RESULT_SIGNATURES}
+
+
+def result_document(result: dict) -> bytes:
+    """The bytes both signatures of a result cover, and the Commander keeps for provenance."""
+    return canonical_json(result_payload(result))
 
 
 def sign_result(key: bytes, result: dict) -> str:
-    return _hmac_hex(key, canonical_json(result_payload(result)))
+    return _hmac_hex(key, result_document(result))
 
 
 def check_result(key: bytes, result: dict) -> bool:
-    return hmac.compare_digest(sign_result(key, result), str(result.get("signature", "")))
+    return check_document(key, result_document(result), str(result.get("signature", "")))
+
+
+def check_document(key: bytes, document: bytes, signature: str) -> bool:
+    """Does `signature` sign these canonical bytes (a result as the Commander stored it)?"""
+    return hmac.compare_digest(_hmac_hex(key, document).encode(), signature.encode())

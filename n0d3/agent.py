@@ -7,6 +7,7 @@ off and retries, and a finished result stays on disk until the Commander has ans
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -15,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from m3shd import __version__
+from m3shd import __version__, provenance, wire
 from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
 from n0d3.runners import TaskSpec, detect
 from n0d3.state import State
@@ -62,6 +63,7 @@ class Agent:
     def __init__(self, settings: dict):
         self.settings = settings
         self.state = State(settings["state_dir"])
+        self.result_key = self.state.result_key()
         self.slots = settings["slots"]
         self.client: NodeClient | None = None
         self.running: dict[str, Running] = {}
@@ -96,23 +98,20 @@ class Agent:
                     capabilities=self.capabilities(), slots=self.slots, priority=self.settings["priority"],
                     version=__version__,
                     runner=self.detection.runner.name if self.detection.runner else None,
-                    problem=self.detection.problem)
+                    problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key))
 
     def connect(self, fall_back: bool = True) -> None:
-        """Register with the join token (fresh secrets), or fall back to the identity on disk
-        (an explicit `join` never falls back: its token must work)."""
+        """Register with the join token (fresh secrets), fall back to the identity on disk (an
+        explicit `join` never falls back: its token must work), or, with neither, ask to join and
+        wait for an operator's approval. Without a URL, find the Commander on the LAN first."""
         s = self.settings
-        if not s["url"]:
-            raise FatalConfig("no Commander URL: set [n0d3] url, M3SHD_N0D3_URL, or run `m3shd n0d3 join URL TOKEN`")
+        url = s["url"] or self.discover()
         identity = self.state.identity()
         if s["join_token"]:
             backoff = Backoff("registering")
             while not self.stopping.is_set():
                 try:
-                    reply = ApiClient(s["url"], s["join_token"]).register(**self.registration())
-                    identity = dict(url=s["url"], node_id=reply["node_id"], node_token=reply["node_token"],
-                                    signing_key=reply["signing_key"], heartbeat_interval=reply["heartbeat_interval"])
-                    self.state.save_identity(identity)
+                    identity = self.adopt(url, ApiClient(url, s["join_token"]).register(**self.registration()))
                     backoff.ok()
                     break
                 except CommanderUnreachable as exc:
@@ -122,11 +121,75 @@ class Agent:
                         log.warning("the join token was refused (%s); using the saved identity", exc.message)
                         break
                     raise FatalConfig(f"the Commander refused to register this N0D3: {exc.message}") from None
+        elif identity is None and fall_back:
+            identity = self.wait_for_approval(url)
+            if identity is None:
+                raise FatalConfig("stopped while waiting for approval")
         if not identity:
             raise FatalConfig("no join token and no saved identity: run `m3shd n0d3 join URL TOKEN` first")
+        if not s["url"]:
+            identity = dict(identity, url=url)  # found on the LAN: it may have moved since
         self.identity = identity
-        self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"])
+        self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
+                                 sign_document=functools.partial(provenance.sign, self.result_key))
         log.info("N0D3 %s is node %s at %s (%d slots)", s["name"], identity["node_id"], identity["url"], self.slots)
+
+    def adopt(self, url: str, reply: dict) -> dict:
+        """Keep the secrets a registration returned: this machine's identity from now on."""
+        identity = dict(url=url, node_id=reply["node_id"], node_token=reply["node_token"],
+                        signing_key=reply["signing_key"], heartbeat_interval=reply["heartbeat_interval"])
+        self.state.save_identity(identity)
+        return identity
+
+    def discover(self) -> str:
+        try:
+            from n0d3.discovery import find_commander   # zeroconf comes with the n0d3 extra
+        except ImportError:
+            raise FatalConfig("no Commander URL: set [n0d3] url (M3SHD_N0D3_URL), or install m3shd[n0d3] "
+                              "to find the Commander on the LAN") from None
+        log.info("no Commander URL set: looking for one on the LAN (mDNS %s)", self.settings["mdns_type"])
+        while not self.stopping.is_set():
+            url = find_commander(self.settings["mdns_type"], timeout=5.0)
+            if url:
+                log.info("found the Commander at %s", url)
+                return url
+            self.stopping.wait(5.0)
+        raise FatalConfig("stopped before a Commander was found")
+
+    def wait_for_approval(self, url: str) -> dict | None:
+        """A tokenless join: ask once (the request survives restarts), then poll until an operator
+        approves it; the approving answer carries this node's secrets."""
+        client = ApiClient(url, "")
+        backoff = Backoff("asking to join")
+        said = False
+        while not self.stopping.is_set():
+            try:
+                request = self.state.join_request()
+                if request is None or request["url"] != url:
+                    reply = client.request_join(**self.registration())
+                    request = dict(url=url, id=reply["id"], poll_token=reply["poll_token"])
+                    self.state.save_join_request(request)
+                answer = client.poll_join(request["poll_token"])
+                backoff.ok()
+            except CommanderUnreachable as exc:
+                self.stopping.wait(backoff.failed(exc))
+                continue
+            except CommanderError as exc:
+                if exc.status == 429:  # the waiting list is full: ask again later
+                    self.stopping.wait(backoff.failed(exc))
+                    continue
+                self.state.save_join_request(None)
+                raise FatalConfig(f"the Commander turned this N0D3 away: {exc.message}") from None
+            if answer["state"] == "approved":
+                self.state.save_join_request(None)
+                log.info("approved")
+                return self.adopt(url, answer["registration"])
+            if not said:
+                log.warning("waiting for approval as pending node %s: on the Commander, `m3shd nodes approve %s`",
+                            request["id"], request["id"])
+                said = True
+            self.stopping.wait(3.0)
+        return None
 
     # --- the loops ---------------------------------------------------------------------------
 
@@ -255,6 +318,7 @@ class Agent:
                 status=result.status, output=result.output, error=result.error, infra_failure=result.infra_failure,
                 usage=result.usage, cost_usd=result.cost_usd, runner=self.detection.runner.name, model=result.model,
                 started_at=started, finished_at=finished, duration_ms=int((finished - started) * 1000),
+                prompt_sha256=wire.sha256_hex(lease["prompt"].encode()),
             ))
             log.info("task %s attempt %s: %s in %.1f s", lease["task_id"], lease["attempt"], result.status,
                      finished - started)

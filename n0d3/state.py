@@ -10,6 +10,10 @@ import sys
 import uuid
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from m3shd import provenance
+
 
 def _write_private(path: Path, data: dict) -> None:
     """Atomically (temp file, fsync, rename), readable by this user only: it holds secrets."""
@@ -65,6 +69,29 @@ class State:
 
     def save_identity(self, identity: dict) -> None:
         _write_private(self.dir / "identity.json", identity)
+
+    def join_request(self) -> dict | None:
+        """A tokenless join waiting for approval: the Commander's URL, the request id, the poll token."""
+        try:
+            return json.loads((self.dir / "join-request.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_join_request(self, request: dict | None) -> None:
+        if request is None:
+            (self.dir / "join-request.json").unlink(missing_ok=True)
+        else:
+            _write_private(self.dir / "join-request.json", request)
+
+    def result_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key this node signs results with: made once, kept here (mode 0600), so
+        results stay verifiable by the same public key across restarts and re-registrations."""
+        path = self.dir / "result-key.json"
+        if path.exists():
+            return provenance.private_key_from_hex(json.loads(path.read_text())["ed25519_private_key"])
+        key = provenance.new_private_key()
+        _write_private(path, {"ed25519_private_key": provenance.private_key_hex(key)})
+        return key
 
     def hold(self, result: dict) -> Path:
         """Keep a finished result on disk until the Commander accepts (or refuses) it."""

@@ -189,6 +189,15 @@ def sse_events(commander: Commander, after: int = 0, until: str | None = None, i
     return seen
 
 
+@pytest.fixture(scope="session")
+def m3shd_wheel(tmp_path_factory) -> Path:
+    """This checkout as a wheel, built once per run (the image tiers ship it)."""
+    dest = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest),
+                    str(Path(__file__).parent.parent)], check=True, capture_output=True)
+    return next(dest.glob("m3shd-*.whl"))
+
+
 @pytest.fixture
 def commander(tmp_path):
     started = Commander(tmp_path)

@@ -501,7 +501,9 @@ def test_every_api_route_declares_a_permission(app, openapi_doc):
     assert len(rules) >= 12
     assert unguarded(app) == []
     public = sorted(rule.rule for rule in rules if app.view_functions[rule.endpoint].route_spec.permission == PUBLIC)
-    assert public == ["/api/health", "/api/openapi.json"] + ["/api/session"] * 3  # log in, look, log out
+    # Log in, look, log out; and a tokenless machine asking to join, then asking whether it may.
+    assert public == ["/api/health", "/api/nodes/pending", "/api/nodes/pending/poll", "/api/openapi.json"] + [
+        "/api/session"] * 3
     # the document describes exactly these routes, and the served one is the same document
     documented = {(path, method) for path, item in openapi.document(app)["paths"].items() for method in item}
     expected = {(re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule), method.lower())

@@ -63,7 +63,7 @@ def test_a_rejected_task_is_cancelled_with_the_reason_and_audited(commander):
     assert rejected["state"] == "cancelled"
     assert rejected["error"] == "rejected by api token:phone: not today"
     bare = phone.submit_task("another", approval_required=True)
-    assert phone.reject_task(bare["id"])["error"] == "rejected by api token:phone"  # no body at all
+    assert phone.reject_task(bare["id"])["error"] == "rejected by api token:phone"  # no reason given
     audit = commander.api._send("GET", "/api/audit")["entries"]
     assert {(e["action"], e["target"]) for e in audit} >= {("task.rejected", f"task {task['id']}"),
                                                           ("task.rejected", f"task {bare['id']}")}

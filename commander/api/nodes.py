@@ -4,7 +4,7 @@ import json
 
 from flask import Blueprint, g, request
 
-from commander import leases, nodes
+from commander import leases, nodes, provenance
 from commander.errors import ApiError
 from commander.models import Node
 from commander.routing import api_route, commander, principal
@@ -73,9 +73,12 @@ def claim(node_id: int, body: ClaimIn):
 def post_result(node_id: int, body: ResultIn):
     """A signed result for a lease this node holds; 409 if the lease has moved on."""
     # Verify the document as sent: the parsed model fills in defaults the node never signed.
-    if not wire.check_result(g.node_key, json.loads(request.get_data())):
+    document = wire.result_document(json.loads(request.get_data()))
+    if not wire.check_document(g.node_key, document, body.signature):
         raise ApiError(400, "bad_result_signature", "the result's signature does not match its content")
-    task, duplicate = leases.apply_result(commander(), g.node, body)
+    key = provenance.keys_in_use(g.node)
+    provenance.check_signatures(key, document, body.ed25519_signature)
+    task, duplicate = leases.apply_result(commander(), g.node, body, document, key)
     return ResultOut(accepted=True, duplicate=duplicate, task=task_dict(task))
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from commander import tasks
+from commander import provenance, tasks
 from commander.routing import api_route, commander, principal
-from commander.schemas import RejectIn, TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
+from commander.schemas import ProvenanceOut, RejectIn, TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
 
 bp = Blueprint("tasks", __name__)
 
@@ -50,3 +50,9 @@ def reject(task_id: int, body: RejectIn):
 def cancel(task_id: int):
     """Cancel a task; a running one is stopped (its whole process group) at the node's next heartbeat."""
     return task_out(tasks.cancel(commander(), task_id))
+
+
+@api_route(bp, "GET", "/tasks/<id:task_id>/provenance", permission="tasks:read", response=ProvenanceOut)
+def task_provenance(task_id: int):
+    """The task's chain from its roots, with a verdict per link: a bundle `m3shd provenance verify` checks offline."""
+    return ProvenanceOut(**provenance.bundle(commander(), tasks.get(task_id)))

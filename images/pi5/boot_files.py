@@ -1,0 +1,130 @@
+"""What goes on the boot partition: the N0D3's settings and the first-boot files for each mechanism.
+
+cloud-init's files are written as JSON, which YAML reads as it is: no YAML library needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+
+from images.pi5.tools import ImageError
+
+BOOT = "/boot/firmware"      # where Raspberry Pi OS (Bookworm and later) mounts the boot partition
+PAYLOAD = "m3shd"            # our directory on it
+FIRSTBOOT = f"{BOOT}/{PAYLOAD}/firstboot.sh"
+FIRSTRUN_HOOK = ("systemd.run=/boot/firmware/firstrun.sh systemd.run_success_action=reboot "
+                 "systemd.unit=kernel-command-line.target")
+
+USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+@dataclass(frozen=True)
+class Wifi:
+    ssid: str
+    passphrase: str
+    country: str
+
+    def psk(self) -> str:
+        """The WPA key derived from the passphrase (as wpa_passphrase does): the card carries this,
+        never the passphrase, which people reuse elsewhere."""
+        return hashlib.pbkdf2_hmac("sha1", self.passphrase.encode(), self.ssid.encode(), 4096, 32).hex()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the person asked for."""
+    url: str = ""                       # "" → the N0D3 looks for the Commander on the LAN (mDNS)
+    join_token: str = ""                # "" → it joins as pending, for the operator to approve
+    user: str = "m3shd"
+    hostname: str = "n0d3-{serial}"
+    ssh_keys: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    wifi: Wifi | None = None
+
+    def check(self) -> None:
+        if not USER.fullmatch(self.user):
+            raise ImageError(f"user name {self.user!r}: use lower-case letters, digits, - and _ (at most 32)")
+        if self.hostname.count("{serial}") > 1 or not HOSTNAME.fullmatch(self.hostname.replace("{serial}", "0")) \
+                or len(self.hostname.replace("{serial}", "0" * 8)) > 63:
+            raise ImageError(f"host name pattern {self.hostname!r}: use lower-case letters, digits and -, "
+                             f"with {{serial}} where the board's serial number goes")
+        if self.url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.url):
+            raise ImageError(f"Commander URL {self.url!r}: expected http://HOST:PORT or https://…")
+        for key in self.ssh_keys:
+            if not re.fullmatch(r"(ssh|ecdsa|sk)-\S+ \S+( .*)?", key) or "\n" in key:
+                raise ImageError(f"not an SSH public key: {key[:40]!r}")
+        if self.wifi:
+            if not 1 <= len(self.wifi.ssid.encode()) <= 32:
+                raise ImageError("Wi-Fi SSID: 1 to 32 bytes")
+            if not 8 <= len(self.wifi.passphrase) <= 63:
+                raise ImageError("Wi-Fi passphrase: 8 to 63 characters (WPA2)")
+            if not COUNTRY.fullmatch(self.wifi.country):
+                raise ImageError(f"Wi-Fi country {self.wifi.country!r}: a two-letter code such as GB or US")
+
+
+def node_settings(spec: Spec) -> dict:
+    """The [n0d3] section of /etc/m3shd/n0d3.toml on the device."""
+    values = {"capabilities": ["board=pi5", *spec.capabilities]}
+    if spec.url:
+        values["url"] = spec.url
+    if spec.join_token:
+        values["join_token"] = spec.join_token
+    return values
+
+
+def cmdline_with_firstrun(cmdline: str) -> str:
+    """cmdline.txt is one line; the hook goes at its end, where firstrun.sh cuts it off again."""
+    return f"{cmdline.strip()} {FIRSTRUN_HOOK}\n"
+
+
+def cloud_init(spec: Spec) -> dict[str, str]:
+    """NoCloud seed files: the user and SSH keys the cloud-init way; firstboot.sh does the rest."""
+    user = {"name": spec.user, "groups": ["sudo"], "shell": "/bin/bash", "lock_passwd": True,
+            "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": list(spec.ssh_keys)}
+    user_data = {
+        "preserve_hostname": True,            # firstboot.sh names the host from the board's serial
+        "users": [user],
+        "ssh_pwauth": False,
+        "runcmd": [["sh", FIRSTBOOT, "--start"]],
+    }
+    files = {
+        "user-data": "#cloud-config\n" + json.dumps(user_data, indent=2) + "\n",
+        # A fresh instance id: cloud-init runs once per instance, so each build is a new one.
+        "meta-data": json.dumps({"instance-id": f"m3shd-{secrets.token_hex(8)}"}, indent=2) + "\n",
+    }
+    if spec.wifi:
+        access_point = {spec.wifi.ssid: {"password": spec.wifi.psk()}}
+        # Raspberry Pi OS runs NetworkManager; netplan (which cloud-init feeds) renders for it.
+        network = {"network": {"version": 2, "renderer": "NetworkManager",
+                               "ethernets": {"eth0": {"dhcp4": True, "optional": True}},
+                               "wifis": {"wlan0": {"dhcp4": True, "optional": True,
+                                                   "regulatory-domain": spec.wifi.country,
+                                                   "access-points": access_point}}}}
+        files["network-config"] = json.dumps(network, indent=2) + "\n"
+    return files
+
+
+def firstrun(spec: Spec) -> dict[str, str]:
+    """What firstboot.sh reads on Bookworm, where it also makes the user and the Wi-Fi connection."""
+    files = {f"{PAYLOAD}/user": spec.user + "\n",
+             f"{PAYLOAD}/authorized_keys": "".join(key + "\n" for key in spec.ssh_keys)}
+    if spec.wifi:
+        files[f"{PAYLOAD}/wifi-country"] = spec.wifi.country + "\n"
+        files[f"{PAYLOAD}/wifi.nmconnection"] = nm_connection(spec.wifi)
+    return files
+
+
+def nm_connection(wifi: Wifi) -> str:
+    """A NetworkManager keyfile (Bookworm's network stack); the SSID goes in as bytes, so any
+    character is safe."""
+    ssid = ";".join(str(b) for b in wifi.ssid.encode()) + ";"
+    return ("[connection]\nid=m3shd-wifi\ntype=wifi\nautoconnect=true\n\n"
+            f"[wifi]\nmode=infrastructure\nssid={ssid}\n\n"
+            f"[wifi-security]\nkey-mgmt=wpa-psk\npsk={wifi.psk()}\n\n"
+            "[ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n")

@@ -1,0 +1,136 @@
+"""Provenance: Ed25519 result signatures and the Merkle-DAG chain of results.
+
+One module for every party, so they cannot disagree on a byte: the N0D3 signs with it, the
+Commander verifies with it before a parent's output reaches a child, and
+`m3shd provenance verify` checks an exported bundle offline with nothing but public keys.
+
+A result's *document* is the canonical JSON of what the node posted, minus its signatures
+(m3shd.wire.result_document). Its chain hash is
+
+    H(DOMAIN ‖ H(document) ‖ parent chain hashes, sorted)
+
+with H = SHA-256 over raw bytes, so changing any result changes the hash of every descendant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from m3shd import wire
+
+DOMAIN = b"m3shd/provenance/v1\x00"
+BUNDLE_FORMAT = "m3shd-provenance/1"
+
+
+def chain_hash(document: bytes, parent_hashes: list[str]) -> str:
+    """The hex chain hash of one result; raises ValueError for a parent hash that is not hex."""
+    parents = b"".join(bytes.fromhex(h) for h in sorted(parent_hashes))
+    return hashlib.sha256(DOMAIN + hashlib.sha256(document).digest() + parents).hexdigest()
+
+
+def new_private_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_from_hex(seed: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed))
+
+
+def private_key_hex(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes_raw().hex()
+
+
+def public_key_hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes_raw().hex()
+
+
+def sign(key: Ed25519PrivateKey, document: bytes) -> str:
+    return key.sign(document).hex()
+
+
+def signature_ok(public_key: str, document: bytes, signature: str) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key)).verify(bytes.fromhex(signature), document)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_links(links: list[dict], public_keys: dict[str, str]) -> dict[int, list[str]]:
+    """Verify links ordered parents first (as in a bundle); returns each task's problems (none: ok).
+
+    A link is {task_id, state, prompt, output, error, parents: [task ids], document, ed25519,
+    key_id, chain_hash}. Each chain hash is recomputed from the document and the parents'
+    *recomputed* hashes, so an edited hash is pinned on the link that carries it and every
+    descendant reports the broken ancestor.
+    """
+    recomputed: dict[int, str | None] = {}
+    problems: dict[int, list[str]] = {}
+    for link in links:
+        task_id = link["task_id"]
+        found = problems[task_id] = []
+        for parent in link["parents"]:
+            if problems.get(parent):
+                found.append(f"parent task {parent} failed verification")
+            elif parent not in problems:
+                found.append(f"parent task {parent} is missing from the chain")
+        document = link.get("document")
+        if document is None:
+            # Steps that never ran (skipped, cancelled, a lost lease) have nothing to sign;
+            # a success always does.
+            if link.get("state") == "succeeded":
+                found.append("no signed result")
+            recomputed[task_id] = None
+            continue
+        document_bytes = document.encode()
+        found.extend(_content_problems(link, document_bytes))
+        public_key = public_keys.get(str(link.get("key_id")))
+        if public_key is None:
+            found.append("no Ed25519 public key for the node that signed it")
+        elif not signature_ok(public_key, document_bytes, link.get("ed25519") or ""):
+            found.append("the Ed25519 signature does not match the result")
+        parent_hashes = [recomputed[p] for p in link["parents"] if recomputed.get(p)]
+        recomputed[task_id] = chain_hash(document_bytes, parent_hashes)
+        if not _same(recomputed[task_id], link.get("chain_hash")):
+            found.append("the chain hash does not match the result and its parents")
+    return problems
+
+
+def _content_problems(link: dict, document: bytes) -> list[str]:
+    """Does the stored task say what its signed document says?"""
+    try:
+        signed = json.loads(document)
+    except ValueError:
+        return ["the signed result is not JSON"]
+    if not isinstance(signed, dict):
+        return ["the signed result is not a JSON object"]
+    found = []
+    if signed.get("task_id") != link["task_id"]:
+        found.append("the signed result belongs to another task")
+    if signed.get("status") != link.get("state"):
+        found.append("the task's state differs from its signed result")
+    if signed.get("output", "") != (link.get("output") or ""):
+        found.append("the output differs from the signed result")
+    if signed.get("error") != link.get("error"):
+        found.append("the error differs from the signed result")
+    prompt_hash = signed.get("prompt_sha256")
+    if prompt_hash is not None and not _same(prompt_hash, wire.sha256_hex((link.get("prompt") or "").encode())):
+        found.append("the prompt differs from the one the node answered")
+    return found
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+def verify_bundle(bundle: dict) -> dict:
+    """The verdict on an exported bundle: {ok, links: {task_id: problems}} (offline, public keys only)."""
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"not a {BUNDLE_FORMAT} bundle")
+    problems = check_links(bundle["links"], bundle["public_keys"])
+    return dict(ok=all(not p for p in problems.values()), links=problems)

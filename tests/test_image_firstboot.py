@@ -1,0 +1,172 @@
+"""The first boot, simulated: a systemd podman container (Debian of the base image's release)
+whose /boot/firmware holds the built image's boot partition, running the real first-boot path:
+firstrun.sh as the kernel command line's `systemd.run=` runs it on Bookworm-based images, then a
+reboot; cloud-init from Debian's packages reading the NoCloud seed on Trixie-based ones. The
+N0D3 it installs registers with a live Commander and runs a task with the fake `claude`.
+
+The container is x86_64, so the image carries x86_64 wheels here; everything else is the image
+a person would flash. It shares the host's network, as a Pi shares the Commander's LAN.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import podman
+from commander.discovery import addresses_for
+from conftest import FAKES, Commander, wait_until
+from images.pi5.boot_files import Spec, Wifi, cloud_init, nm_connection
+from images.pi5.build import build
+from test_image import BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.containers,
+              pytest.mark.skipif(bool(MISSING) or podman.missing() is not None,
+                                 reason=podman.missing() or f"needs {', '.join(MISSING)}")]
+
+# What Raspberry Pi OS Lite has that the first boot uses; debootstrap does not resolve
+# cryptography's virtual cffi dependency, so cloud-init's image names it.
+BOOKWORM = ["python3", "openssh-server", "sudo"]
+TRIXIE = BOOKWORM + ["cloud-init", "python3-cffi-backend"]
+# Raspberry Pi OS points cloud-init's NoCloud at the boot partition; this container does the same.
+CLOUD_CFG = Path(__file__).parent / "fixtures" / "pi-cloud-init.cfg"
+
+
+def flash(tmp_path: Path, debian: str, spec: Spec, wheel: Path) -> Path:
+    """Build the image and copy its boot partition out, as the Pi would mount it."""
+    image = build(make_base(tmp_path / f"{debian}.img", debian=debian), tmp_path / "n0d3.img", spec, wheel=wheel,
+                  machine="x86_64", say=lambda _: None)
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    subprocess.run(["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", "::/*", str(boot)], check=True,
+                   capture_output=True, env=mtools_env())
+    return boot
+
+
+def power_on(boot: Path, suite: str, name: str, volumes: list[str] = ()) -> podman.Container:
+    image = podman.debian_image(f"pi-{suite}", TRIXIE if suite == "trixie" else BOOKWORM, suite=suite)
+    box = podman.Container.start(image, f"{name}-{secrets.token_hex(3)}", network="host",
+                                 volumes=[f"{boot}:/boot/firmware", *volumes], extra=["--no-hosts"])
+    box.copy_in(FAKES / "claude", "/usr/local/bin/claude")
+    return box
+
+
+def reboot(box: podman.Container) -> None:
+    podman.run("restart", "--time", "10", box.name)
+    box.wait_booted()
+
+
+def read(box: podman.Container, *argv: str) -> str:
+    return box.exec(*argv).stdout.strip()
+
+
+def runs_a_task(commander: Commander, box: podman.Container) -> dict:
+    # Active with its runner known (a node approved from pending reports it at its first heartbeat).
+    node = wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active" and n["runner"]), None),
+                      60, what=f"the N0D3 in {box.name} to register")
+    assert "board=pi5" in node["capabilities"] and node["runner"] == "claude-cli"
+    task = commander.api.submit_task("hello from a freshly flashed Pi")
+    assert commander.wait_task(task["id"], timeout=60)["state"] == "succeeded"
+    assert commander.api.get_task(task["id"])["node_id"] == node["id"]
+    return node
+
+
+def test_bookworm_first_boot_runs_firstrun_then_the_n0d3_joins_and_works(tmp_path, commander, m3shd_wheel):
+    boot = flash(tmp_path, "bookworm", Spec(url=commander.url, join_token=commander.join_token, ssh_keys=(KEY,)),
+                 m3shd_wheel)
+    cmdline = (boot / "cmdline.txt").read_text()
+    with power_on(boot, "bookworm", "pi-bookworm") as box:
+        shipped_key = read(box, "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+        # What systemd.run= does on the Pi: run firstrun.sh once, then reboot.
+        box.exec("sh", "/boot/firmware/firstrun.sh")
+        log = read(box, "cat", "/var/log/m3shd-firstboot.log")
+        assert "m3shd first boot: done" in log, log
+        assert (boot / "cmdline.txt").read_text() == cmdline.split(" systemd.run=")[0] + "\n"   # hook gone
+        assert sorted(p.name for p in boot.iterdir()) == ["cmdline.txt", "config.txt", "issue.txt", "kernel8.img",
+                                                         "kernel_2712.img"]   # token and wheels off the card
+        serial = read(box, "cat", "/etc/machine-id")[-8:]   # a container has no board serial
+        assert read(box, "cat", "/etc/hostname") == f"n0d3-{serial}"
+        assert read(box, "cat", "/etc/ssh/ssh_host_ed25519_key.pub") != shipped_key   # made here, now
+        assert read(box, "cat", "/home/m3shd/.ssh/authorized_keys") == KEY
+        assert read(box, "passwd", "--status", "m3shd").split()[1] == "L"              # keys only
+        assert read(box, "stat", "-c", "%a %U %G", "/etc/m3shd/n0d3.toml") == "640 root m3shd"
+        assert read(box, "systemctl", "is-enabled", "m3shd-n0d3") == "enabled"
+        reboot(box)
+        runs_a_task(commander, box)
+        assert read(box, "ps", "-o", "user=", "-C", "m3shd") == "m3shd"
+
+
+@pytest.mark.skipif(not addresses_for("0.0.0.0"), reason="needs a non-loopback IPv4 interface for multicast DNS")
+def test_a_tokenless_image_without_url_finds_the_commander_waits_pending_and_works_once_approved(tmp_path,
+                                                                                                 m3shd_wheel):
+    service = f"_m3t{secrets.token_hex(3)}._tcp.local."   # apart from other Commanders on this LAN
+    cmd = Commander(tmp_path, {"M3SHD_COMMANDER_MDNS_TYPE": service})
+    cmd.stop()
+    cmd.env["M3SHD_COMMANDER_BIND"] = f"0.0.0.0:{cmd.port}"
+    cmd.start()
+    try:
+        boot = flash(tmp_path, "bookworm", Spec(), m3shd_wheel)
+        with (boot / "m3shd" / "n0d3.toml").open("a") as settings:
+            settings.write(f'mdns_type = "{service}"\n')
+        with power_on(boot, "bookworm", "pi-pending") as box:
+            box.exec("sh", "/boot/firmware/firstrun.sh")
+            reboot(box)
+            waiting = wait_until(lambda: cmd.api.list_pending(), 60, what="the Pi to ask to join")
+            assert cmd.nodes() == [] and "board=pi5" in waiting[0]["capabilities"]
+            cmd.api.approve_pending(waiting[0]["id"])
+            runs_a_task(cmd, box)
+    finally:
+        cmd.stop()
+
+
+def test_trixie_first_boot_runs_through_cloud_init(tmp_path, commander, m3shd_wheel):
+    boot = flash(tmp_path, "trixie", Spec(url=commander.url, join_token=commander.join_token, ssh_keys=(KEY,),
+                                          user="pi"), m3shd_wheel)
+    with power_on(boot, "trixie", "pi-trixie", [f"{CLOUD_CFG}:/etc/cloud/cloud.cfg.d/99-raspberrypi.cfg:ro"]) as box:
+        status = box.exec("cloud-init", "status", "--wait", "--long", check=False, timeout=300).stdout
+        output = read(box, "cat", "/var/log/cloud-init-output.log")
+        assert "DataSourceNoCloud" in status and "m3shd first boot: done" in output, status + output
+        runs_a_task(commander, box)
+        assert read(box, "cat", "/home/pi/.ssh/authorized_keys") == KEY      # cloud-init made the user
+        assert not (boot / "m3shd").exists()
+        assert read(box, "cat", "/etc/hostname").startswith("n0d3-")
+
+
+def test_the_wifi_network_config_is_one_netplan_renders_for_networkmanager(tmp_path):
+    """Trixie-based Raspberry Pi OS hands cloud-init's network-config to netplan, which renders
+    NetworkManager profiles; netplan itself must take what we write, with the derived key."""
+    wifi = Wifi("home net", PASSPHRASE, "GB")
+    root = tmp_path / "root"
+    (root / "etc" / "netplan").mkdir(parents=True)
+    config = root / "etc" / "netplan" / "50-cloud-init.yaml"   # where cloud-init puts it
+    config.write_text(cloud_init(Spec(wifi=wifi))["network-config"])
+    config.chmod(0o600)
+    image = podman.debian_image("netplan", ["netplan.io"], suite="trixie")
+    podman.run("run", "--rm", "--volume", f"{root}:/target", image, "netplan", "generate", "--root-dir", "/target")
+    profiles = {p.name: p.read_text() for p in (root / "run" / "NetworkManager" / "system-connections").iterdir()}
+    wlan = next(text for name, text in profiles.items() if "wlan0" in name)
+    assert "ssid=home net" in wlan and f"psk={wifi.psk()}" in wlan and PASSPHRASE not in wlan
+    assert any("eth0" in name for name in profiles)
+
+
+def test_the_bookworm_wifi_profile_is_one_networkmanager_loads(tmp_path):
+    """Bookworm-based Raspberry Pi OS runs NetworkManager and firstboot.sh installs our keyfile as
+    it is, so NetworkManager itself must read it: the SSID, WPA-PSK and the derived key."""
+    wifi = Wifi("home net", PASSPHRASE, "GB")
+    keyfile = tmp_path / "m3shd-wifi.nmconnection"
+    keyfile.write_text(nm_connection(wifi))
+    # debootstrap does not resolve polkitd's virtual logind dependency: name its provider.
+    image = podman.debian_image("networkmanager", ["network-manager", "libpam-systemd"], suite="bookworm")
+    # Its own network namespace: NetworkManager there manages nothing of this machine's.
+    with podman.Container.start(image, f"pi-nm-{secrets.token_hex(3)}") as box:
+        target = "/etc/NetworkManager/system-connections/m3shd-wifi.nmconnection"
+        box.copy_in(keyfile, target)
+        box.exec("chmod", "600", target)
+        box.exec("nmcli", "connection", "reload")
+        shown = read(box, "nmcli", "--show-secrets", "--get-values", "802-11-wireless.ssid,"
+                     "802-11-wireless-security.key-mgmt,802-11-wireless-security.psk", "connection", "show",
+                     "m3shd-wifi")
+    assert shown.splitlines() == ["home net", "wpa-psk", wifi.psk()]

@@ -24,7 +24,7 @@ from m3shd.mcp.server import build_server
 from conftest import Commander, N0D3, Process, free_port, m3shd, wait_until
 
 TOOLS = {"dispatch_task", "get_task", "wait_for_task", "list_tasks", "cancel_task", "approve_task",
-         "reject_task", "list_nodes"}
+         "reject_task", "list_nodes", "create_pipeline", "get_pipeline"}
 
 
 @pytest.fixture
@@ -86,7 +86,10 @@ async def test_every_tool_has_a_description_and_typed_input_and_output(mesh):
         assert wait["required"] == ["task_id"] and set(wait["properties"]) == {"task_id", "timeout_seconds"}
         assert wait["properties"]["timeout_seconds"]["maximum"] == 300
         assert tools["list_tasks"].input_schema["properties"]["state"]["anyOf"][0]["enum"] == [
-            "awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled"]
+            "blocked", "awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled", "skipped"]
+        pipeline = tools["create_pipeline"].input_schema
+        assert pipeline["required"] == ["steps"] and pipeline["$defs"]["StepIn"]["required"] == ["key", "prompt"]
+        assert "StepIn" in pipeline["properties"]["steps"]["items"]["$ref"]
         task_fields = tools["get_task"].output_schema["properties"]
         assert {"id", "state", "final", "output", "error", "usage", "cost_usd", "waiting_reason"} <= set(task_fields)
         node_fields = tools["list_nodes"].output_schema["$defs"]["Node"]["properties"]
@@ -188,6 +191,36 @@ async def test_list_nodes_shows_capacity_and_health(mesh):
         assert 0 <= listed["reputation"]["mean"] <= 1 and listed["reputation"]["count"] >= 0
         assert listed["heartbeat_age"] < 2
         await call(client, "cancel_task", task_id=task["id"])
+
+
+@pytest.mark.anyio
+async def test_create_a_pipeline_whose_second_step_quotes_the_first(mesh):
+    steps = [{"key": "plan", "prompt": "pick a topic"},
+             {"key": "write", "prompt": "write about: {{ steps.plan.output }}", "depends_on": ["plan"],
+              "requires": ["arch=test"]},
+             {"key": "edit", "prompt": "edit it", "depends_on": [{"step": "write", "allow_failure": True}]}]
+    async with connected(mesh.url, mesh.admin_token) as client:
+        pipeline = await call(client, "create_pipeline", name="digest", steps=steps)
+        assert (pipeline["name"], pipeline["state"]) == ("digest", "running")
+        assert [step["key"] for step in pipeline["steps"]] == ["plan", "write", "edit"]
+        write, edit = pipeline["steps"][1], pipeline["steps"][2]
+        assert write["state"] == "blocked" and write["depends_on"][0]["step"] == "plan"
+        assert edit["depends_on"][0]["allow_failure"] is True
+        assert mesh.api.get_task(write["task_id"])["requires"] == ["arch=test"]
+        done = await call(client, "wait_for_task", task_id=edit["task_id"], timeout_seconds=40)
+        assert done["state"] == "succeeded"
+        finished = await call(client, "get_pipeline", pipeline_id=pipeline["id"])
+        assert finished["state"] == "succeeded" and finished["error"] is None
+        assert finished["steps"][1]["output"] == "echo: write about: echo: pick a topic"
+
+
+@pytest.mark.anyio
+async def test_a_pipeline_the_commander_refuses_says_why(mesh):
+    cycle = [{"key": "a", "prompt": "x", "depends_on": ["b"]}, {"key": "b", "prompt": "y", "depends_on": ["a"]}]
+    async with connected(mesh.url, mesh.admin_token) as client:
+        assert "the steps form a cycle" in await call_error(client, "create_pipeline", steps=cycle)
+        assert "key" in await call_error(client, "create_pipeline", steps=[{"key": "no spaces", "prompt": "x"}])
+        assert "pipeline 987654 does not exist" in await call_error(client, "get_pipeline", pipeline_id=987654)
 
 
 # --- resources -------------------------------------------------------------------------------

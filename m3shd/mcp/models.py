@@ -1,10 +1,13 @@
-"""What the tools return: one pydantic model per result shape, read from the Commander's JSON.
+"""What the tools return: one pydantic model per result shape, read from the Commander's JSON;
+and the steps create_pipeline takes.
 
 The models name only what a model needs to act on and ignore any other field, so a newer
 Commander that adds fields does not break an older MCP server.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,7 +27,9 @@ class TaskUsage(View):
 
 class TaskSummary(View):
     id: int
-    state: str = Field(description="awaiting_approval, queued, leased (running), succeeded, failed or cancelled")
+    state: str = Field(description="blocked (a pipeline step waiting for its parents), awaiting_approval, queued, "
+                                   "leased (running), succeeded, failed, cancelled or skipped (a parent it needed "
+                                   "did not succeed)")
     prompt: str
     priority: int
     requires: list[str] = Field(description="capabilities a node must have to run it")
@@ -32,7 +37,8 @@ class TaskSummary(View):
     cost_usd: float | None
     created_at: float = Field(description="Unix time")
     waiting_reason: str | None = Field(None, description="why a queued task is not running yet")
-    final: bool = Field(description="true once the task is succeeded, failed or cancelled: nothing more will change")
+    final: bool = Field(description="true once the task is succeeded, failed, cancelled or skipped: nothing more "
+                                    "will change")
 
     # A plain field filled from `state`, not a computed one: the SDK publishes the input side
     # of the model as the output schema, where a computed field would not appear.
@@ -93,3 +99,55 @@ class Node(View):
 
 class NodeList(View):
     nodes: list[Node]
+
+
+# --- pipelines (issue 5) -----------------------------------------------------------------------
+
+StepKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -")]
+
+
+class Parent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: StepKey
+    allow_failure: bool = Field(False, description="run even if that parent fails, is skipped or cancelled")
+
+
+class StepIn(BaseModel):
+    """One step of a pipeline to create: an ordinary task that starts once its parents are final."""
+    model_config = ConfigDict(extra="forbid")
+    key: StepKey
+    prompt: str = Field(min_length=1, max_length=200_000, description=(
+        "may quote a parent's result: {{ steps.KEY.output }}, {{ steps.KEY.error }}, {{ steps.KEY.state }}"))
+    requires: list[str] = Field([], description="capabilities a node must have")
+    prefer: list[str] = Field([], description="capabilities that make a node a better choice")
+    priority: int = Field(0, ge=-100, le=100)
+    model: str | None = Field(None, description="Claude model id; omit for the node's default")
+    depends_on: list[StepKey | Parent] = Field([], description="parent keys, or {step, allow_failure}")
+
+
+class ParentOut(View):
+    step: str
+    task_id: int
+    allow_failure: bool
+
+
+class Step(View):
+    key: str
+    task_id: int = Field(description="get_task and cancel_task work on it")
+    state: str = Field(description="blocked (parents not final), queued, leased, succeeded, failed, cancelled "
+                                   "or skipped (a parent it needed did not succeed)")
+    depends_on: list[ParentOut]
+    node_id: int | None
+    attempt: int
+    output: str | None
+    error: str | None
+
+
+class Pipeline(View):
+    id: int
+    name: str
+    state: str = Field(description="running, succeeded (every step did), failed or cancelled")
+    error: str | None = Field(description="which steps did not succeed")
+    created_at: float
+    finished_at: float | None
+    steps: list[Step] = Field(description="in dependency order: every step after its parents")

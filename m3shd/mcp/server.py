@@ -21,12 +21,13 @@ from pydantic import Field
 from m3shd import __version__
 from m3shd.client import ApiClient
 from m3shd.errors import CommanderError, CommanderUnreachable
-from m3shd.mcp.models import Node, NodeList, Task, TaskList
+from m3shd.mcp.models import Node, NodeList, Pipeline, StepIn, Task, TaskList
 
 INSTRUCTIONS = """\
 M3SHD runs Claude tasks on the user's own machines (Macs, Raspberry Pi boards). dispatch_task
 queues a prompt and returns at once; wait_for_task blocks (bounded) until it is final; a task
-that needs approval waits in awaiting_approval until approve_task or reject_task. list_nodes
+that needs approval waits in awaiting_approval until approve_task or reject_task. create_pipeline
+submits several steps that feed one another, each an ordinary task; get_pipeline follows it. list_nodes
 shows which machines can take work (free slots, health). Every task costs real tokens."""
 
 # The longest one wait_for_task call blocks: MCP clients time out requests that run for many
@@ -39,7 +40,7 @@ PROGRESS_EVERY = 10.0
 TaskId = Annotated[int, Field(ge=1, description="the task's id, as returned by dispatch_task or list_tasks")]
 Capabilities = Annotated[list[str], Field(
     max_length=64, description="labels such as `gpu` or key=value pairs such as `arch=arm64`, matched exactly")]
-TaskState = Literal["awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled"]
+TaskState = Literal["blocked", "awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled", "skipped"]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -123,7 +124,7 @@ def build_server(client: ApiClient) -> MCPServer:
         timeout_seconds: Annotated[float, Field(
             ge=0, le=MAX_WAIT, description="longest to wait; Claude Desktop gives up on a tool after 60 s")] = 45,
     ) -> Task:
-        """Wait until a task is final (succeeded, failed or cancelled), at most `timeout_seconds`, and
+        """Wait until a task is final (succeeded, failed, cancelled or skipped), at most `timeout_seconds`, and
         return it. If `final` is false it is still running or queued (see waiting_reason): call again to
         keep waiting. A task in awaiting_approval waits for approve_task, not for time."""
         started = time.monotonic()
@@ -164,6 +165,25 @@ def build_server(client: ApiClient) -> MCPServer:
         and reputation (mean reward in [0, 1] of recent attempts, and the scheduler's score)."""
         with commander_errors():
             return NodeList.model_validate({"nodes": client.list_nodes()})
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
+    def create_pipeline(
+        steps: Annotated[list[StepIn], Field(min_length=1, max_length=50)],
+        name: Annotated[str, Field(max_length=128)] = "",
+    ) -> Pipeline:
+        """Submit a graph of steps in one call. Each step is a task that starts once its parents
+        (`depends_on`) are final: queued if they succeeded (or their edge allows failure), otherwise
+        skipped. A step's prompt can quote a parent's answer with {{ steps.KEY.output }}. Returns at
+        once; follow it with get_pipeline, or wait_for_task on a step's task_id."""
+        definition = {"name": name, "steps": [step.model_dump(exclude_defaults=True) for step in steps]}
+        with commander_errors():
+            return Pipeline.model_validate(client.submit_pipeline(definition))
+
+    @server.tool(annotations=READ_ONLY)
+    def get_pipeline(pipeline_id: Annotated[int, Field(ge=1)]) -> Pipeline:
+        """A pipeline's state and each step's state, node, output or error, in dependency order."""
+        with commander_errors():
+            return Pipeline.model_validate(client.get_pipeline(pipeline_id))
 
     @server.resource("m3shd://tasks/{task_id}", mime_type="application/json",
                      description="One task: state, node, output or error, tokens and cost.")

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from m3shd import __version__, config
+from m3shd.wire import FINAL_STATES
 from m3shd.errors import CommanderError, CommanderUnreachable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
-FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
 class CliError(Exception):
@@ -79,7 +79,7 @@ def print_task(task: dict) -> None:
         say(f"error: {task['error']}")
     if task["waiting_reason"]:
         say(f"waiting: {task['waiting_reason']}")
-    if task["state"] in FINAL:
+    if task["state"] in FINAL_STATES:
         say(describe_usage(task))
 
 
@@ -93,7 +93,7 @@ def wait_for(client, task_id: int, timeout: float | None) -> dict:
             say(f"task {task_id} is {task['state']}: {said}")
 
     task = client.wait_task(task_id, timeout, on_poll=report)
-    if task["state"] not in FINAL:
+    if task["state"] not in FINAL_STATES:
         raise CliError(f"task {task_id} is still {task['state']} after {timeout:g} s; "
                        f"`m3shd task wait {task_id}` to keep waiting", EXIT_TIMEOUT)
     return task
@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_task_wait)
     p = task.add_parser("list", parents=[client], help="list tasks, newest first")
-    p.add_argument("--state", choices=("blocked", "awaiting_approval", "queued", "leased", *FINAL))
+    p.add_argument("--state", choices=("blocked", "awaiting_approval", "queued", "leased", *FINAL_STATES))
     p.add_argument("--node", type=int)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_task_list)

@@ -13,10 +13,9 @@ import requests
 
 from m3shd import wire
 from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.wire import FINAL_STATES
 
 __all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable", "FINAL_STATES"]
-
-FINAL_STATES = ("succeeded", "failed", "cancelled", "skipped")
 
 
 class _Base:

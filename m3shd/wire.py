@@ -11,6 +11,9 @@ import json
 import secrets
 import time
 
+# Task states a client sees as final: nothing happens to the task after these.
+FINAL_STATES = ("succeeded", "failed", "cancelled", "skipped")
+
 PROTOCOL_VERSION = 1
 MAX_SKEW_S = 300
 

@@ -87,7 +87,7 @@ def task_tool(call: Callable[[int], dict]) -> Callable[[int], Task]:
 
 def build_server(client: ApiClient) -> MCPServer:
     server = MCPServer("m3shd", title="M3SHD mesh", version=__version__, instructions=INSTRUCTIONS)
-    for name, call, annotations, description in (
+    for name, call, hints, description in (
         ("get_task", client.get_task, READ_ONLY,
          "One task as it stands now: state, node, output or error, tokens and cost."),
         ("cancel_task", client.cancel_task, STOPS,
@@ -95,7 +95,7 @@ def build_server(client: ApiClient) -> MCPServer:
         ("approve_task", client.approve_task, CHANGES,
          "Approve a task in awaiting_approval: it joins the queue and runs."),
     ):
-        server.add_tool(task_tool(call), name=name, description=description, annotations=annotations)
+        server.add_tool(task_tool(call), name=name, description=description, annotations=hints)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
     def dispatch_task(

@@ -45,9 +45,14 @@ class Commander:
             hit = self._cache[key] = (time.monotonic(), load())
         return hit[1]
 
-    def fleet(self):
-        """The node rows behind a plan, shared by this worker's plans for a moment (planning.fleet)."""
-        return self.cached("fleet", planning.FLEET_TTL, lambda: planning.fleet(time.time(), self.settings))
+    def fleet(self, including: int | None = None):
+        """The node rows behind a plan, shared by this worker's plans for a moment (planning.fleet);
+        read afresh when they lack node `including` (one that just registered or came back)."""
+        rows = self.cached("fleet", planning.FLEET_TTL, lambda: planning.fleet(time.time(), self.settings))
+        if including is not None and not any(row[0] == including for row in rows):
+            rows = planning.fleet(time.time(), self.settings)
+            self._cache["fleet"] = (time.monotonic(), rows)
+        return rows
 
     def ensure_started(self, start) -> None:
         """Start this process's background threads once, on first use (after gunicorn forks)."""

@@ -132,12 +132,12 @@ def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict
 
 
 def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict, load_fleet) -> list[int]:
-    """The ids of the tasks the plan gives this node now, in serving order; `load_fleet()` gives
-    the rows for `candidates` (a worker shares them for FLEET_TTL)."""
+    """The ids of the tasks the plan gives this node now, in serving order; `load_fleet(node_id)`
+    gives the rows for `candidates` (a worker shares them for FLEET_TTL), this node's among them."""
     runnable = [list(key) for key in runnable_classes(t) if capabilities.issuperset(key)]
     if not runnable:
         return []
-    placed = plan(queue(t, settings, runnable), candidates(t, settings, load_fleet()), settings)
+    placed = plan(queue(t, settings, runnable), candidates(t, settings, load_fleet(node_id)), settings)
     return [task.id for task in claimable(placed, node_id, capabilities, settings)]
 
 

@@ -95,6 +95,12 @@ def build_cli(*args, env_extra: dict | None = None, path: str | None = None) -> 
 @pytest.mark.slow
 @pytest.mark.image
 @needs_tools
+
+def assert_built_for(wheels: list[str], python: str) -> None:
+    """Compiled wheels are for the image's Python (or any CPython 3, abi3) on arm64."""
+    compiled = [w for w in wheels if not w.endswith("-none-any.whl")]
+    assert compiled and all((f"-{python}-" in w or "-abi3-" in w) and "aarch64" in w for w in compiled), compiled
+
 def test_a_trixie_image_gets_cloud_init_seed_files_and_the_offline_n0d3(tmp_path):
     base = make_base(tmp_path / "raspios-trixie-arm64-lite.img")
     before = root_bytes(base)
@@ -137,8 +143,7 @@ def test_a_trixie_image_gets_cloud_init_seed_files_and_the_offline_n0d3(tmp_path
     assert "ssh-keygen -A" in fat_read(out, "m3shd/firstboot.sh")
     wheels = [p.rsplit("/", 1)[1] for p in tree if p.startswith("m3shd/wheels/")]
     assert any(w.startswith("m3shd-") for w in wheels) and any(w.startswith("pip-") for w in wheels)
-    compiled = [w for w in wheels if not w.endswith("-none-any.whl")]
-    assert compiled and all("-cp313-" in w and "aarch64" in w for w in compiled), compiled
+    assert_built_for(wheels, "cp313")
 
 
 @pytest.mark.slow
@@ -176,8 +181,7 @@ def test_a_bookworm_xz_image_gets_firstrun_and_the_cmdline_hook(tmp_path, m3shd_
     settings = tomllib.loads(fat_read(img, "m3shd/n0d3.toml"))["n0d3"]
     assert settings == {"capabilities": ["board=pi5"]}   # no URL: mDNS; no token: pending approval
     assert "no --join-token" in done.stderr and "no --url" in done.stderr
-    compiled = [p for p in tree if p.startswith("m3shd/wheels/") and not p.endswith("-none-any.whl")]
-    assert compiled and all("-cp311-" in w and "aarch64" in w for w in compiled), compiled
+    assert_built_for([p.rsplit("/", 1)[1] for p in tree if p.startswith("m3shd/wheels/")], "cp311")
 
 
 def write(path: Path, text: str) -> Path:

@@ -102,7 +102,7 @@ def test_a_sick_nodes_breaker_opens_and_its_work_goes_to_healthy_nodes(commander
         assert done["node_id"] != sick["id"]
 
     shown = wait_until(lambda: (n := commander.api.get_node(sick["id"]))["breaker"]["state"] != "closed" and n,
-                       10, what="the sick node's breaker to open")
+                       30, what="the sick node's breaker to open")
     assert shown["breaker"]["failures"] >= 3
     assert {o["kind"] for o in shown["reputation"]["window"]} == {"infra"}
     assert shown["reputation"]["mean"] == 0.0

@@ -248,8 +248,6 @@ def policy_part(args, rate: float, note: str) -> None:
 
 
 def cost_part(args) -> None:
-    import peewee as pw
-
     from commander import planning
     from commander.db import open_database
     from commander.migrations import migrate
@@ -280,7 +278,6 @@ def cost_part(args) -> None:
             list(Node.select().where(Node.state == "active").tuples())
             read_s.append(time.perf_counter() - start)
         db.close()
-        del pw
     plan_ms, read_ms = statistics.median(plan_s) * 1000, statistics.median(read_s) * 1000
     table(["measure", "median ms", "ratio to peer"], [
         ["plan: queue + candidates + place 64 tasks", f"{plan_ms:.2f}", f"{plan_ms / read_ms:.1f}x"],

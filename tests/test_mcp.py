@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager

@@ -2,7 +2,8 @@
 
 A real Commander and a real `python -m m3shd n0d3 run` process (the environment of
 tests/conftest.py's N0D3 class: fake `claude` from tests/fakes on PATH, so the CLI runner is
-detected). Once the node is registered and active, it idles (no tasks) for 20 s (quick: 8 s);
+detected). Once the node is registered and active it runs one task, so the figures include what
+running and signing a result leave loaded; then it idles (no tasks) for 20 s (quick: 8 s);
 then VmRSS and VmHWM come from /proc/<pid>/status and CPU time (utime+stime) over the window
 from /proc/<pid>/stat. Claim wait is the product default (30 s; --claim-wait to change), the
 heartbeat interval the Commander's default (5 s).
@@ -68,6 +69,10 @@ def main() -> int:
                     raise RuntimeError("the N0D3 did not register within 30 s")
                 time.sleep(0.1)
             registered_after = time.monotonic() - t_start
+            task = cmdr.api.submit_task("one task before idling")
+            finished = cmdr.api.wait_task(task["id"], timeout=30)
+            if finished["state"] != "succeeded":
+                raise RuntimeError(f"the warm-up task ended {finished['state']}: {finished.get('error')}")
 
             # The peer starts now and gets a second to import requests; then both windows open together.
             peer = subprocess.Popen([sys.executable, "-c",
@@ -99,7 +104,8 @@ def main() -> int:
                         ("peer: python -c 'import requests; sleep'", p0, p1)):
         cpu = b["cpu"] - a["cpu"]
         rows.append([label, b["rss"], b["hwm"], b["threads"], cpu, 100 * cpu / window])
-    print(f"\nn0d3_idle: idle window {window:.1f} s after registration ({registered_after:.1f} s to register); "
+    print(f"\nn0d3_idle: idle window {window:.1f} s after registration ({registered_after:.1f} s to register) "
+          f"and one task; "
           f"claim wait {args.claim_wait:g} s, heartbeat {DEFAULTS['commander']['heartbeat_interval']:g} s "
           f"(Commander default); node {node_after.get('state', '?')}, last heartbeat "
           f"{node_after.get('heartbeat_age', float('nan')):.1f} s before the end")

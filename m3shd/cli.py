@@ -132,7 +132,7 @@ def cmd_n0d3_run(args) -> int:
 
 
 def n0d3_agent():
-    """The agent module; it signs results with cryptography, which only the n0d3 extra installs."""
+    """The agent module; it signs results with PyNaCl, which only the n0d3 extra installs."""
     try:
         from n0d3 import agent
     except ModuleNotFoundError as exc:
@@ -459,7 +459,7 @@ def cmd_provenance_export(args) -> int:
 
 def cmd_provenance_verify(args) -> int:
     """Offline: only the bundle and the public keys in it, never the Commander."""
-    # Imported here: cryptography is not part of the base install the other commands need.
+    # Imported here: PyNaCl is not part of the base install the other commands need.
     from m3shd.provenance import verify_bundle
 
     bundle = read_json(args.file)

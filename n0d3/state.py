@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from m3shd import provenance
 
@@ -83,7 +83,7 @@ class State:
         else:
             _write_private(self.dir / "join-request.json", request)
 
-    def result_key(self) -> Ed25519PrivateKey:
+    def result_key(self) -> SigningKey:
         """The Ed25519 key this node signs results with: made once, kept here (mode 0600), so
         results stay verifiable by the same public key across restarts and re-registrations."""
         path = self.dir / "result-key.json"

@@ -92,15 +92,15 @@ def build_cli(*args, env_extra: dict | None = None, path: str | None = None) -> 
 
 # --- the two first-boot mechanisms ----------------------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.image
-@needs_tools
-
 def assert_built_for(wheels: list[str], python: str) -> None:
     """Compiled wheels are for the image's Python (or any CPython 3, abi3) on arm64."""
     compiled = [w for w in wheels if not w.endswith("-none-any.whl")]
     assert compiled and all((f"-{python}-" in w or "-abi3-" in w) and "aarch64" in w for w in compiled), compiled
 
+
+@pytest.mark.slow
+@pytest.mark.image
+@needs_tools
 def test_a_trixie_image_gets_cloud_init_seed_files_and_the_offline_n0d3(tmp_path):
     base = make_base(tmp_path / "raspios-trixie-arm64-lite.img")
     before = root_bytes(base)

@@ -54,29 +54,60 @@ def write_transaction(database: pw.Database):
 class Compiled:
     """A fixed-shape query turned into SQL text once, then run with fresh parameters.
 
-    On SQLite, building a query's SQL with peewee costs more than running it; the few queries
-    every node request runs (token, node, nonce, heartbeat) are compiled here. `build` returns
-    the query with placeholder values; calls pass the parameters in the order its `.sql()` lists
-    them. Still parameterized SQL, made by peewee for whichever database is bound.
+    On SQLite, building a query's SQL with peewee costs more than running it; the queries the
+    hot paths run (node requests, claims, plans, submits, events) are compiled here. `build`
+    returns the query with placeholder values; calls pass the parameters in the order its
+    `.sql()` lists them. A query whose shape varies (an `IN` list) takes `shape`, passed to
+    `build`, and keeps one text per shape. Still parameterized SQL, made by peewee for whichever
+    database is bound.
     """
 
     def __init__(self, model: type[pw.Model], build):
         self.model, self.build, self._text = model, build, {}
 
-    def _sql(self) -> tuple[str, int]:
-        database = self.model._meta.database.obj  # the proxy's current database
-        if database not in self._text:
-            sql, params = self.build().sql()
-            self._text[database] = (sql, len(params))
-        return self._text[database]
+    def _sql(self, shape: tuple) -> tuple[str, int]:
+        key = (self.model._meta.database.obj, shape)  # the proxy's current database
+        if key not in self._text:
+            sql, params = self.build(*shape).sql()
+            self._text[key] = (sql, len(params))
+        return self._text[key]
 
-    def rows(self, *params) -> list:
-        sql, count = self._sql()
+    def _run(self, params: tuple, shape: tuple):
+        sql, count = self._sql(shape)
+        assert len(params) == count, f"{count} parameters expected"
+        return self.model._meta.database.execute_sql(sql, params)
+
+    def rows(self, *params, shape: tuple = ()) -> list:
+        """Model instances, each field converted as peewee would."""
+        sql, count = self._sql(shape)
         assert len(params) == count, f"{count} parameters expected"
         return list(self.model.raw(sql, *params))
 
-    def execute(self, *params) -> int:
+    def tuples(self, *params, shape: tuple = ()) -> list[tuple]:
+        """Raw column values, unconverted: for rows read by the hundred."""
+        return self._run(params, shape).fetchall()
+
+    def execute(self, *params, shape: tuple = ()) -> int:
         """Run a write; returns the number of rows it changed."""
-        sql, count = self._sql()
-        assert len(params) == count, f"{count} parameters expected"
-        return self.model._meta.database.execute_sql(sql, params).rowcount
+        return self._run(params, shape).rowcount
+
+
+class CompiledInsert:
+    """`Model.create(**values)` for a hot path: the INSERT of every column, compiled once.
+
+    The row is built as a model instance first, so defaults and field conversions are exactly
+    peewee's; returns that instance with its new id, as `create` does."""
+
+    def __init__(self, model: type[pw.Model]):
+        primary_key = model._meta.primary_key
+        self.fields = [f for f in model._meta.sorted_fields if f is not primary_key]
+        self.model = model
+        self.statement = Compiled(model, lambda: model.insert({f: None for f in self.fields}).returning(primary_key))
+
+    def create(self, **values) -> pw.Model:
+        row = self.model(**values)
+        params = tuple(f.db_value(row.__data__.get(f.name)) for f in self.fields)
+        # fetchall: a RETURNING statement left unfinished would keep its write pending.
+        row._pk = self.statement._run(params, ()).fetchall()[0][0]
+        row._dirty.clear()
+        return row

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+from commander.db import CompiledInsert
 from commander.models import Event
+
+EVENT_INSERT = CompiledInsert(Event)
 
 
 def publish(kind: str, task: int | None = None, node: int | None = None, **data) -> None:
     """Record an event inside the caller's transaction; the caller wakes waiters after commit."""
-    Event.create(kind=kind, task=task, node=node, data=data)
+    EVENT_INSERT.create(kind=kind, task=task, node=node, data=data)
 
 
 def latest_id() -> int:

@@ -11,6 +11,7 @@ import secrets
 
 from commander import breakers, events, outcomes, pipelines, planning, provenance, tasks
 from commander.context import Commander
+from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import (
     ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, NodeKey, Task, now,
@@ -18,6 +19,17 @@ from commander.models import (
 from commander.schemas import ResultIn
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
+
+# A claim's queries, compiled once (db.Compiled); parameters in the order noted.
+NODE_FOR_CLAIM = Compiled(Node, lambda: Node.select(  # (node id)
+    Node.id, Node.state, Node.problem, Node.capabilities, Node.breaker_state, Node.breaker_failures,
+    Node.breaker_cooldown, Node.breaker_until, Node.breaker_probe).where(Node.id == 0))
+QUEUED_TASK = Compiled(Task, lambda: Task.select(  # (task id, QUEUED)
+    Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where((Task.id == 0) & (Task.state == QUEUED)))
+TAKE_LEASE = Compiled(Task, lambda: Task.update(  # (LEASED, updated_at, attempt, lease_token, lease_until, node id,
+    # started_at, task id, QUEUED); not_before is cleared: a retry's backoff is over once it is taken
+    state=LEASED, not_before=None, updated_at=0.0, attempt=0, lease_token="", lease_until=0.0, node=0,
+    started_at=0.0).where((Task.id == 0) & (Task.state == QUEUED)))
 
 
 def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | None = None) -> list[dict]:
@@ -28,7 +40,8 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     The plan is read before the write lock is taken: most claims find nothing and need not queue
     for the lock to learn it, and the lock is held only for the conditional UPDATEs (a task
     another node took meanwhile is no longer `queued`, so it is skipped)."""
-    node = Node.get_or_none(Node.id == node_id)
+    found = NODE_FOR_CLAIM.rows(node_id)
+    node = found[0] if found else None
     if node is None or node.state != ACTIVE or node.problem:
         return []
     t = now()
@@ -45,14 +58,16 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     with cmdr.writing(wake=False):
         t = now()
         lease_until = t + cmdr.settings["lease_ttl"]
-        for task in Task.select().where(Task.id.in_(planned[:open_slots]) & (Task.state == QUEUED)):
+        for task_id in planned:
+            if len(leases) == open_slots:
+                break
+            found = QUEUED_TASK.rows(task_id, QUEUED)
+            if not found:
+                continue  # another node took it meanwhile
+            task = found[0]
             token = secrets.token_hex(16)
             attempt = task.attempt + 1
-            taken = Task.update(
-                state=LEASED, attempt=attempt, lease_token=token, lease_until=lease_until,
-                node=node_id, started_at=t, updated_at=t, not_before=None,
-            ).where((Task.id == task.id) & (Task.state == QUEUED)).execute()
-            if taken:
+            if TAKE_LEASE.execute(LEASED, None, t, attempt, token, lease_until, node_id, t, task.id, QUEUED):
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
                                    prompt=task.prompt, model=task.model, requires=task.requires))
@@ -73,7 +88,7 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
         leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
-        if not leases and Node.get_by_id(node.id).state != ACTIVE:
+        if not leases and NODE_FOR_CLAIM.rows(node.id)[0].state != ACTIVE:
             break
     return leases
 

@@ -13,7 +13,8 @@ from collections import Counter
 import peewee as pw
 
 from commander import breakers, reputation, scheduler
-from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task, database_proxy
+from commander.db import Compiled
+from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task
 from commander.scheduler import Candidate, TaskView
 
 QUEUE_LOOKAHEAD = 64  # tasks considered per pass: enough to fill every free slot a pass can see
@@ -29,22 +30,29 @@ def ready(t: float):
     return (Task.state == QUEUED) & (Task.not_before.is_null() | (Task.not_before <= t))
 
 
+# The queries every plan runs, compiled once (db.Compiled); parameters in the order noted.
+RUNNABLE_CLASSES = Compiled(Task, lambda: Task.select(Task.requires).where(ready(0.0)).distinct())  # (QUEUED, t)
+QUEUE_HEAD = Compiled(Task, lambda classes: (  # (QUEUED, t, *runnable classes' JSON, t, aging, limit)
+    Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at, Task.not_before,
+                Task.created_at, Task.tried_nodes)
+    .where(ready(0.0) & Task.requires.in_values([[]] * classes) if classes else ready(0.0))
+    .order_by((Task.priority + (0.0 - Task.updated_at) / 1.0).desc(), Task.id)
+    .limit(QUEUE_LOOKAHEAD)
+))
+RUNNING_PER_NODE = Compiled(Task, lambda: (  # (LEASED)
+    Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node)))
+
+
 def runnable_classes(t: float) -> list[tuple[str, ...]]:
     """The distinct `requires` of ready tasks: a cheap first look before any claim."""
-    return [tuple(row.requires) for row in Task.select(Task.requires).where(ready(t)).distinct()]
+    return [tuple(Task.requires.python_value(requires)) for (requires,) in RUNNABLE_CLASSES.tuples(QUEUED, t)]
 
 
 def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> list[TaskView]:
     """The head of the queue in serving order (scheduler.fair_order)."""
     aging = settings["aging"] or float("inf")
-    where = ready(t) if runnable is None else ready(t) & Task.requires.in_values(runnable)
-    rows = (
-        Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at, Task.not_before,
-                    Task.created_at, Task.tried_nodes)
-        .where(where)
-        .order_by((Task.priority + (t - Task.updated_at) / aging).desc(), Task.id)
-        .limit(QUEUE_LOOKAHEAD)
-    )
+    classes = [Task.requires.db_value(key) for key in runnable or ()]
+    rows = QUEUE_HEAD.rows(QUEUED, t, *classes, t, aging, QUEUE_LOOKAHEAD, shape=(len(classes),))
     if not rows:
         return []
     views = [
@@ -77,21 +85,20 @@ FLEET_TTL = 0.1  # seconds a worker reuses the node rows behind its plans (most 
 # free slots are counted fresh from the leases each time, so a reused row never offers a full node
 
 
+FLEET = Compiled(Node, lambda: Node.select(*CANDIDATE_COLUMNS).where(  # (ACTIVE, heard since)
+    (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > 0.0)))
+
+
 def fleet(t: float, settings: dict) -> list[tuple]:
     """What candidates are built from: every active node's row, read raw (per-field conversion
     of a thousand rows costs more than the rest of a plan)."""
-    query = Node.select(*CANDIDATE_COLUMNS).where(
-        (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > t - settings["lost_after"])
-    )
-    return list(database_proxy.execute(query))
+    return FLEET.tuples(ACTIVE, t - settings["lost_after"])
 
 
 def candidates(t: float, settings: dict, rows: list[tuple] | None = None) -> list[Candidate]:
     """Every node taking work (busy ones too: a task may wait for one), with its free slots as
     the Commander counts them now; from `rows` (see `fleet`) when the caller has them at hand."""
-    running = dict(
-        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
-    )
+    running = dict(RUNNING_PER_NODE.tuples(LEASED))
     rows = fleet(t, settings) if rows is None else rows
     half_life = settings["reputation_half_life"]
     parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from commander import audit, events, pipelines
 from commander.context import Commander
+from commander.db import Compiled, CompiledInsert
 from commander.errors import ApiError
 from commander.models import ACTIVE, AWAITING_APPROVAL, CANCELLED, FINAL_STATES, QUEUED, Node, Task, now
 from commander.schemas import PipelineStep, TaskQuery, TaskSubmit
+
+TASK_INSERT = CompiledInsert(Task)
+TASK_BY_ID = Compiled(Task, lambda: Task.select().where(Task.id == 0))  # (task id)
 
 
 def new_task_fields(cmdr: Commander, spec: TaskSubmit | PipelineStep, token_id: int | None, submitter: str) -> dict:
@@ -33,7 +37,7 @@ def submit(cmdr: Commander, body: TaskSubmit, token_id: int | None, submitter: s
             existing = Task.get_or_none((Task.submitted_by == token_id) & (Task.idempotency_key == body.idempotency_key))
             if existing:
                 return existing, False
-        task = Task.create(**fields)
+        task = TASK_INSERT.create(**fields)
         events.publish(f"task.{task.state}", task=task.id, priority=task.priority, requires=task.requires,
                        submitter=task.submitter)
     return task, True
@@ -71,10 +75,10 @@ def expire_approvals(cmdr: Commander) -> int:
 
 
 def get(task_id: int) -> Task:
-    task = Task.get_or_none(Task.id == task_id)
-    if task is None:
+    found = TASK_BY_ID.rows(task_id)
+    if not found:
         raise ApiError(404, "not_found", f"task {task_id} does not exist")
-    return task
+    return found[0]
 
 
 def wait_final(cmdr: Commander, task_id: int, timeout: float) -> Task:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -111,3 +113,22 @@ class CompiledInsert:
         row._pk = self.statement._run(params, ()).fetchall()[0][0]
         row._dirty.clear()
         return row
+
+
+class CompiledUpdate:
+    """`UPDATE model SET fields WHERE each match field equals`, compiled once, called by name:
+    `execute({"id": 7, "state": "queued"}, state="leased", ...)`; returns the rows changed."""
+
+    def __init__(self, model: type[pw.Model], fields: tuple[str, ...], match: tuple[str, ...]):
+        order = {f.name: i for i, f in enumerate(model._meta.sorted_fields)}
+        # In field order, which is also the order peewee writes SET in.
+        self.fields = [model._meta.fields[name] for name in sorted(set(fields), key=order.__getitem__)]
+        self.match = [model._meta.fields[name] for name in match]
+        where = functools.reduce(operator.and_, [f == 0 for f in self.match])
+        self.statement = Compiled(model, lambda: model.update({f: 0 for f in self.fields}).where(where))
+
+    def execute(self, match: dict, **values) -> int:
+        if values.keys() != {f.name for f in self.fields}:
+            raise TypeError(f"set exactly {sorted(f.name for f in self.fields)}")
+        params = [f.db_value(values[f.name]) for f in self.fields] + [f.db_value(match[f.name]) for f in self.match]
+        return self.statement._run(tuple(params), ()).rowcount

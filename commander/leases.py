@@ -11,7 +11,7 @@ import secrets
 
 from commander import breakers, events, outcomes, pipelines, planning, provenance, tasks
 from commander.context import Commander
-from commander.db import Compiled
+from commander.db import Compiled, CompiledUpdate
 from commander.errors import ApiError
 from commander.models import (
     ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, NodeKey, Task, now,
@@ -21,15 +21,17 @@ from commander.schemas import ResultIn
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
 
 # A claim's queries, compiled once (db.Compiled); parameters in the order noted.
-NODE_FOR_CLAIM = Compiled(Node, lambda: Node.select(  # (node id)
-    Node.id, Node.state, Node.problem, Node.capabilities, Node.breaker_state, Node.breaker_failures,
-    Node.breaker_cooldown, Node.breaker_until, Node.breaker_probe).where(Node.id == 0))
 QUEUED_TASK = Compiled(Task, lambda: Task.select(  # (task id, QUEUED)
     Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where((Task.id == 0) & (Task.state == QUEUED)))
-TAKE_LEASE = Compiled(Task, lambda: Task.update(  # (LEASED, updated_at, attempt, lease_token, lease_until, node id,
-    # started_at, task id, QUEUED); not_before is cleared: a retry's backoff is over once it is taken
-    state=LEASED, not_before=None, updated_at=0.0, attempt=0, lease_token="", lease_until=0.0, node=0,
-    started_at=0.0).where((Task.id == 0) & (Task.state == QUEUED)))
+LEASE_FIELDS = ("state", "attempt", "lease_token", "lease_until", "node", "started_at", "updated_at", "not_before")
+TAKE_LEASE = CompiledUpdate(Task, LEASE_FIELDS, match=("id", "state"))
+# A result is applied only while its lease holds: the fence.
+FENCE = ("id", "node", "state", "attempt", "lease_token")
+RESULT_FIELDS = ("output", "error", "runner", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens",
+                 "cache_write_tokens", "duration_ms", "result_signature", "updated_at")
+RETRY_FIELDS = ("state", "updated_at", "not_before", "tried_nodes", *CLEARED_LEASE)
+APPLY_RETRY = CompiledUpdate(Task, RESULT_FIELDS + RETRY_FIELDS, match=FENCE)
+APPLY_FINAL = CompiledUpdate(Task, RESULT_FIELDS + ("state", "finished_at", *provenance.RECORD_FIELDS), match=FENCE)
 
 
 def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | None = None) -> list[dict]:
@@ -40,7 +42,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     The plan is read before the write lock is taken: most claims find nothing and need not queue
     for the lock to learn it, and the lock is held only for the conditional UPDATEs (a task
     another node took meanwhile is no longer `queued`, so it is skipped)."""
-    found = NODE_FOR_CLAIM.rows(node_id)
+    found = planning.NODE_WITH_BREAKER.rows(node_id)
     node = found[0] if found else None
     if node is None or node.state != ACTIVE or node.problem:
         return []
@@ -67,7 +69,9 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
             task = found[0]
             token = secrets.token_hex(16)
             attempt = task.attempt + 1
-            if TAKE_LEASE.execute(LEASED, None, t, attempt, token, lease_until, node_id, t, task.id, QUEUED):
+            # not_before cleared: a retry's backoff is over once it is taken.
+            if TAKE_LEASE.execute(dict(id=task.id, state=QUEUED), state=LEASED, attempt=attempt, lease_token=token,
+                                  lease_until=lease_until, node=node_id, started_at=t, updated_at=t, not_before=None):
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
                                    prompt=task.prompt, model=task.model, requires=task.requires))
@@ -88,7 +92,7 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
         leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
-        if not leases and NODE_FOR_CLAIM.rows(node.id)[0].state != ACTIVE:
+        if not leases and planning.NODE_WITH_BREAKER.rows(node.id)[0].state != ACTIVE:
             break
     return leases
 
@@ -115,20 +119,17 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn, document: bytes, k
         cache_read_tokens=body.usage.cache_read_tokens, cache_write_tokens=body.usage.cache_write_tokens,
         duration_ms=body.duration_ms, result_signature=body.signature, updated_at=t,
     )
-    fence = (
-        (Task.id == body.task_id) & (Task.node == node.id) & (Task.state == LEASED)
-        & (Task.attempt == body.attempt) & (Task.lease_token == body.lease_token)
-    )
+    fence = dict(id=body.task_id, node=node.id, state=LEASED, attempt=body.attempt, lease_token=body.lease_token)
     with cmdr.writing():
         task = tasks.get(body.task_id)
         if infra and body.attempt < task.max_attempts:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.
-            applied = Task.update(**{**fields, **retry_fields(task, node.id, t, cmdr.settings)}).where(fence).execute()
+            applied = APPLY_RETRY.execute(fence, **{**fields, **retry_fields(task, node.id, t, cmdr.settings)})
             kind = "task.retrying"
         else:
             state = SUCCEEDED if body.status == "succeeded" else FAILED
             chained = provenance.record(task, key, document, body.ed25519_signature)
-            applied = Task.update(state=state, finished_at=t, **fields, **chained).where(fence).execute()
+            applied = APPLY_FINAL.execute(fence, state=state, finished_at=t, **fields, **chained)
             kind = f"task.{state}"
         if applied:
             events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,

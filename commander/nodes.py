@@ -55,6 +55,10 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
 NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == 0))  # (node id)
 HEARTBEAT_UPDATE = Compiled(Node, lambda: Node.update(  # (state, capabilities, open_slots, runner, problem, last_seen, id)
     state="", capabilities=[], open_slots=0, runner="", problem="", last_seen=0.0).where(Node.id == 0))
+RENEW_LEASES = Compiled(Task, lambda held: Task.update(lease_until=0.0).where(  # (until, LEASED, node id, *tokens)
+    (Task.state == LEASED) & (Task.node == 0) & Task.lease_token.in_([""] * held)))
+LEASES_HELD = Compiled(Task, lambda held: Task.select(Task.lease_token).where(  # (LEASED, node id, *tokens)
+    (Task.state == LEASED) & (Task.node == 0) & Task.lease_token.in_([""] * held)))
 
 
 def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
@@ -83,15 +87,10 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
             published = True
         held = set()
         if tokens:
-            Task.update(lease_until=t + cmdr.settings["lease_ttl"]).where(
-                (Task.state == LEASED) & (Task.node == node.id) & Task.lease_token.in_(tokens)
-            ).execute()
-            held = {
-                row.lease_token
-                for row in Task.select(Task.lease_token).where(
-                    (Task.state == LEASED) & (Task.node == node.id) & Task.lease_token.in_(tokens)
-                )
-            }
+            shape = (len(tokens),)
+            until = t + cmdr.settings["lease_ttl"]
+            RENEW_LEASES.execute(until, LEASED, node.id, *tokens, shape=shape)
+            held = {token for (token,) in LEASES_HELD.tuples(LEASED, node.id, *tokens, shape=shape)}
     if published:
         cmdr.notifier.notify()
     cancel = [ref.model_dump() for ref in body.running if ref.lease_token not in held]

@@ -4,10 +4,25 @@ its circuit breaker, all inside the caller's write transaction."""
 from __future__ import annotations
 
 from commander import breakers, events, reputation
+from commander.db import Compiled, CompiledInsert, CompiledUpdate
 from commander.models import CLOSED, HALF_OPEN, LIVE_STATES, OPEN, Node, Outcome, Task
-from commander.planning import breaker_of
+from commander.planning import NODE_WITH_BREAKER, breaker_of
 
 REFERENCE_SAMPLE = 50  # recent successes of a task class that set its typical duration
+
+# Every result runs these (db.Compiled); parameters in the order noted.
+REFERENCE_DURATIONS = Compiled(Outcome, lambda: (  # (task class, "succeeded", REFERENCE_SAMPLE)
+    Outcome.select(Outcome.duration_ms)
+    .where((Outcome.task_class == "") & (Outcome.kind == "") & Outcome.duration_ms.is_null(False))
+    .order_by(Outcome.id.desc()).limit(0)))
+OUTCOME_INSERT = CompiledInsert(Outcome)
+WINDOW = Compiled(Outcome, lambda: (  # (node id, how many)
+    Outcome.select(Outcome.id, Outcome.ts, Outcome.kind, Outcome.reward)
+    .where(Outcome.node == 0).order_by(Outcome.id.desc()).limit(0)))
+FORGET_BEFORE = Compiled(Outcome, lambda: Outcome.delete().where(  # (node id, oldest id kept)
+    (Outcome.node == 0) & (Outcome.id < 0)))
+SET_STANDING = CompiledUpdate(Node, ("rep_mean", "rep_count", "rep_at", "breaker_state", "breaker_failures",
+                                     "breaker_cooldown", "breaker_until", "breaker_probe"), match=("id",))
 
 
 def task_class(task: Task) -> str:
@@ -18,22 +33,19 @@ def task_class(task: Task) -> str:
 def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t: float) -> None:
     """`kind` is succeeded, failed (on the task's own merits), infra (the runner broke) or lost."""
     settings = cmdr.settings
-    node = Node.get_or_none(Node.id == node_id)
-    if node is None:
+    found = NODE_WITH_BREAKER.rows(node_id)
+    if not found:
         return
+    node = found[0]
     cls = task_class(task)
-    durations = [
-        row.duration_ms for row in Outcome.select(Outcome.duration_ms)
-        .where((Outcome.task_class == cls) & (Outcome.kind == "succeeded") & Outcome.duration_ms.is_null(False))
-        .order_by(Outcome.id.desc()).limit(REFERENCE_SAMPLE)
-    ]
+    durations = [duration for (duration,) in REFERENCE_DURATIONS.tuples(cls, "succeeded", REFERENCE_SAMPLE)]
     earned = reputation.reward(kind, duration_ms, reputation.reference(durations))
-    Outcome.create(node=node_id, task=task.id, ts=t, kind=kind, reward=earned, duration_ms=duration_ms, task_class=cls)
+    OUTCOME_INSERT.create(node=node_id, task=task.id, ts=t, kind=kind, reward=earned, duration_ms=duration_ms,
+                          task_class=cls)
     keep = max(settings["reputation_window"], settings["breaker_window"])
-    window = list(Outcome.select(Outcome.ts, Outcome.kind, Outcome.reward)
-                  .where(Outcome.node == node_id).order_by(Outcome.id.desc()).limit(keep))
+    window = WINDOW.rows(node_id, keep)
     if len(window) == keep:
-        Outcome.delete().where((Outcome.node == node_id) & (Outcome.id < window[-1].id)).execute()
+        FORGET_BEFORE.execute(node_id, window[-1].id)
     window.reverse()
     rewarded = [(o.ts, o.reward) for o in window if o.reward is not None][-settings["reputation_window"]:]
     mean, count = reputation.summarize(rewarded, t, settings["reputation_half_life"])
@@ -45,10 +57,9 @@ def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t
         events.publish("node.breaker_held", node=node_id, failures=after.failures,
                        reason="too many breakers are open already")
         after = breakers.Breaker(failures=after.failures)
-    Node.update(
-        rep_mean=mean, rep_count=count, rep_at=t, breaker_state=after.state, breaker_failures=after.failures,
-        breaker_cooldown=after.cooldown, breaker_until=after.until, breaker_probe=after.probe,
-    ).where(Node.id == node_id).execute()
+    SET_STANDING.execute(dict(id=node_id), rep_mean=mean, rep_count=count, rep_at=t, breaker_state=after.state,
+                         breaker_failures=after.failures, breaker_cooldown=after.cooldown, breaker_until=after.until,
+                         breaker_probe=after.probe)
     if after.state != before.state:
         publish_transition(node_id, before.state, after, reason=f"{kind} on task {task.id}")
 

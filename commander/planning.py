@@ -20,6 +20,11 @@ from commander.scheduler import Candidate, TaskView
 QUEUE_LOOKAHEAD = 64  # tasks considered per pass: enough to fill every free slot a pass can see
 
 
+NODE_WITH_BREAKER = Compiled(Node, lambda: Node.select(  # (node id)
+    Node.id, Node.state, Node.problem, Node.capabilities, Node.breaker_state, Node.breaker_failures,
+    Node.breaker_cooldown, Node.breaker_until, Node.breaker_probe).where(Node.id == 0))
+
+
 def breaker_of(node: Node) -> breakers.Breaker:
     return breakers.Breaker(node.breaker_state, node.breaker_failures, node.breaker_cooldown,
                             node.breaker_until, node.breaker_probe)

@@ -7,15 +7,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from commander.context import Commander
+from commander.db import Compiled
 from commander.errors import ApiError
 from commander.models import Node, NodeKey, Task
 from m3shd import provenance, wire
 
 
+RECORD_FIELDS = ("result_document", "result_ed25519", "signed_with", "chain_hash")  # what `record` fills in
+KEYS_IN_USE = Compiled(NodeKey, lambda: NodeKey.select().where(  # (node id, sealed HMAC key)
+    (NodeKey.node == 0) & (NodeKey.hmac_key == "")))
+
+
 def keys_in_use(node: Node) -> NodeKey | None:
     """The registration keys whose HMAC key authenticated this request (the same sealed value,
     so a re-registration racing the request cannot pair it with the wrong record)."""
-    return NodeKey.get_or_none((NodeKey.node == node.id) & (NodeKey.hmac_key == node.signing_key))
+    found = KEYS_IN_USE.rows(node.id, node.signing_key)
+    return found[0] if found else None
 
 
 def check_signatures(key: NodeKey | None, document: bytes, ed25519_signature: str | None) -> None:

@@ -64,21 +64,35 @@ def chat_db(commander):
     return ChatDb(commander.home / "Messages" / "chat.db", "tahoe")
 
 
-def answering(commander, spawn_n0d3, chat_db, node: str = "alpha", first: str = "first") -> tuple[Bridge, int, str]:
+@pytest.fixture
+def start_bridge(commander, chat_db):
+    """Start bridges on this test's Commander and chat.db; each is stopped when the test ends."""
+    started: list[Bridge] = []
+
+    def start(groups: list[str] = (), **extra_env) -> Bridge:
+        started.append(Bridge(commander, chat_db, groups, **extra_env))
+        return started[-1]
+
+    yield start
+    for bridge in started:
+        bridge.process.stop()
+
+
+def answering(start_bridge, spawn_n0d3, chat_db, node: str = "alpha", first: str = "first") -> tuple[Bridge, int, str]:
     """A N0D3, a one-to-one chat with ME, and a bridge that has answered `first` there (task 1)."""
     spawn_n0d3(node)
     direct, guid = chat_db.chat([ME])
-    bridge = Bridge(commander, chat_db)
+    bridge = start_bridge()
     chat_db.message(direct, ME, first)
     bridge.wait_reply(guid, "Task 1: succeeded")
     return bridge, direct, guid
 
 
-def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, spawn_n0d3, chat_db):
+def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, spawn_n0d3, chat_db, start_bridge):
     spawn_n0d3()
     direct, direct_guid = chat_db.chat([ME])
     group, group_guid = chat_db.chat([ME, FRIEND, STRANGER], group_id="chat555")
-    bridge = Bridge(commander, chat_db, groups=[group_guid])
+    bridge = start_bridge(groups=[group_guid])
 
     chat_db.message(direct, ME, None, body="Write a haiku about meshes 🕸️")  # Ventura+: the text only in the blob
     assert bridge.wait_reply(direct_guid, "On it") == "On it: task 1."
@@ -102,8 +116,8 @@ def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, 
     assert "haiku" not in bridge.process.text() and "summarise" not in bridge.process.text()  # no bodies in logs
 
 
-def test_a_very_long_answer_comes_as_a_file_staged_inside_the_messages_folder(commander, spawn_n0d3, chat_db):
-    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db)
+def test_a_very_long_answer_comes_as_a_file_staged_inside_the_messages_folder(commander, spawn_n0d3, chat_db, start_bridge):
+    bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db)
     essay = "\n\n".join(f"Section {n}. " + " ".join(["lorem ipsum"] * 100) for n in range(10))  # ~12,000 characters
     chat_db.message(direct, ME, essay)
     answer = f"Task 2: succeeded.\n\necho: {essay}"
@@ -116,8 +130,8 @@ def test_a_very_long_answer_comes_as_a_file_staged_inside_the_messages_folder(co
     assert path.startswith(str(chat_db.path.parent / "m3shd-outgoing")) and path.endswith("/task-2.txt")
 
 
-def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):
-    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db, node="kitchen-pi", first="hello")
+def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db, start_bridge):
+    bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db, node="kitchen-pi", first="hello")
 
     for text in ("status", "nodes", "task 1", "cancel 1", "task 99", "budget", "/frobnicate", "cancel it"):
         chat_db.message(direct, ME, text)
@@ -140,8 +154,8 @@ def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db):
     assert bridge.sent(stranger_guid) == [] and len(commander.api.list_tasks()) == 1
 
 
-def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart(commander, spawn_n0d3, chat_db):
-    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db)
+def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart(commander, spawn_n0d3, chat_db, start_bridge):
+    bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db)
     bridge.process.stop()
 
     chat_db.message(direct, ME, "second")
@@ -154,9 +168,9 @@ def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart
         "On it: task 1.", "On it: task 2.", "On it: task 3."]
 
 
-def test_an_answer_that_finishes_while_the_bridge_is_down_is_still_delivered(commander, spawn_n0d3, chat_db):
+def test_an_answer_that_finishes_while_the_bridge_is_down_is_still_delivered(commander, spawn_n0d3, chat_db, start_bridge):
     direct, guid = chat_db.chat([ME])
-    bridge = Bridge(commander, chat_db)
+    bridge = start_bridge()
     chat_db.message(direct, ME, "[sleep=1] slow one")
     bridge.wait_reply(guid, "On it: task 1.")
     bridge.process.stop()
@@ -176,10 +190,10 @@ def test_a_bad_token_stops_it_at_start_with_the_fix(commander, chat_db):
     assert "`m3shd token create imessage-bridge --role mobile` and set [client] token" in done.text()
 
 
-def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n0d3, chat_db):
+def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n0d3, chat_db, start_bridge):
     spawn_n0d3()
     direct, guid = chat_db.chat([ME])
-    bridge = Bridge(commander, chat_db, M3SHD_BRIDGE_APPROVAL_REQUIRED="true")
+    bridge = start_bridge(M3SHD_BRIDGE_APPROVAL_REQUIRED="true")
     chat_db.message(direct, ME, "no")
     assert bridge.wait_reply(guid, "Nothing") == "Nothing from this chat is waiting for approval."
 
@@ -207,8 +221,8 @@ def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n
     assert not [text for text in bridge.sent(guid) if text.startswith("Task 3: cancelled")]  # said once, not twice
 
 
-def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3, chat_db):
-    bridge, direct, guid = answering(commander, spawn_n0d3, chat_db, first="before")
+def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3, chat_db, start_bridge):
+    bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db, first="before")
     commander.stop()
     chat_db.message(direct, ME, "during")
     wait_until(lambda: "poller thread stopped: CommanderUnreachable" in bridge.process.text(), 15,

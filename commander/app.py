@@ -14,7 +14,7 @@ from commander.api import accounts as accounts_api, audit as audit_api, events a
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
-from commander.db import open_database
+from commander.db import WriteTurns, is_sqlite, open_database
 from commander.errors import ApiError, register_error_handlers
 from commander.migrations import migrate
 from commander.models import ACTIVE, Node, Nonce
@@ -34,7 +34,9 @@ def build_commander(settings: dict) -> Commander:
     database = open_database(settings["database_url"])
     migrate(database)
     box = SecretBox(load_keys(settings["secret_keys"], settings["data_dir"]))
-    return Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir_for(settings["data_dir"])))
+    run_dir = run_dir_for(settings["data_dir"])
+    return Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
+                     write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None)
 
 
 def create_app(settings: dict | None = None, background: bool = True) -> Flask:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import peewee as pw
 
 from commander import planning
-from commander.db import write_transaction
+from commander.db import WriteTurns, write_transaction
 from commander.secrets import SecretBox
 from commander.wake import Dispatcher, Notifier
 
@@ -21,6 +21,7 @@ class Commander:
     db: pw.Database
     box: SecretBox
     notifier: Notifier
+    write_turns: WriteTurns | None = None  # SQLite only: its writers take turns without stalling a worker
     dispatcher: Dispatcher | None = None
     _cache: dict = field(default_factory=dict)
     _started: bool = False
@@ -33,10 +34,14 @@ class Commander:
         wake=False and wake by hand when they did publish. Nothing inside may yield to other
         greenlets (network, sleeps, thread offloads): SQLite's busy wait for this lock would
         block the whole worker, including the holder."""
-        with write_transaction(self.db):
+        with self.write_turn(), write_transaction(self.db):
             yield
         if wake:
             self.notifier.notify()
+
+    def write_turn(self):
+        """Hold this around a write made outside `writing` (a single autocommit statement)."""
+        return self.write_turns.turn() if self.write_turns else nullcontext()
 
     def cached(self, key: str, ttl: float, load):
         """`load()`, remembered for `ttl` seconds in this worker (for derived views only)."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import operator
+import os
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -51,6 +56,45 @@ def write_transaction(database: pw.Database):
     if is_sqlite(database):
         return database.atomic("IMMEDIATE")
     return database.atomic()
+
+
+class WriteTurns:
+    """Takes turns at SQLite's one write lock across this Commander's workers, without stalling one.
+
+    SQLite's own busy wait sleeps inside the C library; under gevent that stops every request of
+    the waiting worker, not just the writer (measured at 1,000 nodes: 2 s of stalls in 15 s, and
+    the tail latencies with them). Here writers queue on a lock file instead and wait with
+    `time.sleep`, which gevent turns into a yield, so the worker serves others meanwhile. Only the
+    Commander's writes take turns; another writer (a CLI command) still meets the busy timeout.
+    """
+
+    FIRST_WAIT, LONGEST_WAIT = 0.0002, 0.002  # seconds between looks at a lock another worker holds
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._in_process = threading.Lock()  # greenlets of one worker queue here (flock is per process)
+        self._file: tuple[int, int] | None = None  # (pid, fd): opened after gunicorn forks, once per process
+
+    def _fd(self) -> int:
+        if self._file is None or self._file[0] != os.getpid():
+            self._file = (os.getpid(), os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        return self._file[1]
+
+    @contextmanager
+    def turn(self):
+        with self._in_process:
+            fd, wait = self._fd(), self.FIRST_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(wait)
+                    wait = min(2 * wait, self.LONGEST_WAIT)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class Compiled:

@@ -160,7 +160,8 @@ def token_principal() -> Principal:
         raise ApiError(401, "unauthenticated", reason)
     # Last-used time at minute resolution: a write per request would cost more than it tells.
     if token.last_used_at is None or now - token.last_used_at > 60:
-        Token.update(last_used_at=now).where(Token.id == token.id).execute()
+        with commander().write_turn():
+            Token.update(last_used_at=now).where(Token.id == token.id).execute()
     return Principal(token.kind, token.name, frozenset(token.permissions), token_id=token.id, node_id=token.node_id)
 
 
@@ -194,7 +195,8 @@ def check_node_request(principal: Principal, path: dict) -> None:
         )
     except ValueError as exc:
         raise ApiError(401, "bad_signature", str(exc)) from None
-    inserted = NONCE_INSERT.execute(node_id, nonce, time.time())
+    with commander().write_turn():
+        inserted = NONCE_INSERT.execute(node_id, nonce, time.time())
     if not inserted:
         raise ApiError(401, "replayed_request", "this request nonce was already used")
     g.node, g.node_key = node, key

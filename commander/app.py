@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import time
@@ -14,7 +13,7 @@ from commander.api import accounts as accounts_api, audit as audit_api, events a
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
-from commander.db import WriteTurns, is_sqlite, open_database
+from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import ApiError, register_error_handlers
 from commander.migrations import migrate
 from commander.models import ACTIVE, Node, Nonce
@@ -96,12 +95,7 @@ def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
     """Lost nodes and expired leases, once a second, in the one worker that holds the lock
     (the OS releases it if that worker dies, and another takes over)."""
     lock = open(cmdr.notifier.run_dir / "reaper.lock", "w")
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            time.sleep(every)
+    flock_when_free(lock.fileno(), every, every)
     while True:
         time.sleep(every)
         try:

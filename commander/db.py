@@ -58,6 +58,19 @@ def write_transaction(database: pw.Database):
     return database.atomic()
 
 
+def flock_when_free(fd: int, first_wait: float, longest_wait: float) -> None:
+    """Take an exclusive flock, looking again after a sleep (doubling up to `longest_wait`) while
+    another process holds it; under gevent each sleep lets the worker serve others."""
+    wait = first_wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(wait)
+            wait = min(2 * wait, longest_wait)
+
+
 class WriteTurns:
     """Takes turns at SQLite's one write lock across this Commander's workers, without stalling one.
 
@@ -83,14 +96,8 @@ class WriteTurns:
     @contextmanager
     def turn(self):
         with self._in_process:
-            fd, wait = self._fd(), self.FIRST_WAIT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    time.sleep(wait)
-                    wait = min(2 * wait, self.LONGEST_WAIT)
+            fd = self._fd()
+            flock_when_free(fd, self.FIRST_WAIT, self.LONGEST_WAIT)
             try:
                 yield
             finally:

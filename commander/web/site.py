@@ -29,6 +29,7 @@ STATE_LABELS = {
     "active": ("active", "●"), "paused": ("paused", "Ⅱ"), "draining": ("draining", "↘"),
     "disabled": ("disabled", "⊘"), "lost": ("lost", "?"), "offline": ("offline", "○"),
     "closed": ("closed", "✓"), "open": ("open", "✗"), "half_open": ("half-open", "◐"),
+    "verified": ("verified", "✓"), "unverified": ("does not verify", "✗"),
 }
 
 

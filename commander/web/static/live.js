@@ -7,7 +7,7 @@
 const page = document.body.dataset;
 const skewMs = Number(page.now) * 1000 - Date.now();  // the Commander's clock minus ours
 const regions = [...document.querySelectorAll("[data-live]")];
-const pending = new Map(regions.map((region) => [region, { timer: null, seq: 0 }]));
+const pending = new Map(regions.map((region) => [region, { timer: null, busy: false, again: false, seq: 0 }]));
 const banner = document.getElementById("connection");
 const notice = document.getElementById("notice");
 let lastId = page.eventId || "0";
@@ -69,12 +69,24 @@ async function load(region) {
   tick();
 }
 
-function refresh(region, delay = 150) {
+// A burst of events makes one load, and a region has one load at a time: on a busy fleet a
+// dashboard follows at the pace its loads take, not at the pace of events.
+function refresh(region, delay = 250) {
   const state = pending.get(region);
-  if (state.timer) return;  // a burst of events makes one load
-  state.timer = setTimeout(() => {
+  if (state.busy) {
+    state.again = true;
+    return;
+  }
+  if (state.timer) return;
+  state.timer = setTimeout(async () => {
     state.timer = null;
-    load(region);
+    state.busy = true;
+    await load(region);
+    state.busy = false;
+    if (state.again) {
+      state.again = false;
+      refresh(region);
+    }
   }, delay);
 }
 

@@ -175,6 +175,10 @@ def test_login_form_refuses_wrong_passwords_and_foreign_next_targets(cmd):
     foreign = requests.post(f"{cmd.url}/login", data={"username": name, "password": PASSWORD},
                             headers={"Origin": "https://evil.example"}, allow_redirects=False, timeout=15)
     assert foreign.status_code == 403 and "Set-Cookie" not in foreign.headers
+    # The same host through a TLS proxy (the browser says https, the Commander hears http) is fine.
+    proxied = requests.post(f"{cmd.url}/login", data={"username": name, "password": PASSWORD},
+                            headers={"Origin": f"https://127.0.0.1:{cmd.port}"}, allow_redirects=False, timeout=15)
+    assert proxied.status_code == 303
 
 
 def test_logout_needs_the_csrf_token_then_ends_the_session(cmd):
@@ -436,5 +440,5 @@ def test_ago_reads_like_the_script_says_it():
 def test_local_path_keeps_only_paths_on_this_site():
     assert site.local_path("/tasks?state=queued") == "/tasks?state=queued"
     for target in (None, "", "tasks", "//evil.example", "/\\evil.example", "https://evil.example/x",
-                   "/ok\\..\\x", "javascript:alert(1)"):
+                   "/ok\\..\\x", "javascript:alert(1)", "/x\r\nSet-Cookie: a=b"):
         assert site.local_path(target) == "/", target

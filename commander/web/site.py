@@ -83,7 +83,7 @@ def error_page(status: int, code: str, message: str, headers: dict):
 
 def local_path(target: str | None, default: str = "/") -> str:
     """`target` if it is a path on this site (never another host: `//evil`, `/\\evil`, `https:`)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or not target.isprintable():
         return default
     parts = urlsplit(target)
     return target if not (parts.scheme or parts.netloc) and "\\" not in target else default
@@ -144,6 +144,11 @@ def duration(ms: int | None) -> str:
     return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
+def label(state: str) -> tuple[str, str]:
+    """(word, sign) for a state."""
+    return STATE_LABELS.get(state, (state.replace("_", " "), "•"))
+
+
 def install(bp: Blueprint) -> None:
     """The template helpers and response headers, for the whole app."""
     bp.after_app_request(secure_headers)
@@ -154,4 +159,4 @@ def install(bp: Blueprint) -> None:
     bp.add_app_template_global(time.time, "now")
     for helper in (ago, iso, money, duration):
         bp.add_app_template_filter(helper)
-    bp.add_app_template_filter(lambda state: STATE_LABELS.get(state, (state.replace("_", " "), "•")), "label")
+    bp.add_app_template_filter(label)

@@ -4,6 +4,7 @@ actions that work without JavaScript (static/live.js adds live updates and in-pl
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, request, send_from_directory, url_for
 from pydantic import ValidationError
@@ -49,9 +50,11 @@ def login_form():
 @page_route(bp, "POST", "/login", permission=PUBLIC)
 def login():
     """Log in with the form: sets the same session cookie as POST /api/session."""
+    # Login CSRF: a form on another site must not sign this browser in to an account of its
+    # choosing. Hosts are compared, not schemes: behind a TLS proxy the Commander sees http.
     origin = request.headers.get("Origin")
-    if origin and origin != request.host_url.rstrip("/"):
-        raise ApiError(403, "cross_origin", "log in from the dashboard's own login page")  # login CSRF
+    if origin and urlsplit(origin).netloc != request.host:
+        raise ApiError(403, "cross_origin", "log in from the dashboard's own login page")
     target = local_path(request.form.get("next"))
     username = request.form.get("username", "")
     try:

@@ -37,10 +37,10 @@ def describe_validation(exc: ValidationError) -> str:
 
 
 def register_error_handlers(app: Flask, page=None) -> None:
-    """`page(status, code, message, headers)`, when given, answers every request outside /api/."""
+    """`page(status, code, message, headers)`, when given, answers every request outside /api."""
 
     def error_response(status: int, code: str, message: str, headers: dict | None = None):
-        if page is not None and not request.path.startswith("/api/"):
+        if page is not None and not (request.path + "/").startswith("/api/"):
             return page(status, code, message, headers or {})
         return json_error(status, code, message, headers)
 

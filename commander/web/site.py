@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import time
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, g, redirect, render_template, request, url_for
 
@@ -82,16 +81,16 @@ def error_page(status: int, code: str, message: str, headers: dict):
 
 
 def local_path(target: str | None, default: str = "/") -> str:
-    """`target` if it is a path on this site (never another host: `//evil`, `/\\evil`, `https:`)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or not target.isprintable():
+    """`target` if it is a path on this site: never another host (`//evil`, `/\\evil` which
+    browsers read as `//evil`, `https:`), nor a header's worth of control characters."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
-    parts = urlsplit(target)
-    return target if not (parts.scheme or parts.netloc) and "\\" not in target else default
+    return target if target.isprintable() else default
 
 
 def secure_headers(response):
     """Every response outside /api/: no sniffing; HTML pages: a strict CSP, no framing, no caching."""
-    if request.path.startswith("/api/"):
+    if (request.path + "/").startswith("/api/"):
         return response
     response.headers["X-Content-Type-Options"] = "nosniff"
     if response.mimetype == "text/html":

@@ -218,11 +218,11 @@ def test_a_lost_connection_shows_a_banner_and_resumes_from_the_last_event(chromi
     tab.go("/tasks")
     before = cmd.wait_task(cmd.api.submit_task("before the outage")["id"])
     expect(tab.page.locator(f"#task-{before['id']}")).to_have_attribute("data-state", "succeeded")
-    seen_last = latest_event_id(cmd)
     streams = []
     tab.page.on("request", lambda request: "/api/events" in request.url and streams.append(request))
 
     cmd.stop()
+    seen_last = latest_event_id(cmd)  # nothing can be added while the Commander is down
     banner = tab.page.locator("#connection")
     expect(banner).to_have_text("Connection to the Commander lost. Reconnecting…", timeout=15_000)
     tab.shot("connection-lost")

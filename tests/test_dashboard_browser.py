@@ -148,6 +148,16 @@ def test_log_in_watch_a_node_join_and_a_task_finish(chromium, fleet):
     expect(tab.page.locator("#output")).to_have_text("echo: [sleep=1] watch me go")
     expect(tab.page.get_by_text("Every link verifies.")).to_be_visible()
     tab.shot("task-detail")
+
+    pipeline = cmd.api.submit_pipeline({"steps": [
+        {"key": "draft", "prompt": "[sleep=2] draft it"},
+        {"key": "polish", "prompt": "[sleep=1] polish {{ steps.draft.output }}", "depends_on": ["draft"]}]})
+    tab.go(f"/pipelines/{pipeline['id']}")
+    polish = pipeline["steps"][1]["task_id"]
+    seen = row_states(tab.page, f"#step-{polish}", "succeeded", 30)  # the box in the SVG graph
+    assert seen[0] == "blocked" and "leased" in seen, seen
+    expect(tab.page.locator(".title-row .badge")).to_contain_text("succeeded")
+    assert tab.stayed()
     tab.close()
 
 

@@ -20,6 +20,7 @@ from commander.models import ACTIVE, Node, Nonce
 from commander.routing import IdConverter
 from commander.secrets import SecretBox, load_keys
 from commander.wake import Dispatcher, Notifier, run_dir_for
+from commander.web import site, views as dashboard
 from m3shd import config, wire
 
 log = logging.getLogger("m3shd.commander")
@@ -44,14 +45,15 @@ def create_app(settings: dict | None = None, background: bool = True) -> Flask:
     in-process use, where a claim then answers at once instead of long-polling."""
     settings = settings or config.load("commander")
     cmdr = build_commander(settings)
-    app = Flask("commander")
+    app = Flask("commander", static_folder=None)  # the dashboard serves its own files (web/views.py)
     app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
     app.json.sort_keys = False
     app.extensions["m3shd"] = cmdr
     app.url_map.converters["id"] = IdConverter
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api")
-    register_error_handlers(app)
+    app.register_blueprint(dashboard.bp)
+    register_error_handlers(app, page=site.error_page)
 
     @app.before_request
     def before():

@@ -1,10 +1,11 @@
-"""JSON errors: `{"error": {"code", "message"}}` with the right status, never a stack trace."""
+"""JSON errors: `{"error": {"code", "message"}}` with the right status, never a stack trace
+(the dashboard's pages answer in HTML through the `page` hook)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -17,7 +18,7 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None):
+def json_error(status: int, code: str, message: str, headers: dict | None = None):
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     response.headers.update(headers or {})
@@ -35,7 +36,14 @@ def describe_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def register_error_handlers(app: Flask) -> None:
+def register_error_handlers(app: Flask, page=None) -> None:
+    """`page(status, code, message, headers)`, when given, answers every request outside /api."""
+
+    def error_response(status: int, code: str, message: str, headers: dict | None = None):
+        if page is not None and not (request.path + "/").startswith("/api/"):
+            return page(status, code, message, headers or {})
+        return json_error(status, code, message, headers)
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 
 from commander.db import CompiledInsert
-from commander.models import Event
+from commander.models import NODE_STATES, PIPELINE_STATES, TASK_STATES, Event
+
+# Every kind `publish` is called with (tests/test_dashboard.py checks the calls against it): an
+# SSE event is named by its kind, so a browser must list the kinds it listens for.
+KINDS = (
+    *(f"task.{state}" for state in TASK_STATES), "task.approved", "task.rejected", "task.retrying", "task.requeued",
+    *(f"node.{state}" for state in NODE_STATES), "node.registered", "node.reregistered", "node.runner",
+    "node.drain_deadline", "node.removed", "node.pending", "node.approved", "node.rejected", "node.breaker",
+    "node.breaker_held",
+    *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
+)
 
 EVENT_INSERT = CompiledInsert(Event)
 
@@ -22,6 +32,11 @@ def latest_id() -> int:
 
 def page_after(after: int, limit: int = 500) -> list[Event]:
     return list(Event.select().where(Event.id > after).order_by(Event.id).limit(limit))
+
+
+def of_task(task_id: int, limit: int = 200) -> list[Event]:
+    """A task's history, oldest first: submitted, approved, each attempt leased and how it ended."""
+    return list(Event.select().where(Event.task == task_id).order_by(Event.id).limit(limit))
 
 
 def as_sse(event: Event) -> str:

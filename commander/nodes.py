@@ -187,6 +187,11 @@ def get(node_id: int) -> Node:
     return node
 
 
+def listing(settings: dict) -> list[dict]:
+    """Every node as the API shows it, in id order."""
+    return views(list(Node.select().order_by(Node.id)), settings)
+
+
 def views(listed: list[Node], settings: dict) -> list[dict]:
     """Nodes as the API shows them: slots in use, breaker, reputation with its recent window,
     and the score each would get for a plain task now (planning.candidates/Ranking)."""

@@ -76,6 +76,11 @@ def get(pending_id: int) -> PendingNode:
     return row
 
 
+def listing() -> list[dict]:
+    """Machines waiting for an operator's answer, oldest first."""
+    return [as_dict(row) for row in PendingNode.select().order_by(PendingNode.id)]
+
+
 def as_dict(row: PendingNode) -> dict:
     return dict(id=row.id, name=row.name, machine_id=row.machine_id, capabilities=row.capabilities, slots=row.slots,
                 version=row.version, address=row.address, requested_at=row.requested_at,

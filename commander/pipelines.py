@@ -97,6 +97,11 @@ def get(pipeline_id: int) -> Pipeline:
     return pipeline
 
 
+def listing(limit: int = 50) -> list[Pipeline]:
+    """The latest pipelines, newest first."""
+    return list(Pipeline.select().order_by(Pipeline.id.desc()).limit(limit))
+
+
 def steps_of(pipeline_id: int) -> dict[int, Task]:
     """The pipeline's steps by task id; ids follow dependency order, as `submit` created them."""
     return {task.id: task for task in Task.select().where(Task.pipeline == pipeline_id).order_by(Task.id)}

@@ -56,6 +56,7 @@ class Principal:
     token_id: int | None = None
     node_id: int | None = None
     user_id: int | None = None
+    csrf_token: str | None = None   # a session's, for the dashboard's forms
 
     @property
     def actor(self) -> str:
@@ -174,7 +175,26 @@ def session_principal() -> Principal:
         presented = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token")
         if not accounts.csrf_ok(session, presented):
             raise ApiError(403, "csrf_failed", f"state-changing requests from a session need the {CSRF_HEADER} header")
-    return Principal("session", user.username, frozenset(ROLES[user.role]), user_id=user.id)
+    return Principal("session", user.username, frozenset(ROLES[user.role]), user_id=user.id,
+                     csrf_token=session.csrf_token)
+
+
+def set_session_cookie(response: Response, key: str) -> None:
+    """HttpOnly, SameSite=Lax, and Secure whenever the request came over TLS."""
+    response.set_cookie(SESSION_COOKIE, key, max_age=int(commander().settings["session_ttl"]), httponly=True,
+                        samesite="Lax", secure=request.is_secure, path="/")
+
+
+def end_session(response: Response) -> Response:
+    """Log out: end the session behind the cookie (the request must carry its CSRF token, in the
+    header or a form field) and clear the cookie on `response`."""
+    key = request.cookies.get(SESSION_COOKIE, "")
+    found = accounts.session_for(key)
+    if found and not accounts.csrf_ok(found[0], request.headers.get(CSRF_HEADER) or request.form.get("csrf_token")):
+        raise ApiError(403, "csrf_failed", f"logging out needs the session's CSRF token (the {CSRF_HEADER} header)")
+    accounts.logout(commander(), key)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 def check_node_request(principal: Principal, path: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import peewee as pw
+
 from commander import audit, events, pipelines
 from commander.context import Commander
 from commander.db import Compiled, CompiledInsert
@@ -103,6 +105,11 @@ def listing(query: TaskQuery) -> list[Task]:
     if query.before_id:
         select = select.where(Task.id < query.before_id)
     return list(select)
+
+
+def counts() -> dict[str, int]:
+    """How many tasks are in each state."""
+    return dict(Task.select(Task.state, pw.fn.COUNT(Task.id)).group_by(Task.state).tuples())
 
 
 def cancel(cmdr: Commander, task_id: int) -> Task:

@@ -62,6 +62,11 @@ def refusal(token: Token | None, at: float) -> str | None:
     return None
 
 
+def listing() -> list[dict]:
+    """API and join tokens (node tokens go with their nodes), oldest first; never a secret."""
+    return [as_dict(token) for token in Token.select().where(Token.kind != "node").order_by(Token.id)]
+
+
 def as_dict(token: Token) -> dict:
     return dict(id=token.id, kind=token.kind, name=token.name, prefix=token.prefix, permissions=token.permissions,
                 node_id=token.node_id, created_at=token.created_at, expires_at=token.expires_at,

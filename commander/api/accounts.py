@@ -6,7 +6,7 @@ from commander import accounts
 from commander.errors import ApiError
 from commander.models import User
 from commander.permissions import PUBLIC, ROLES
-from commander.routing import SESSION_COOKIE, api_route, commander, principal
+from commander.routing import SESSION_COOKIE, api_route, commander, end_session, principal, set_session_cookie
 from commander.schemas import LoginIn, SessionOut, UserCreate, UserList, UserOut, UserUpdate
 
 bp = Blueprint("accounts", __name__)
@@ -27,8 +27,7 @@ def login(body: LoginIn):
     """Log in: sets an HttpOnly session cookie (Secure over TLS); throttled per account and address."""
     key, session, user = accounts.login(commander(), body.username, body.password, request.remote_addr)
     response = jsonify(session_out(session, user).model_dump(mode="json"))
-    response.set_cookie(SESSION_COOKIE, key, max_age=int(commander().settings["session_ttl"]), httponly=True,
-                        samesite="Lax", secure=request.is_secure, path="/")
+    set_session_cookie(response, key)
     return response
 
 
@@ -44,14 +43,7 @@ def current_session():
 @api_route(bp, "DELETE", "/session", permission=PUBLIC, status=204)
 def logout():
     """Log out: ends the session (needs its CSRF token) and clears the cookie."""
-    key = request.cookies.get(SESSION_COOKIE, "")
-    found = accounts.session_for(key)
-    if found and not accounts.csrf_ok(found[0], request.headers.get("X-CSRF-Token")):
-        raise ApiError(403, "csrf_failed", "logging out needs the X-CSRF-Token header")
-    accounts.logout(commander(), key)
-    response = current_app.response_class(status=204)
-    response.delete_cookie(SESSION_COOKIE, path="/")
-    return response
+    return end_session(current_app.response_class(status=204))
 
 
 @api_route(bp, "GET", "/users", permission="admin", response=UserList)

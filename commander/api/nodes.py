@@ -27,8 +27,7 @@ def register(body: RegisterIn):
 @api_route(bp, "GET", "/nodes", permission="nodes:read", response=NodeList)
 def list_nodes():
     """Every node with its state, capabilities, slots and heartbeat age."""
-    shown = nodes.views(list(Node.select().order_by(Node.id)), commander().settings)
-    return NodeList(nodes=[NodeOut(**view) for view in shown])
+    return NodeList(nodes=[NodeOut(**view) for view in nodes.listing(commander().settings)])
 
 
 @api_route(bp, "GET", "/nodes/<id:node_id>", permission="nodes:read", response=NodeOut)

@@ -3,7 +3,6 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from commander import pending
-from commander.models import PendingNode
 from commander.permissions import PUBLIC
 from commander.routing import api_route, commander, principal
 from commander.schemas import PendingList, PendingNodeOut, PendingOut, PendingPollIn, PendingPollOut, RegisterIn
@@ -26,8 +25,7 @@ def poll(body: PendingPollIn):
 @api_route(bp, "GET", "/nodes/pending", permission="nodes:read", response=PendingList)
 def list_pending():
     """Machines waiting for approval, with the address each asked from."""
-    rows = PendingNode.select().order_by(PendingNode.id)
-    return PendingList(pending=[PendingNodeOut(**pending.as_dict(row)) for row in rows])
+    return PendingList(pending=[PendingNodeOut(**row) for row in pending.listing()])
 
 
 @api_route(bp, "POST", "/nodes/pending/<id:pending_id>/approve", permission="nodes:manage", response=PendingNodeOut)

@@ -3,7 +3,6 @@ from __future__ import annotations
 from flask import Blueprint
 
 from commander import tokens
-from commander.models import Token
 from commander.routing import api_route, commander, principal
 from commander.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
 
@@ -22,8 +21,7 @@ def create(body: TokenCreate):
 @api_route(bp, "GET", "/tokens", permission="tokens:manage", response=TokenList)
 def list_tokens():
     """API and join tokens with their prefix, permissions, expiry and last use (never the secret)."""
-    rows = Token.select().where(Token.kind != "node").order_by(Token.id)
-    return TokenList(tokens=[TokenOut(**tokens.as_dict(t)) for t in rows])
+    return TokenList(tokens=[TokenOut(**token) for token in tokens.listing()])
 
 
 @api_route(bp, "DELETE", "/tokens/<id:token_id>", permission="tokens:manage", response=TokenOut)

@@ -1,0 +1,249 @@
+"""The dashboard: server-rendered pages over the same logic modules as the API, and form
+actions that work without JavaScript (static/live.js adds live updates and in-place actions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Blueprint, redirect, request, send_from_directory, url_for
+from pydantic import ValidationError
+
+from commander import accounts, events, nodes, pending, pipelines, provenance, tasks, tokens
+from commander.errors import ApiError
+from commander.models import AWAITING_APPROVAL, Node, Task
+from commander.permissions import PUBLIC, ROLES
+from commander.routing import SESSION_COOKIE, commander, end_session, parse_query, principal, set_session_cookie
+from commander.schemas import LoginIn, NodeStateIn, TaskQuery, TaskSubmit, TokenCreate
+from commander.web import graph, site
+from commander.web.site import local_path, page_route, render
+
+HERE = Path(__file__).parent
+bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder=None)
+site.install(bp)
+
+# Expiry choices on the token form, in seconds; none: never for an API token, a day for a join token.
+EXPIRY_CHOICES = (("", "the default"), ("3600", "1 hour"), ("86400", "1 day"), ("2592000", "30 days"),
+                  ("31536000", "1 year"))
+
+
+def back(default: str):
+    """After a form action: the page the form was on, else `default`."""
+    return redirect(local_path(request.form.get("next"), default), 303)
+
+
+@page_route(bp, "GET", "/static/<path:filename>", permission=PUBLIC)
+def static_file(filename: str):
+    """The stylesheet and the script, shared by every page."""
+    return send_from_directory(HERE / "static", filename, max_age=300)
+
+
+# --- signing in ------------------------------------------------------------------------------
+
+@page_route(bp, "GET", "/login", permission=PUBLIC)
+def login_form():
+    """The login form; says who is signed in already, if anyone."""
+    found = accounts.session_for(request.cookies.get(SESSION_COOKIE, ""))
+    return render("login.html", next=local_path(request.args.get("next")), signed_in=found)
+
+
+@page_route(bp, "POST", "/login", permission=PUBLIC)
+def login():
+    """Log in with the form: sets the same session cookie as POST /api/session."""
+    # Login CSRF: a form on another site must not sign this browser in to an account of its
+    # choosing. Hosts are compared, not schemes: behind a TLS proxy the Commander sees http.
+    origin = request.headers.get("Origin")
+    if origin and urlsplit(origin).netloc != request.host:
+        raise ApiError(403, "cross_origin", "log in from the dashboard's own login page")
+    target = local_path(request.form.get("next"))
+    username = request.form.get("username", "")
+    try:
+        body = LoginIn(username=username, password=request.form.get("password", ""))
+        key, _, _ = accounts.login(commander(), body.username, body.password, request.remote_addr)
+    except ValidationError:
+        return render("login.html", next=target, username=username, error="Enter your user name and password."), 400
+    except ApiError as refused:
+        if refused.status not in (401, 429):
+            raise
+        return render("login.html", next=target, username=username, error=refused.message), refused.status, \
+            refused.headers
+    response = redirect(target, 303)
+    set_session_cookie(response, key)
+    return response
+
+
+@page_route(bp, "POST", "/logout", permission=PUBLIC)
+def logout():
+    """Log out (the form carries the CSRF token)."""
+    return end_session(redirect(url_for(".login_form"), 303))
+
+
+# --- the fleet -------------------------------------------------------------------------------
+
+@page_route(bp, "GET", "/", permission="nodes:read")
+def fleet():
+    """Every N0D3: capabilities, slots in use, heartbeat age, state, breaker and reputation."""
+    return render("fleet.html", parts=("fleet",), nodes=nodes.listing(commander().settings))
+
+
+@page_route(bp, "GET", "/nodes/<id:node_id>", permission="nodes:read")
+def node(node_id: int):
+    """One N0D3: its details, recent outcomes and recent tasks; pause, drain, disable, resume."""
+    shown = nodes.views([nodes.get(node_id)], commander().settings)[0]
+    recent = task_views(tasks.listing(TaskQuery(node_id=node_id, limit=20)))
+    return render("node.html", parts=("node",), node=shown, tasks=recent)
+
+
+@page_route(bp, "POST", "/nodes/<id:node_id>/state", permission="nodes:manage")
+def set_node_state(node_id: int):
+    """An operator's order to a N0D3: active, paused, draining or disabled."""
+    order = NodeStateIn(state=request.form.get("state", ""))
+    nodes.set_state(commander(), node_id, order.state, principal().actor)
+    return back(url_for(".node", node_id=node_id))
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+def task_views(listed: list[Task]) -> list[dict]:
+    reasons = tasks.WaitingReasons(commander())
+    return [tasks.as_dict(task, reasons(task)) for task in listed]
+
+
+def node_names() -> dict[int, str]:
+    return dict(Node.select(Node.id, Node.name).tuples())
+
+
+@page_route(bp, "GET", "/tasks", permission="tasks:read")
+def task_list():
+    """The queue, newest first, filtered by state, with a count per state."""
+    query = parse_query(TaskQuery)
+    return render("tasks.html", parts=("tasks",), tasks=task_views(tasks.listing(query)), state=query.state,
+                  counts=tasks.counts(), node_names=node_names())
+
+
+@page_route(bp, "POST", "/tasks", permission="tasks:submit")
+def submit_task():
+    """Queue a prompt from the form; then its page."""
+    requires = [label.strip() for label in request.form.get("requires", "").split(",") if label.strip()]
+    body = TaskSubmit(prompt=request.form.get("prompt", ""), requires=requires,
+                      approval_required=request.form.get("approval_required") == "on")
+    caller = principal()
+    task, _ = tasks.submit(commander(), body, caller.token_id, caller.actor)
+    return redirect(url_for(".task", task_id=task.id), 303)
+
+
+@page_route(bp, "GET", "/tasks/<id:task_id>", permission="tasks:read")
+def task(task_id: int):
+    """One task: prompt, output, node, attempts and history, tokens and cost, provenance verdicts."""
+    found = tasks.get(task_id)
+    shown = task_views([found])[0]
+    chain = provenance.bundle(commander(), found)
+    return render("task.html", parts=("task",), task=shown, chain=chain, history=events.of_task(task_id),
+                  node_names=node_names())
+
+
+@page_route(bp, "POST", "/tasks/<id:task_id>/approve", permission="tasks:approve")
+def approve_task(task_id: int):
+    """Approve a task awaiting approval: it joins the queue."""
+    tasks.decide(commander(), task_id, True, principal().actor)
+    return back(url_for(".task", task_id=task_id))
+
+
+@page_route(bp, "POST", "/tasks/<id:task_id>/reject", permission="tasks:approve")
+def reject_task(task_id: int):
+    """Reject a task awaiting approval, with the form's reason if any: it is cancelled."""
+    reason = request.form.get("reason", "").strip()[:500] or None
+    tasks.decide(commander(), task_id, False, principal().actor, reason)
+    return back(url_for(".task", task_id=task_id))
+
+
+@page_route(bp, "POST", "/tasks/<id:task_id>/cancel", permission="tasks:cancel")
+def cancel_task(task_id: int):
+    """Cancel a task that has not finished."""
+    tasks.cancel(commander(), task_id)
+    return back(url_for(".task", task_id=task_id))
+
+
+# --- pipelines -------------------------------------------------------------------------------
+
+@page_route(bp, "GET", "/pipelines", permission="tasks:read")
+def pipeline_list():
+    """The latest pipelines with the state of each step."""
+    return render("pipelines.html", parts=("pipelines",),
+                  pipelines=[pipelines.as_dict(found) for found in pipelines.listing()])
+
+
+@page_route(bp, "GET", "/pipelines/<id:pipeline_id>", permission="tasks:read")
+def pipeline(pipeline_id: int):
+    """One pipeline: its graph drawn with live step states, and its steps."""
+    shown = pipelines.as_dict(pipelines.get(pipeline_id))
+    return render("pipeline.html", parts=("pipeline",), pipeline=shown, graph=graph.layout(shown["steps"]),
+                  node_names=node_names())
+
+
+@page_route(bp, "POST", "/pipelines/<id:pipeline_id>/cancel", permission="tasks:cancel")
+def cancel_pipeline(pipeline_id: int):
+    """Cancel a running pipeline: steps not yet final end."""
+    pipelines.cancel(commander(), pipeline_id)
+    return back(url_for(".pipeline", pipeline_id=pipeline_id))
+
+
+# --- approvals and machines asking to join ---------------------------------------------------
+
+@page_route(bp, "GET", "/pending", permission="tasks:read")
+def pending_list():
+    """Tasks awaiting approval and machines asking to join, each a click from yes or no."""
+    waiting = task_views(tasks.listing(TaskQuery(state=AWAITING_APPROVAL, limit=500)))
+    joins = pending.listing() if site.can("nodes:read") else None
+    return render("pending.html", parts=("approvals", "joins"), approvals=waiting, joins=joins)
+
+
+@page_route(bp, "POST", "/pending/<id:pending_id>/approve", permission="nodes:manage")
+def approve_join(pending_id: int):
+    """Let a pending machine in: it registers at its next poll."""
+    pending.approve(commander(), pending_id, principal().actor)
+    return back(url_for(".pending_list"))
+
+
+@page_route(bp, "POST", "/pending/<id:pending_id>/reject", permission="nodes:manage")
+def reject_join(pending_id: int):
+    """Turn a pending machine away."""
+    pending.reject(commander(), pending_id, principal().actor)
+    return back(url_for(".pending_list"))
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+def tokens_page(created: dict | None = None, status: int = 200):
+    presets = {" ".join(sorted(permissions)): role for role, permissions in ROLES.items()}  # to name a token's preset
+    return render("tokens.html", tokens=tokens.listing(), roles=ROLES, presets=presets, expiry_choices=EXPIRY_CHOICES,
+                  created=created), status
+
+
+@page_route(bp, "GET", "/tokens", permission="tokens:manage")
+def token_list():
+    """API and join tokens: prefix, permissions, expiry, last use; create and revoke."""
+    return tokens_page()
+
+
+@page_route(bp, "POST", "/tokens", permission="tokens:manage")
+def create_token():
+    """Create a token from the form; its secret is shown on this one answer only."""
+    form = request.form
+    join = form.get("kind") == "join"
+    body = TokenCreate.model_validate(  # form fields are text: let pydantic read the number
+        dict(name=form.get("name", ""), kind=form.get("kind", "api"), role=None if join else form.get("role"),
+             expires_in=form.get("expires_in") or None), strict=False)
+    caller = principal()
+    with commander().writing():
+        token, secret = tokens.create(body.name, caller.actor, body.kind, None, body.role, body.expires_in,
+                                      granter=caller.permissions)
+    return tokens_page(tokens.as_created(token, secret), 201)
+
+
+@page_route(bp, "POST", "/tokens/<id:token_id>/revoke", permission="tokens:manage")
+def revoke_token(token_id: int):
+    """Revoke a token: refused everywhere from now on."""
+    with commander().writing():
+        tokens.revoke(token_id, principal().actor)
+    return back(url_for(".token_list"))

@@ -82,7 +82,7 @@ def start_background(cmdr: Commander) -> None:
 
     def choose(waiting):
         with cmdr.db.connection_context():
-            return planning.who_should_claim(time.time(), cmdr.settings, waiting, cmdr.fleet)
+            return planning.who_should_claim(time.time(), cmdr.settings, waiting, cmdr.ranking)
 
     def inactive_nodes(node_ids):
         with cmdr.db.connection_context():

@@ -50,14 +50,21 @@ class Commander:
             hit = self._cache[key] = (time.monotonic(), load())
         return hit[1]
 
-    def fleet(self, including: int | None = None):
-        """The node rows behind a plan, shared by this worker's plans for a moment (planning.fleet);
-        read afresh when they lack node `including` (one that just registered or came back)."""
-        rows = self.cached("fleet", planning.FLEET_TTL, lambda: planning.fleet(time.time(), self.settings))
-        if including is not None and not any(row[0] == including for row in rows):
-            rows = planning.fleet(time.time(), self.settings)
-            self._cache["fleet"] = (time.monotonic(), rows)
-        return rows
+    def ranking(self, including: int | None = None):
+        """The fleet's idle ranking (planning.idle_ranking), shared by this worker's plans for
+        FLEET_TTL; made afresh when its rows lack node `including` (one that just registered or
+        came back)."""
+        def load():
+            t = time.time()
+            rows = planning.fleet(t, self.settings)
+            return frozenset(row[0] for row in rows), planning.idle_ranking(t, self.settings, rows)
+
+        node_ids, ranking = self.cached("ranking", planning.FLEET_TTL, load)
+        if including is not None and including not in node_ids:
+            fresh = load()
+            self._cache["ranking"] = (time.monotonic(), fresh)
+            node_ids, ranking = fresh
+        return ranking
 
     def ensure_started(self, start) -> None:
         """Start this process's background threads once, on first use (after gunicorn forks)."""

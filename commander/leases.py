@@ -53,7 +53,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     if limit > 0:
         open_slots = min(open_slots, limit)
     if planned is None:
-        planned = planning.tasks_for(node_id, frozenset(node.capabilities), t, cmdr.settings, cmdr.fleet)
+        planned = planning.tasks_for(node_id, frozenset(node.capabilities), t, cmdr.settings, cmdr.ranking)
     if not planned:
         return []
     leases = []

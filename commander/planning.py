@@ -100,10 +100,17 @@ def fleet(t: float, settings: dict) -> list[tuple]:
     return FLEET.tuples(ACTIVE, t - settings["lost_after"])
 
 
-def candidates(t: float, settings: dict, rows: list[tuple] | None = None) -> list[Candidate]:
+def running_now() -> dict[int, int]:
+    """How many leases each node holds: the Commander's own count of its busy slots."""
+    return dict(RUNNING_PER_NODE.tuples(LEASED))
+
+
+def candidates(t: float, settings: dict, rows: list[tuple] | None = None,
+               running: dict[int, int] | None = None) -> list[Candidate]:
     """Every node taking work (busy ones too: a task may wait for one), with its free slots as
-    the Commander counts them now; from `rows` (see `fleet`) when the caller has them at hand."""
-    running = dict(RUNNING_PER_NODE.tuples(LEASED))
+    the Commander counts them now (or with `running` leases per node); from `rows` (see `fleet`)
+    when the caller has them at hand."""
+    running = running_now() if running is None else running
     rows = fleet(t, settings) if rows is None else rows
     half_life = settings["reputation_half_life"]
     parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
@@ -126,10 +133,16 @@ def candidates(t: float, settings: dict, rows: list[tuple] | None = None) -> lis
     return able
 
 
-def plan(tasks: list[TaskView], nodes: list[Candidate], settings: dict) -> list[tuple[TaskView, int | None]]:
+def idle_ranking(t: float, settings: dict, rows: list[tuple]) -> scheduler.Ranking:
+    """The fleet ranked as if no node ran anything; a plan applies the leases of the moment
+    (`Ranking.with_leases`). A worker shares one for FLEET_TTL (Commander.ranking): ranking a
+    thousand nodes is most of a plan's cost."""
+    return scheduler.Ranking(candidates(t, settings, rows, running={}), settings)
+
+
+def plan(tasks: list[TaskView], ranking: scheduler.Ranking) -> list[tuple[TaskView, int | None]]:
     """Each task with the node best placed to run it, in serving order (None: no node can take
     it now); a node's free slots are used up as tasks are placed on it."""
-    ranking = scheduler.Ranking(nodes, settings)
     return [(task, ranking.place(task)) for task in tasks]
 
 
@@ -143,23 +156,23 @@ def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict
     ]
 
 
-def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict, load_fleet) -> list[int]:
-    """The ids of the tasks the plan gives this node now, in serving order; `load_fleet(node_id)`
-    gives the rows for `candidates` (a worker shares them for FLEET_TTL), this node's among them."""
+def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict, load_ranking) -> list[int]:
+    """The ids of the tasks the plan gives this node now, in serving order; `load_ranking(node_id)`
+    gives an idle ranking (see `idle_ranking`) made with this node's row."""
     runnable = [list(key) for key in runnable_classes(t) if capabilities.issuperset(key)]
     if not runnable:
         return []
-    placed = plan(queue(t, settings, runnable), candidates(t, settings, load_fleet(node_id)), settings)
+    placed = plan(queue(t, settings, runnable), load_ranking(node_id).with_leases(running_now()))
     return [task.id for task in claimable(placed, node_id, capabilities, settings)]
 
 
-def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_fleet) -> dict[int, list[int]]:
+def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_ranking) -> dict[int, list[int]]:
     """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work,
     with the ids of that work: one plan for all of them."""
     tasks = queue(t, settings)
     if not tasks:
         return {}
-    placed = plan(tasks, candidates(t, settings, load_fleet()), settings)
+    placed = plan(tasks, load_ranking().with_leases(running_now()))
     chosen = {}
     for node_id, capabilities in waiting.items():
         if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:

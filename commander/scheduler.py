@@ -17,11 +17,13 @@ slot, a breaker that admits work), best first by:
 The best free node may still be passed over, for a while, for a busy one that is clearly
 better (see `Ranking.best`).
 Pure functions and one small class; a pass costs O(nodes log nodes) once, then about O(1) per
-plain task.
+plain task. A ranking made once can be reused with fresh lease counts (`with_leases`), which
+moves only the nodes running work.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -56,24 +58,56 @@ class TaskView:
     tried_nodes: frozenset[int]
 
 
-def base_score(node: Candidate, total: float, settings: dict) -> float:
-    """Everything in a node's score that does not depend on the task."""
+def steady_score(node: Candidate, total: float, settings: dict) -> float:
+    """The part of a node's score that depends neither on the task nor on its free slots."""
     ucb = reputation.ucb(node.mean, node.count, total, settings["ucb_c"])
     freshness = max(0.0, 1.0 - node.heartbeat_age / settings["lost_after"])
-    return min(ucb, UCB_CAP) + settings["score_slots"] * node.free / node.slots + settings["score_freshness"] * freshness
+    return min(ucb, UCB_CAP) + settings["score_freshness"] * freshness
+
+
+def base_score(steady: float, free: int, slots: int, settings: dict) -> float:
+    """Everything in a node's score that does not depend on the task."""
+    return steady + settings["score_slots"] * free / slots
 
 
 class Ranking:
     """The candidates of one scheduling pass, scored once and sorted; `best(task)` then walks
     that order only as far as a better node could still come (usually a few steps). Free slots
-    are used up as tasks are placed."""
+    are counted here (the candidates are not changed) and used up as tasks are placed."""
 
     def __init__(self, nodes: list[Candidate], settings: dict):
         total = sum(n.count for n in nodes)
         self.settings = settings
-        self.base = {n.node_id: base_score(n, total, settings) for n in nodes}
+        self.by_id = {n.node_id: n for n in nodes}
+        self.free = {n.node_id: n.free for n in nodes}
+        self.steady = {n.node_id: steady_score(n, total, settings) for n in nodes}
+        self.base = {n.node_id: base_score(self.steady[n.node_id], n.free, n.slots, settings) for n in nodes}
         self.nodes = sorted(nodes, key=lambda n: self.key(n, None), reverse=True)
         self.by_mean = sorted((n for n in nodes if n.count > 0), key=lambda n: n.mean, reverse=True)
+
+    def with_leases(self, running: dict[int, int]) -> Ranking:
+        """A copy of this ranking in which each node runs `running[node id]` tasks: fewer free
+        slots, a lower score, a later place. Only those nodes are touched, so a worker can rank
+        its fleet once for a moment and plan with it many times (this ranking stays as it is)."""
+        ranked = object.__new__(Ranking)
+        ranked.settings, ranked.by_mean, ranked.by_id, ranked.steady = self.settings, self.by_mean, self.by_id, self.steady
+        ranked.free, ranked.base, ranked.nodes = dict(self.free), dict(self.base), self.nodes
+        moved = {}
+        for node_id, count in running.items():
+            node = self.by_id.get(node_id)
+            if node is None:
+                continue  # not taking work now
+            free = min(self.free[node_id], node.slots - count)
+            if free != self.free[node_id]:
+                ranked.free[node_id] = free
+                ranked.base[node_id] = base_score(self.steady[node_id], free, node.slots, self.settings)
+                moved[node_id] = node
+        if moved:
+            order = [n for n in reversed(self.nodes) if n.node_id not in moved]  # worst first: bisect's order
+            for node in moved.values():
+                bisect.insort(order, node, key=lambda n: ranked.key(n, None))
+            ranked.nodes = order[::-1]
+        return ranked
 
     def key(self, node: Candidate, task: TaskView | None) -> tuple:
         score = self.base[node.node_id]
@@ -86,7 +120,7 @@ class Ranking:
 
     def ranked(self, task: TaskView) -> list[Candidate]:
         """The nodes able to take `task` now, best first."""
-        able = [n for n in self.nodes if n.free > 0 and task.requires <= n.capabilities]
+        able = [n for n in self.nodes if self.free[n.node_id] > 0 and task.requires <= n.capabilities]
         if task.prefer or task.tried_nodes:
             able.sort(key=lambda n: self.key(n, task), reverse=True)
         return able
@@ -119,7 +153,7 @@ class Ranking:
         bonus = self.settings["score_prefer"] if task.prefer else 0.0
         best, best_key = None, None
         for node in self.nodes:
-            if node.free <= 0 or not task.requires <= node.capabilities:
+            if self.free[node.node_id] <= 0 or not task.requires <= node.capabilities:
                 continue
             if skip_tried and node.node_id in task.tried_nodes:
                 continue
@@ -136,7 +170,7 @@ class Ranking:
         node = self.best(task)
         if node is None:
             return None
-        node.free -= 1
+        self.free[node.node_id] -= 1
         return node.node_id
 
 

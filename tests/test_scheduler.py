@@ -179,3 +179,24 @@ def test_the_cooldown_doubles_up_to_its_cap():
 
 def test_tasks_that_fail_on_their_own_merits_never_open_a_breaker():
     assert feed([False] * 20).state == "closed"
+
+
+def test_a_shared_ranking_with_leases_applied_ranks_as_a_fresh_one_would():
+    """What every claim plans with (the worker's idle ranking, its moment's leases applied)
+    must order, score and fill nodes exactly as a ranking made from scratch with those leases."""
+    import random
+    from dataclasses import replace
+
+    rng = random.Random(7)
+    for _ in range(20):
+        idle = [node(i, mean=rng.random(), count=rng.choice([0.0, rng.random() * 20]), slots=(slots := rng.randint(1, 3)),
+                     free=slots, caps=rng.choice([(), ("gpu",)]), age=rng.random() * 5, priority=rng.randint(0, 1))
+                for i in range(1, 60)]
+        running = {n.node_id: rng.randint(1, n.slots) for n in rng.sample(idle, 15)}
+        running[999] = 1  # a node that is not a candidate (lost, or its breaker open) changes nothing
+        shared = Ranking(idle, SETTINGS).with_leases(running)
+        fresh = Ranking([replace(n, free=n.free - running.get(n.node_id, 0)) for n in idle], SETTINGS)
+        assert [n.node_id for n in shared.nodes] == [n.node_id for n in fresh.nodes]
+        assert shared.free == fresh.free and shared.base == fresh.base
+        tasks = [task(requires=rng.choice([(), ("gpu",)])) for _ in range(30)]
+        assert [shared.place(t) for t in tasks] == [fresh.place(t) for t in tasks]

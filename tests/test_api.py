@@ -600,7 +600,7 @@ def test_register_is_idempotent_per_machine_and_retires_the_old_token(cmd):
 def test_heartbeat_returns_orders(cmd):
     node = HandNode(cmd)
     reply = node.client.heartbeat(open_slots=1)
-    assert reply == {"state": "active", "orders": {"drain": False, "pause": False, "cancel": []},
+    assert reply == {"state": "active", "orders": {"drain": False, "pause": False, "cancel": [], "rotate_key": None},
                      "heartbeat_interval": 0.3}
 
     def set_state(state):

@@ -616,7 +616,8 @@ def test_heartbeat_returns_orders(cmd):
     reply = node.client.heartbeat(open_slots=1)
     assert (reply["state"], reply["orders"]["pause"], reply["orders"]["drain"]) == ("draining", False, True)
     set_state("active")
-    assert node.client.heartbeat(open_slots=1)["orders"] == {"drain": False, "pause": False, "cancel": []}
+    assert node.client.heartbeat(open_slots=1)["orders"] == {"drain": False, "pause": False, "cancel": [],
+                                                                "rotate_key": None}
 
     # a lease the Commander no longer gives this node comes back as a cancel order
     task = node.submit("to be cancelled")

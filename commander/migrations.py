@@ -170,6 +170,14 @@ def v5_pipelines_provenance(database: pw.Database) -> None:
     apply(*(migrator.add_column("task", name, field) for name, field in columns.items()))
 
 
+def v6_key_rotation(database: pw.Database) -> None:
+    """A node's pending HMAC key while a rotation is under way."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("node", "next_signing_key", pw.TextField(null=True)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -177,6 +185,7 @@ MIGRATIONS: list[Step] = [
     (3, "scheduling: reputation, breakers, approvals, fairness, retry policy", v3_scheduling),
     (4, "pending nodes", v4_pending_nodes),
     (5, "pipelines and provenance", v5_pipelines_provenance),
+    (6, "node key rotation", v6_key_rotation),
 ]
 
 

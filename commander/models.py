@@ -67,6 +67,7 @@ class Node(BaseModel):
     problem = pw.TextField(null=True)        # why this node cannot run tasks, in its own words
     version = pw.CharField(max_length=32, default="")
     signing_key = pw.TextField()             # Fernet-encrypted HMAC key
+    next_signing_key = pw.TextField(null=True)  # ordered by a key rotation; current once the node uses it
     registered_at = pw.FloatField(default=now)
     last_seen = pw.FloatField(default=now, index=True)
     priority = pw.IntegerField(default=0)    # breaks ties between equally good nodes

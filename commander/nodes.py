@@ -28,6 +28,7 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
         name=body.name, capabilities=sorted(set(body.capabilities)), slots=body.slots,
         open_slots=body.slots, priority=body.priority, version=body.version, runner=body.runner,
         problem=body.problem, state=ACTIVE, last_seen=now(), signing_key=cmdr.box.encrypt(key.hex().encode()),
+        next_signing_key=None,  # a registration's fresh key supersedes a rotation under way
     )
     with cmdr.writing():
         node = Node.get_or_none(Node.machine_id == body.machine_id)
@@ -95,7 +96,47 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
         cmdr.notifier.notify()
     cancel = [ref.model_dump() for ref in body.running if ref.lease_token not in held]
     return dict(state=new_state, heartbeat_interval=cmdr.settings["heartbeat_interval"],
-                orders=dict(drain=new_state == DRAINING, pause=new_state in OPERATOR_STATES, cancel=cancel))
+                orders=dict(drain=new_state == DRAINING, pause=new_state in OPERATOR_STATES, cancel=cancel,
+                            rotate_key=pending_key_hex(cmdr, node)))
+
+
+def pending_key_hex(cmdr: Commander, node: Node) -> str | None:
+    """The key a rotation waits for the node to take up; repeated on every heartbeat until it
+    does, so a lost reply costs nothing."""
+    if node.next_signing_key is None:
+        return None
+    return cmdr.box.decrypt(node.next_signing_key).decode()
+
+
+def rotate_key(cmdr: Commander, node_id: int, actor: str) -> None:
+    """An operator's order: a fresh HMAC key, handed to the node by its next heartbeat. The old
+    key keeps working until the node signs a request with the new one (see finish_rotation).
+    Ordering again while one is pending replaces the pending key."""
+    node = get(node_id)
+    if node.state not in LIVE_STATES:
+        raise ApiError(409, "not_live", f"node {node_id} is {node.state}; only a connected node takes orders")
+    sealed = cmdr.box.encrypt(secrets.token_bytes(32).hex().encode())
+    with cmdr.writing():
+        Node.update(next_signing_key=sealed).where(Node.id == node_id).execute()
+        events.publish("node.key_rotating", node=node_id)
+        audit.record(actor, "node.rotate_key", f"node {node_id} {node.name}",
+                     replaced_pending=node.next_signing_key is not None)
+
+
+def finish_rotation(cmdr: Commander, node_id: int, sealed: str) -> bool:
+    """The node signed with its pending key `sealed`: that key becomes its signing key, and a new
+    NodeKey record (same public key) lets provenance find it for the results signed from now on.
+    False if the pending key changed meanwhile (the operator ordered another rotation)."""
+    with cmdr.writing():
+        finished = Node.update(signing_key=sealed, next_signing_key=None).where(
+            (Node.id == node_id) & (Node.next_signing_key == sealed)).execute()
+        if not finished:
+            # A concurrent request signed with the same key may have finished it first.
+            return Node.select().where((Node.id == node_id) & (Node.signing_key == sealed)).exists()
+        latest = NodeKey.select(NodeKey.public_key).where(NodeKey.node == node_id).order_by(NodeKey.id.desc()).first()
+        NodeKey.create(node=node_id, hmac_key=sealed, public_key=latest.public_key if latest else None)
+        events.publish("node.key_rotated", node=node_id)
+    return True
 
 
 def deregister(cmdr: Commander, node: Node) -> None:

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.routing import IntegerConverter
 
-from commander import accounts, tokens
+from commander import accounts, nodes, tokens
 from commander.db import Compiled
 from commander.errors import ApiError, describe_validation
 from commander.models import Node, Nonce, Token
@@ -131,7 +131,8 @@ TOKEN_BY_HASH = Compiled(Token, lambda: Token.select(  # (token_hash)
     Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.expires_at, Token.revoked_at,
     Token.last_used_at).where(Token.token_hash == ""))
 NODE_FOR_REQUEST = Compiled(Node, lambda: Node.select(  # (node id)
-    Node.id, Node.state, Node.capabilities, Node.runner, Node.problem, Node.signing_key).where(Node.id == 0))
+    Node.id, Node.state, Node.capabilities, Node.runner, Node.problem, Node.signing_key, Node.next_signing_key
+).where(Node.id == 0))
 NONCE_INSERT = Compiled(Nonce, lambda: Nonce.insert(  # (node id, nonce, seen_at)
     node=0, value="", seen_at=0.0).on_conflict_ignore())
 
@@ -205,21 +206,37 @@ def check_node_request(principal: Principal, path: dict) -> None:
     node = found[0] if found else None
     if node is None:
         raise ApiError(404, "not_found", f"node {node_id} does not exist")
-    box = commander().box
-    query = request.query_string.decode()
-    signed_path = request.path + (f"?{query}" if query else "")
-    key = bytes.fromhex(box.decrypt(node.signing_key).decode())
-    try:
-        nonce = wire.check_request(
-            key, request.headers, request.method, signed_path, request.get_data(cache=True),
-        )
-    except ValueError as exc:
-        raise ApiError(401, "bad_signature", str(exc)) from None
+    nonce, key = verify_node_signature(node)
     with commander().write_turn():
         inserted = NONCE_INSERT.execute(node_id, nonce, time.time())
     if not inserted:
         raise ApiError(401, "replayed_request", "this request nonce was already used")
     g.node, g.node_key = node, key
+
+
+def verify_node_signature(node: Node) -> tuple[str, bytes]:
+    """The request's nonce and the key that signed it: the node's key, or the pending key of a
+    rotation, which the node's first request signed with it makes current (the old one then dies)."""
+    box = commander().box
+    query = request.query_string.decode()
+    signed_path = request.path + (f"?{query}" if query else "")
+    body = request.get_data(cache=True)
+    key = bytes.fromhex(box.decrypt(node.signing_key).decode())
+    try:
+        return wire.check_request(key, request.headers, request.method, signed_path, body), key
+    except ValueError as exc:
+        refusal = ApiError(401, "bad_signature", str(exc))
+    if node.next_signing_key is None:
+        raise refusal
+    pending = bytes.fromhex(box.decrypt(node.next_signing_key).decode())
+    try:
+        nonce = wire.check_request(pending, request.headers, request.method, signed_path, body)
+    except ValueError:
+        raise refusal from None
+    if not nodes.finish_rotation(commander(), node.id, node.next_signing_key):
+        raise refusal
+    node.signing_key, node.next_signing_key = node.next_signing_key, None
+    return nonce, pending
 
 
 def principal() -> Principal:

@@ -98,6 +98,7 @@ class Orders(Response):
     drain: bool = False
     pause: bool = False
     cancel: list[CancelOrder] = []
+    rotate_key: str | None = None  # hex: sign every later request and result with this key
 
 
 class HeartbeatOut(Response):
@@ -172,6 +173,12 @@ class NodeOut(Response):
     heartbeat_age: float
     breaker: Breaker
     reputation: Reputation
+
+
+class KeyRotationOut(Response):
+    node_id: int
+    pending: bool = Field(description="the new key waits for the node's next heartbeat; the old key works until "
+                                      "the node signs with the new one")
 
 
 class NodeStateIn(Request):

@@ -334,6 +334,13 @@ def cmd_nodes_order(args) -> int:
     return 0
 
 
+def cmd_nodes_rotate_key(args) -> int:
+    reply = api(args).rotate_node_key(args.id)
+    emit(args, reply, lambda r: say(f"node {r['node_id']} gets a new signing key at its next heartbeat; "
+                                    "the old key stops working once the node uses the new one"))
+    return 0
+
+
 def cmd_nodes_pending(args) -> int:
     found = api(args).list_pending()
 
@@ -740,6 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--deadline", type=float, metavar="SECONDS",
                            help="after this long, work still running is queued elsewhere")
         p.set_defaults(func=cmd_nodes_order)
+    p = nodes.add_parser("rotate-key", parents=[client],
+                         help="give a node a fresh request-signing key (it switches at its next heartbeat)")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_nodes_rotate_key)
     p = nodes.add_parser("pending", parents=[client], help="list machines that asked to join without a token")
     p.set_defaults(func=cmd_nodes_pending)
     for name, func, text in (("approve", cmd_nodes_approve, "let a pending machine join (it registers as a node)"),

@@ -130,6 +130,9 @@ class ApiClient(_Base):
         body = {"state": state} if deadline is None else {"state": state, "deadline": deadline}
         return self._send("PUT", f"/api/nodes/{node_id}/state", body)
 
+    def rotate_node_key(self, node_id: int) -> dict:
+        return self._send("POST", f"/api/nodes/{node_id}/rotate-key")
+
     def create_token(self, name: str, **fields) -> dict:
         return self._send("POST", "/api/tokens", {"name": name, **{k: v for k, v in fields.items() if v is not None}})
 
@@ -169,11 +172,15 @@ class NodeClient(_Base):
         self.key = bytes.fromhex(signing_key)
         self.sign_document = sign_document  # the node's Ed25519 signature over a result document
 
-    def _signed(self, action: str, body=None, timeout=None):
+    def _signed(self, action: str, body=None, timeout=None, key: bytes | None = None):
         path = f"/api/nodes/{self.node_id}/{action}"
         payload = wire.canonical_json(body if body is not None else {})
-        headers = wire.sign_request(self.key, "POST", path, payload)
+        headers = wire.sign_request(key or self.key, "POST", path, payload)
         return self._send("POST", path, data=payload, headers=headers, timeout=timeout)
+
+    def use_key(self, signing_key: str) -> None:
+        """Sign every later request and result with this key (a rotation order's)."""
+        self.key = bytes.fromhex(signing_key)
 
     def heartbeat(self, **fields) -> dict:
         return self._signed("heartbeat", fields)
@@ -182,10 +189,13 @@ class NodeClient(_Base):
         return self._signed("claim", {"open_slots": open_slots, "wait": wait}, timeout=wait + self.timeout)["leases"]
 
     def post_result(self, result: dict) -> dict:
-        signed = dict(result, signature=wire.sign_result(self.key, result))
+        # One key for the result and its request: the Commander checks the result's HMAC with the
+        # key that signed the request, and a rotation may switch keys in between.
+        key = self.key
+        signed = dict(result, signature=wire.sign_result(key, result))
         if self.sign_document:
             signed["ed25519_signature"] = self.sign_document(wire.result_document(result))
-        return self._signed("results", signed)
+        return self._signed("results", signed, key=key)
 
     def deregister(self) -> None:
         self._signed("deregister")

@@ -286,12 +286,25 @@ class Agent:
                     capabilities=self.capabilities(), draining=self.stopping.is_set())
 
     def obey(self, orders: dict) -> None:
+        if orders.get("rotate_key"):
+            self.rotate_key(orders["rotate_key"])
         for order in orders["cancel"]:
             with self.lock:
                 item = self.running.get(order["lease_token"])
             if item and not item.cancel.is_set():
                 log.info("cancelling task %s (attempt %s) on the Commander's order", order["task_id"], order["attempt"])
                 item.cancel.set()
+
+    def rotate_key(self, signing_key: str) -> None:
+        """On disk first: a restart must never come back with a key the Commander may have retired.
+        Results still held are signed when sent, so they go out with the new key."""
+        if signing_key == self.identity["signing_key"]:
+            return
+        self.identity = dict(self.identity, signing_key=signing_key)
+        self.state.save_identity(self.identity)
+        self.client.use_key(signing_key)
+        log.info("switched to a new request-signing key on the Commander's order")
+        self.poke_heartbeat.set()  # sign with it now, so the Commander retires the old one soon
 
     # --- tasks -------------------------------------------------------------------------------
 

@@ -600,7 +600,7 @@ def test_register_is_idempotent_per_machine_and_retires_the_old_token(cmd):
 def test_heartbeat_returns_orders(cmd):
     node = HandNode(cmd)
     reply = node.client.heartbeat(open_slots=1)
-    assert reply == {"state": "active", "orders": {"drain": False, "pause": False, "cancel": []},
+    assert reply == {"state": "active", "orders": {"drain": False, "pause": False, "cancel": [], "rotate_key": None},
                      "heartbeat_interval": 0.3}
 
     def set_state(state):
@@ -616,7 +616,8 @@ def test_heartbeat_returns_orders(cmd):
     reply = node.client.heartbeat(open_slots=1)
     assert (reply["state"], reply["orders"]["pause"], reply["orders"]["drain"]) == ("draining", False, True)
     set_state("active")
-    assert node.client.heartbeat(open_slots=1)["orders"] == {"drain": False, "pause": False, "cancel": []}
+    assert node.client.heartbeat(open_slots=1)["orders"] == {"drain": False, "pause": False, "cancel": [],
+                                                                "rotate_key": None}
 
     # a lease the Commander no longer gives this node comes back as a cancel order
     task = node.submit("to be cancelled")

@@ -54,16 +54,29 @@ def test_the_oldest_schema_migrates_to_exactly_what_the_models_create(tmp_path):
     assert shape(old) == shape(new), "a model changed without a migration step (see commander/migrations.py)"
 
 
-def test_nodes_from_before_provenance_keep_their_hmac_key_on_record(tmp_path):
+def migrated_with_an_old_node(tmp_path: Path) -> Path:
+    """The oldest schema holding node 7 (HMAC key "sealed-key"), migrated to the latest."""
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
         conn.executescript(FIXTURE.read_text())
         conn.execute('INSERT INTO "node" VALUES (7, "m-7", "pi", "active", "[]", 1, 1, NULL, NULL, "0.1", '
                      '"sealed-key", 100.0, 100.0)')
     migrate(fresh(old))
+    return old
+
+
+def test_nodes_from_before_provenance_keep_their_hmac_key_on_record(tmp_path):
+    old = migrated_with_an_old_node(tmp_path)
     with sqlite3.connect(old) as conn:
         assert conn.execute('SELECT "node_id", "hmac_key", "public_key" FROM "node_key"').fetchall() == [
             (7, "sealed-key", None)]
+
+
+def test_nodes_from_before_key_rotation_have_no_rotation_pending(tmp_path):
+    old = migrated_with_an_old_node(tmp_path)
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "signing_key", "next_signing_key" FROM "node"').fetchall() == [
+            ("sealed-key", None)]
 
 
 def test_pending_steps_run_in_order_and_a_failed_step_changes_nothing(tmp_path):

@@ -9,8 +9,8 @@ from commander.errors import ApiError
 from commander.models import Node
 from commander.routing import api_route, commander, principal
 from commander.schemas import (
-    ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, NodeList, NodeOut, NodeStateIn, RegisterIn, RegisterOut, ResultIn,
-    ResultOut,
+    ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, KeyRotationOut, NodeList, NodeOut, NodeStateIn, RegisterIn,
+    RegisterOut, ResultIn, ResultOut,
 )
 from commander.tasks import as_dict as task_dict
 from m3shd import wire
@@ -45,6 +45,13 @@ def set_node_state(node_id: int, body: NodeStateIn):
     """Pause, drain (optionally with a deadline), disable, or make a node active again."""
     node = nodes.set_state(commander(), node_id, body.state, principal().actor, body.deadline)
     return NodeOut(**node_view(node))
+
+
+@api_route(bp, "POST", "/nodes/<id:node_id>/rotate-key", permission="nodes:manage", response=KeyRotationOut)
+def rotate_key(node_id: int):
+    """Give a node a fresh request-signing key; it takes it up at its next heartbeat."""
+    nodes.rotate_key(commander(), node_id, principal().actor)
+    return KeyRotationOut(node_id=node_id, pending=True)
 
 
 @api_route(bp, "DELETE", "/nodes/<id:node_id>", permission="nodes:manage", status=204)

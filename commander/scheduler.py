@@ -10,7 +10,7 @@ slot, a breaker that admits work), best first by:
    and waits for one that is busy rather than go back to a node it broke on);
 2. untried before tried (UCB1's exploration, see reputation.py), and a node whose breaker is
    half-open likewise, so its probe task comes soon and it can recover;
-3. score = min(ucb, 2) + score_slots · free/slots + score_freshness · (1 − heartbeat age/lost_after)
+3. score = min(ucb, 2) + score_slots · free/slots + score_freshness · freshness (see `freshness`)
    + score_prefer · (share of the task's `prefer` the node has), rounded to 0.001, where ucb
    takes N as the summed counts of all nodes in the running;
 4. the node's priority; then the lowest id, so the choice is deterministic.
@@ -58,11 +58,20 @@ class TaskView:
     tried_nodes: frozenset[int]
 
 
+def freshness(heartbeat_age: float, settings: dict) -> float:
+    """1 while the node's last heartbeat is on time (within 1.5 intervals), then falling to 0 at
+    `lost_after`. Flat while on time: otherwise equal nodes would be ordered by the instant of
+    their last heartbeat, and two workers ranking a moment apart would each place a task on a
+    node long-polling in the other, so neither hands it out."""
+    on_time = 1.5 * settings["heartbeat_interval"]
+    late = heartbeat_age - on_time
+    return 1.0 if late <= 0 else max(0.0, 1.0 - late / max(settings["lost_after"] - on_time, 1e-9))
+
+
 def steady_score(node: Candidate, total: float, settings: dict) -> float:
     """The part of a node's score that depends neither on the task nor on its free slots."""
     ucb = reputation.ucb(node.mean, node.count, total, settings["ucb_c"])
-    freshness = max(0.0, 1.0 - node.heartbeat_age / settings["lost_after"])
-    return min(ucb, UCB_CAP) + settings["score_freshness"] * freshness
+    return min(ucb, UCB_CAP) + settings["score_freshness"] * freshness(node.heartbeat_age, settings)
 
 
 def base_score(steady: float, free: int, slots: int, settings: dict) -> float:

@@ -97,11 +97,13 @@ def test_priority_breaks_ties_and_free_slots_are_used_up():
     assert ranking.place(task(3)) is None
 
 
-def test_a_stale_heartbeat_and_full_slots_lower_the_score():
+def test_a_late_heartbeat_and_full_slots_lower_the_score_an_on_time_one_does_not():
     fresh = Ranking([node(1, mean=0.5, count=5, age=0.0)], SETTINGS).base[1]
+    on_time = Ranking([node(1, mean=0.5, count=5, age=SETTINGS["heartbeat_interval"])], SETTINGS).base[1]
+    late = Ranking([node(1, mean=0.5, count=5, age=3 * SETTINGS["heartbeat_interval"])], SETTINGS).base[1]
     stale = Ranking([node(1, mean=0.5, count=5, age=SETTINGS["lost_after"])], SETTINGS).base[1]
     busy = Ranking([node(1, mean=0.5, count=5, free=1, slots=4)], SETTINGS).base[1]
-    assert stale < fresh and busy < fresh
+    assert on_time == fresh and stale < late < fresh and busy < fresh
 
 
 # --- fairness and priorities -----------------------------------------------------------------

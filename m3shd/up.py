@@ -177,7 +177,7 @@ def _wait_for_node(api: ApiClient, process: subprocess.Popen) -> dict | None:
 
 def _banner(url: str, admin: str, client_file: Path, node: dict | None, first_password: str | None) -> None:
     lines = ["", "M3SHD is up.",
-             f"  Commander    {url}   (API description: {url}/api/openapi.json)",
+             f"  Dashboard    {url}   (log in below; API description: {url}/api/openapi.json)",
              f"  Admin token  {admin}",
              f"               saved in {client_file}, so the m3shd command uses it"]
     if first_password:

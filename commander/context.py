@@ -31,9 +31,9 @@ class Commander:
     def writing(self, wake: bool = True):
         """A write transaction; waiters everywhere are woken once it has committed. The hot
         paths that usually change nothing anyone follows (heartbeats, empty claims) pass
-        wake=False and wake by hand when they did publish. Nothing inside may yield to other
-        greenlets (network, sleeps, thread offloads): SQLite's busy wait for this lock would
-        block the whole worker, including the holder."""
+        wake=False and wake by hand when they did publish. Writers take turns first (WriteTurns),
+        so nothing inside should yield to other greenlets (network, sleeps, thread offloads):
+        every other writer of every worker waits for the turn meanwhile."""
         with self.write_turn(), write_transaction(self.db):
             yield
         if wake:

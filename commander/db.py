@@ -125,19 +125,21 @@ class Compiled:
             self._text[key] = (sql, len(params))
         return self._text[key]
 
-    def _run(self, params: tuple, shape: tuple):
+    def _checked(self, params: tuple, shape: tuple) -> str:
         sql, count = self._sql(shape)
         assert len(params) == count, f"{count} parameters expected"
-        return self.model._meta.database.execute_sql(sql, params)
+        return sql
+
+    def _run(self, params: tuple, shape: tuple):
+        return self.model._meta.database.execute_sql(self._checked(params, shape), params)
 
     def rows(self, *params, shape: tuple = ()) -> list:
         """Model instances, each field converted as peewee would."""
-        sql, count = self._sql(shape)
-        assert len(params) == count, f"{count} parameters expected"
-        return list(self.model.raw(sql, *params))
+        return list(self.model.raw(self._checked(params, shape), *params))
 
     def tuples(self, *params, shape: tuple = ()) -> list[tuple]:
-        """Raw column values, unconverted: for rows read by the hundred."""
+        """Raw column values, unconverted: for rows read by the hundred, or what a write RETURNs
+        (fetched whole, so the statement finishes)."""
         return self._run(params, shape).fetchall()
 
     def execute(self, *params, shape: tuple = ()) -> int:

@@ -92,8 +92,8 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
         leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
-        if not leases and planning.NODE_WITH_BREAKER.rows(node.id)[0].state != ACTIVE:
-            break
+        if not leases and [row.state for row in planning.NODE_WITH_BREAKER.rows(node.id)] != [ACTIVE]:
+            break  # paused, drained, lost or removed meanwhile
     return leases
 
 

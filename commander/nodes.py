@@ -57,9 +57,7 @@ NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == 0))
 HEARTBEAT_UPDATE = Compiled(Node, lambda: Node.update(  # (state, capabilities, open_slots, runner, problem, last_seen, id)
     state="", capabilities=[], open_slots=0, runner="", problem="", last_seen=0.0).where(Node.id == 0))
 RENEW_LEASES = Compiled(Task, lambda held: Task.update(lease_until=0.0).where(  # (until, LEASED, node id, *tokens)
-    (Task.state == LEASED) & (Task.node == 0) & Task.lease_token.in_([""] * held)))
-LEASES_HELD = Compiled(Task, lambda held: Task.select(Task.lease_token).where(  # (LEASED, node id, *tokens)
-    (Task.state == LEASED) & (Task.node == 0) & Task.lease_token.in_([""] * held)))
+    (Task.state == LEASED) & (Task.node == 0) & Task.lease_token.in_([""] * held)).returning(Task.lease_token))
 
 
 def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
@@ -88,10 +86,8 @@ def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
             published = True
         held = set()
         if tokens:
-            shape = (len(tokens),)
             until = t + cmdr.settings["lease_ttl"]
-            RENEW_LEASES.execute(until, LEASED, node.id, *tokens, shape=shape)
-            held = {token for (token,) in LEASES_HELD.tuples(LEASED, node.id, *tokens, shape=shape)}
+            held = {token for (token,) in RENEW_LEASES.tuples(until, LEASED, node.id, *tokens, shape=(len(tokens),))}
     if published:
         cmdr.notifier.notify()
     cancel = [ref.model_dump() for ref in body.running if ref.lease_token not in held]
@@ -237,11 +233,9 @@ def views(listed: list[Node], settings: dict) -> list[dict]:
     """Nodes as the API shows them: slots in use, breaker, reputation with its recent window,
     and the score each would get for a plain task now (planning.candidates/Ranking)."""
     t = now()
-    running = dict(
-        Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node).tuples()
-    )
+    running = planning.running_now()
     windows = recent_outcomes([n.id for n in listed], settings["reputation_window"])
-    able = planning.candidates(t, settings)
+    able = planning.candidates(t, settings, running=running)
     ranking = scheduler.Ranking(able, settings)
     total = sum(c.count for c in able)
     half_life = settings["reputation_half_life"]

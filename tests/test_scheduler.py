@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -186,9 +188,6 @@ def test_tasks_that_fail_on_their_own_merits_never_open_a_breaker():
 def test_a_shared_ranking_with_leases_applied_ranks_as_a_fresh_one_would():
     """What every claim plans with (the worker's idle ranking, its moment's leases applied)
     must order, score and fill nodes exactly as a ranking made from scratch with those leases."""
-    import random
-    from dataclasses import replace
-
     rng = random.Random(7)
     for _ in range(20):
         idle = [node(i, mean=rng.random(), count=rng.choice([0.0, rng.random() * 20]), slots=(slots := rng.randint(1, 3)),

@@ -143,19 +143,23 @@ class Session:
                 listed = ", ".join(str(task) for task in waiting)
                 return f"Tasks {listed} are waiting. Reply yes N or no N for one of them."
             target = waiting[0]
+        thread = self.state.thread(target)
+        if not approve:
+            # Forgotten before the rejection, which the relay may see at once: "dropped" is
+            # this task's last word, not a "cancelled" answer after it.
+            self.state.forget(target)
         try:
             if approve:
                 self.client.approve_task(target)
             else:
                 self.client.reject_task(target, reason="declined by text message")
         except CommanderError as exc:
+            if thread and not approve:
+                self.state.track(target, thread["chat"], thread["sender"])
             if exc.status == 409:
                 return f"Task {target} is not waiting for approval."
             raise
-        if approve:
-            return f"Task {target} approved: on it."
-        self.state.forget(target)
-        return f"Task {target} dropped."
+        return f"Task {target} approved: on it." if approve else f"Task {target} dropped."
 
     def budget(self, command: Command) -> str:
         spent, counted = spend_today(self.client)

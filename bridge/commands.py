@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bridge.cursor import State
 from bridge.reader import Inbound
-from m3shd.client import ApiClient, CommanderError
+from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
 
 USAGE = {
     "status": "status: what the mesh is doing",
@@ -153,10 +153,10 @@ class Session:
                 self.client.approve_task(target)
             else:
                 self.client.reject_task(target, reason="declined by text message")
-        except CommanderError as exc:
+        except (CommanderError, CommanderUnreachable) as exc:
             if thread and not approve:
                 self.state.track(target, thread["chat"], thread["sender"])
-            if exc.status == 409:
+            if isinstance(exc, CommanderError) and exc.status == 409:
                 return f"Task {target} is not waiting for approval."
             raise
         return f"Task {target} approved: on it." if approve else f"Task {target} dropped."

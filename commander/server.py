@@ -8,6 +8,7 @@ need a process per waiting node; gthread a thread each, bounded by `threads`.)
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from gunicorn.app.base import BaseApplication
@@ -54,7 +55,20 @@ class CommanderServer(BaseApplication):
     def load(self):
         logging.basicConfig(level=self.settings["log_level"].upper(),
                             format="%(asctime)s commander %(levelname)s %(message)s")
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        settle_garbage_collector()
+        return app
+
+
+def settle_garbage_collector() -> None:
+    """Per worker, once its app is built. A full collection walks every object the worker holds,
+    and with a thousand nodes connected (a greenlet, socket and parser each) it took 20-65 ms,
+    during which no request in the worker moved: that was the tail of submit → claim at 1,000
+    nodes. Reference counting frees nearly all our garbage (each collection found at most a few
+    hundred cyclic objects), so what exists at startup is frozen out of collection, young
+    collections run 14 times less often and full ones far less."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def serve(settings: dict) -> None:

@@ -40,18 +40,13 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     dispatcher's plan gave this node a moment ago, so they need not be planned again.
 
     The plan is read before the write lock is taken: most claims find nothing and need not queue
-    for the lock to learn it, and the lock is held only for the conditional UPDATEs (a task
-    another node took meanwhile is no longer `queued`, so it is skipped)."""
-    found = planning.NODE_WITH_BREAKER.rows(node_id)
-    node = found[0] if found else None
-    if node is None or node.state != ACTIVE or node.problem:
-        return []
+    for the lock to learn it, and the lock is held only to read the node's standing again and
+    for the conditional UPDATEs (a task another node took meanwhile is no longer `queued`, so it
+    is skipped)."""
     t = now()
-    limit, breaker = breakers.admits(planning.breaker_of(node), t)
+    node, limit, breaker = admission(node_id, t)
     if limit == 0:
         return []
-    if limit > 0:
-        open_slots = min(open_slots, limit)
     if planned is None:
         planned = planning.tasks_for(node_id, frozenset(node.capabilities), t, cmdr.settings, cmdr.ranking)
     if not planned:
@@ -59,6 +54,12 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     leases = []
     with cmdr.writing(wake=False):
         t = now()
+        # Again under the write lock: a result committed meanwhile may have opened its breaker.
+        node, limit, breaker = admission(node_id, t)
+        if limit == 0:
+            return []
+        if limit > 0:
+            open_slots = min(open_slots, limit)
         lease_until = t + cmdr.settings["lease_ttl"]
         for task_id in planned:
             if len(leases) == open_slots:
@@ -82,6 +83,17 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     if leases:
         cmdr.notifier.notify()
     return leases
+
+
+def admission(node_id: int, t: float) -> tuple[Node | None, int, breakers.Breaker | None]:
+    """The node, how many tasks it may take now (-1: as many as its slots) and its breaker as it
+    stands at `t`; (None, 0, None) if it takes no work (gone, not active, or its runner broken)."""
+    found = planning.NODE_WITH_BREAKER.rows(node_id)
+    node = found[0] if found else None
+    if node is None or node.state != ACTIVE or node.problem:
+        return None, 0, None
+    limit, breaker = breakers.admits(planning.breaker_of(node), t)
+    return node, limit, breaker
 
 
 def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> list[dict]:

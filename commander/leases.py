@@ -81,7 +81,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
         if leases and breaker.state == HALF_OPEN:
             Node.update(breaker_state=HALF_OPEN, breaker_probe=leases[0]["task_id"]).where(Node.id == node_id).execute()
     if leases:
-        cmdr.notifier.notify()
+        cmdr.notifier.notify(work=False)  # followers see the leases; no other node gains work
     return leases
 
 
@@ -132,7 +132,8 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn, document: bytes, k
         duration_ms=body.duration_ms, result_signature=body.signature, updated_at=t,
     )
     fence = dict(id=body.task_id, node=node.id, state=LEASED, attempt=body.attempt, lease_token=body.lease_token)
-    with cmdr.writing():
+    finished = None
+    with cmdr.writing(wake=False):
         task = tasks.get(body.task_id)
         if infra and body.attempt < task.max_attempts:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.
@@ -147,10 +148,14 @@ def apply_result(cmdr: Commander, node: Node, body: ResultIn, document: bytes, k
             events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,
                            cost_usd=body.cost_usd, error=body.error)
             outcome = "infra" if infra else body.status
-            outcomes.record(cmdr, node.id, task, outcome, body.duration_ms, t)
+            breaker_moved = outcomes.record(cmdr, node.id, task, outcome, body.duration_ms, t)
             if kind != "task.retrying":
                 pipelines.advance(cmdr, task)
-            return tasks.get(body.task_id), False
+            finished = tasks.get(body.task_id)
+    if finished:
+        # A plain finish frees only this node's slot, which it claims itself: no dispatcher need plan.
+        cmdr.notifier.notify(work=kind == "task.retrying" or breaker_moved or task.pipeline_id is not None)
+        return finished, False
     if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
             and task.lease_token == body.lease_token and task.result_signature == body.signature):
         return task, True

@@ -30,12 +30,13 @@ def task_class(task: Task) -> str:
     return f"{task.model or '-'}|{','.join(task.requires)}"
 
 
-def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t: float) -> None:
-    """`kind` is succeeded, failed (on the task's own merits), infra (the runner broke) or lost."""
+def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t: float) -> bool:
+    """`kind` is succeeded, failed (on the task's own merits), infra (the runner broke) or lost.
+    Returns whether the node's breaker changed state."""
     settings = cmdr.settings
     found = NODE_WITH_BREAKER.rows(node_id)
     if not found:
-        return
+        return False
     node = found[0]
     cls = task_class(task)
     durations = [duration for (duration,) in REFERENCE_DURATIONS.tuples(cls, "succeeded", REFERENCE_SAMPLE)]
@@ -60,8 +61,10 @@ def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t
     SET_STANDING.execute(dict(id=node_id), rep_mean=mean, rep_count=count, rep_at=t, breaker_state=after.state,
                          breaker_failures=after.failures, breaker_cooldown=after.cooldown, breaker_until=after.until,
                          breaker_probe=after.probe)
-    if after.state != before.state:
-        publish_transition(node_id, before.state, after, reason=f"{kind} on task {task.id}")
+    if after.state == before.state:
+        return False
+    publish_transition(node_id, before.state, after, reason=f"{kind} on task {task.id}")
+    return True
 
 
 def may_open(node_id: int, settings: dict) -> bool:

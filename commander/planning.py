@@ -9,6 +9,7 @@ decide which of its long-polling nodes should claim at all.
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
 import peewee as pw
 
@@ -166,15 +167,31 @@ def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: di
     return [task.id for task in claimable(placed, node_id, capabilities, settings)]
 
 
-def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_ranking) -> dict[int, list[int]]:
-    """Of the nodes long-polling in this worker (id → capabilities), those the plan gives work,
-    with the ids of that work: one plan for all of them."""
+class Handout(NamedTuple):
+    """What a dispatcher's plan gives out (see who_should_claim)."""
+    here: dict[int, list[int]]       # node waiting in this worker → ids of the tasks it should claim
+    elsewhere: dict[int, list[int]]  # any other node → the tasks placed on it (to hand off)
+    replan_in: float | None          # seconds until the plan changes by itself (None: not by time)
+
+
+def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_ranking) -> Handout:
+    """One plan for the nodes long-polling in this worker (id → capabilities): the work it
+    gives them, the tasks it places on other nodes (they may be waiting in another worker),
+    and when the first of those will have waited `best_node_wait` for its node, after which
+    any node may take it."""
     tasks = queue(t, settings)
     if not tasks:
-        return {}
+        return Handout({}, {}, None)
     placed = plan(tasks, load_ranking().with_leases(running_now()))
-    chosen = {}
+    here = {}
     for node_id, capabilities in waiting.items():
         if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:
-            chosen[node_id] = ids
-    return chosen
+            here[node_id] = ids
+    elsewhere: dict[int, list[int]] = {}
+    patience, replan_in = settings["best_node_wait"], None
+    for task, best in placed:
+        if best is not None and best not in waiting:
+            elsewhere.setdefault(best, []).append(task.id)
+            if task.waited < patience:
+                replan_in = min(patience - task.waited, replan_in or patience)
+    return Handout(here, elsewhere, replan_in)

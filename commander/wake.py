@@ -2,9 +2,19 @@
 
 SQLite has no LISTEN/NOTIFY, so each worker process binds a Unix datagram socket in the run
 directory; whoever commits a change sends one byte to every socket there. A worker that
-receives it bumps its `generation` and wakes its waiters (SSE streams, task waits, and the
-dispatcher that hands queued work to long-polling nodes). A lost datagram costs at most the
-dispatcher's one-second sweep.
+receives it bumps its `generation` and wakes its waiters (SSE streams and task waits). The byte
+also says whether the change may have given a waiting node work (a task queued, a node or
+breaker changed state); only then is `work_generation` bumped and the dispatcher that hands
+queued work to long-polling nodes wakes to plan: a lease taken or a task finished gives no
+other node anything to do, and planning on every commit was a fifth of the Commander's time
+at full load. A lost datagram costs at most the dispatcher's one-second sweep.
+
+A worker's plan may give a task to a node long-polling in another worker. Their plans share
+one database but not one instant (each reuses its fleet ranking for a moment), so the other
+worker may have placed the task elsewhere, and neither would claim it. So the planner hands
+such a task off: a datagram to the other workers names the node and the tasks, and the worker
+where that node waits claims them for it. If both plans differ, both claims are tried and the
+database lets one take the task; the other node just keeps waiting.
 
 Under gunicorn's gevent worker `threading` is monkey-patched, so the threads here are greenlets.
 """
@@ -23,6 +33,9 @@ from pathlib import Path
 log = logging.getLogger("m3shd.commander")
 
 _MAX_UNIX_PATH = 100  # sockaddr_un holds 104 bytes on macOS, 108 on Linux
+# The datagram: a change that may give a waiting node work, any other change, or a hand-off
+# (b"h<node id>:<task id>,<task id>…").
+_WORK, _CHANGE, _HANDOFF = b"w", b"c", b"h"
 
 
 def run_dir_for(data_dir: str) -> Path:
@@ -38,9 +51,11 @@ def run_dir_for(data_dir: str) -> Path:
 class Notifier:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.generation = 0
+        self.generation = 0       # bumped by every commit
+        self.work_generation = 0  # bumped by the commits that may have given a waiting node work
         self._cond = threading.Condition()
         self._own: Path | None = None
+        self.on_handoff = None  # (node id, task ids) -> None: set by this worker's Dispatcher
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
 
@@ -58,57 +73,79 @@ class Notifier:
 
     def _listen(self, receiver: socket.socket) -> None:
         while True:
-            receiver.recv(16)
-            self._bump()
+            message = receiver.recv(4096)
+            if message[:1] != _HANDOFF:
+                self._bump(message == _WORK)
+            elif self.on_handoff:
+                node_id, _, task_ids = message[1:].decode().partition(":")
+                self.on_handoff(int(node_id), [int(task_id) for task_id in task_ids.split(",")])
 
-    def _bump(self) -> None:
+    def _bump(self, work: bool) -> None:
         with self._cond:
             self.generation += 1
+            self.work_generation += work
             self._cond.notify_all()
 
-    def notify(self) -> None:
-        """Something changed: wake this process now and every other worker by datagram."""
-        self._bump()
+    def notify(self, work: bool = True) -> None:
+        """Something changed: wake this process now and every other worker by datagram.
+        `work=False`: the change gave no waiting node anything new to claim."""
+        self._bump(work)
+        self._send(_WORK if work else _CHANGE)
+
+    def hand_off(self, node_id: int, task_ids: list[int]) -> None:
+        """Ask the other workers to claim `task_ids` for `node_id` (the one where it waits will)."""
+        self._send(_HANDOFF + f"{node_id}:{','.join(map(str, task_ids))}".encode())
+
+    def _send(self, message: bytes) -> None:
         for path in self.run_dir.glob("wake-*.sock"):
             if path == self._own:
                 continue
             try:
-                self._sender.sendto(b"!", str(path))
+                self._sender.sendto(message, str(path))
             except (ConnectionRefusedError, FileNotFoundError):
                 path.unlink(missing_ok=True)  # a worker that died without cleaning up
             except BlockingIOError:
                 pass  # its queue is full of wake-ups already
 
-    def wait(self, generation: int, timeout: float) -> int:
-        """Block until the generation moves past `generation` or `timeout` passes."""
+    def wait(self, generation: int, timeout: float, work: bool = False) -> int:
+        """Block until the generation (`work_generation` if `work`) moves past `generation` or
+        `timeout` passes; returns it."""
+        def current() -> int:
+            return self.work_generation if work else self.generation
+
         with self._cond:
-            self._cond.wait_for(lambda: self.generation != generation, timeout)
-            return self.generation
+            self._cond.wait_for(lambda: current() != generation, timeout)
+            return current()
 
 
 class Waiter:
-    __slots__ = ("node_id", "capabilities", "open_slots", "done", "leases")
+    __slots__ = ("node_id", "capabilities", "open_slots", "done", "leases", "gave_up")
 
     def __init__(self, node_id: int, capabilities: set[str], open_slots: int):
         self.node_id, self.capabilities, self.open_slots = node_id, capabilities, open_slots
         self.done = threading.Event()
         self.leases: list | None = None
+        self.gave_up = False  # its wait ran out while a claim for it was under way
 
 
 class Dispatcher:
     """Hands queued tasks to the nodes long-polling in this worker that the scheduler picks.
 
     One thread per worker does the claiming, and only for the nodes the plan gives work, so a
-    new task wakes one claim transaction, not every waiting node (no thundering herd).
+    new task wakes one claim transaction, not every waiting node (no thundering herd). Tasks
+    the plan gives nodes waiting elsewhere are handed off to the other workers (see above).
     """
+
+    SWEEP_S = 1.0  # at least this often the dispatcher plans, and releases nodes no longer active
 
     def __init__(self, notifier: Notifier, claim, choose, inactive_nodes):
         self._notifier = notifier
         self._claim = claim                    # (node_id, open_slots, task ids) -> list of leases
-        self._choose = choose                  # ({node_id: capabilities}) -> {node_id: task ids it gets}
+        self._choose = choose                  # ({node_id: capabilities}) -> planning.Handout
         self._inactive_nodes = inactive_nodes  # (node_ids) -> ids no longer active
         self._waiters: dict[int, Waiter] = {}
         self._lock = threading.Lock()
+        notifier.on_handoff = self._take_handoff
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="dispatcher", daemon=True).start()
@@ -125,23 +162,28 @@ class Dispatcher:
                 if self._waiters.get(node_id) is waiter:
                     del self._waiters[node_id]
                     return []
-            waiter.done.wait()  # the dispatcher took it mid-claim: its answer is coming
+                waiter.gave_up = True
+            waiter.done.wait()  # a claim for it is under way: its answer is coming
         return waiter.leases or []
 
     def _run(self) -> None:
-        generation = self._notifier.generation
+        generation = self._notifier.work_generation
         swept = time.monotonic()
+        timeout = self.SWEEP_S
         while True:
-            generation = self._notifier.wait(generation, timeout=1.0)
+            generation = self._notifier.wait(generation, timeout=timeout, work=True)
+            timeout = self.SWEEP_S
             if not self._waiters:
                 continue
             try:
                 # Once a second, not on every wake: end the long-polls of nodes that were paused,
                 # drained or lost meanwhile (a query over every waiter is too dear per commit).
-                if time.monotonic() - swept >= 1.0:
+                if time.monotonic() - swept >= self.SWEEP_S:
                     swept = time.monotonic()
                     self.release_inactive()
-                self.dispatch()
+                due = self.dispatch()
+                if due is not None:  # a held task becomes anyone's then: plan again at that moment
+                    timeout = min(timeout, due + 0.005)
             except Exception:  # the database may be briefly unavailable; try again next round
                 log.exception("dispatch failed")
 
@@ -151,22 +193,47 @@ class Dispatcher:
         for node_id in self._inactive_nodes(waiting):
             self._release(self._waiters.get(node_id), [])
 
-    def dispatch(self) -> None:
+    def dispatch(self) -> float | None:
+        """Claim for the waiting nodes the plan gives work; returns seconds until the plan changes
+        by itself (see planning.who_should_claim)."""
         with self._lock:
             waiting = dict(self._waiters)
         if not waiting:
-            return
-        for node_id, task_ids in self._choose({n: w.capabilities for n, w in waiting.items()}).items():
-            waiter = waiting[node_id]
-            with self._lock:
-                if self._waiters.get(node_id) is not waiter:
-                    continue
-                del self._waiters[node_id]
-            leases = []
-            try:
-                leases = self._claim(node_id, waiter.open_slots, task_ids)
-            finally:
-                self._deliver(waiter, leases)  # empty if another worker was quicker: it waits again
+            return None
+        handout = self._choose({n: w.capabilities for n, w in waiting.items()})
+        for node_id, task_ids in handout.elsewhere.items():
+            self._notifier.hand_off(node_id, task_ids)
+        for node_id, task_ids in handout.here.items():
+            self._claim_for(waiting[node_id], task_ids)
+        return handout.replan_in
+
+    def _take_handoff(self, node_id: int, task_ids: list[int]) -> None:
+        """Another worker's plan gave these tasks to `node_id`: claim them if it waits here (in a
+        thread of its own: the wake listener must not wait for the database)."""
+        waiter = self._waiters.get(node_id)
+        if waiter is not None:
+            threading.Thread(target=self._claim_for, args=(waiter, task_ids), daemon=True).start()
+
+    def _claim_for(self, waiter: Waiter, task_ids: list[int]) -> None:
+        with self._lock:
+            if self._waiters.get(waiter.node_id) is not waiter:
+                return  # answered meanwhile, or replaced by a newer claim
+            del self._waiters[waiter.node_id]
+        leases = []
+        try:
+            leases = self._claim(waiter.node_id, waiter.open_slots, task_ids)
+        finally:
+            if leases or not self._wait_again(waiter):
+                self._deliver(waiter, leases)
+
+    def _wait_again(self, waiter: Waiter) -> bool:
+        """Back in line after a claim that got nothing (another node was quicker), unless its wait
+        ran out meanwhile or a newer claim of the node took its place."""
+        with self._lock:
+            if waiter.gave_up or waiter.node_id in self._waiters:
+                return False
+            self._waiters[waiter.node_id] = waiter
+            return True
 
     def _release(self, waiter: Waiter | None, leases: list) -> None:
         if waiter is None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
 import time
 
-from commander.wake import Notifier, run_dir_for
+from commander.wake import Dispatcher, Notifier, run_dir_for
+from conftest import wait_until
 
 
 def test_a_notify_from_another_process_wakes_this_one(tmp_path):
@@ -47,3 +50,76 @@ def test_wait_times_out_without_a_notify(tmp_path):
     started = time.monotonic()
     assert notifier.wait(notifier.generation, timeout=0.2) == notifier.generation
     assert time.monotonic() - started >= 0.2
+
+
+def test_only_a_change_that_may_give_work_wakes_the_dispatchers_of_other_workers(tmp_path):
+    notifier = Notifier(run_dir_for(str(tmp_path)))
+    notifier.start()
+    script = ("import sys; from pathlib import Path; from commander.wake import Notifier; "
+              "Notifier(Path(sys.argv[1])).notify(work=sys.argv[2] == 'work')")
+    try:
+        for kind, wakes_dispatcher in (("lease", False), ("work", True)):
+            generation, work_generation = notifier.generation, notifier.work_generation
+            subprocess.run([sys.executable, "-c", script, str(notifier.run_dir), kind], check=True, timeout=30)
+            assert notifier.wait(generation, timeout=20) != generation  # followers always wake
+            assert (notifier.work_generation != work_generation) is wakes_dispatcher, kind
+    finally:
+        notifier.stop()
+
+
+def dispatcher_for(notifier, claimed, leases_for):
+    """A Dispatcher whose plan gives nothing here (its work comes by hand-off) and whose claims
+    are recorded in `claimed` and answered by `leases_for(task_ids)`."""
+    from commander.planning import Handout
+
+    def claim(node_id, open_slots, task_ids):
+        claimed.append((node_id, task_ids))
+        return leases_for(task_ids)
+
+    return Dispatcher(notifier, claim, lambda waiting: Handout({}, {}, None), lambda node_ids: [])
+
+
+def hand_off_from_another_process(run_dir, node_id, task_ids):
+    script = ("import sys, json; from pathlib import Path; from commander.wake import Notifier; "
+              "Notifier(Path(sys.argv[1])).hand_off(int(sys.argv[2]), json.loads(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", script, str(run_dir), str(node_id), json.dumps(task_ids)],
+                   check=True, timeout=30)
+
+
+def test_a_task_handed_off_by_another_worker_is_claimed_for_the_node_waiting_here(tmp_path):
+    notifier = Notifier(run_dir_for(str(tmp_path)))
+    notifier.start()
+    claimed = []
+    dispatcher = dispatcher_for(notifier, claimed, lambda task_ids: [{"task_id": task_ids[0]}])
+    try:
+        answer = []
+        waiting = threading.Thread(target=lambda: answer.extend(dispatcher.wait_for_work(7, set(), 1, timeout=20)))
+        waiting.start()
+        wait_until(lambda: 7 in dispatcher._waiters, 10, what="node 7 to wait")
+        hand_off_from_another_process(notifier.run_dir, 8, [41])  # a node not waiting here: ignored
+        hand_off_from_another_process(notifier.run_dir, 7, [42, 43])
+        waiting.join(20)
+        assert answer == [{"task_id": 42}]
+        assert claimed == [(7, [42, 43])]
+    finally:
+        notifier.stop()
+
+
+def test_a_hand_off_another_node_was_quicker_to_leaves_the_node_waiting(tmp_path):
+    notifier = Notifier(run_dir_for(str(tmp_path)))
+    notifier.start()
+    claimed = []
+    dispatcher = dispatcher_for(notifier, claimed, lambda task_ids: [])
+    try:
+        started = time.monotonic()
+        answer = []
+        waiting = threading.Thread(target=lambda: answer.append(dispatcher.wait_for_work(7, set(), 1, timeout=1.5)))
+        waiting.start()
+        wait_until(lambda: 7 in dispatcher._waiters, 10, what="node 7 to wait")
+        hand_off_from_another_process(notifier.run_dir, 7, [42])
+        wait_until(lambda: claimed, 10, what="the handed-off claim")
+        waiting.join(20)
+        assert answer == [[]]
+        assert time.monotonic() - started >= 1.5  # its long-poll ran its course, not cut short
+    finally:
+        notifier.stop()

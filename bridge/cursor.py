@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
+from m3shd.files import write_private
 
 SEEN_LIMIT = 5000  # far more than arrive within any dedup window
 
@@ -39,14 +40,7 @@ class State:
         with self.lock:
             document = {"rowid": self.rowid, "seen": list(self.seen), "event_id": self.event_id,
                         "threads": {str(task): thread for task, thread in self.threads.items()}}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(document, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
+            write_private(self.path, json.dumps(document))
 
     def handled(self, rowid: int, guid: str) -> None:
         """Mark one message done (relayed or skipped) and move the cursor past it."""

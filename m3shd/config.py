@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from m3shd.files import write_private
+
 
 class ConfigError(Exception):
     pass
@@ -201,12 +203,7 @@ def write_section(path: Path, section: str, values: dict) -> None:
     lines = [f"[{section}]"]
     for key, value in values.items():
         lines.append(f"{key} = {_toml_value(value)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_private(path, "\n".join(lines) + "\n")
 
 
 def _toml_value(value) -> str:

@@ -13,17 +13,12 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from m3shd import provenance
+from m3shd.files import write_private
 
 
 def _write_private(path: Path, data: dict) -> None:
-    """Atomically (temp file, fsync, rename), readable by this user only: it holds secrets."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    """Atomically, readable by this user only: it holds secrets."""
+    write_private(path, json.dumps(data))
 
 
 def _system_machine_id() -> str:

@@ -259,7 +259,7 @@ def test_history_is_not_replayed_and_the_cursor_survives_a_restart(tmp_path):
     again = State(path)
     assert (again.rowid, list(again.seen)) == (new, [message.guid])
     assert Reader(settings, again).poll() == []
-    assert oct(path.stat().st_mode & 0o777) == "0o600" and not path.with_suffix(".tmp").exists()
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and [p.name for p in path.parent.iterdir()] == ["state.json"]
 
 
 def test_a_restored_database_rewinds_without_repeating(tmp_path):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
+
+from m3shd.files import write_private
 
 
 class InstallError(Exception):
@@ -58,9 +59,8 @@ def install(path: Path, name: str, entry: dict) -> tuple[str, Path | None]:
     backup = None
     if path.exists():
         backup = unused_backup_name(path)
-        shutil.copy2(path, backup)
-        os.chmod(backup, 0o600)  # it may hold the token an update replaces
-    write_private(path, json.dumps(document, indent=2) + "\n")
+        write_private(backup, path.read_bytes())  # private: it may hold the token an update replaces
+    write_private(path, json.dumps(document, indent=2) + "\n")  # it now holds a token
     return outcome, backup
 
 
@@ -84,13 +84,3 @@ def read_config(path: Path) -> dict:
         raise InstallError(f"{path} is not a JSON object; fix or move it, then run this again")
     return document
 
-
-def write_private(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a crash leaves the old file or the new one;
-    mode 0600, since the file now holds a token."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.m3shd-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)

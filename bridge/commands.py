@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bridge.cursor import State
 from bridge.reader import Inbound
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
+from m3shd.wire import NodeState, TaskState
 
 USAGE = {
     "status": "status: what the mesh is doing",
@@ -27,7 +28,7 @@ USAGE = {
 HELP = "Text me anything and the mesh works on it. Or:\n" + "\n".join(USAGE.values())
 BARE, NUMBERED, ANSWERS = ("status", "nodes", "budget", "help"), ("task", "cancel"), ("yes", "no")
 SHORT = 3            # words: a message this short that starts with a command word was meant as one
-LIVE = ("awaiting_approval", "queued", "leased")
+LIVE = (TaskState.AWAITING_APPROVAL, TaskState.QUEUED, TaskState.LEASED)
 PAGE = 500
 
 
@@ -84,7 +85,7 @@ class Session:
         extra = {"approval_required": True} if self.settings["approval_required"] else {}
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())
-        if task["state"] == "awaiting_approval":
+        if task["state"] == TaskState.AWAITING_APPROVAL:
             return approval_question(task["id"])
         return f"On it: task {task['id']}."
 
@@ -94,7 +95,7 @@ class Session:
 
     def status(self, command: Command) -> str:
         nodes = self.client.list_nodes()
-        active = [node for node in nodes if node["state"] == "active"]
+        active = [node for node in nodes if node["state"] == NodeState.ACTIVE]
         counts = {state: len(self.client.list_tasks(state=state, limit=PAGE)) for state in LIVE}
         mine = self.state.tasks_in(self.message.chat_guid)
         lines = [f"{len(active)} of {len(nodes)} nodes active, {sum(n['open_slots'] for n in active)} free slots.",
@@ -136,7 +137,7 @@ class Session:
             target = command.number
         else:
             waiting = [task for task in self.state.tasks_in(self.message.chat_guid)
-                       if self.client.get_task(task)["state"] == "awaiting_approval"]
+                       if self.client.get_task(task)["state"] == TaskState.AWAITING_APPROVAL]
             if not waiting:
                 return "Nothing from this chat is waiting for approval."
             if len(waiting) > 1:
@@ -174,9 +175,9 @@ def approval_question(task_id: int) -> str:
 def describe(task: dict) -> str:
     """A task as a text message: its state, then its answer or what went wrong."""
     head = f"Task {task['id']}: {task['state'].replace('_', ' ')}"
-    if task["state"] == "succeeded":
+    if task["state"] == TaskState.SUCCEEDED:
         return f"{head}.\n\n{task['output'] or '(no output)'}"
-    if task["state"] in ("failed", "cancelled") and task["error"]:
+    if task["state"] in (TaskState.FAILED, TaskState.CANCELLED) and task["error"]:
         return f"{head}: {task['error']}"
     if task.get("waiting_reason"):
         return f"{head} ({task['waiting_reason']})."

@@ -24,10 +24,10 @@ from bridge import attachments, chatdb, commands, osascript, staging
 from bridge.cursor import State
 from bridge.reader import Echoes, Inbound, Reader
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
+from m3shd.wire import FINAL_STATES
 
 log = logging.getLogger("m3shd.bridge")
 
-FINAL = ("succeeded", "failed", "cancelled")
 WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compared between polls
 SETTLE = 0.05            # the extra look after a change
 LONG_REPLY = 6 * osascript.SPLIT_AT  # longer replies go as a file, not as a screenful of texts
@@ -154,7 +154,7 @@ class Bridge:
             log.warning("task %d can no longer be read (%s): not following it", task_id, exc.message)
             self.state.forget(task_id)  # else its events would stop the relay again at every restart
             return
-        if task["state"] in FINAL:
+        if task["state"] in FINAL_STATES:
             thread = self.state.thread(task_id)
             self.say(thread["chat"], thread["sender"], commands.describe(task), name=f"task-{task_id}.txt")
             self.state.forget(task_id)

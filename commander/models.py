@@ -7,24 +7,22 @@ import time
 
 import peewee as pw
 
+from m3shd.wire import FINAL_STATES, NodeState, PipelineState, TaskState
+
 database_proxy = pw.DatabaseProxy()
 
-# Task states (DESIGN.md §4); the last four are final. `blocked`: a pipeline step waiting on its
-# parents; `skipped`: a step that never ran because a parent it needed did not succeed.
-BLOCKED, AWAITING_APPROVAL, QUEUED, LEASED = "blocked", "awaiting_approval", "queued", "leased"
-SUCCEEDED, FAILED, CANCELLED, SKIPPED = "succeeded", "failed", "cancelled", "skipped"
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, SKIPPED)
-TASK_STATES = (BLOCKED, AWAITING_APPROVAL, QUEUED, LEASED, *FINAL_STATES)
+# Task, pipeline and node states are the wire's (m3shd/wire.py), FINAL_STATES included; these are
+# the names the Commander's modules use (unpacked in the enums' order: a new member fails here, loudly).
+# The *_STATES tuples hold plain strings: pydantic names a Literal's choices by repr, and a refusal
+# should say 'queued', not <TaskState.QUEUED: 'queued'>.
+BLOCKED, AWAITING_APPROVAL, QUEUED, LEASED, SUCCEEDED, FAILED, CANCELLED, SKIPPED = TaskState
+TASK_STATES = tuple(state.value for state in TaskState)
 
-# Pipeline states: `running` until every step is final.
-RUNNING = "running"
-PIPELINE_STATES = (RUNNING, SUCCEEDED, FAILED, CANCELLED)
+RUNNING = PipelineState.RUNNING
+PIPELINE_STATES = tuple(state.value for state in PipelineState)
 
-# Node states: `offline` is a clean deregistration, `lost` a node that stopped heartbeating,
-# `disabled` an operator's lasting "no": it survives re-registration, unlike `active`.
-ACTIVE, PAUSED, DRAINING, DISABLED = "active", "paused", "draining", "disabled"
-LOST, OFFLINE = "lost", "offline"
-NODE_STATES = (ACTIVE, PAUSED, DRAINING, DISABLED, LOST, OFFLINE)
+ACTIVE, PAUSED, DRAINING, DISABLED, LOST, OFFLINE = NodeState
+NODE_STATES = tuple(state.value for state in NodeState)
 LIVE_STATES = (ACTIVE, PAUSED, DRAINING, DISABLED)  # heartbeating, whether or not taking work
 OPERATOR_STATES = (PAUSED, DISABLED)  # kept when the machine registers again
 

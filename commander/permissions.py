@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from m3shd.wire import Role
+
 PUBLIC = "public"  # a route anyone may call (health); declared, never implied
 
 PERMISSIONS = (
@@ -11,18 +13,19 @@ PERMISSIONS = (
     "agents:manage", "federation:relay", "webhooks:ingest", "tokens:manage", "admin",
 )
 
-ROLES: dict[str, tuple[str, ...]] = {
-    "worker": ("nodes:join", "work:execute", "memory:read", "memory:write"),
-    "mobile": (
+# Each role's permissions; the role names are the wire's.
+ROLES: dict[Role, tuple[str, ...]] = {
+    Role.WORKER: ("nodes:join", "work:execute", "memory:read", "memory:write"),
+    Role.MOBILE: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
         "nodes:read", "memory:read", "spend:read",
     ),
-    "commander": (
+    Role.COMMANDER: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
         "nodes:read", "nodes:manage", "memory:read", "memory:write",
         "spend:read", "spend:manage", "agents:manage", "federation:relay", "webhooks:ingest",
     ),
-    "admin": PERMISSIONS,
+    Role.ADMIN: PERMISSIONS,
 }
 
 JOIN_PERMISSIONS = ("nodes:join",)

@@ -14,6 +14,9 @@ from commander.models import (
 )
 from commander.permissions import PERMISSIONS, ROLES
 
+# Plain strings, as in the *_STATES tuples (commander/models.py): a refusal names 'admin', not a repr.
+Role = Literal[tuple(role.value for role in ROLES)]  # type: ignore[valid-type]
+
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -419,7 +422,7 @@ class ProvenanceOut(Response):
 class TokenCreate(Request):
     kind: Literal["api", "join"] = "api"
     name: Name
-    role: Literal[tuple(ROLES)] | None = None  # type: ignore[valid-type]
+    role: Role | None = None
     permissions: Annotated[list[Literal[PERMISSIONS]], Field(max_length=len(PERMISSIONS))] | None = None  # type: ignore[valid-type]
     expires_in: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] | None = Field(
         None, description="seconds until the token expires; an API token without it never does, a join token lasts a day"
@@ -446,7 +449,6 @@ class EventsQuery(Request):
 
 Username = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-Role = Literal[tuple(ROLES)]  # type: ignore[valid-type]
 
 
 class LoginIn(Request):

@@ -1,4 +1,5 @@
-"""Wire protocol v1: canonical JSON and the HMAC signatures both ends compute.
+"""Wire protocol v1: canonical JSON and the HMAC signatures both ends compute, and the names
+of task, pipeline and node states and of roles that both ends use.
 
 Stdlib only: the N0D3 imports this on a Raspberry Pi.
 """
@@ -10,9 +11,58 @@ import hmac
 import json
 import secrets
 import time
+from enum import StrEnum
 
-# Task states a client sees as final: nothing happens to the task after these.
-FINAL_STATES = ("succeeded", "failed", "cancelled", "skipped")
+
+class TaskState(StrEnum):
+    """A task's states (DESIGN.md §4), stored and sent as these strings. `blocked`: a pipeline
+    step waiting on its parents; `skipped`: a step that never ran because a parent it needed did
+    not succeed."""
+
+    BLOCKED = "blocked"
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+# Nothing happens to a task after these.
+FINAL_STATES = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED)
+
+
+class PipelineState(StrEnum):
+    """`running` until every step is final."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class NodeState(StrEnum):
+    """`offline` is a clean deregistration, `lost` a node that stopped heartbeating, `disabled` an
+    operator's lasting "no": it survives re-registration, unlike `active`."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DRAINING = "draining"
+    DISABLED = "disabled"
+    LOST = "lost"
+    OFFLINE = "offline"
+
+
+class Role(StrEnum):
+    """The role presets a token or account can have; what each permits is the Commander's
+    (commander/permissions.py)."""
+
+    WORKER = "worker"
+    MOBILE = "mobile"
+    COMMANDER = "commander"
+    ADMIN = "admin"
+
 
 PROTOCOL_VERSION = 1
 MAX_SKEW_S = 300

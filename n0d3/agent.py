@@ -73,7 +73,7 @@ class Agent:
         self.done = threading.Event()          # everything has stopped
         self.poke_heartbeat = threading.Event()
         self.poke_outbox = threading.Event()
-        self.node_state = "active"             # as the Commander last said; claims only while active
+        self.node_state = wire.NodeState.ACTIVE  # as the Commander last said; claims only while active
         self.detection = None
 
     # --- set-up ------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class Agent:
                 if free <= 0:
                     self.slot_freed.wait(1.0)
                     continue
-            if self.detection.runner is None or self.node_state != "active":
+            if self.detection.runner is None or self.node_state != wire.NodeState.ACTIVE:
                 self.stopping.wait(1.0)
                 continue
             started = time.monotonic()

@@ -248,6 +248,20 @@ def test_a_task_the_commander_no_longer_knows_is_dropped_not_retried_forever(com
     assert bridge.state.thread(999) is None and bridge.outbox.empty()
 
 
+def test_a_followed_task_that_ends_skipped_gets_its_answer_and_is_forgotten(commander, chat_db):
+    """`skipped` is final (m3shd.wire.FINAL_STATES): the bridge once waited on it for ever."""
+    bridge = in_process(commander, chat_db)
+    pipeline = commander.api.submit_pipeline({"steps": [{"key": "a", "prompt": "first"},
+                                                        {"key": "b", "prompt": "then", "depends_on": ["a"]}]})
+    first, then = (step["task_id"] for step in pipeline["steps"])
+    bridge.state.track(then, "any;-;+15551234567", ME)
+    commander.api.cancel_task(first)  # no node: `a` was still queued; `b` needed it, so it is skipped
+    assert commander.api.get_task(then)["state"] == "skipped"
+    bridge.follow(then)
+    assert bridge.outbox.get_nowait().text == f"Task {then}: skipped."
+    assert bridge.state.thread(then) is None
+
+
 def test_images_reach_the_task_as_paths_heic_as_jpeg_and_the_rest_is_refused(commander, chat_db, monkeypatch):
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")  # the fake sips
     direct, guid = chat_db.chat([ME])

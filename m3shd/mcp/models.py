@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from m3shd.client import FINAL_STATES
+from m3shd.wire import FINAL_STATES
 
 
 class View(BaseModel):

@@ -22,6 +22,7 @@ from m3shd import __version__
 from m3shd.client import ApiClient
 from m3shd.errors import CommanderError, CommanderUnreachable
 from m3shd.mcp.models import Node, NodeList, Pipeline, StepIn, Task, TaskList
+from m3shd.wire import TaskState
 
 INSTRUCTIONS = """\
 M3SHD runs Claude tasks on the user's own machines (Macs, Raspberry Pi boards). dispatch_task
@@ -40,7 +41,8 @@ PROGRESS_EVERY = 10.0
 TaskId = Annotated[int, Field(ge=1, description="the task's id, as returned by dispatch_task or list_tasks")]
 Capabilities = Annotated[list[str], Field(
     max_length=64, description="labels such as `gpu` or key=value pairs such as `arch=arm64`, matched exactly")]
-TaskState = Literal["blocked", "awaiting_approval", "queued", "leased", "succeeded", "failed", "cancelled", "skipped"]
+# Plain strings: pydantic names a Literal's choices by repr, and a refusal should say 'queued'.
+StateFilter = Literal[tuple(state.value for state in TaskState)]  # type: ignore[valid-type]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -139,7 +141,7 @@ def build_server(client: ApiClient) -> MCPServer:
 
     @server.tool(annotations=READ_ONLY)
     def list_tasks(
-        state: TaskState | None = None,
+        state: StateFilter | None = None,
         node_id: Annotated[int | None, Field(ge=1, description="only tasks this node ran or runs")] = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 20,
         before_id: Annotated[int | None, Field(ge=1, description="page: only tasks older than this id")] = None,

@@ -1,5 +1,9 @@
 """`m3shd`: start the mesh, run its parts, and use it from a terminal.
 
+The commands here are the Commander API's clients (task, pipeline, provenance, nodes, token, mcp);
+the Commander, the N0D3, the bridge and the image builder add their own (m3shd/components.py),
+using the helpers below: say, CliError and the exit statuses, emit (--json), api.
+
 Exit status: 0 ok, 1 the task failed or was cancelled, 2 bad usage or configuration,
 3 the Commander is unreachable, 4 gave up waiting.
 """
@@ -8,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
-from pathlib import Path
 
 from m3shd import __version__, config
-from m3shd.wire import FINAL_STATES
+from m3shd.components import CommandLine, assemble
 from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.wire import FINAL_STATES, NodeState, PipelineState, Role, TaskState
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
 
@@ -73,7 +76,7 @@ def print_task(task: dict) -> None:
     where = f" on node {task['node_id']}" if task["node_id"] else ""
     took = f", {task['duration_ms'] / 1000:.1f} s" if task["duration_ms"] is not None else ""
     say(f"task {task['id']} {task['state']}{where} (attempt {task['attempt']}/{task['max_attempts']}{took})")
-    if task["state"] == "succeeded":
+    if task["state"] == TaskState.SUCCEEDED:
         print(for_terminal(task["output"]))
     elif task["error"]:
         say(f"error: {task['error']}")
@@ -101,93 +104,10 @@ def wait_for(client, task_id: int, timeout: float | None) -> dict:
 
 def finish(args, task: dict) -> int:
     emit(args, task, print_task)
-    return 0 if task["state"] == "succeeded" else EXIT_FAILED
+    return 0 if task["state"] == TaskState.SUCCEEDED else EXIT_FAILED
 
 
 # --- commands --------------------------------------------------------------------------------
-
-def cmd_up(args) -> int:
-    from m3shd.up import up
-
-    return up(args)
-
-
-def cmd_commander_serve(args) -> int:
-    # Patch before peewee and the Commander are imported: modules that bind threading.local
-    # or Lock at import would otherwise share real thread state across every greenlet.
-    from gevent import monkey
-
-    monkey.patch_all()
-    settings = config.load("commander", args.config, bind=args.bind, workers=args.workers)
-    from commander.server import serve
-
-    serve(settings)
-    return 0
-
-
-def cmd_n0d3_run(args) -> int:
-    settings = config.load("n0d3", args.config, url=args.url, join_token=args.join_token, slots=args.slots,
-                           name=args.name)
-    return n0d3_agent().run(settings)
-
-
-def n0d3_agent():
-    """The agent module; it signs results with PyNaCl, which only the n0d3 extra installs."""
-    try:
-        from n0d3 import agent
-    except ModuleNotFoundError as exc:
-        raise CliError(f"the N0D3 needs {(exc.name or '?').split('.')[0]}: pip install 'm3shd[n0d3]'") from None
-    return agent
-
-
-def cmd_n0d3_join(args) -> int:
-    """Save the Commander URL and join token, and register once to prove they work."""
-    values = {"url": args.url, "join_token": args.token}
-    if args.name:
-        values["name"] = args.name
-    if args.slots:
-        values["slots"] = args.slots
-    if args.capabilities:
-        values["capabilities"] = [c.strip() for c in args.capabilities.split(",") if c.strip()]
-    settings = config.load("n0d3", None, **values)
-    n0d3 = n0d3_agent()
-    agent = n0d3.Agent(settings)
-    agent.detect_runner()
-    try:
-        agent.connect(fall_back=False)
-    except n0d3.FatalConfig as exc:
-        raise CliError(str(exc)) from None
-    path = config.config_dir() / "n0d3.toml"
-    config.write_section(path, "n0d3", values)
-    say(f"joined as node {agent.identity['node_id']}; settings saved in {path}; start it with `m3shd n0d3 run`")
-    return 0
-
-
-def cmd_bridge_run(args) -> int:
-    settings = config.load("bridge", args.config, chat_db=args.chat_db)
-    from bridge.daemon import run
-
-    return run(settings, api(args))
-
-
-def cmd_bridge_scan(args) -> int:
-    settings = config.load("bridge", args.config, chat_db=args.chat_db, window=args.window)
-    from bridge.chatdb import ChatDbProblem
-    from bridge.daemon import scan
-
-    try:
-        return scan(settings, args.since_rowid, sys.stdout)
-    except ChatDbProblem as exc:
-        raise CliError(str(exc)) from None
-
-
-def cmd_bridge_install_agent(args) -> int:
-    from bridge.launchagent import install
-
-    path = install(args.config, load=not args.no_load)
-    say(f"wrote {path}" + ("" if args.no_load else " and loaded it; the bridge now starts at each login"))
-    return 0
-
 
 def cmd_mcp_serve(args) -> int:
     host, _, port = (args.http or "").rpartition(":")
@@ -239,7 +159,7 @@ def cmd_task_submit(args) -> int:
                               max_attempts=args.max_attempts, backoff=args.backoff,
                               approval_required=args.approval or None,
                               retry_on_lost=False if args.no_retry_on_lost else None)
-    if task["state"] == "awaiting_approval":
+    if task["state"] == TaskState.AWAITING_APPROVAL:
         emit(args, task, lambda t: say(f"task {t['id']} awaits approval: `m3shd task approve {t['id']}` or `reject`"))
         return 0
     if args.no_wait:
@@ -325,7 +245,8 @@ def cmd_nodes_show(args) -> int:
     return 0
 
 
-NODE_ORDERS = {"pause": "paused", "drain": "draining", "disable": "disabled", "resume": "active"}
+NODE_ORDERS = {"pause": NodeState.PAUSED, "drain": NodeState.DRAINING, "disable": NodeState.DISABLED,
+               "resume": NodeState.ACTIVE}
 
 
 def cmd_nodes_order(args) -> int:
@@ -368,14 +289,17 @@ def cmd_nodes_reject(args) -> int:
 
 
 def cmd_token_create(args) -> int:
-    permissions = [p.strip() for p in args.permissions.split(",")] if args.permissions else None
-    if args.local:
-        from m3shd.up import create_token_locally
+    created = api(args).create_token(args.name, kind=args.kind, role=args.role, permissions=token_permissions(args),
+                                     expires_in=args.expires_in)
+    return show_token(args, created)
 
-        created = create_token_locally(args.config, args.name, args.kind, permissions, args.role, args.expires_in)
-    else:
-        created = api(args).create_token(args.name, kind=args.kind, role=args.role, permissions=permissions,
-                                         expires_in=args.expires_in)
+
+def token_permissions(args) -> list[str] | None:
+    return [p.strip() for p in args.permissions.split(",")] if args.permissions else None
+
+
+def show_token(args, created: dict) -> int:
+    """A new token: the secret alone on stdout (for scripts), what it may do on stderr."""
     emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
                                                           f"{', '.join(t['permissions'])}; shown once, store it now")))
     return 0
@@ -419,7 +343,7 @@ def print_pipeline(pipeline: dict) -> None:
         where = f" on node {step['node_id']}" if step["node_id"] else ""
         print(f"  {step['key']:<20} task {step['task_id']:<6} {step['state']:<10}{where}"
               + (f"  ← {parents}" if parents else ""))
-        if step["error"] and step["state"] != "succeeded":
+        if step["error"] and step["state"] != TaskState.SUCCEEDED:
             print(f"  {'':<20} {for_terminal(step['error'])}")
     if pipeline["error"]:
         print(f"  {for_terminal(pipeline['error'])}")
@@ -433,14 +357,14 @@ def cmd_pipeline_submit(args) -> int:
         return 0
     say(f"pipeline {pipeline['id']} submitted; waiting for it (Ctrl-C stops waiting, not the pipeline)")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    while pipeline["state"] == "running":
+    while pipeline["state"] == PipelineState.RUNNING:
         if deadline is not None and time.monotonic() >= deadline:
             raise CliError(f"pipeline {pipeline['id']} is still running after {args.timeout:g} s; "
                            f"`m3shd pipeline show {pipeline['id']}` to look again", EXIT_TIMEOUT)
         time.sleep(1.0)  # no long-poll for pipelines: a look a second is plenty for a person
         pipeline = client.get_pipeline(pipeline["id"])
     emit(args, pipeline, print_pipeline)
-    return 0 if pipeline["state"] == "succeeded" else EXIT_FAILED
+    return 0 if pipeline["state"] == PipelineState.SUCCEEDED else EXIT_FAILED
 
 
 def cmd_pipeline_show(args) -> int:
@@ -486,89 +410,6 @@ def cmd_provenance_verify(args) -> int:
     return 0 if verdict["ok"] else EXIT_FAILED
 
 
-def read_password(args) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    if not sys.stdin.isatty():
-        raise CliError("no terminal to ask for the password: pipe it in with --password-stdin")
-    import getpass
-
-    first = getpass.getpass("new password: ")
-    if getpass.getpass("again: ") != first:
-        raise CliError("the two passwords differ")
-    return first
-
-
-def cmd_admin_user(args) -> int:
-    """create-user and reset-password: straight in this machine's Commander database."""
-    from commander import accounts
-    from commander.errors import ApiError
-    from commander.models import User
-    from m3shd.up import cli_actor, local_commander
-
-    password = read_password(args)
-    cmdr = local_commander(args.config)
-    try:
-        with cmdr.db.connection_context():
-            if args.sub == "create-user":
-                accounts.create_user(cmdr, args.username, password, args.role, cli_actor())
-                say(f"user {args.username} created with role {args.role}")
-            else:
-                user = User.get_or_none(User.username == args.username)
-                if user is None:
-                    raise CliError(f"no user named {args.username}")
-                accounts.update_user(cmdr, user.id, cli_actor(), password=password)
-                say(f"password of {args.username} reset; its sessions have ended")
-    except ApiError as exc:
-        raise CliError(exc.message) from None
-    return 0
-
-
-def cmd_image_build(args) -> int:
-    """Build a flashable Pi 5 image; all its logic lives in images.pi5."""
-    from images.pi5.boot_files import Spec, Wifi
-    from images.pi5.build import build
-    from images.pi5.tools import ImageError
-
-    wifi = None
-    if args.wifi_country and not args.wifi:
-        raise CliError("--wifi-country needs --wifi SSID")
-    if args.wifi:
-        if not args.wifi_country:
-            raise CliError("--wifi needs --wifi-country (a two-letter code such as GB or US)")
-        passphrase = os.environ.get("M3SHD_WIFI_PASSPHRASE")
-        if passphrase is None:
-            if not sys.stdin.isatty():
-                raise CliError("no Wi-Fi passphrase: set M3SHD_WIFI_PASSPHRASE (it never goes on the command line)")
-            import getpass
-
-            passphrase = getpass.getpass(f"passphrase for Wi-Fi {args.wifi}: ")
-        wifi = Wifi(args.wifi, passphrase, args.wifi_country.upper())
-    try:
-        keys = tuple(line.strip() for path in args.ssh_key for line in Path(path).read_text().splitlines()
-                     if line.strip() and not line.startswith("#"))
-    except OSError as exc:
-        raise CliError(f"reading an SSH key: {exc}") from None
-    if not keys:
-        say("note: no --ssh-key given; the board will accept logins on its console only")
-    if not args.url:
-        say("note: no --url; the N0D3 will look for the Commander on the LAN (mDNS)")
-    if not args.join_token:
-        say("note: no --join-token; the N0D3 will wait as pending until you approve it (`m3shd nodes approve ID`)")
-    capabilities = tuple(c.strip() for c in (args.capabilities or "").split(",") if c.strip())
-    spec = Spec(url=args.url or "", join_token=args.join_token or "", user=args.user, hostname=args.hostname,
-                ssh_keys=keys, capabilities=capabilities, wifi=wifi)
-    try:
-        build(Path(args.base), Path(args.output), spec, sha256=args.sha256,
-              wheel=Path(args.wheel) if args.wheel else None, say=say)
-    except ImageError as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:  # unreadable input, full disk, ...: the partial output is already gone
-        where = args.output if str(exc.filename or "").endswith(".partial") else exc.filename or args.output
-        raise CliError(f"{where}: {exc.strerror or exc}") from None
-    return 0
-
-
 # --- the parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -580,63 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     client = argparse.ArgumentParser(add_help=False, parents=[connection])
     client.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    parser = argparse.ArgumentParser(prog="m3shd", description="A mesh of your own machines running Claude agents.")
+    parser = TopParser(prog="m3shd", description="A mesh of your own machines running Claude agents.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"m3shd {__version__}")
-    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = top.add_parser("up", parents=[common], help="start a local mesh: Commander + one N0D3",
-                       description="Start the Commander under gunicorn and one N0D3 on this machine; "
-                                   "print the URL and the admin token. Ctrl-C stops both.")
-    p.add_argument("--bind", help=f"HOST:PORT for the Commander (default 127.0.0.1:{config.DEFAULT_PORT})")
-    p.add_argument("--slots", type=int, help="tasks the local N0D3 runs at once (default 2)")
-    p.set_defaults(func=cmd_up)
-
-    commander = top.add_parser("commander", help="the Commander").add_subparsers(dest="sub", required=True, metavar="SUB")
-    p = commander.add_parser("serve", parents=[common], help="serve the API under gunicorn (gevent workers)")
-    p.add_argument("--bind", help="HOST:PORT")
-    p.add_argument("--workers", type=int, help="worker processes (default 2)")
-    p.set_defaults(func=cmd_commander_serve)
-
-    n0d3 = top.add_parser("n0d3", help="the agent on a worker machine").add_subparsers(dest="sub", required=True, metavar="SUB")
-    p = n0d3.add_parser("run", parents=[common], help="run the agent (SIGTERM drains: running tasks finish)")
-    p.add_argument("--url", help="Commander URL")
-    p.add_argument("--join-token", help="join token (needed only until the node has registered)")
-    p.add_argument("--name", help="node name (default: host name)")
-    p.add_argument("--slots", type=int, help="tasks run at once")
-    p.set_defaults(func=cmd_n0d3_run)
-    p = n0d3.add_parser("join", help="register with a Commander and save its URL and join token")
-    p.add_argument("url", metavar="URL")
-    p.add_argument("token", metavar="TOKEN", help="a join token from `m3shd token create --kind join`")
-    p.add_argument("--name")
-    p.add_argument("--slots", type=int)
-    p.add_argument("--capabilities", help="comma-separated labels or key=value pairs")
-    p.set_defaults(func=cmd_n0d3_join)
-
-    bridge = top.add_parser("bridge", help="the iMessage bridge (on the Mac signed in to Messages)",
-                            description="Text the mesh from an iPhone: the bridge reads new messages from "
-                                        "chat.db, relays the allowed ones to the Commander and replies through "
-                                        "Messages. Settings: [bridge] in the config; Commander: [client] url and token.",
-                            ).add_subparsers(dest="sub", required=True, metavar="SUB")
-    chat_db = argparse.ArgumentParser(add_help=False)
-    chat_db.add_argument("--chat-db", metavar="PATH", help="the Messages database (default ~/Library/Messages/chat.db)")
-    p = bridge.add_parser("run", parents=[client, chat_db], help="run the bridge (checks permissions first)",
-                          description="Check chat.db access (Full Disk Access), the Messages sign-in and the "
-                                      "Commander token, then poll chat.db, relay, and reply. SIGTERM stops it.")
-    p.set_defaults(func=cmd_bridge_run)
-    p = bridge.add_parser("scan", parents=[common, chat_db], help="print messages as the bridge would relay them (JSON lines)",
-                          description="Read chat.db once and print one JSON object per message after --since-rowid: "
-                                      "text, sender, chat_guid, is_group, attachments, and `skipped` with the "
-                                      "reason when the bridge would not relay it. Sends nothing.")
-    p.add_argument("--since-rowid", type=int, default=0, metavar="N", help="start after this message ROWID (default 0)")
-    p.add_argument("--window", type=float, metavar="SECONDS",
-                   help="skip messages older than this (default [bridge] window; 0 keeps every age)")
-    p.set_defaults(func=cmd_bridge_scan)
-    p = bridge.add_parser("install-agent", parents=[common], help="start the bridge at login (a LaunchAgent)",
-                          description="Write ~/Library/LaunchAgents/com.m3shd.bridge.plist, which runs "
-                                      "`m3shd bridge run` with this Python at login and restarts it if it exits, "
-                                      "and load it with launchctl. Grant Full Disk Access to the Python it names.")
-    p.add_argument("--no-load", action="store_true", help="only write the plist")
-    p.set_defaults(func=cmd_bridge_install_agent)
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
+    line = CommandLine(top, common, connection, client)
 
     mcp = top.add_parser(
         "mcp", parents=[connection], help="the mesh as tools in Claude Code and Claude Desktop (MCP server)",
@@ -669,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="m3shd", help="the server's name in the client (default m3shd)")
     p.set_defaults(func=cmd_mcp_install)
 
-    task = top.add_parser("task", help="submit and follow tasks").add_subparsers(dest="sub", required=True, metavar="SUB")
+    task = line.group("task", help="submit and follow tasks")
     p = task.add_parser("submit", parents=[client], help="send a prompt to the mesh and print the answer")
     p.add_argument("prompt")
     p.add_argument("--requires", help="comma-separated capabilities a node must have, e.g. arch=arm64,gpu")
@@ -700,13 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float)
     p.set_defaults(func=cmd_task_wait)
     p = task.add_parser("list", parents=[client], help="list tasks, newest first")
-    p.add_argument("--state", choices=("blocked", "awaiting_approval", "queued", "leased", *FINAL_STATES))
+    p.add_argument("--state", choices=tuple(TaskState))
     p.add_argument("--node", type=int)
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_task_list)
 
-    pipeline = top.add_parser("pipeline", help="graphs of steps submitted at once").add_subparsers(
-        dest="sub", required=True, metavar="SUB")
+    pipeline = line.group("pipeline", help="graphs of steps submitted at once")
     p = pipeline.add_parser("submit", parents=[client], help="submit a pipeline from a JSON file (docs/pipelines.md)")
     p.add_argument("file", metavar="FILE", help="the pipeline as JSON, or - for standard input")
     p.add_argument("--wait", action="store_true", help="wait until it finishes; exit 1 unless it succeeded")
@@ -718,8 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id", type=int)
         p.set_defaults(func=func)
 
-    provenance = top.add_parser("provenance", help="signed, chained results").add_subparsers(
-        dest="sub", required=True, metavar="SUB")
+    provenance = line.group("provenance", help="signed, chained results")
     p = provenance.add_parser("export", parents=[client], help="write a task's provenance bundle (JSON)")
     p.add_argument("id", type=int)
     p.add_argument("-o", "--output", default="-", metavar="FILE", help="where to write it (default: standard output)")
@@ -731,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_provenance_verify)
 
-    nodes = top.add_parser("nodes", help="the machines in the mesh").add_subparsers(dest="sub", required=True, metavar="SUB")
+    nodes = line.group("nodes", help="the machines in the mesh")
     p = nodes.add_parser("list", parents=[client], help="list nodes with state, slots and runner")
     p.set_defaults(func=cmd_nodes_list)
     p = nodes.add_parser("show", parents=[client], help="one node: breaker, reputation and recent outcomes")
@@ -759,15 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("id", type=int, help="its id in `m3shd nodes pending`")
         p.set_defaults(func=func)
 
-    token = top.add_parser("token", help="API and join tokens").add_subparsers(dest="sub", required=True, metavar="SUB")
+    token = line.group("token", help="API and join tokens")
     p = token.add_parser("create", parents=[client], help="create a token (printed once)")
     p.add_argument("name")
     p.add_argument("--kind", choices=("api", "join"), default="api")
-    p.add_argument("--role", choices=("worker", "mobile", "commander", "admin"))
+    p.add_argument("--role", choices=tuple(Role))
     p.add_argument("--permissions", help="comma-separated permissions instead of a role")
     p.add_argument("--expires-in", type=float, metavar="SECONDS",
                    help="lifetime; API tokens default to none, join tokens to one day")
-    p.add_argument("--local", action="store_true", help="write to this machine's Commander database directly")
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("list", parents=[client], help="list API and join tokens (never their secrets)")
     p.set_defaults(func=cmd_token_list)
@@ -775,45 +561,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_token_revoke)
 
-    image = top.add_parser("image", help="flashable images that join the mesh").add_subparsers(
-        dest="sub", required=True, metavar="SUB")
-    p = image.add_parser(
-        "build", help="make a Raspberry Pi 5 image that joins the mesh on first boot",
-        description="Copy a Raspberry Pi OS Lite (64-bit) image and add, on its boot partition, the N0D3 (offline "
-                    "wheels, settings, systemd unit) and a first-boot hook (cloud-init on Trixie-based images, "
-                    "firstrun.sh on Bookworm-based ones). No root needed. Flash the result with Raspberry Pi Imager "
-                    "(Use custom) or dd.")
-    p.add_argument("base", metavar="BASE", help="the downloaded Raspberry Pi OS Lite arm64 image (.img or .img.xz)")
-    p.add_argument("-o", "--output", default="m3shd-n0d3-pi5.img.xz",
-                   help="the image to write, NAME.img or NAME.img.xz (default %(default)s); NAME.sha256 beside it")
-    p.add_argument("--sha256", metavar="HEX", help="refuse BASE unless it has this SHA-256 (from the download page)")
-    p.add_argument("--url", help="the Commander, e.g. http://commander.local:8470 (default: find it with mDNS)")
-    p.add_argument("--join-token", help="a join token (`m3shd token create NAME --kind join`); without one the node "
-                                        "waits as pending for your approval")
-    p.add_argument("--wifi", metavar="SSID", help="join this Wi-Fi network (passphrase from M3SHD_WIFI_PASSPHRASE "
-                                                 "or asked for)")
-    p.add_argument("--wifi-country", metavar="CC", help="Wi-Fi regulatory country, e.g. GB")
-    p.add_argument("--ssh-key", action="append", default=[], metavar="FILE",
-                   help="authorize the public keys in FILE for the login user (repeatable)")
-    p.add_argument("--user", default="m3shd", help="login user (password locked; SSH keys only; default %(default)s)")
-    p.add_argument("--hostname", default="n0d3-{serial}",
-                   help="host name pattern; {serial} becomes the board's serial number (default %(default)s)")
-    p.add_argument("--capabilities", help="comma-separated labels the node advertises, besides board=pi5")
-    p.add_argument("--wheel", help="an m3shd wheel to ship (default: build one from this checkout)")
-    p.set_defaults(func=cmd_image_build)
-
-    admin = top.add_parser("admin", help="operator accounts, on the Commander's machine").add_subparsers(
-        dest="sub", required=True, metavar="SUB")
-    p = admin.add_parser("create-user", parents=[common], help="create a dashboard account")
-    p.add_argument("username")
-    p.add_argument("--role", choices=("worker", "mobile", "commander", "admin"), default="commander")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p.set_defaults(func=cmd_admin_user)
-    p = admin.add_parser("reset-password", parents=[common], help="set a new password (ends the user's sessions)")
-    p.add_argument("username")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p.set_defaults(func=cmd_admin_user)
+    absent = assemble(line)
+    if absent:
+        parser.epilog = "not installed here:\n" + "\n".join(f"  {hint}" for hint in absent)
     return parser
+
+
+class TopParser(argparse.ArgumentParser):
+    """`m3shd` itself: a usage error also says which commands are not installed here and how to
+    install them, since the command that was not found may be one of theirs."""
+
+    def error(self, message):
+        super().error(f"{message}\n{self.epilog}" if self.epilog else message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+from commander import accounts, tokens
+from commander.app import build_commander
+from commander.models import Token, User
+from commander.secrets import token_hash
 from m3shd import config
+from m3shd.cli import say
 from m3shd.client import ApiClient, CommanderUnreachable
-
-
-def say(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+from m3shd.files import write_private
+from m3shd.wire import NodeState, Role
 
 
 def cli_actor() -> str:
@@ -27,15 +30,11 @@ def cli_actor() -> str:
 
 def local_commander(config_file):
     """This machine's Commander database, opened directly (migrated, keys loaded)."""
-    from commander.app import build_commander
-
     return build_commander(config.load("commander", config_file))
 
 
 def create_token(cmdr, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
     """Create a token straight in the Commander's database (bootstrap: no API token yet)."""
-    from commander import tokens
-
     with cmdr.db.connection_context(), cmdr.writing():
         token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in)
     return tokens.as_created(token, secret)
@@ -47,23 +46,16 @@ def create_token_locally(config_file, name, kind="api", permissions=None, role=N
 
 def ensure_first_admin(cmdr) -> str | None:
     """On a Commander with no accounts, create `admin` with a random password; returns it (shown once)."""
-    from commander import accounts
-    from commander.models import User
-
     with cmdr.db.connection_context():
         if User.select().exists():
             return None
         password = secrets.token_urlsafe(12)
-        accounts.create_user(cmdr, "admin", password, "admin", cli_actor())
+        accounts.create_user(cmdr, "admin", password, Role.ADMIN, cli_actor())
     return password
 
 
 def _saved_token(cmdr, path: Path, name: str, kind: str, role: str | None) -> str:
     """Reuse the token kept in `path` while the database still accepts it, else make a new one."""
-    from commander import tokens
-    from commander.models import Token
-    from commander.secrets import token_hash
-
     if path.exists():
         secret = path.read_text().strip()
         with cmdr.db.connection_context():
@@ -71,9 +63,7 @@ def _saved_token(cmdr, path: Path, name: str, kind: str, role: str | None) -> st
         if tokens.refusal(row, time.time()) is None:
             return secret
     secret = create_token(cmdr, name, kind, role=role)["token"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
+    write_private(path, secret + "\n")
     return secret
 
 
@@ -109,7 +99,7 @@ def up(args) -> int:
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     say(f"preparing the Commander's database in {data} …")
     local = local_commander(args.config)
-    admin = _saved_token(local, data / "admin.token", "admin (m3shd up)", "api", "admin")
+    admin = _saved_token(local, data / "admin.token", "admin (m3shd up)", "api", Role.ADMIN)
     join = _saved_token(local, data / "local-join.token", "local N0D3 (m3shd up)", "join", None)
     first_password = ensure_first_admin(local)
     getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
@@ -168,7 +158,7 @@ def up(args) -> int:
 def _wait_for_node(api: ApiClient, process: subprocess.Popen) -> dict | None:
     deadline = time.time() + 20
     while time.time() < deadline and process.poll() is None:
-        found = [n for n in api.list_nodes() if n["state"] == "active"]
+        found = [n for n in api.list_nodes() if n["state"] == NodeState.ACTIVE]
         if found:
             return found[-1]
         time.sleep(0.3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -262,11 +263,11 @@ def settings_for(path: Path, **overrides) -> dict:
     return dict(DEFAULTS["bridge"], chat_db=str(path), allowed_senders=["(555) 123-4567"], recheck_delay=0.0) | overrides
 
 
-def read_all(settings: dict, state: State | None = None) -> list:
+def read_all(settings: dict, state: State | None = None, diagnose: bool = False) -> list:
     state = state or State(None)
     if state.rowid is None:
         state.rowid = 0
-    return Reader(settings, state).poll()
+    return Reader(settings, state, diagnose=diagnose).poll()
 
 
 @pytest.fixture(params=sorted(ERAS))
@@ -375,6 +376,11 @@ def test_every_skip_has_its_reason(era_db):
     }
     mention = next(m for m in read_all(settings) if m.rowid == rows["mention"])
     assert mention.text == "status" and mention.is_group
+    texts = {m.rowid: m.text for m in read_all(settings)}
+    assert texts[rows["stranger"]] == texts[rows["other group"]] == ""  # the bridge never decodes what is not allowed
+    diagnosed = read_all(settings, diagnose=True)                       # `bridge scan` does, with the same verdicts
+    assert {m.rowid: m.skipped for m in diagnosed} == skipped
+    assert {m.rowid: m.text for m in diagnosed}[rows["stranger"]] == "cancel 1"
     assert read_all(dict(settings, sms_allowed=True))[5].skipped is None
 
 
@@ -535,26 +541,51 @@ def test_a_refused_read_names_full_disk_access_and_the_binary(tmp_path):
     assert "Privacy & Security" in message
 
 
+def scan(db: ChatDb, env: dict, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path), *args],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def test_scan_prints_each_message_as_the_bridge_sees_it(tmp_path):
     db = ChatDb(tmp_path / "chat.db", "ventura")
     chat, guid = db.chat([ME])
+    stranger_chat, stranger_guid = db.chat([STRANGER])
     db.message(chat, ME, None, body="Привет 👋")
-    db.message(chat, STRANGER, "hi")
+    db.message(stranger_chat, STRANGER, "hi")
+    db.message(stranger_chat, STRANGER, None, body=PARTS_BLOB)   # the text only in a blob, two parts and a photo
     env = base_env(tmp_path) | {"M3SHD_BRIDGE_ALLOWED_SENDERS": "555-123-4567"}
-    done = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path),
-                           "--since-rowid", "0"], env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    lines = scan(db, env, "--since-rowid", "0")
+    # a diagnostic: every message decoded, and the reason the bridge would skip it beside it
     assert [(m["rowid"], m["text"], m["sender"], m["chat_guid"], m["is_group"], m["skipped"]) for m in lines] == [
-        (1, "Привет 👋", ME, guid, False, None), (2, "", STRANGER, guid, False, "sender not in [bridge] allowed_senders")]
+        (1, "Привет 👋", ME, guid, False, None),
+        (2, "hi", STRANGER, stranger_guid, False, "sender not in [bridge] allowed_senders"),
+        (3, "Look at this\nand this one", STRANGER, stranger_guid, False, "sender not in [bridge] allowed_senders")]
     assert set(lines[0]) == {"rowid", "guid", "date", "sender", "chat_guid", "is_group", "service", "text",
                              "attachments", "skipped"}
-    later = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path),
-                            "--since-rowid", "1"], env=env, capture_output=True, text=True, timeout=30)
-    assert [json.loads(line)["rowid"] for line in later.stdout.splitlines()] == [2]
+    assert [m["rowid"] for m in scan(db, env, "--since-rowid", "1")] == [2, 3]
+    # with the default config nobody is allowed yet: still every text, each marked
+    assert [(m["text"], m["skipped"]) for m in scan(db, base_env(tmp_path), "--since-rowid", "0")] == [
+        ("Привет 👋", "sender not in [bridge] allowed_senders"), ("hi", "sender not in [bridge] allowed_senders"),
+        ("Look at this\nand this one", "sender not in [bridge] allowed_senders")]
     missing = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(tmp_path / "x.db")],
                              env=env, capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "no Messages database at" in missing.stderr
+
+
+def test_a_scan_whose_reader_stops_early_ends_quietly(tmp_path):
+    """`m3shd bridge scan | head`: the reader closes the pipe; no traceback, the exit status of SIGPIPE.
+    (The fix sits where m3shd's main runs, so every command that writes to stdout has it.)"""
+    db = ChatDb(tmp_path / "chat.db", "tahoe")
+    chat, _ = db.chat([ME])
+    for n in range(40):
+        db.message(chat, ME, None, body=f"message {n} " + "x" * 500)
+    done = subprocess.Popen([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path), "--window", "0"],
+                            env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done.stdout.close()  # as `head` does once it has its lines
+    _, stderr = done.communicate(timeout=30)
+    assert (done.returncode, stderr.decode()) == (128 + signal.SIGPIPE, "")
 
 
 def test_a_heic_that_cannot_be_converted_is_refused_and_old_conversions_go(tmp_path):

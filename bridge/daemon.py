@@ -274,11 +274,12 @@ def run(settings: dict, client: ApiClient) -> int:
 
 
 def scan(settings: dict, since_rowid: int, out) -> int:
-    """Print each message after `since_rowid` as JSON, exactly as the bridge would classify it."""
+    """Print each message after `since_rowid` as JSON, classified exactly as the bridge would,
+    and decoded even when the bridge would skip it (`skipped` says why): a diagnostic."""
     chatdb.check_readable(Path(settings["chat_db"]))
     state = State(None)
     state.rowid = since_rowid
-    reader = Reader(settings, state)
+    reader = Reader(settings, state, diagnose=True)
     while found := reader.poll():
         for message in found:
             print(json.dumps(message.as_json(), ensure_ascii=False), file=out)

@@ -1,7 +1,8 @@
 """New chat.db rows → inbound messages, each either relayable or skipped with a reason.
 
 The allow-list is checked before a message's text is even decoded; what is not allowed is
-never parsed, logged or relayed.
+never parsed, logged or relayed. Only `bridge scan`, a diagnostic the operator runs on their
+own Mac, reads everything (`diagnose=True`), to show each message with why it would be skipped.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ class Echoes:
 
 
 class Reader:
-    def __init__(self, settings: dict, state: State, echoes: Echoes | None = None):
+    def __init__(self, settings: dict, state: State, echoes: Echoes | None = None, diagnose: bool = False):
         self.settings = settings
+        self.diagnose = diagnose
         self.path = Path(settings["chat_db"])
         self.state = state
         self.echoes = echoes or Echoes()
@@ -138,14 +140,14 @@ class Reader:
                           sender=row["sender"], chat_guid=row["chat_guid"], is_group=bool(row["is_group"]),
                           service=row["service"])
         message.skipped = self.structural_skip(row) or self.allow_skip(message) or self.delivery_skip(message)
-        if message.skipped:
+        if message.skipped and not self.diagnose:
             return message
         raw = row["text"] or typedstream.message_text(row["attributedBody"])  # the blob when text is NULL or ""
         message.text = (raw or "").replace(typedstream.ATTACHMENT_PLACEHOLDER, "").strip()
         if row["cache_has_attachments"]:
             message.attachments = attachments.describe(chatdb.attachments(db, self.schema, message.rowid),
                                                        self.path.parent, self.settings["max_attachment_bytes"])
-        message.skipped = self.content_skip(message)
+        message.skipped = message.skipped or self.content_skip(message)
         return message
 
     def structural_skip(self, row) -> str | None:

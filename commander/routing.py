@@ -224,6 +224,8 @@ def verify_node_signature(node: Node) -> tuple[str, bytes]:
     key = bytes.fromhex(box.decrypt(node.signing_key).decode())
     try:
         return wire.check_request(key, request.headers, request.method, signed_path, body), key
+    except wire.MalformedSignature as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
     except ValueError as exc:
         refusal = ApiError(401, "bad_signature", str(exc))
     if node.next_signing_key is None:

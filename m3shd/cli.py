@@ -5,7 +5,7 @@ the Commander, the N0D3, the bridge and the image builder add their own (m3shd/c
 using the helpers below: say, CliError and the exit statuses, emit (--json), api.
 
 Exit status: 0 ok, 1 the task failed or was cancelled, 2 bad usage or configuration,
-3 the Commander is unreachable, 4 gave up waiting.
+3 the Commander is unreachable, 4 gave up waiting, 141 the output's reader stopped early (`| head`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
 
@@ -576,6 +577,20 @@ class TopParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return run_command(argv)
+        finally:
+            sys.stdout.flush()  # so a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        # `m3shd … | head`: the reader closed the pipe. As Python's documentation advises, point
+        # stdout at /dev/null so the last flush at exit cannot fail again, and exit as a command
+        # ended by SIGPIPE does (SIGPIPE itself stays ignored: it would also kill us on sockets).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -66,6 +66,9 @@ class Role(StrEnum):
 
 PROTOCOL_VERSION = 1
 MAX_SKEW_S = 300
+# Whole seconds since the epoch: 10 digits until 2286. The bound keeps a huge number from
+# overflowing the float arithmetic of the skew check.
+MAX_TIMESTAMP_DIGITS = 12
 
 HEADER_TIMESTAMP = "X-M3SHD-Timestamp"
 HEADER_NONCE = "X-M3SHD-Nonce"
@@ -101,15 +104,23 @@ def sign_request(key: bytes, method: str, path: str, body: bytes, now: float | N
     }
 
 
+class MalformedSignature(ValueError):
+    """The signature headers are there but not in their format: a bad request, not a bad signature."""
+
+
 def check_request(key: bytes, headers, method: str, path: str, body: bytes, now: float | None = None) -> str:
-    """Verify a signed request; returns its nonce (the caller refuses a replay), raises ValueError."""
+    """Verify a signed request; returns its nonce (the caller refuses a replay), raises ValueError
+    (MalformedSignature when a header breaks its format)."""
     ts = headers.get(HEADER_TIMESTAMP, "")
     nonce = headers.get(HEADER_NONCE, "")
     signature = headers.get(HEADER_SIGNATURE, "")
     if not (ts and nonce and signature):
         raise ValueError("missing request signature headers")
-    if not ts.isdigit() or not (8 <= len(nonce) <= 64) or not nonce.isalnum():
-        raise ValueError("malformed request signature headers")
+    if not (ts.isascii() and ts.isdigit() and len(ts) <= MAX_TIMESTAMP_DIGITS):
+        raise MalformedSignature(f"{HEADER_TIMESTAMP} must be whole seconds since the epoch "
+                                 f"(at most {MAX_TIMESTAMP_DIGITS} ASCII digits)")
+    if not (8 <= len(nonce) <= 64 and nonce.isascii() and nonce.isalnum()):
+        raise MalformedSignature(f"{HEADER_NONCE} must be 8-64 ASCII letters and digits")
     now = time.time() if now is None else now
     if abs(now - int(ts)) > MAX_SKEW_S:
         raise ValueError(f"request timestamp is more than {MAX_SKEW_S} s away from the Commander's clock")

@@ -19,39 +19,140 @@ from pathlib import Path
 APPLE_EPOCH = 978307200
 
 # --- typedstream: an NSAttributedString as Messages archives it ----------------------------------
+# A writer for the parts of Apple's typedstream format (see bridge/typedstream.py) that an
+# attributedBody uses. It keeps the format's own tables, so every reference it writes points at
+# what NSArchiver's would: type encodings and class names written once into the shared-string
+# table, objects, classes and C strings numbered in the order they are first written.
+
+PART = "__kIMMessagePartAttributeName"
+FILE_TRANSFER = "__kIMFileTransferGUIDAttributeName"
+LINK = "__kIMLinkAttributeName"
+HEADER = b"\x04\x0bstreamtyped\x81\xe8\x03"  # streamer version 4, little-endian signature, system 1000
+
+
+class Url(str):
+    """An attribute value archived as an NSURL (a link), not an NSString."""
 
 
 def typedstream_int(n: int) -> bytes:
-    """typedstream's signed integers: one byte up to 127, else tag 0x81 + i16, or 0x82 + i32."""
-    if 0 <= n < 0x80:
-        return bytes([n])
-    if n < 0x8000:
-        return b"\x81" + n.to_bytes(2, "little")
-    return b"\x82" + n.to_bytes(4, "little")
+    """typedstream's integers: one byte from -110 to 127, else tag 0x81 + i16, 0x82 + i32 or 0x87 + i64
+    (the bytes 0x80-0x91 are tags, never values)."""
+    if -110 <= n < 0x80:
+        return bytes([n & 0xFF])
+    for tag, width in ((0x81, 2), (0x82, 4), (0x87, 8)):
+        if -(1 << (8 * width - 1)) <= n < 1 << (8 * width - 1):
+            return bytes([tag]) + n.to_bytes(width, "little", signed=True)
+    raise ValueError(n)
 
 
-def attributed_body(text: str, mutable: bool = False) -> bytes:
-    """The archive of `text` with one attribute run (`__kIMMessagePartAttributeName` = 0).
+def reference(number: int) -> bytes:
+    return typedstream_int(number - 110)  # reference numbers count from -110: 0x92 is the first
 
-    `mutable`: an NSMutableAttributedString whose string is an NSMutableString (the class chain
-    then names NSMutableString, then NSString), as some senders' messages are archived."""
-    utf8 = text.encode("utf-8")
-    utf16_units = len(text.encode("utf-16-le")) // 2  # the run length counts UTF-16 code units
-    outer = b"\x19NSMutableAttributedString\x00\x84\x84\x12NSAttributedString\x00" if mutable \
-        else b"\x12NSAttributedString\x00"
-    string_class = b"\x0fNSMutableString\x01\x84\x84\x08NSString\x01" if mutable else b"\x08NSString\x01"
-    return (
-        b"\x04\x0bstreamtyped\x81\xe8\x03"                           # version 4, signature, system 1000
-        b"\x84\x01@\x84\x84\x84" + outer +                            # an object of a new class …
-        b"\x84\x84\x08NSObject\x00\x85"                                # … whose superclass chain ends
-        b"\x92\x84\x84\x84" + string_class + b"\x94\x84\x01+"          # its string: type "+" (UTF-8 bytes)
-        + typedstream_int(len(utf8)) + utf8
-        + b"\x86\x84\x02iI\x01" + typedstream_int(utf16_units)          # one run: attribute 1 over all of it
-        + b"\x92\x84\x84\x84\x0cNSDictionary\x00\x94\x84\x01i\x01"
-        b"\x92\x84\x96\x96\x1d__kIMMessagePartAttributeName\x86"
-        b"\x92\x84\x84\x84\x08NSNumber\x00\x84\x84\x07NSValue\x00\x94\x84\x01*\x84\x99\x99\x00"
-        b"\x86\x86\x86"
-    )
+
+class Archiver:
+    def __init__(self):
+        self.out = bytearray(HEADER)
+        self.strings: dict[bytes, int] = {}    # shared strings: type encodings, class names
+        self.objects = 0                       # entries in the object table so far
+        self.classes: dict[str, int] = {}      # class name → its object number
+        self.c_strings: dict[bytes, int] = {}  # C string → its object number
+
+    def shared(self, text: bytes) -> None:
+        if text in self.strings:
+            self.out += reference(self.strings[text])
+        else:
+            self.strings[text] = len(self.strings)
+            self.out += b"\x84" + typedstream_int(len(text)) + text
+
+    def begin(self, *chain: tuple[str, int]) -> None:
+        """A new object (an `@` group) of the first class in `chain`, its superclasses after it."""
+        self.shared(b"@")
+        self.out += b"\x84"
+        self.objects += 1
+        for name, version in chain:
+            if name in self.classes:
+                self.out += reference(self.classes[name])
+                return
+            self.out += b"\x84"
+            self.shared(name.encode())
+            self.out += typedstream_int(version)
+            self.classes[name] = self.objects
+            self.objects += 1
+        self.out += b"\x85"  # nil: the chain reached a root class
+
+    def end(self) -> None:
+        self.out += b"\x86"
+
+    def string(self, text: str, mutable: bool = False) -> None:
+        chain = [("NSMutableString", 1)] if mutable else []
+        self.begin(*chain, ("NSString", 1), ("NSObject", 0))
+        utf8 = text.encode()
+        self.shared(b"+")
+        self.out += typedstream_int(len(utf8)) + utf8
+        self.end()
+
+    def number(self, value: int, c_type: bytes = b"q") -> None:
+        self.begin(("NSNumber", 0), ("NSValue", 0), ("NSObject", 0))
+        self.shared(b"*")                      # NSValue's objCType, a C string …
+        if c_type in self.c_strings:
+            self.out += reference(self.c_strings[c_type])
+        else:
+            self.out += b"\x84"
+            self.shared(c_type)
+            self.c_strings[c_type] = self.objects
+            self.objects += 1
+        self.shared(c_type)                    # … then the value, typed by it
+        self.out += typedstream_int(value)
+        self.end()
+
+    def url(self, address: str) -> None:
+        self.begin(("NSURL", 0), ("NSObject", 0))
+        self.shared(b"c")
+        self.out += b"\x00"                   # not relative to a base URL
+        self.string(address)
+        self.end()
+
+    def dictionary(self, entries: dict) -> None:
+        self.begin(("NSDictionary", 0), ("NSObject", 0))
+        self.shared(b"i")
+        self.out += typedstream_int(len(entries))
+        for key, value in entries.items():
+            self.string(key)
+            if isinstance(value, Url):
+                self.url(value)
+            elif isinstance(value, str):
+                self.string(value)
+            else:
+                self.number(value)
+        self.end()
+
+
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def attributed_body(text: str, mutable: bool = False, runs: list[tuple[int, dict]] | None = None) -> bytes:
+    """The archive of `text` as Messages writes it: its string, then its attribute runs.
+
+    `runs`: (length in UTF-16 code units, attributes) for each run; by default one run over all of
+    it marked as message part 0. Equal dictionaries are written once and numbered, as NSArchiver
+    does. `mutable`: an NSMutableAttributedString whose string is an NSMutableString."""
+    runs = [(utf16_length(text), {PART: 0})] if runs is None else runs
+    archive = Archiver()
+    archive.begin(*([("NSMutableAttributedString", 0)] if mutable else []), ("NSAttributedString", 0),
+                  ("NSObject", 0))
+    archive.string(text, mutable)
+    written: list[dict] = []
+    for length, attributes in runs:
+        archive.shared(b"iI")
+        new = attributes not in written
+        if new:
+            written.append(attributes)
+        archive.out += typedstream_int(written.index(attributes) + 1) + typedstream_int(length)
+        if new:
+            archive.dictionary(attributes)
+    archive.end()
+    return bytes(archive.out)
 
 
 # --- table layouts per era -------------------------------------------------------------------------
@@ -193,15 +294,16 @@ class ChatDb:
                            [(chat_id, h) for h in handles])
         return chat_id, guid
 
-    def message(self, chat_id: int, sender: str | None, text: str | None = None, *, body: str | None = None,
+    def message(self, chat_id: int, sender: str | None, text: str | None = None, *, body: str | bytes | None = None,
                 service: str = "iMessage", is_from_me: bool = False, item_type: int = 0,
                 associated_type: int = 0, date: int | None = None, guid: str | None = None,
                 attachments: list[dict] = (), retracted: bool = False) -> int:
         """Insert a message the way Messages does: `text` and/or `attributedBody` (`body` → blob).
 
-        Since Ventura the text is usually only in the blob: pass `body=` and `text=None`.
+        Since Ventura the text is usually only in the blob: pass `body=` and `text=None` (bytes: the
+        blob itself).
         """
-        blob = attributed_body(body) if body is not None else None
+        blob = attributed_body(body) if isinstance(body, str) else body
         handle_id = self.handle(sender, service) if sender else 0
         guid = guid or str(uuid.uuid4()).upper()
         date = apple_ns() if date is None else date

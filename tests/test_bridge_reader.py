@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -15,7 +17,8 @@ import pytest
 from bridge import attachments, chatdb, typedstream
 from bridge.cursor import State
 from bridge.reader import Echoes, Reader, normalize_address
-from chatdb_fixtures import ERAS, HEIC, JPEG, PDF, ChatDb, apple_ns, attributed_body
+from chatdb_fixtures import (ERAS, FILE_TRANSFER, HEADER, HEIC, JPEG, LINK, PART, PDF, ChatDb, apple_ns,
+                             attributed_body)
 from conftest import base_env
 from m3shd.config import DEFAULTS
 
@@ -23,13 +26,189 @@ ME = "+15551234567"
 STRANGER = "+15559876543"
 
 # --- typedstream -------------------------------------------------------------------------------
+# Two archives built byte by byte from the format's structure (bridge/typedstream.py explains it),
+# each byte's meaning beside it, with the string and object table numbers it adds: they check the
+# reader against the format itself, not against the fixture encoder, and the encoder against them.
+
+
+def counted(text: str) -> bytes:
+    """A one-byte length (below 128) and the UTF-8 bytes."""
+    data = text.encode()
+    assert len(data) < 0x80
+    return bytes([len(data)]) + data
+
+
+GUID = "at_0_5E1F1C4A-9B7D-4C2E-8F3A-6B2D0E4C9A17"
+PARTS_TEXT = "Look at this\ufffcand this one"   # a text, a photo, a text: three parts
+PARTS_BLOB = (
+    HEADER                                                       # version 4, "streamtyped", system 1000
+    + b"\x84" + counted("@") + b"\x84"                           # type "@" (string 0); a new object (object 0)
+    + b"\x84\x84" + counted("NSAttributedString") + b"\x00"       # of a new class (string 1, object 1), version 0
+    + b"\x84\x84" + counted("NSObject") + b"\x00" + b"\x85"       # superclass (string 2, object 2), a root class
+    + b"\x92\x84"                                                # type 0 "@": its string, object 3
+    + b"\x84\x84" + counted("NSString") + b"\x01" + b"\x94"       # class (string 3, object 4) v1; superclass object 2
+    + b"\x84" + counted("+") + counted(PARTS_TEXT) + b"\x86"      # type "+" (string 4): length, UTF-8; end
+    + b"\x84" + counted("iI") + b"\x01\x0c"                       # type "iI" (string 5): dictionary 1, 12 UTF-16 units
+    + b"\x92\x84\x84\x84" + counted("NSDictionary") + b"\x00\x94"  # object 5, class (string 6, object 6)
+    + b"\x84" + counted("i") + b"\x01"                           # type "i" (string 7): one entry
+    + b"\x92\x84\x96\x96" + counted(PART) + b"\x86"               # key: object 7, class object 4, type string 4
+    + b"\x92\x84\x84\x84" + counted("NSNumber") + b"\x00"          # value: object 8, class (string 8, object 9)
+    + b"\x84\x84" + counted("NSValue") + b"\x00\x94"               # superclass (string 9, object 10), then object 2
+    + b"\x84" + counted("*") + b"\x84\x84" + counted("q")          # type "*" (string 10): a new C string (object 11), "q" (string 11)
+    + b"\x9d\x00\x86" + b"\x86"                                   # type string 11 "q": 0; end number; end dictionary
+    + b"\x97\x02\x01"                                             # "iI": dictionary 2 over 1 unit (the photo)
+    + b"\x92\x84\x98\x99\x02"                                     # object 12 of class object 6; "i": two entries
+    + b"\x92\x84\x96\x96" + counted(FILE_TRANSFER) + b"\x86"      # object 13
+    + b"\x92\x84\x96\x96" + counted(GUID) + b"\x86"               # object 14
+    + b"\x92\x84\x96\x96" + counted(PART) + b"\x86"               # object 15
+    + b"\x92\x84\x9b\x9c\x9d\x9d\x01\x86" + b"\x86"               # object 16: NSNumber, C string object 11, "q": 1
+    + b"\x97\x03\x0c"                                             # "iI": dictionary 3 over 12 units
+    + b"\x92\x84\x98\x99\x01" + b"\x92\x84\x96\x96" + counted(PART) + b"\x86"  # objects 17, 18
+    + b"\x92\x84\x9b\x9c\x9d\x9d\x02\x86" + b"\x86"               # object 19: part 2
+    + b"\x86"                                                     # end of the attributed string
+)
+PARTS_RUNS = [(12, {PART: 0}), (1, {FILE_TRANSFER: GUID, PART: 1}), (12, {PART: 2})]
+
+LINK_TEXT = "\U0001f680 see https://example.com/x !"   # 🚀 is 4 UTF-8 bytes, 2 UTF-16 units
+DATA_DETECTED = "__kIMDataDetectedAttributeName"
+LINK_BLOB = (
+    HEADER
+    + b"\x84" + counted("@") + b"\x84"                           # string 0; object 0
+    + b"\x84\x84" + counted("NSMutableAttributedString") + b"\x00"  # string 1, object 1
+    + b"\x84\x84" + counted("NSAttributedString") + b"\x00"       # string 2, object 2
+    + b"\x84\x84" + counted("NSObject") + b"\x00" + b"\x85"       # string 3, object 3
+    + b"\x92\x84"                                                # "@": object 4
+    + b"\x84\x84" + counted("NSMutableString") + b"\x01"          # string 4, object 5
+    + b"\x84\x84" + counted("NSString") + b"\x01" + b"\x95"       # string 5, object 6; superclass object 3
+    + b"\x84" + counted("+") + counted(LINK_TEXT) + b"\x86"       # string 6 "+"
+    + b"\x84" + counted("iI") + b"\x01\x07"                       # string 7: dictionary 1 over "🚀 see " (7 units)
+    + b"\x92\x84\x84\x84" + counted("NSDictionary") + b"\x00\x95"  # object 7; string 8, object 8
+    + b"\x84" + counted("i") + b"\x01"                           # string 9
+    + b"\x92\x84\x98\x98" + counted(PART) + b"\x86"               # object 9: class object 6, type string 6
+    + b"\x92\x84\x84\x84" + counted("NSNumber") + b"\x00"          # object 10; string 10, object 11
+    + b"\x84\x84" + counted("NSValue") + b"\x00\x95"               # string 11, object 12
+    + b"\x84" + counted("*") + b"\x84\x84" + counted("q")          # string 12; C string object 13, string 13
+    + b"\x9f\x00\x86" + b"\x86"
+    + b"\x99\x02\x15"                                             # "iI": dictionary 2 over the URL (21 units)
+    + b"\x92\x84\x9a\x9b\x03"                                     # object 14 of class object 8; three entries
+    + b"\x92\x84\x98\x98" + counted(LINK) + b"\x86"               # object 15
+    + b"\x92\x84\x84\x84" + counted("NSURL") + b"\x00\x95"        # object 16; string 14, object 17
+    + b"\x84" + counted("c") + b"\x00"                           # string 15 "c": 0, not relative to a base URL
+    + b"\x92\x84\x98\x98" + counted("https://example.com/x") + b"\x86" + b"\x86"  # object 18; end NSURL
+    + b"\x92\x84\x98\x98" + counted(DATA_DETECTED) + b"\x86"      # object 19
+    + b"\x92\x84\x84\x84" + counted("NSData") + b"\x00\x95"       # object 20; string 16, object 21
+    + b"\x9b\x04" + b"\x84" + counted("[4c]") + b"\xde\xad\xbe\xef"  # "i": 4; type "[4c]" (string 17): the bytes
+    + b"\x86"
+    + b"\x92\x84\x98\x98" + counted(PART) + b"\x86"               # object 22
+    + b"\x92\x84\x9d\x9e\x9f\x9f\x00\x86" + b"\x86"               # object 23: NSNumber 0; end dictionary 2
+    + b"\x99\x01\x02"                                             # dictionary 1 again over " !": not written again
+    + b"\x86"
+)
+
+
+def test_hand_built_archives_parse_to_their_last_byte_and_the_encoder_writes_the_same_bytes():
+    for blob in (PARTS_BLOB, LINK_BLOB):
+        reader = typedstream.Reader(blob)
+        assert reader.shared() == b"@" and reader.object(reader.head()).complete
+        assert (reader.at, reader.problem) == (len(blob), None)
+    assert attributed_body(PARTS_TEXT, runs=PARTS_RUNS) == PARTS_BLOB
+    # the encoder's mutable layout is the hand-built one up to the end of the string
+    string_end = LINK_BLOB.index(counted(LINK_TEXT)) + len(counted(LINK_TEXT)) + 1
+    assert attributed_body(LINK_TEXT, mutable=True)[:string_end] == LINK_BLOB[:string_end]
+
+
+def test_parts_come_one_to_a_line_and_attachments_stay_out():
+    body = typedstream.attributed_string(PARTS_BLOB)
+    assert [run.text for run in body.runs] == ["Look at this", "\ufffc", "and this one"]
+    assert body.runs[1].attributes == {FILE_TRANSFER: GUID, PART: 1} and body.complete
+    assert typedstream.message_text(PARTS_BLOB) == "Look at this\nand this one"
+
+
+def test_runs_are_cut_at_utf16_offsets_and_a_dictionary_is_written_once():
+    body = typedstream.attributed_string(LINK_BLOB)
+    assert body.text == LINK_TEXT and body.complete
+    assert [run.text for run in body.runs] == ["\U0001f680 see ", "https://example.com/x", " !"]
+    link = body.runs[1].attributes
+    assert (link[LINK], link[PART]) == ("https://example.com/x", 0)
+    assert link[DATA_DETECTED].classes == ["NSData", "NSObject"] and link[DATA_DETECTED].values == [4, b"\xde\xad\xbe\xef"]
+    assert body.runs[2].attributes is body.runs[0].attributes == {PART: 0}
+    assert typedstream.message_text(LINK_BLOB) == LINK_TEXT
+
+
+@pytest.mark.parametrize("blob", [PARTS_BLOB, LINK_BLOB], ids=["parts", "link"])
+def test_extra_trailing_data_is_ignored(blob):
+    assert typedstream.attributed_string(blob + b"\x00\x86 trailing \x84\x92") == typedstream.attributed_string(blob)
+
+
+def test_a_truncated_archive_gives_what_it_holds():
+    start = LINK_BLOB.index(counted(LINK_TEXT)) + 1
+    assert typedstream.message_text(LINK_BLOB[:start - 1]) is None       # cut before the string's length
+    assert typedstream.message_text(LINK_BLOB[:start + 2]) == ""         # inside 🚀: no half character, no U+FFFD
+    assert typedstream.message_text(LINK_BLOB[:start + 6]) == "\U0001f680 s"
+    cut_in_runs = typedstream.attributed_string(LINK_BLOB[:-40])
+    assert (cut_in_runs.text, cut_in_runs.complete) == (LINK_TEXT, False)
+    assert [run.text for run in cut_in_runs.runs] == ["\U0001f680 see ", "https://example.com/x", " !"]
+    for end in range(len(LINK_BLOB)):                                   # every cut: a prefix, never an error
+        body = typedstream.attributed_string(LINK_BLOB[:end])
+        assert body is None or (LINK_TEXT.startswith(body.text) and not body.complete)
+
+
+def test_a_string_length_past_the_end_keeps_the_bytes_that_are_there():
+    """Seen in captured data: the declared length runs past the blob. The text is kept up to the
+    archive's own next byte (0x86, which never starts a UTF-8 character)."""
+    declared = LINK_BLOB.replace(counted(LINK_TEXT), b"\x81\x00\x02" + LINK_TEXT.encode())  # 512 bytes
+    assert typedstream.message_text(declared) == LINK_TEXT
+    start = LINK_BLOB.index(counted(LINK_TEXT)) + 1
+    assert typedstream.message_text(declared[:start + 2 + 7]) == "\U0001f680 se"  # and where nothing follows
+    body = typedstream.attributed_string(declared)
+    assert (body.text, body.complete) == (LINK_TEXT, False)
+
+
+def test_damaged_bytes_anywhere_never_raise():
+    for blob in (PARTS_BLOB, LINK_BLOB):
+        for at in range(len(blob)):
+            for byte in (0x00, 0x81, 0x84, 0x85, 0x86, 0x92, 0xFF):  # a value, the tags, a first reference
+                text = typedstream.message_text(blob[:at] + bytes([byte]) + blob[at + 1:])
+                assert text is None or isinstance(text, str)
+
+
+def test_an_object_inside_itself_is_left_as_it_is():
+    number = PARTS_BLOB[PARTS_BLOB.index(b"\x92\x84\x84\x84" + counted("NSNumber")):PARTS_BLOB.index(b"\x9d\x00\x86") + 3]
+    looped = PARTS_BLOB.replace(number, b"\x92\x97", 1)  # dictionary 1's value: a reference to dictionary 1 (object 5)
+    body = typedstream.attributed_string(looped)
+    assert body.runs[0].text == "Look at this" and body.runs[0].attributes[PART].is_a("NSDictionary")
+    assert typedstream.message_text(looped).startswith("Look at this")
+
+
+def test_values_nested_beyond_reason_are_refused_not_a_recursion_error():
+    encoding = b"[1" * 600 + b"i" + b"]" * 600
+    reader = typedstream.Reader(HEADER + b"\x84\x81" + len(encoding).to_bytes(2, "little") + encoding)
+    with pytest.raises(typedstream.Malformed, match="nested more than"):
+        reader.group()
+
+
+@pytest.mark.parametrize("encoding, data, value", [
+    (b"c", b"\xff", -1), (b"C", b"\xff", 255), (b"B", b"\x01", 1),         # chars are never tagged
+    (b"i", b"\x7f", 127), (b"i", b"\xff", -1), (b"I", b"\xff", 255),
+    (b"i", b"\x81\x50\xc3", -15536), (b"I", b"\x81\x50\xc3", 50_000),   # 0x81: two bytes
+    (b"q", b"\x82\x70\x11\x01\x00", 70_000),                              # 0x82: four
+    (b"q", b"\x87\x00\xe6\x8e\xe7\xfd\xff\xff\xff", -9_000_000_000),       # 0x87: eight
+    (b"d", b"\x83" + struct.pack("<d", 2.5), 2.5), (b"f", b"\x83" + struct.pack("<f", 0.5), 0.5),
+    (b"d", b"\x05", 5.0),                                                  # a whole number is written as one
+    (b"[3c]", b"abc", b"abc"), (b"[2i]", b"\x01\x81\x00\x01", [1, 256]),
+    (b"{_NSRange=QQ}", b"\x03\x04", (3, 4)), (b"{CGSize=dd}", b"\x01\x83" + struct.pack("<d", 0.25), (1.0, 0.25)),
+    (b"+", b"\x02ok", b"ok"), (b"*", b"\x85", None), (b"@", b"\x85", None), (b"!", b"", None),
+])
+def test_each_kind_of_value(encoding, data, value):
+    reader = typedstream.Reader(HEADER + data)
+    assert reader.value(encoding) == value and reader.at == len(HEADER + data)
 
 
 @pytest.mark.parametrize("text, length_bytes", [
     ("hello mesh", b"\x0a"),                                   # < 128 bytes: one byte
-    ("a" * 200, b"\x81" + (200).to_bytes(2, "little")),        # 0x81 + u16
+    ("a" * 200, b"\x81" + (200).to_bytes(2, "little")),        # 0x81 + 16 bits
     ("b" * 30_000, b"\x81" + (30_000).to_bytes(2, "little")),
-    ("c" * 40_000, b"\x82" + (40_000).to_bytes(4, "little")),  # beyond i16: Apple writes 0x82 + u32
+    ("c" * 40_000, b"\x82" + (40_000).to_bytes(4, "little")),  # beyond i16: 0x82 + 32 bits
     ("d" * 70_000, b"\x82" + (70_000).to_bytes(4, "little")),  # > 65,535 bytes
 ])
 def test_the_length_prefix_in_each_width(text, length_bytes):
@@ -59,19 +238,21 @@ def test_attachment_placeholders_are_removed():
     assert typedstream.message_text(attributed_body("\ufffcLook at this\ufffc")) == "Look at this"
 
 
-def test_an_unsigned_16_bit_length_is_read_as_written():
-    assert typedstream.read_length(b"\x81\x50\xc3", 0) == (50_000, 3)
-    assert typedstream.read_length(b"\x82\x70\x11\x01\x00", 0) == (70_000, 5)
+def test_bytes_that_are_not_utf8_are_replaced_not_lost():
+    assert typedstream.message_text(attributed_body("ok").replace(b"+\x02ok", b"+\x02\xff\xfe")) == "\ufffd\ufffd"
+
+
+STRING_ONLY = HEADER + b"\x84\x01@\x84\x84\x84\x08NSString\x01\x84\x84\x08NSObject\x00\x85\x84\x01+\x02ok\x86"
 
 
 @pytest.mark.parametrize("blob", [
-    None, b"", b"not a typedstream at all",
-    attributed_body("truncated message")[:80],        # the length runs past the end
-    attributed_body("x" * 300)[:120],
-    attributed_body("ok").replace(b"\x01+", b"\x01i"),  # no string type signature
-    attributed_body("ok").replace(b"+\x02ok", b"+\x02\xff\xfe"),  # not UTF-8
+    None, b"", b"not a typedstream at all", HEADER, HEADER[:10],
+    HEADER.replace(b"\x04", b"\x03", 1) + PARTS_BLOB[len(HEADER):],   # another streamer version
+    STRING_ONLY,                                                      # a typedstream, but not an attributed string
+    attributed_body("ok").replace(b"\x01+", b"\x01i"),                # its string typed as an integer
+    PARTS_BLOB[:len(HEADER) + 40],                                    # cut before the string
 ])
-def test_broken_blobs_give_none(blob):
+def test_blobs_without_an_attributed_string_give_none(blob):
     assert typedstream.message_text(blob) is None
 
 
@@ -82,11 +263,11 @@ def settings_for(path: Path, **overrides) -> dict:
     return dict(DEFAULTS["bridge"], chat_db=str(path), allowed_senders=["(555) 123-4567"], recheck_delay=0.0) | overrides
 
 
-def read_all(settings: dict, state: State | None = None) -> list:
+def read_all(settings: dict, state: State | None = None, diagnose: bool = False) -> list:
     state = state or State(None)
     if state.rowid is None:
         state.rowid = 0
-    return Reader(settings, state).poll()
+    return Reader(settings, state, diagnose=diagnose).poll()
 
 
 @pytest.fixture(params=sorted(ERAS))
@@ -195,6 +376,11 @@ def test_every_skip_has_its_reason(era_db):
     }
     mention = next(m for m in read_all(settings) if m.rowid == rows["mention"])
     assert mention.text == "status" and mention.is_group
+    texts = {m.rowid: m.text for m in read_all(settings)}
+    assert texts[rows["stranger"]] == texts[rows["other group"]] == ""  # the bridge never decodes what is not allowed
+    diagnosed = read_all(settings, diagnose=True)                       # `bridge scan` does, with the same verdicts
+    assert {m.rowid: m.skipped for m in diagnosed} == skipped
+    assert {m.rowid: m.text for m in diagnosed}[rows["stranger"]] == "cancel 1"
     assert read_all(dict(settings, sms_allowed=True))[5].skipped is None
 
 
@@ -355,26 +541,51 @@ def test_a_refused_read_names_full_disk_access_and_the_binary(tmp_path):
     assert "Privacy & Security" in message
 
 
+def scan(db: ChatDb, env: dict, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path), *args],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def test_scan_prints_each_message_as_the_bridge_sees_it(tmp_path):
     db = ChatDb(tmp_path / "chat.db", "ventura")
     chat, guid = db.chat([ME])
+    stranger_chat, stranger_guid = db.chat([STRANGER])
     db.message(chat, ME, None, body="Привет 👋")
-    db.message(chat, STRANGER, "hi")
+    db.message(stranger_chat, STRANGER, "hi")
+    db.message(stranger_chat, STRANGER, None, body=PARTS_BLOB)   # the text only in a blob, two parts and a photo
     env = base_env(tmp_path) | {"M3SHD_BRIDGE_ALLOWED_SENDERS": "555-123-4567"}
-    done = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path),
-                           "--since-rowid", "0"], env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    lines = scan(db, env, "--since-rowid", "0")
+    # a diagnostic: every message decoded, and the reason the bridge would skip it beside it
     assert [(m["rowid"], m["text"], m["sender"], m["chat_guid"], m["is_group"], m["skipped"]) for m in lines] == [
-        (1, "Привет 👋", ME, guid, False, None), (2, "", STRANGER, guid, False, "sender not in [bridge] allowed_senders")]
+        (1, "Привет 👋", ME, guid, False, None),
+        (2, "hi", STRANGER, stranger_guid, False, "sender not in [bridge] allowed_senders"),
+        (3, "Look at this\nand this one", STRANGER, stranger_guid, False, "sender not in [bridge] allowed_senders")]
     assert set(lines[0]) == {"rowid", "guid", "date", "sender", "chat_guid", "is_group", "service", "text",
                              "attachments", "skipped"}
-    later = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path),
-                            "--since-rowid", "1"], env=env, capture_output=True, text=True, timeout=30)
-    assert [json.loads(line)["rowid"] for line in later.stdout.splitlines()] == [2]
+    assert [m["rowid"] for m in scan(db, env, "--since-rowid", "1")] == [2, 3]
+    # with the default config nobody is allowed yet: still every text, each marked
+    assert [(m["text"], m["skipped"]) for m in scan(db, base_env(tmp_path), "--since-rowid", "0")] == [
+        ("Привет 👋", "sender not in [bridge] allowed_senders"), ("hi", "sender not in [bridge] allowed_senders"),
+        ("Look at this\nand this one", "sender not in [bridge] allowed_senders")]
     missing = subprocess.run([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(tmp_path / "x.db")],
                              env=env, capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "no Messages database at" in missing.stderr
+
+
+def test_a_scan_whose_reader_stops_early_ends_quietly(tmp_path):
+    """`m3shd bridge scan | head`: the reader closes the pipe; no traceback, the exit status of SIGPIPE.
+    (The fix sits where m3shd's main runs, so every command that writes to stdout has it.)"""
+    db = ChatDb(tmp_path / "chat.db", "tahoe")
+    chat, _ = db.chat([ME])
+    for n in range(40):
+        db.message(chat, ME, None, body=f"message {n} " + "x" * 500)
+    done = subprocess.Popen([sys.executable, "-m", "m3shd", "bridge", "scan", "--chat-db", str(db.path), "--window", "0"],
+                            env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done.stdout.close()  # as `head` does once it has its lines
+    _, stderr = done.communicate(timeout=30)
+    assert (done.returncode, stderr.decode()) == (128 + signal.SIGPIPE, "")
 
 
 def test_a_heic_that_cannot_be_converted_is_refused_and_old_conversions_go(tmp_path):

@@ -4,8 +4,11 @@ so a parent's output injected into a child's prompt is visible in the child's an
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +18,7 @@ from m3shd.client import ApiClient, CommanderError
 from tests.conftest import Commander, m3shd, sse_events, wait_until
 
 INJECT_LIMIT = 200  # small, so the cut is cheap to provoke
+README = Path(__file__).parent.parent / "README.md"
 
 
 @pytest.fixture
@@ -45,6 +49,23 @@ def states(pipeline: dict) -> dict[str, str]:
 
 def step(pipeline: dict, key: str) -> dict:
     return next(s for s in pipeline["steps"] if s["key"] == key)
+
+
+def test_the_readmes_pipeline_example_exports_and_verifies_the_pipelines_own_chain(commander, spawn_n0d3, tmp_path):
+    """The README's commands, run as a newcomer runs them: after the two tasks of its first section."""
+    spawn_n0d3("alpha")
+    for prompt in ("Write a haiku about meshes", "Summarise RFC 9110"):
+        commander.wait_task(commander.api.submit_task(prompt)["id"])
+    section = README.read_text().split("## Pipelines and provenance", 1)[1]
+    commands = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    env = client_env(commander)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # as after `source .venv/bin/activate`
+    done = subprocess.run(["bash", "-euc", commands], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    pipeline = commander.api.get_pipeline(1)
+    chain = json.loads((tmp_path / "chain.json").read_text())
+    assert [link["task_id"] for link in chain["links"]] == [s["task_id"] for s in pipeline["steps"]] == [3, 4]
+    assert done.stdout.splitlines()[-1] == "chain verified"
 
 
 def test_a_linear_pipeline_from_the_cli_passes_each_output_on(commander, spawn_n0d3):

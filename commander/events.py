@@ -25,6 +25,15 @@ def publish(kind: str, task: int | None = None, node: int | None = None, **data)
     EVENT_INSERT.create(kind=kind, task=task, node=node, data=data)
 
 
+def init(cmdr) -> None:
+    cmdr.signals.task_finished.connect(on_task_finished)
+
+
+def on_task_finished(cmdr, finished) -> None:
+    """A task's final state is announced by the event its transition names (signals.TaskFinished)."""
+    publish(finished.event, task=finished.task.id, **finished.details)
+
+
 def latest_id() -> int:
     row = Event.select(Event.id).order_by(Event.id.desc()).first()
     return row.id if row else 0

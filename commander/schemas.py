@@ -20,7 +20,24 @@ class Request(BaseModel):
 
 
 class Response(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    @classmethod
+    def from_row(cls, row, **given):
+        """This body from a database row: each field is read from the row's attribute of that
+        name, except those `given` (derived, or named otherwise in the table)."""
+        return cls.model_validate(_RowWith(row, given))
+
+
+class _RowWith:
+    """A row with some attributes given instead (from_attributes reads a body's fields by name)."""
+
+    def __init__(self, row, given: dict):
+        self.__dict__.update(given)
+        self._row = row
+
+    def __getattr__(self, name: str):  # only called for what `given` lacks
+        return getattr(self._row, name)
 
 
 Capability = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/@+=-]+$")]
@@ -306,6 +323,11 @@ class TaskOut(Response):
     step_key: str | None = None
     chain_hash: str | None = Field(None, description="provenance hash over this result and its parents' hashes")
 
+    @classmethod
+    def of(cls, task, waiting_reason: str | None = None) -> TaskOut:
+        """The task as the API shows it; its usage block is read from the row's token columns."""
+        return cls.from_row(task, usage=task, waiting_reason=waiting_reason)
+
 
 class TaskList(Response):
     tasks: list[TaskOut]
@@ -385,6 +407,12 @@ class PipelineOut(Response):
     created_at: float
     finished_at: float | None
     steps: list[PipelineStepOut] = Field(description="in dependency order: every step after its parents")
+
+    @classmethod
+    def of(cls, pipeline, steps) -> PipelineOut:
+        """The pipeline with its `steps` (task rows, in dependency order)."""
+        return cls.from_row(pipeline, steps=[PipelineStepOut.from_row(step, key=step.step_key, task_id=step.id)
+                                             for step in steps])
 
 
 # --- provenance ------------------------------------------------------------------------------

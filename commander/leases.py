@@ -50,8 +50,8 @@ class Result:
 
 
 # A claim's queries, compiled once (db.Compiled).
-QUEUED_TASK = Compiled(Task, lambda: Task.select(
-    Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where((Task.id == Param("task_id")) & (Task.state == QUEUED)))
+QUEUED_TASK = Compiled(Task, lambda: Task.select(Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where(
+    (Task.id == Param("task_id")) & (Task.state == QUEUED)))
 LEASE_FIELDS = ("state", "attempt", "lease_token", "lease_until", "node", "started_at", "updated_at", "not_before")
 TAKE_LEASE = CompiledUpdate(Task, LEASE_FIELDS, match=("id", "state"))
 # A result is applied only while its lease holds: the fence.
@@ -146,7 +146,8 @@ def retry_fields(task: Task, node_id: int | None, t: float, settings: dict) -> d
     return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
 
 
-def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes, key: NodeKey | None) -> tuple[Task, bool]:
+def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
+                 key: NodeKey | None) -> tuple[Task, bool]:
     """Apply a result whose signatures over `document` (its canonical JSON) were checked with
     `key` if its lease still holds; returns (task, duplicate). The attempt ends (attempt_ended)
     and, unless an infrastructure failure sends it back to the queue, the task is final

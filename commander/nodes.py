@@ -80,7 +80,8 @@ NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == Par
 HEARTBEAT_UPDATE = CompiledUpdate(Node, ("state", "capabilities", "open_slots", "runner", "problem", "last_seen"),
                                   match=("id",))
 RENEW_LEASES = Compiled(Task, lambda tokens: Task.update(lease_until=Param("until")).where(
-    (Task.state == LEASED) & (Task.node == Param("node_id")) & Task.lease_token.in_(tokens)).returning(Task.lease_token))
+    (Task.state == LEASED) & (Task.node == Param("node_id")) & Task.lease_token.in_(tokens)
+).returning(Task.lease_token))
 
 
 def heartbeat(cmdr: Commander, node: Node, *, open_slots: int, running: Sequence[LeaseRef] = (),

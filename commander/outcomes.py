@@ -15,7 +15,8 @@ REFERENCE_SAMPLE = 50  # recent successes of a task class that set its typical d
 # Every result runs these (db.Compiled).
 REFERENCE_DURATIONS = Compiled(Outcome, lambda: (
     Outcome.select(Outcome.duration_ms)
-    .where((Outcome.task_class == Param("task_class")) & (Outcome.kind == SUCCEEDED) & Outcome.duration_ms.is_null(False))
+    .where((Outcome.task_class == Param("task_class")) & (Outcome.kind == SUCCEEDED)
+           & Outcome.duration_ms.is_null(False))
     .order_by(Outcome.id.desc()).limit(REFERENCE_SAMPLE)))
 OUTCOME_INSERT = CompiledInsert(Outcome)
 WINDOW = Compiled(Outcome, lambda: (

@@ -44,8 +44,9 @@ def poll(cmdr: Commander, token: str) -> dict:
         raise NotFound("not_pending", "no such join request: it was rejected, has expired or was already approved")
     if row.approved_at is None:
         return dict(state="pending")
-    registration = nodes.register(cmdr, nodes.Machine(machine_id=row.machine_id, name=row.name,
-                                                      capabilities=row.capabilities, slots=row.slots, version=row.version))
+    machine = nodes.Machine(machine_id=row.machine_id, name=row.name, capabilities=row.capabilities, slots=row.slots,
+                            version=row.version)
+    registration = nodes.register(cmdr, machine)
     with cmdr.writing():
         PendingNode.delete().where(PendingNode.id == row.id).execute()
     return dict(state="approved", registration=registration)

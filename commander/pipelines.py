@@ -1,11 +1,12 @@
 """Pipelines: a graph of steps submitted in one call, each step a task.
 
 A step with parents is stored `blocked`. Whenever a step becomes final, `advance` runs in the
-same write transaction (it receives the task_finished signal, commander/signals.py): steps whose parents are all final and acceptable (succeeded, or the
-edge allows failure) are queued with their parents' outputs rendered into their prompts, after
-the parents' signatures and chain hashes have been verified; steps that a parent rules out
-become `skipped` (a final state of its own: they never ran, nobody cancelled them); a chain
-that fails verification stops the pipeline. The pipeline is final once every step is.
+same write transaction (it receives the task_finished signal, commander/signals.py): steps
+whose parents are all final and acceptable (succeeded, or the edge allows failure) are queued
+with their parents' outputs rendered into their prompts, after the parents' signatures and
+chain hashes have been verified; steps that a parent rules out become `skipped` (a final state
+of its own: they never ran, nobody cancelled them); a chain that fails verification stops the
+pipeline. The pipeline is final once every step is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from commander import events, provenance, tasks
 from commander.context import Commander
 from commander.exceptions import Conflict, Invalid, NotFound
-from commander.models import BLOCKED, CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Pipeline, Task, now
+from commander.models import (
+    BLOCKED, CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Pipeline, Task, now,
+)
 from commander.signals import PIPELINE, TaskFinished
 from commander.tasks import TaskSpec
 
@@ -96,7 +99,8 @@ def submit(cmdr: Commander, steps: list[Step], *, submitter: str, token_id: int 
         for step in order:
             parents = [dict(task_id=task_ids[dep.step], step=dep.step, allow_failure=dep.allow_failure)
                        for dep in step.depends_on]
-            task = Task.create(**tasks.new_task_fields(cmdr, step, token_id, submitter), backoff=cmdr.settings["retry_backoff"],
+            task = Task.create(**tasks.new_task_fields(cmdr, step, token_id, submitter),
+                               backoff=cmdr.settings["retry_backoff"],
                                pipeline=pipeline.id, step_key=step.key, depends_on=parents,
                                state=BLOCKED if parents else QUEUED)
             task_ids[step.key] = task.id
@@ -208,7 +212,8 @@ def move(cmdr: Commander, pipeline: Pipeline, step: Task, state: str, **fields) 
     details = dict(priority=step.priority, requires=step.requires, submitter=step.submitter, pipeline=pipeline.id,
                    step=step.step_key)
     if final:
-        cmdr.signals.task_finished.send(cmdr, TaskFinished(tasks.get(step.id), BLOCKED, PIPELINE, f"task.{state}", details))
+        cmdr.signals.task_finished.send(
+            cmdr, TaskFinished(tasks.get(step.id), BLOCKED, PIPELINE, f"task.{state}", details))
     else:
         events.publish(f"task.{state}", task=step.id, **details)
     events.publish("pipeline.step", task=step.id, pipeline=pipeline.id, step=step.step_key, state=state)

@@ -121,7 +121,8 @@ def node_names() -> dict[int, str]:
 def task_list():
     """The queue, newest first, filtered by state, with a count per state."""
     query = parse_query(TaskQuery)
-    return render("tasks.html", parts=("tasks",), tasks=task_views(tasks.listing(**query.model_dump())), state=query.state,
+    listed = tasks.listing(**query.model_dump())
+    return render("tasks.html", parts=("tasks",), tasks=task_views(listed), state=query.state,
                   counts=tasks.counts(), node_names=node_names())
 
 

@@ -185,7 +185,7 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
             work = cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(finished, node.id, result.attempt, kind, t, result))
             if not retry:
                 work = cmdr.signals.task_finished.send(
-                    cmdr, TaskFinished(finished, LEASED, RESULT, f"task.{finished.state}", details)) or work
+                    cmdr, TaskFinished(finished, LEASED, RESULT, details)) or work
     if finished:
         # A plain finish frees only this node's slot, which it claims itself: no dispatcher need plan.
         cmdr.notifier.notify(work=retry or work)
@@ -227,7 +227,7 @@ def expire(cmdr: Commander) -> int:
                 events.publish("task.requeued", task=task.id, **details)
             cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(ended, task.node_id, task.attempt, "lost", t))
             if final:
-                cmdr.signals.task_finished.send(cmdr, TaskFinished(ended, LEASED, LEASE_EXPIRED, "task.failed", details))
+                cmdr.signals.task_finished.send(cmdr, TaskFinished(ended, LEASED, LEASE_EXPIRED, details))
     return count
 
 

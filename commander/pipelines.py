@@ -213,7 +213,7 @@ def move(cmdr: Commander, pipeline: Pipeline, step: Task, state: str, **fields) 
                    step=step.step_key)
     if final:
         cmdr.signals.task_finished.send(
-            cmdr, TaskFinished(tasks.get(step.id), BLOCKED, PIPELINE, f"task.{state}", details))
+            cmdr, TaskFinished(tasks.get(step.id), BLOCKED, PIPELINE, details))
     else:
         events.publish(f"task.{state}", task=step.id, **details)
     events.publish("pipeline.step", task=step.id, pipeline=pipeline.id, step=step.step_key, state=state)

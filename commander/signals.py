@@ -57,8 +57,7 @@ class TaskFinished:
     task: Task              # the row as the transition left it
     previous: str           # the state it left
     cause: str              # RESULT, LEASE_EXPIRED, CANCEL, REJECT or PIPELINE
-    event: str              # the event kind that announces it: task.<state>, or task.rejected
-    details: dict           # that event's data
+    details: dict           # the data of the event that announces it (events.on_task_finished)
 
 
 @dataclass(frozen=True)

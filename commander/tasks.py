@@ -80,7 +80,7 @@ def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str
                 events.publish("task.approved", task=task_id, **details)
             else:
                 cmdr.signals.task_finished.send(
-                    cmdr, TaskFinished(get(task_id), AWAITING_APPROVAL, REJECT, "task.rejected", details))
+                    cmdr, TaskFinished(get(task_id), AWAITING_APPROVAL, REJECT, details))
             audit.record(actor, f"task.{verb}", f"task {task_id}", reason=reason)
     return get(task_id)
 
@@ -155,7 +155,7 @@ def end_cancelled(cmdr: Commander, task: Task, error: str | None, cause: str, **
     ended = get(task.id)
     if task.state == LEASED:
         cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(ended, task.node_id, task.attempt, TAKEN_BACK, t))
-    cmdr.signals.task_finished.send(cmdr, TaskFinished(ended, task.state, cause, "task.cancelled",
+    cmdr.signals.task_finished.send(cmdr, TaskFinished(ended, task.state, cause,
                                                        dict(previous=task.state, node=task.node_id, **details)))
     return True
 

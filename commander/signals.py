@@ -31,7 +31,8 @@ A receiver is `receiver(cmdr, message)` and returns True when its writes may giv
 node work (a breaker moved, a pipeline step queued), so the sender wakes the dispatchers to plan
 after the commit. Receivers are connected by each feature's `init(cmdr)`, called by
 app.build_commander, never at import: every Commander in a process (tests build many) has its
-own, explicit wiring. They run in the order connected.
+own, explicit wiring. They run in the order connected; one that ends other tasks (a pipeline
+skipping steps) sends their signals from within, before the outer send has reached the rest.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import secrets
 
 from commander import audit, passwords
 from commander.context import Commander
-from commander.errors import ApiError
+from commander.exceptions import Conflict, Invalid, NotFound, TooManyRequests, Unauthenticated
 from commander.models import LoginFailure, Session, User, now
 from commander.permissions import ROLES
 from commander.secrets import token_hash
@@ -35,11 +35,11 @@ def offload(fn, *args):
 
 def _check_new(username: str | None, password: str | None, role: str | None) -> None:
     if username is not None and not USERNAME.match(username):
-        raise ApiError(400, "invalid_request", "a user name is 1-64 letters, digits or _ . @ -")
+        raise Invalid("invalid_request", "a user name is 1-64 letters, digits or _ . @ -")
     if password is not None and (problem := passwords.problem(password)):
-        raise ApiError(400, "invalid_request", problem)
+        raise Invalid("invalid_request", problem)
     if role is not None and role not in ROLES:
-        raise ApiError(400, "invalid_request", f"role must be one of: {', '.join(ROLES)}")
+        raise Invalid("invalid_request", f"role must be one of: {', '.join(ROLES)}")
 
 
 def create_user(cmdr: Commander, username: str, password: str, role: str, actor: str) -> User:
@@ -47,7 +47,7 @@ def create_user(cmdr: Commander, username: str, password: str, role: str, actor:
     password_hash = offload(passwords.hash_password, password)  # before the transaction: see offload
     with cmdr.writing():
         if User.get_or_none(User.username == username):
-            raise ApiError(409, "exists", f"user {username} already exists")
+            raise Conflict("exists", f"user {username} already exists")
         user = User.create(username=username, password_hash=password_hash, role=role)
         audit.record(actor, "user.created", username, role=role)
     return user
@@ -61,7 +61,7 @@ def update_user(cmdr: Commander, user_id: int, actor: str, role: str | None = No
     with cmdr.writing():
         user = User.get_or_none(User.id == user_id)
         if user is None:
-            raise ApiError(404, "not_found", f"user {user_id} does not exist")
+            raise NotFound("not_found", f"user {user_id} does not exist")
         changes: dict = {}
         if role is not None and role != user.role:
             changes["role"] = role
@@ -90,9 +90,9 @@ def _throttle(keys_and_limits: list[tuple[str, int]]) -> None:
         recent = _recent_failures(key, t - THROTTLE_WINDOW_S)
         if len(recent) >= limit:
             wait = int(recent[-limit] + THROTTLE_WINDOW_S - t) + 1
-            raise ApiError(429, "too_many_attempts",
-                           f"too many failed logins for this {key.split(':')[0]}; try again in {wait} s",
-                           headers={"Retry-After": str(wait)})
+            raise TooManyRequests("too_many_attempts",
+                                  f"too many failed logins for this {key.split(':')[0]}; try again in {wait} s",
+                                  retry_after=wait)
 
 
 def login(cmdr: Commander, username: str, password: str, address: str | None) -> tuple[str, Session, User]:
@@ -107,7 +107,7 @@ def login(cmdr: Commander, username: str, password: str, address: str | None) ->
             for key, _ in keys:
                 LoginFailure.create(key=key, ts=now())
             audit.record(f"user:{username}", "login.failed", username)
-        raise ApiError(401, "unauthenticated", "wrong user name or password")
+        raise Unauthenticated("unauthenticated", "wrong user name or password")
     changes = {"last_login_at": now()}
     if rehash:  # the iteration count went up since this hash was made
         changes["password_hash"] = offload(passwords.hash_password, password)

@@ -7,17 +7,18 @@ import threading
 import time
 
 from flask import Flask, request
+from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, leases, nodes, planning, tasks
+from commander import accounts, events, leases, nodes, outcomes, pipelines, planning, tasks
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
-from commander.errors import ApiError, register_error_handlers
+from commander.errors import register_error_handlers
 from commander.migrations import migrate
 from commander.models import ACTIVE, Node, Nonce
-from commander.routing import IdConverter
+from commander.routes import IdConverter
 from commander.secrets import SecretBox, load_keys
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
@@ -25,18 +26,26 @@ from m3shd import config, wire
 
 log = logging.getLogger("m3shd.commander")
 
+# What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
+# order their receivers run: the final state's event first, then what follows from it.
+FEATURES = (events, outcomes, pipelines)
+
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
               accounts_api.bp, audit_api.bp)
 
 
 def build_commander(settings: dict) -> Commander:
-    """Open the database (migrated to the latest schema) and the secrets; start no threads."""
+    """Open the database (migrated to the latest schema) and the secrets, and wire each feature
+    to the signals; start no threads."""
     database = open_database(settings["database_url"])
     migrate(database)
     box = SecretBox(load_keys(settings["secret_keys"], settings["data_dir"]))
     run_dir = run_dir_for(settings["data_dir"])
-    return Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
+    cmdr = Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
                      write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None)
+    for feature in FEATURES:
+        feature.init(cmdr)
+    return cmdr
 
 
 def create_app(settings: dict | None = None, background: bool = True) -> Flask:
@@ -59,7 +68,7 @@ def create_app(settings: dict | None = None, background: bool = True) -> Flask:
     def before():
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             # Without a length the size limit cannot be enforced up front; our clients always send one.
-            raise ApiError(411, "length_required", "send Content-Length; chunked request bodies are not accepted")
+            raise LengthRequired("send Content-Length; chunked request bodies are not accepted")
         if background:
             cmdr.ensure_started(start_background)
         cmdr.db.connect(reuse_if_open=True)

@@ -14,8 +14,3 @@ def client_address() -> str | None:
 def record(actor: str, action: str, target: str | None = None, **details) -> None:
     AuditEntry.create(actor=actor[:200], action=action, target=target and target[:200], address=client_address(),
                       details=details)
-
-
-def as_dict(entry: AuditEntry) -> dict:
-    return dict(id=entry.id, ts=entry.ts, actor=entry.actor, action=entry.action, target=entry.target,
-                address=entry.address, details=entry.details)

@@ -60,7 +60,7 @@ def read_password(args) -> str:
 def cmd_admin_user(args) -> int:
     """create-user and reset-password: straight in this machine's Commander database."""
     from commander import accounts
-    from commander.errors import ApiError
+    from commander.exceptions import CommanderError
     from commander.models import User
     from commander.up import cli_actor, local_commander
 
@@ -77,7 +77,7 @@ def cmd_admin_user(args) -> int:
                     raise CliError(f"no user named {args.username}")
                 accounts.update_user(cmdr, user.id, cli_actor(), password=password)
                 say(f"password of {args.username} reset; its sessions have ended")
-    except ApiError as exc:
+    except CommanderError as exc:
         raise CliError(exc.message) from None
     return 0
 

@@ -12,6 +12,7 @@ import peewee as pw
 from commander import planning
 from commander.db import WriteTurns, write_transaction
 from commander.secrets import SecretBox
+from commander.signals import Signals
 from commander.wake import Dispatcher, Notifier
 
 
@@ -23,6 +24,7 @@ class Commander:
     notifier: Notifier
     write_turns: WriteTurns | None = None  # SQLite only: its writers take turns without stalling a worker
     dispatcher: Dispatcher | None = None
+    signals: Signals = field(default_factory=Signals)  # connected by each feature's init (app.build_commander)
     _cache: dict = field(default_factory=dict)
     _started: bool = False
     _start_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -1,5 +1,9 @@
 """JSON errors: `{"error": {"code", "message"}}` with the right status, never a stack trace
-(the dashboard's pages answer in HTML through the `page` hook)."""
+(the dashboard's pages answer in HTML through the `page` hook).
+
+The one place where the domain's refusals (commander/exceptions.py) become HTTP: `STATUS`
+gives each its status, `describe` the whole answer.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,20 @@ from flask import Flask, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from commander.exceptions import (
+    CommanderError, Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthenticated,
+)
+
 log = logging.getLogger("m3shd.commander")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+STATUS = {Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooManyRequests: 429}
+
+def describe(exc: CommanderError) -> tuple[int, str, str, dict]:
+    """(status, code, message, headers) of the answer to a refusal."""
+    status = next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)  # 500: a bare CommanderError
+    retry_after = getattr(exc, "retry_after", None)
+    return status, exc.code, exc.message, {"Retry-After": str(retry_after)} if retry_after is not None else {}
 
 
 def json_error(status: int, code: str, message: str, headers: dict | None = None):
@@ -44,9 +55,9 @@ def register_error_handlers(app: Flask, page=None) -> None:
             return page(status, code, message, headers or {})
         return json_error(status, code, message, headers)
 
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    @app.errorhandler(CommanderError)
+    def refused(exc: CommanderError):
+        return error_response(*describe(exc))
 
     @app.errorhandler(ValidationError)
     def invalid(exc: ValidationError):
@@ -54,7 +65,7 @@ def register_error_handlers(app: Flask, page=None) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        codes = {404: "not_found", 405: "method_not_allowed", 411: "length_required", 413: "body_too_large"}
         message = exc.description or exc.name
         if exc.code == 413:
             message = f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"

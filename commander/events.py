@@ -6,6 +6,7 @@ import json
 
 from commander.db import CompiledInsert
 from commander.models import NODE_STATES, PIPELINE_STATES, TASK_STATES, Event
+from commander.signals import REJECT, TaskFinished
 
 # Every kind `publish` is called with (tests/test_dashboard.py checks the calls against it): an
 # SSE event is named by its kind, so a browser must list the kinds it listens for.
@@ -23,6 +24,19 @@ EVENT_INSERT = CompiledInsert(Event)
 def publish(kind: str, task: int | None = None, node: int | None = None, **data) -> None:
     """Record an event inside the caller's transaction; the caller wakes waiters after commit."""
     EVENT_INSERT.create(kind=kind, task=task, node=node, data=data)
+
+
+def init(cmdr) -> None:
+    cmdr.signals.task_finished.connect(on_task_finished)
+
+
+def on_task_finished(cmdr, finished: TaskFinished) -> None:
+    """A task's final state is announced as `task.<state>`, a rejection as `task.rejected`, with
+    the data its transition gives."""
+    if finished.cause == REJECT:
+        publish("task.rejected", task=finished.task.id, **finished.details)
+    else:
+        publish(f"task.{finished.task.state}", task=finished.task.id, **finished.details)
 
 
 def latest_id() -> int:

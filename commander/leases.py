@@ -8,21 +8,50 @@ comes back from the dead cannot overwrite a retry's result.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
-from commander import breakers, events, outcomes, pipelines, planning, provenance, tasks
+from commander import breakers, events, outcomes, planning, provenance, tasks
 from commander.context import Commander
-from commander.db import Compiled, CompiledUpdate
-from commander.errors import ApiError
+from commander.db import Compiled, CompiledUpdate, Param
+from commander.exceptions import Conflict
 from commander.models import (
     ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, NodeKey, Task, now,
 )
-from commander.schemas import ResultIn
+from commander.signals import LEASE_EXPIRED, RESULT, AttemptEnded, TaskFinished
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
 
-# A claim's queries, compiled once (db.Compiled); parameters in the order noted.
-QUEUED_TASK = Compiled(Task, lambda: Task.select(  # (task id, QUEUED)
-    Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where((Task.id == 0) & (Task.state == QUEUED)))
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens an attempt used, as its node reported them."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    """A node's result for one attempt: what the Commander applies and keeps of it."""
+    task_id: int
+    attempt: int
+    lease_token: str
+    status: str                 # succeeded | failed
+    signature: str              # HMAC-SHA256 by the node's key over the result's canonical JSON
+    output: str = ""
+    error: str | None = None
+    infra_failure: bool = False  # the runner broke, not the task: retry elsewhere while attempts remain
+    usage: Usage = Usage()
+    cost_usd: float | None = None
+    runner: str | None = None
+    duration_ms: int | None = None
+    ed25519_signature: str | None = None
+
+
+# A claim's queries, compiled once (db.Compiled).
+QUEUED_TASK = Compiled(Task, lambda: Task.select(Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where(
+    (Task.id == Param("task_id")) & (Task.state == QUEUED)))
 LEASE_FIELDS = ("state", "attempt", "lease_token", "lease_until", "node", "started_at", "updated_at", "not_before")
 TAKE_LEASE = CompiledUpdate(Task, LEASE_FIELDS, match=("id", "state"))
 # A result is applied only while its lease holds: the fence.
@@ -64,7 +93,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
         for task_id in planned:
             if len(leases) == open_slots:
                 break
-            found = QUEUED_TASK.rows(task_id, QUEUED)
+            found = QUEUED_TASK.rows(task_id=task_id)
             if not found:
                 continue  # another node took it meanwhile
             task = found[0]
@@ -88,7 +117,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
 def admission(node_id: int, t: float) -> tuple[Node | None, int, breakers.Breaker | None]:
     """The node, how many tasks it may take now (-1: as many as its slots) and its breaker as it
     stands at `t`; (None, 0, None) if it takes no work (gone, not active, or its runner broken)."""
-    found = planning.NODE_WITH_BREAKER.rows(node_id)
+    found = planning.NODE_WITH_BREAKER.rows(node_id=node_id)
     node = found[0] if found else None
     if node is None or node.state != ACTIVE or node.problem:
         return None, 0, None
@@ -104,7 +133,7 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
         leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
-        if not leases and [row.state for row in planning.NODE_WITH_BREAKER.rows(node.id)] != [ACTIVE]:
+        if not leases and [row.state for row in planning.NODE_WITH_BREAKER.rows(node_id=node.id)] != [ACTIVE]:
             break  # paused, drained, lost or removed meanwhile
     return leases
 
@@ -117,51 +146,56 @@ def retry_fields(task: Task, node_id: int | None, t: float, settings: dict) -> d
     return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
 
 
-def apply_result(cmdr: Commander, node: Node, body: ResultIn, document: bytes, key: NodeKey | None) -> tuple[Task, bool]:
+def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
+                 key: NodeKey | None) -> tuple[Task, bool]:
     """Apply a result whose signatures over `document` (its canonical JSON) were checked with
-    `key` if its lease still holds; returns (task, duplicate).
+    `key` if its lease still holds; returns (task, duplicate). The attempt ends (attempt_ended)
+    and, unless an infrastructure failure sends it back to the queue, the task is final
+    (task_finished).
 
-    Raises 409 for a stale attempt. The same accepted result sent again is a duplicate.
+    Raises Conflict for a stale attempt. The same accepted result sent again is a duplicate.
     """
     t = now()
-    infra = body.status == "failed" and body.infra_failure
+    infra = result.status == "failed" and result.infra_failure
+    usage = result.usage
     fields = dict(
-        output=body.output, error=body.error, runner=body.runner, cost_usd=body.cost_usd,
-        input_tokens=body.usage.input_tokens, output_tokens=body.usage.output_tokens,
-        cache_read_tokens=body.usage.cache_read_tokens, cache_write_tokens=body.usage.cache_write_tokens,
-        duration_ms=body.duration_ms, result_signature=body.signature, updated_at=t,
+        output=result.output, error=result.error, runner=result.runner, cost_usd=result.cost_usd,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+        duration_ms=result.duration_ms, result_signature=result.signature, updated_at=t,
     )
-    fence = dict(id=body.task_id, node=node.id, state=LEASED, attempt=body.attempt, lease_token=body.lease_token)
+    fence = dict(id=result.task_id, node=node.id, state=LEASED, attempt=result.attempt, lease_token=result.lease_token)
     finished = None
     with cmdr.writing(wake=False):
-        task = tasks.get(body.task_id)
-        if infra and body.attempt < task.max_attempts:
+        task = tasks.get(result.task_id)
+        retry = infra and result.attempt < task.max_attempts
+        if retry:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.
             applied = APPLY_RETRY.execute(fence, **{**fields, **retry_fields(task, node.id, t, cmdr.settings)})
-            kind = "task.retrying"
         else:
-            state = SUCCEEDED if body.status == "succeeded" else FAILED
-            chained = provenance.record(task, key, document, body.ed25519_signature)
+            state = SUCCEEDED if result.status == "succeeded" else FAILED
+            chained = provenance.record(task, key, document, result.ed25519_signature)
             applied = APPLY_FINAL.execute(fence, state=state, finished_at=t, **fields, **chained)
-            kind = f"task.{state}"
         if applied:
-            events.publish(kind, task=body.task_id, node=node.id, attempt=body.attempt,
-                           cost_usd=body.cost_usd, error=body.error)
-            outcome = "infra" if infra else body.status
-            breaker_moved = outcomes.record(cmdr, node.id, task, outcome, body.duration_ms, t)
-            if kind != "task.retrying":
-                pipelines.advance(cmdr, task)
-            finished = tasks.get(body.task_id)
+            finished = tasks.get(result.task_id)
+            details = dict(node=node.id, attempt=result.attempt, cost_usd=result.cost_usd, error=result.error)
+            if retry:
+                events.publish("task.retrying", task=task.id, **details)
+            kind = "infra" if infra else result.status
+            work = cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(finished, node.id, result.attempt, kind, t, result))
+            if not retry:
+                work = cmdr.signals.task_finished.send(
+                    cmdr, TaskFinished(finished, LEASED, RESULT, details)) or work
     if finished:
         # A plain finish frees only this node's slot, which it claims itself: no dispatcher need plan.
-        cmdr.notifier.notify(work=kind == "task.retrying" or breaker_moved or task.pipeline_id is not None)
+        cmdr.notifier.notify(work=retry or work)
         return finished, False
-    if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == body.attempt
-            and task.lease_token == body.lease_token and task.result_signature == body.signature):
+    if (task.state in FINAL_STATES and task.node_id == node.id and task.attempt == result.attempt
+            and task.lease_token == result.lease_token and task.result_signature == result.signature):
         return task, True
-    raise ApiError(
-        409, "stale_lease",
-        f"attempt {body.attempt} of task {body.task_id} no longer holds its lease "
+    raise Conflict(
+        "stale_lease",
+        f"attempt {result.attempt} of task {result.task_id} no longer holds its lease "
         f"(the task is {task.state}, attempt {task.attempt})",
     )
 
@@ -177,21 +211,23 @@ def expire(cmdr: Commander) -> int:
     with cmdr.writing():
         for task in overdue:
             fence = (Task.id == task.id) & (Task.state == LEASED) & (Task.attempt == task.attempt) & (Task.lease_until < t)
-            if task.attempt >= task.max_attempts or not task.retry_on_lost:
+            final = task.attempt >= task.max_attempts or not task.retry_on_lost
+            if final:
                 why = f"attempt {task.attempt} of {task.max_attempts}" if task.retry_on_lost else "retry_on_lost is off"
                 error = f"lease expired on {why}; giving up"
                 changed = Task.update(state=FAILED, error=error, finished_at=t, updated_at=t, **CLEARED_LEASE).where(fence).execute()
-                kind = "task.failed"
             else:
                 changed = Task.update(**retry_fields(task, task.node_id, t, cmdr.settings)).where(fence).execute()
-                kind = "task.requeued"
-            if changed:
-                count += 1
-                events.publish(kind, task=task.id, node=task.node_id, attempt=task.attempt, reason="lease expired")
-                if task.node_id:
-                    outcomes.record(cmdr, task.node_id, task, "lost", None, t)
-                if kind == "task.failed":
-                    pipelines.advance(cmdr, task)
+            if not changed:
+                continue
+            count += 1
+            ended = tasks.get(task.id)
+            details = dict(node=task.node_id, attempt=task.attempt, reason="lease expired")
+            if not final:
+                events.publish("task.requeued", task=task.id, **details)
+            cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(ended, task.node_id, task.attempt, "lost", t))
+            if final:
+                cmdr.signals.task_finished.send(cmdr, TaskFinished(ended, LEASED, LEASE_EXPIRED, details))
     return count
 
 

@@ -43,10 +43,6 @@ class JSONField(pw.TextField):
     def python_value(self, value):
         return None if value is None else json.loads(value)
 
-    def in_values(self, values: list):
-        """`IN` over whole JSON values (peewee would otherwise flatten a list of lists)."""
-        return self.in_(pw.Value([self.db_value(v) for v in values], converter=False))
-
 
 class BaseModel(pw.Model):
     class Meta:

@@ -3,37 +3,60 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import peewee as pw
 
-from commander import audit, breakers, events, planning, reputation, scheduler
+from commander import audit, breakers, events, planning, reputation, scheduler, tasks
 from commander.context import Commander
-from commander.db import Compiled
-from commander.errors import ApiError
+from commander.db import Compiled, CompiledUpdate, Param
+from commander.exceptions import Conflict, Invalid, NotFound
 from commander.models import (
     ACTIVE, DISABLED, DRAINING, LEASED, LIVE_STATES, LOST, OFFLINE, OPERATOR_STATES, QUEUED, Node, NodeKey,
     Outcome, Task, Token, now,
 )
 from commander.permissions import NODE_PERMISSIONS
-from commander.schemas import HeartbeatIn, RegisterIn
 from commander.secrets import new_token, token_hash
+from commander.signals import TAKEN_BACK, AttemptEnded
 
 
+@dataclass(frozen=True, kw_only=True)
+class Machine:
+    """A machine asking to be a node: what it says about itself when it registers (or asks to join)."""
+    machine_id: str
+    name: str
+    capabilities: Sequence[str] = ()
+    slots: int = 1
+    priority: int = 0               # breaks ties between equally good nodes
+    version: str = ""
+    runner: str | None = None
+    problem: str | None = None      # why it cannot run tasks, in its own words
+    public_key: str | None = None   # hex Ed25519 key it signs results with
 
-def register(cmdr: Commander, body: RegisterIn) -> dict:
+
+class LeaseRef(NamedTuple):
+    """An attempt a node says it is running."""
+    task_id: int
+    attempt: int
+    lease_token: str
+
+
+def register(cmdr: Commander, machine: Machine) -> dict:
     """Create the node, or give a re-registering machine its own node back with fresh secrets."""
     key = secrets.token_bytes(32)
     token = new_token("node")
     fields = dict(
-        name=body.name, capabilities=sorted(set(body.capabilities)), slots=body.slots,
-        open_slots=body.slots, priority=body.priority, version=body.version, runner=body.runner,
-        problem=body.problem, state=ACTIVE, last_seen=now(), signing_key=cmdr.box.encrypt(key.hex().encode()),
+        name=machine.name, capabilities=sorted(set(machine.capabilities)), slots=machine.slots,
+        open_slots=machine.slots, priority=machine.priority, version=machine.version, runner=machine.runner,
+        problem=machine.problem, state=ACTIVE, last_seen=now(), signing_key=cmdr.box.encrypt(key.hex().encode()),
         next_signing_key=None,  # a registration's fresh key supersedes a rotation under way
     )
     with cmdr.writing():
-        node = Node.get_or_none(Node.machine_id == body.machine_id)
+        node = Node.get_or_none(Node.machine_id == machine.machine_id)
         if node is None:
-            node = Node.create(machine_id=body.machine_id, **fields)
+            node = Node.create(machine_id=machine.machine_id, **fields)
             kind = "node.registered"
         else:
             if node.state in OPERATOR_STATES:  # a restart does not undo an operator's pause or disable
@@ -41,56 +64,60 @@ def register(cmdr: Commander, body: RegisterIn) -> dict:
             Node.update(**fields).where(Node.id == node.id).execute()
             Token.delete().where(Token.node == node.id).execute()  # old node tokens die here
             kind = "node.reregistered"
-        Token.create(kind="node", name=body.name, token_hash=token_hash(token), prefix=token[:8],
+        Token.create(kind="node", name=machine.name, token_hash=token_hash(token), prefix=token[:8],
                      permissions=list(NODE_PERMISSIONS), node=node.id)
-        NodeKey.create(node=node.id, hmac_key=fields["signing_key"], public_key=body.public_key)
-        events.publish(kind, node=node.id, name=body.name, capabilities=fields["capabilities"],
-                       slots=body.slots, runner=body.runner, problem=body.problem)
+        NodeKey.create(node=node.id, hmac_key=fields["signing_key"], public_key=machine.public_key)
+        events.publish(kind, node=node.id, name=machine.name, capabilities=fields["capabilities"],
+                       slots=machine.slots, runner=machine.runner, problem=machine.problem)
     settings = cmdr.settings
     return dict(node_id=node.id, node_token=token, signing_key=key.hex(),
                 heartbeat_interval=settings["heartbeat_interval"], lease_ttl=settings["lease_ttl"],
                 max_wait=settings["max_wait"])
 
 
-# Every heartbeat runs these: compiled once (see db.Compiled), parameters in this order.
-NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == 0))  # (node id)
-HEARTBEAT_UPDATE = Compiled(Node, lambda: Node.update(  # (state, capabilities, open_slots, runner, problem, last_seen, id)
-    state="", capabilities=[], open_slots=0, runner="", problem="", last_seen=0.0).where(Node.id == 0))
-RENEW_LEASES = Compiled(Task, lambda held: Task.update(lease_until=0.0).where(  # (until, LEASED, node id, *tokens)
-    (Task.state == LEASED) & (Task.node == 0) & Task.lease_token.in_([""] * held)).returning(Task.lease_token))
+# Every heartbeat runs these: compiled once (see db.Compiled).
+NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == Param("node_id")))
+HEARTBEAT_UPDATE = CompiledUpdate(Node, ("state", "capabilities", "open_slots", "runner", "problem", "last_seen"),
+                                  match=("id",))
+RENEW_LEASES = Compiled(Task, lambda tokens: Task.update(lease_until=Param("until")).where(
+    (Task.state == LEASED) & (Task.node == Param("node_id")) & Task.lease_token.in_(tokens)
+).returning(Task.lease_token))
 
 
-def heartbeat(cmdr: Commander, node: Node, body: HeartbeatIn) -> dict:
-    """Record liveness, renew the leases the node still holds, and answer with orders."""
+def heartbeat(cmdr: Commander, node: Node, *, open_slots: int, running: Sequence[LeaseRef] = (),
+              runner: str | None = None, problem: str | None = None, capabilities: Sequence[str] | None = None,
+              draining: bool = False) -> dict:
+    """Record liveness, renew the leases the node still holds, and answer with orders.
+    `capabilities` None: unchanged; `draining`: the node is shutting down."""
     t = now()
-    tokens = [ref.lease_token for ref in body.running]
-    capabilities = sorted(set(body.capabilities)) if body.capabilities is not None else node.capabilities
+    tokens = [ref.lease_token for ref in running]
+    capabilities = sorted(set(capabilities)) if capabilities is not None else node.capabilities
     with cmdr.writing(wake=False):
-        state = NODE_STATE.rows(node.id)[0].state  # fresh, under the write lock
+        state = NODE_STATE.rows(node_id=node.id)[0].state  # fresh, under the write lock
         new_state = state
-        if body.draining:
+        if draining:
             # A shutting-down node drains; one that already deregistered stays offline (its last
             # heartbeat can arrive after the deregistration).
             if state not in (DRAINING, OFFLINE, *OPERATOR_STATES):
                 new_state = DRAINING
         elif state in (LOST, OFFLINE):
             new_state = ACTIVE
-        HEARTBEAT_UPDATE.execute(new_state, Node.capabilities.db_value(capabilities), body.open_slots, body.runner,
-                                 body.problem, t, node.id)
+        HEARTBEAT_UPDATE.execute(dict(id=node.id), state=new_state, capabilities=capabilities, open_slots=open_slots,
+                                 runner=runner, problem=problem, last_seen=t)
         published = False
         if new_state != state:
             events.publish(f"node.{new_state}", node=node.id, previous=state)
             published = True
-        if (body.runner, body.problem) != (node.runner, node.problem):
-            events.publish("node.runner", node=node.id, runner=body.runner, problem=body.problem)
+        if (runner, problem) != (node.runner, node.problem):
+            events.publish("node.runner", node=node.id, runner=runner, problem=problem)
             published = True
         held = set()
         if tokens:
             until = t + cmdr.settings["lease_ttl"]
-            held = {token for (token,) in RENEW_LEASES.tuples(until, LEASED, node.id, *tokens, shape=(len(tokens),))}
+            held = {token for (token,) in RENEW_LEASES.tuples(until=until, node_id=node.id, tokens=tokens)}
     if published:
         cmdr.notifier.notify()
-    cancel = [ref.model_dump() for ref in body.running if ref.lease_token not in held]
+    cancel = [ref._asdict() for ref in running if ref.lease_token not in held]
     return dict(state=new_state, heartbeat_interval=cmdr.settings["heartbeat_interval"],
                 orders=dict(drain=new_state == DRAINING, pause=new_state in OPERATOR_STATES, cancel=cancel,
                             rotate_key=pending_key_hex(cmdr, node)))
@@ -110,7 +137,7 @@ def rotate_key(cmdr: Commander, node_id: int, actor: str) -> None:
     Ordering again while one is pending replaces the pending key."""
     node = get(node_id)
     if node.state not in LIVE_STATES:
-        raise ApiError(409, "not_live", f"node {node_id} is {node.state}; only a connected node takes orders")
+        raise Conflict("not_live", f"node {node_id} is {node.state}; only a connected node takes orders")
     sealed = cmdr.box.encrypt(secrets.token_bytes(32).hex().encode())
     with cmdr.writing():
         Node.update(next_signing_key=sealed).where(Node.id == node_id).execute()
@@ -170,10 +197,10 @@ def set_state(cmdr: Commander, node_id: int, state: str, actor: str, deadline: f
     with an optional deadline after which its remaining work is queued elsewhere. Disabled: out of
     service until made active again, its running work queued elsewhere now."""
     if deadline is not None and state != DRAINING:
-        raise ApiError(400, "invalid_request", "a deadline applies only to draining")
+        raise Invalid("invalid_request", "a deadline applies only to draining")
     node = get(node_id)
     if node.state not in LIVE_STATES:
-        raise ApiError(409, "not_live", f"node {node_id} is {node.state}; only a connected node takes orders")
+        raise Conflict("not_live", f"node {node_id} is {node.state}; only a connected node takes orders")
     drain_deadline = now() + deadline if deadline is not None else None
     with cmdr.writing():
         Node.update(state=state, drain_deadline=drain_deadline).where(Node.id == node_id).execute()
@@ -181,16 +208,22 @@ def set_state(cmdr: Commander, node_id: int, state: str, actor: str, deadline: f
         audit.record(actor, "node.state", f"node {node_id} {node.name}", previous=node.state, state=state,
                      deadline=drain_deadline)
         if state == DISABLED:
-            requeue_leases(node_id, "node disabled")
+            requeue_leases(cmdr, node_id, "node disabled")
     return get(node_id)
 
 
-def requeue_leases(node_id: int, reason: str) -> list[int]:
-    """The node's running work goes back to the queue; its next heartbeat gets cancel orders."""
-    taken = [t.id for t in Task.select(Task.id).where((Task.state == LEASED) & (Task.node == node_id))]
-    Task.update(state=QUEUED, lease_token=None, lease_until=None, updated_at=now()).where(Task.id.in_(taken)).execute()
-    for task_id in taken:
-        events.publish("task.requeued", task=task_id, node=node_id, reason=reason)
+def requeue_leases(cmdr: Commander, node_id: int, reason: str) -> list[int]:
+    """Inside the caller's write transaction: the node's running work goes back to the queue,
+    each attempt taken back ends, and the node's next heartbeat gets cancel orders."""
+    t = now()
+    taken = []
+    for task in list(Task.select(Task.id, Task.attempt).where((Task.state == LEASED) & (Task.node == node_id))):
+        if not Task.update(state=QUEUED, lease_token=None, lease_until=None, updated_at=t).where(
+                (Task.id == task.id) & (Task.state == LEASED) & (Task.attempt == task.attempt)).execute():
+            continue
+        taken.append(task.id)
+        events.publish("task.requeued", task=task.id, node=node_id, reason=reason)
+        cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(tasks.get(task.id), node_id, task.attempt, TAKEN_BACK, t))
     return taken
 
 
@@ -201,7 +234,7 @@ def enforce_drain_deadlines(cmdr: Commander) -> int:
         return 0
     with cmdr.writing():
         for node in late:
-            requeued = requeue_leases(node.id, "drain deadline passed")
+            requeued = requeue_leases(cmdr, node.id, "drain deadline passed")
             Node.update(drain_deadline=None).where(Node.id == node.id).execute()
             events.publish("node.drain_deadline", node=node.id, requeued=requeued)
     return len(late)
@@ -211,7 +244,7 @@ def remove(cmdr: Commander, node_id: int, actor: str) -> None:
     """Forget a node: its tokens die with it and the work it held goes back to the queue."""
     node = get(node_id)
     with cmdr.writing():
-        requeued = requeue_leases(node_id, "node removed")
+        requeued = requeue_leases(cmdr, node_id, "node removed")
         Node.delete().where(Node.id == node_id).execute()
         events.publish("node.removed", node=node_id, name=node.name)
         audit.record(actor, "node.removed", f"node {node_id} {node.name}", requeued=requeued)
@@ -220,18 +253,19 @@ def remove(cmdr: Commander, node_id: int, actor: str) -> None:
 def get(node_id: int) -> Node:
     node = Node.get_or_none(Node.id == node_id)
     if node is None:
-        raise ApiError(404, "not_found", f"node {node_id} does not exist")
+        raise NotFound("not_found", f"node {node_id} does not exist")
     return node
 
 
-def listing(settings: dict) -> list[dict]:
-    """Every node as the API shows it, in id order."""
-    return views(list(Node.select().order_by(Node.id)), settings)
+def listing() -> list[Node]:
+    """Every node, in id order."""
+    return list(Node.select().order_by(Node.id))
 
 
-def views(listed: list[Node], settings: dict) -> list[dict]:
-    """Nodes as the API shows them: slots in use, breaker, reputation with its recent window,
-    and the score each would get for a plain task now (planning.candidates/Ranking)."""
+def standing(listed: list[Node], settings: dict) -> dict[int, dict]:
+    """What the API shows of each node beyond its row, by node id: slots in use, heartbeat age,
+    breaker, and reputation with its recent window and the score the node would get for a plain
+    task now (planning.candidates/Ranking)."""
     t = now()
     running = planning.running_now()
     windows = recent_outcomes([n.id for n in listed], settings["reputation_window"])
@@ -239,15 +273,11 @@ def views(listed: list[Node], settings: dict) -> list[dict]:
     ranking = scheduler.Ranking(able, settings)
     total = sum(c.count for c in able)
     half_life = settings["reputation_half_life"]
-    shown = []
+    shown = {}
     for node in listed:
         count = reputation.count_now(node.rep_count, node.rep_at, t, half_life)
-        shown.append(dict(
-            id=node.id, name=node.name, machine_id=node.machine_id, state=node.state,
-            capabilities=node.capabilities, slots=node.slots, open_slots=node.open_slots,
-            running=running.get(node.id, 0), runner=node.runner, problem=node.problem, version=node.version,
-            priority=node.priority, drain_deadline=node.drain_deadline, registered_at=node.registered_at,
-            last_seen=node.last_seen, heartbeat_age=round(max(0.0, t - node.last_seen), 3),
+        shown[node.id] = dict(
+            running=running.get(node.id, 0), heartbeat_age=round(max(0.0, t - node.last_seen), 3),
             breaker=breaker_view(node, t),
             reputation=dict(
                 mean=round(node.rep_mean, 4), count=round(count, 4),
@@ -255,7 +285,7 @@ def views(listed: list[Node], settings: dict) -> list[dict]:
                 score=round(ranking.base[node.id], 3) if node.id in ranking.base else None,
                 window=windows.get(node.id, []),
             ),
-        ))
+        )
     return shown
 
 

@@ -1,28 +1,43 @@
 """Recording how an attempt ended on its node: the outcome window, the node's reputation and
-its circuit breaker, all inside the caller's write transaction."""
+its circuit breaker, all inside the write transaction that ended the attempt (it receives the
+attempt_ended signal, commander/signals.py)."""
 
 from __future__ import annotations
 
 from commander import breakers, events, reputation
-from commander.db import Compiled, CompiledInsert, CompiledUpdate
-from commander.models import CLOSED, HALF_OPEN, LIVE_STATES, OPEN, Node, Outcome, Task
+from commander.db import Compiled, CompiledInsert, CompiledUpdate, Param
+from commander.models import CLOSED, HALF_OPEN, LIVE_STATES, OPEN, SUCCEEDED, Node, Outcome, Task
 from commander.planning import NODE_WITH_BREAKER, breaker_of
+from commander.signals import TAKEN_BACK, AttemptEnded
 
 REFERENCE_SAMPLE = 50  # recent successes of a task class that set its typical duration
 
-# Every result runs these (db.Compiled); parameters in the order noted.
-REFERENCE_DURATIONS = Compiled(Outcome, lambda: (  # (task class, "succeeded", REFERENCE_SAMPLE)
+# Every result runs these (db.Compiled).
+REFERENCE_DURATIONS = Compiled(Outcome, lambda: (
     Outcome.select(Outcome.duration_ms)
-    .where((Outcome.task_class == "") & (Outcome.kind == "") & Outcome.duration_ms.is_null(False))
-    .order_by(Outcome.id.desc()).limit(0)))
+    .where((Outcome.task_class == Param("task_class")) & (Outcome.kind == SUCCEEDED)
+           & Outcome.duration_ms.is_null(False))
+    .order_by(Outcome.id.desc()).limit(REFERENCE_SAMPLE)))
 OUTCOME_INSERT = CompiledInsert(Outcome)
-WINDOW = Compiled(Outcome, lambda: (  # (node id, how many)
+WINDOW = Compiled(Outcome, lambda: (
     Outcome.select(Outcome.id, Outcome.ts, Outcome.kind, Outcome.reward)
-    .where(Outcome.node == 0).order_by(Outcome.id.desc()).limit(0)))
-FORGET_BEFORE = Compiled(Outcome, lambda: Outcome.delete().where(  # (node id, oldest id kept)
-    (Outcome.node == 0) & (Outcome.id < 0)))
+    .where(Outcome.node == Param("node_id")).order_by(Outcome.id.desc()).limit(Param("keep"))))
+FORGET_BEFORE = Compiled(Outcome, lambda: Outcome.delete().where(
+    (Outcome.node == Param("node_id")) & (Outcome.id < Param("oldest_kept"))))
 SET_STANDING = CompiledUpdate(Node, ("rep_mean", "rep_count", "rep_at", "breaker_state", "breaker_failures",
                                      "breaker_cooldown", "breaker_until", "breaker_probe"), match=("id",))
+
+
+def init(cmdr) -> None:
+    cmdr.signals.attempt_ended.connect(on_attempt_ended)
+
+
+def on_attempt_ended(cmdr, ended: AttemptEnded) -> bool:
+    """Record the outcome of an attempt its node ran to an end; True if the node's breaker moved."""
+    if ended.kind == TAKEN_BACK or ended.node_id is None:
+        return False
+    duration_ms = ended.result.duration_ms if ended.result else None
+    return record(cmdr, ended.node_id, ended.task, ended.kind, duration_ms, ended.at)
 
 
 def task_class(task: Task) -> str:
@@ -34,19 +49,19 @@ def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t
     """`kind` is succeeded, failed (on the task's own merits), infra (the runner broke) or lost.
     Returns whether the node's breaker changed state."""
     settings = cmdr.settings
-    found = NODE_WITH_BREAKER.rows(node_id)
+    found = NODE_WITH_BREAKER.rows(node_id=node_id)
     if not found:
         return False
     node = found[0]
     cls = task_class(task)
-    durations = [duration for (duration,) in REFERENCE_DURATIONS.tuples(cls, "succeeded", REFERENCE_SAMPLE)]
+    durations = [duration for (duration,) in REFERENCE_DURATIONS.tuples(task_class=cls)]
     earned = reputation.reward(kind, duration_ms, reputation.reference(durations))
     OUTCOME_INSERT.create(node=node_id, task=task.id, ts=t, kind=kind, reward=earned, duration_ms=duration_ms,
                           task_class=cls)
     keep = max(settings["reputation_window"], settings["breaker_window"])
-    window = WINDOW.rows(node_id, keep)
+    window = WINDOW.rows(node_id=node_id, keep=keep)
     if len(window) == keep:
-        FORGET_BEFORE.execute(node_id, window[-1].id)
+        FORGET_BEFORE.execute(node_id=node_id, oldest_kept=window[-1].id)
     window.reverse()
     rewarded = [(o.ts, o.reward) for o in window if o.reward is not None][-settings["reputation_window"]:]
     mean, count = reputation.summarize(rewarded, t, settings["reputation_half_life"])

@@ -9,29 +9,30 @@ from __future__ import annotations
 
 from commander import audit, events, nodes
 from commander.context import Commander
-from commander.errors import ApiError
+from commander.exceptions import Conflict, NotFound, TooManyRequests
 from commander.models import Node, PendingNode, now
-from commander.schemas import RegisterIn
 from commander.secrets import new_token, token_hash
 
 PER_ADDRESS = 3          # waiting requests from one address
 EXPIRES_AFTER = 86400.0  # a request nobody approved within a day is dropped
 
 
-def request(cmdr: Commander, body: RegisterIn, address: str | None) -> dict:
+def request(cmdr: Commander, machine: nodes.Machine, address: str | None) -> dict:
+    """`machine` asks to join from `address`; returns its id and the poll token it asks with."""
     token = new_token("pending")
     with cmdr.writing():
         PendingNode.delete().where(PendingNode.requested_at < now() - EXPIRES_AFTER).execute()
-        known = Node.select().where(Node.machine_id == body.machine_id).exists()
-        if known or PendingNode.select().where(PendingNode.machine_id == body.machine_id).exists():
-            raise ApiError(409, "already_known", "this machine is already a node or already waiting for approval")
+        known = Node.select().where(Node.machine_id == machine.machine_id).exists()
+        if known or PendingNode.select().where(PendingNode.machine_id == machine.machine_id).exists():
+            raise Conflict("already_known", "this machine is already a node or already waiting for approval")
         if PendingNode.select().count() >= cmdr.settings["max_pending_nodes"]:
-            raise ApiError(429, "too_many_pending", "too many machines are waiting for approval; approve or reject "
-                                                    "some first")
+            raise TooManyRequests("too_many_pending", "too many machines are waiting for approval; approve or reject "
+                                                      "some first")
         if PendingNode.select().where(PendingNode.address == address).count() >= PER_ADDRESS:
-            raise ApiError(429, "too_many_pending", "too many machines from this address are waiting for approval")
-        row = PendingNode.create(machine_id=body.machine_id, name=body.name, capabilities=sorted(set(body.capabilities)),
-                                 slots=body.slots, version=body.version, address=address, poll_hash=token_hash(token))
+            raise TooManyRequests("too_many_pending", "too many machines from this address are waiting for approval")
+        row = PendingNode.create(machine_id=machine.machine_id, name=machine.name,
+                                 capabilities=sorted(set(machine.capabilities)), slots=machine.slots,
+                                 version=machine.version, address=address, poll_hash=token_hash(token))
         events.publish("node.pending", pending=row.id, name=row.name, address=address)
     return dict(id=row.id, state="pending", poll_token=token)
 
@@ -40,11 +41,12 @@ def poll(cmdr: Commander, token: str) -> dict:
     """The waiting machine asks; once approved, this registers it and hands over its secrets, once."""
     row = PendingNode.get_or_none(PendingNode.poll_hash == token_hash(token))
     if row is None:
-        raise ApiError(404, "not_pending", "no such join request: it was rejected, has expired or was already approved")
+        raise NotFound("not_pending", "no such join request: it was rejected, has expired or was already approved")
     if row.approved_at is None:
         return dict(state="pending")
-    registration = nodes.register(cmdr, RegisterIn(machine_id=row.machine_id, name=row.name,
-                                                   capabilities=row.capabilities, slots=row.slots, version=row.version))
+    machine = nodes.Machine(machine_id=row.machine_id, name=row.name, capabilities=row.capabilities, slots=row.slots,
+                            version=row.version)
+    registration = nodes.register(cmdr, machine)
     with cmdr.writing():
         PendingNode.delete().where(PendingNode.id == row.id).execute()
     return dict(state="approved", registration=registration)
@@ -72,16 +74,10 @@ def reject(cmdr: Commander, pending_id: int, actor: str) -> None:
 def get(pending_id: int) -> PendingNode:
     row = PendingNode.get_or_none(PendingNode.id == pending_id)
     if row is None:
-        raise ApiError(404, "not_found", f"pending node {pending_id} does not exist")
+        raise NotFound("not_found", f"pending node {pending_id} does not exist")
     return row
 
 
-def listing() -> list[dict]:
+def listing() -> list[PendingNode]:
     """Machines waiting for an operator's answer, oldest first."""
-    return [as_dict(row) for row in PendingNode.select().order_by(PendingNode.id)]
-
-
-def as_dict(row: PendingNode) -> dict:
-    return dict(id=row.id, name=row.name, machine_id=row.machine_id, capabilities=row.capabilities, slots=row.slots,
-                version=row.version, address=row.address, requested_at=row.requested_at,
-                approved=row.approved_at is not None)
+    return list(PendingNode.select().order_by(PendingNode.id))

@@ -14,16 +14,16 @@ from typing import NamedTuple
 import peewee as pw
 
 from commander import breakers, reputation, scheduler
-from commander.db import Compiled
+from commander.db import Compiled, Param
 from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task
 from commander.scheduler import Candidate, TaskView
 
 QUEUE_LOOKAHEAD = 64  # tasks considered per pass: enough to fill every free slot a pass can see
 
 
-NODE_WITH_BREAKER = Compiled(Node, lambda: Node.select(  # (node id)
+NODE_WITH_BREAKER = Compiled(Node, lambda: Node.select(
     Node.id, Node.state, Node.problem, Node.capabilities, Node.breaker_state, Node.breaker_failures,
-    Node.breaker_cooldown, Node.breaker_until, Node.breaker_probe).where(Node.id == 0))
+    Node.breaker_cooldown, Node.breaker_until, Node.breaker_probe).where(Node.id == Param("node_id")))
 
 
 def breaker_of(node: Node) -> breakers.Breaker:
@@ -36,29 +36,29 @@ def ready(t: float):
     return (Task.state == QUEUED) & (Task.not_before.is_null() | (Task.not_before <= t))
 
 
-# The queries every plan runs, compiled once (db.Compiled); parameters in the order noted.
-RUNNABLE_CLASSES = Compiled(Task, lambda: Task.select(Task.requires).where(ready(0.0)).distinct())  # (QUEUED, t)
-QUEUE_HEAD = Compiled(Task, lambda classes: (  # (QUEUED, t, *runnable classes' JSON, t, aging, limit)
+# The queries every plan runs, compiled once (db.Compiled).
+RUNNABLE_CLASSES = Compiled(Task, lambda: Task.select(Task.requires).where(ready(Param("t"))).distinct())
+QUEUE_HEAD = Compiled(Task, lambda classes: (  # classes: the runnable ones' `requires` as stored (JSON); none: all
     Task.select(Task.id, Task.requires, Task.prefer, Task.priority, Task.submitter, Task.updated_at, Task.not_before,
                 Task.created_at, Task.tried_nodes)
-    .where(ready(0.0) & Task.requires.in_values([[]] * classes) if classes else ready(0.0))
-    .order_by((Task.priority + (0.0 - Task.updated_at) / 1.0).desc(), Task.id)
+    .where(ready(Param("t")) & Task.requires.in_(classes) if classes.count else ready(Param("t")))
+    .order_by((Task.priority + (Param("t") - Task.updated_at) / Param("aging")).desc(), Task.id)
     .limit(QUEUE_LOOKAHEAD)
 ))
-RUNNING_PER_NODE = Compiled(Task, lambda: (  # (LEASED)
+RUNNING_PER_NODE = Compiled(Task, lambda: (
     Task.select(Task.node, pw.fn.COUNT(Task.id)).where(Task.state == LEASED).group_by(Task.node)))
 
 
 def runnable_classes(t: float) -> list[tuple[str, ...]]:
     """The distinct `requires` of ready tasks: a cheap first look before any claim."""
-    return [tuple(Task.requires.python_value(requires)) for (requires,) in RUNNABLE_CLASSES.tuples(QUEUED, t)]
+    return [tuple(Task.requires.python_value(requires)) for (requires,) in RUNNABLE_CLASSES.tuples(t=t)]
 
 
 def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> list[TaskView]:
     """The head of the queue in serving order (scheduler.fair_order)."""
     aging = settings["aging"] or float("inf")
     classes = [Task.requires.db_value(key) for key in runnable or ()]
-    rows = QUEUE_HEAD.rows(QUEUED, t, *classes, t, aging, QUEUE_LOOKAHEAD, shape=(len(classes),))
+    rows = QUEUE_HEAD.rows(t=t, aging=aging, classes=classes)
     if not rows:
         return []
     views = [
@@ -91,19 +91,19 @@ FLEET_TTL = 0.1  # seconds a worker reuses the node rows behind its plans (most 
 # free slots are counted fresh from the leases each time, so a reused row never offers a full node
 
 
-FLEET = Compiled(Node, lambda: Node.select(*CANDIDATE_COLUMNS).where(  # (ACTIVE, heard since)
-    (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > 0.0)))
+FLEET = Compiled(Node, lambda: Node.select(*CANDIDATE_COLUMNS).where(
+    (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > Param("heard_since"))))
 
 
 def fleet(t: float, settings: dict) -> list[tuple]:
     """What candidates are built from: every active node's row, read raw (per-field conversion
     of a thousand rows costs more than the rest of a plan)."""
-    return FLEET.tuples(ACTIVE, t - settings["lost_after"])
+    return FLEET.tuples(heard_since=t - settings["lost_after"])
 
 
 def running_now() -> dict[int, int]:
     """How many leases each node holds: the Commander's own count of its busy slots."""
-    return dict(RUNNING_PER_NODE.tuples(LEASED))
+    return dict(RUNNING_PER_NODE.tuples())
 
 
 def candidates(t: float, settings: dict, rows: list[tuple] | None = None,

@@ -7,21 +7,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from commander.context import Commander
-from commander.db import Compiled
-from commander.errors import ApiError
+from commander.db import Compiled, Param
+from commander.exceptions import Invalid
 from commander.models import Node, NodeKey, Task
 from m3shd import provenance, wire
 
 
 RECORD_FIELDS = ("result_document", "result_ed25519", "signed_with", "chain_hash")  # what `record` fills in
-KEYS_IN_USE = Compiled(NodeKey, lambda: NodeKey.select().where(  # (node id, sealed HMAC key)
-    (NodeKey.node == 0) & (NodeKey.hmac_key == "")))
+KEYS_IN_USE = Compiled(NodeKey, lambda: NodeKey.select().where(
+    (NodeKey.node == Param("node_id")) & (NodeKey.hmac_key == Param("sealed_key"))))
 
 
 def keys_in_use(node: Node) -> NodeKey | None:
     """The registration keys whose HMAC key authenticated this request (the same sealed value,
     so a re-registration racing the request cannot pair it with the wrong record)."""
-    found = KEYS_IN_USE.rows(node.id, node.signing_key)
+    found = KEYS_IN_USE.rows(node_id=node.id, sealed_key=node.signing_key)
     return found[0] if found else None
 
 
@@ -31,9 +31,9 @@ def check_signatures(key: NodeKey | None, document: bytes, ed25519_signature: st
     if key is None or key.public_key is None:
         return
     if ed25519_signature is None:
-        raise ApiError(400, "bad_result_signature", "the result has no Ed25519 signature")
+        raise Invalid("bad_result_signature", "the result has no Ed25519 signature")
     if not provenance.signature_ok(key.public_key, document, ed25519_signature):
-        raise ApiError(400, "bad_result_signature", "the result's Ed25519 signature does not match its content")
+        raise Invalid("bad_result_signature", "the result's Ed25519 signature does not match its content")
 
 
 def record(task: Task, key: NodeKey | None, document: bytes, ed25519_signature: str | None) -> dict:

@@ -25,6 +25,16 @@ class Request(BaseModel):
 class Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def from_row(cls, row, **given):
+        """This body from a database row: each of its fields is read from the row's attribute of
+        that name, except those `given` (derived, or named otherwise in the table). A dict is
+        built first: pydantic's from_attributes on a row with attributes overlaid cost three
+        times as much (measured for a TaskOut: 55 µs against 17, what the hand-kept field lists
+        this replaced cost)."""
+        return cls.model_validate({name: given[name] if name in given else getattr(row, name)
+                                   for name in cls.model_fields})
+
 
 Capability = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/@+=-]+$")]
 Capabilities = Annotated[list[Capability], Field(max_length=64)]
@@ -309,6 +319,11 @@ class TaskOut(Response):
     step_key: str | None = None
     chain_hash: str | None = Field(None, description="provenance hash over this result and its parents' hashes")
 
+    @classmethod
+    def of(cls, task, waiting_reason: str | None = None) -> TaskOut:
+        """The task as the API shows it; its usage block is read from the row's token columns."""
+        return cls.from_row(task, usage=TaskUsage.from_row(task), waiting_reason=waiting_reason)
+
 
 class TaskList(Response):
     tasks: list[TaskOut]
@@ -388,6 +403,12 @@ class PipelineOut(Response):
     created_at: float
     finished_at: float | None
     steps: list[PipelineStepOut] = Field(description="in dependency order: every step after its parents")
+
+    @classmethod
+    def of(cls, pipeline, steps) -> PipelineOut:
+        """The pipeline with its `steps` (task rows, in dependency order)."""
+        return cls.from_row(pipeline, steps=[PipelineStepOut.from_row(step, key=step.step_key, task_id=step.id)
+                                             for step in steps])
 
 
 # --- provenance ------------------------------------------------------------------------------

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import peewee as pw
 
-from commander import audit, events, pipelines
+from commander import audit, events
 from commander.context import Commander
-from commander.db import Compiled, CompiledInsert
-from commander.errors import ApiError
-from commander.models import ACTIVE, AWAITING_APPROVAL, CANCELLED, FINAL_STATES, QUEUED, Node, Task, now
-from commander.schemas import PipelineStep, TaskQuery, TaskSubmit
+from commander.db import Compiled, CompiledInsert, Param
+from commander.exceptions import Conflict, NotFound
+from commander.models import ACTIVE, AWAITING_APPROVAL, CANCELLED, FINAL_STATES, LEASED, QUEUED, Node, Task, now
+from commander.signals import CANCEL, REJECT, TAKEN_BACK, AttemptEnded, TaskFinished
 
 TASK_INSERT = CompiledInsert(Task)
-TASK_BY_ID = Compiled(Task, lambda: Task.select().where(Task.id == 0))  # (task id)
+TASK_BY_ID = Compiled(Task, lambda: Task.select().where(Task.id == Param("task_id")))
 
 
-def new_task_fields(cmdr: Commander, spec: TaskSubmit | PipelineStep, token_id: int | None, submitter: str) -> dict:
-    """What a new task takes from its request, be it a task of its own or a pipeline step."""
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """What a new task asks and where it may run, be it a task of its own or a pipeline step."""
+    prompt: str
+    requires: Sequence[str] = ()
+    prefer: Sequence[str] = ()       # capabilities that make a node a better choice
+    priority: int = 0
+    model: str | None = None
+    max_attempts: int | None = None  # None: the Commander's max_attempts
+
+
+def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submitter: str) -> dict:
+    """The columns a new task takes from its spec."""
     return dict(
         prompt=spec.prompt, requires=sorted(set(spec.requires)), prefer=sorted(set(spec.prefer)),
         priority=spec.priority, model=spec.model, submitted_by=token_id, submitter=submitter,
@@ -24,19 +38,21 @@ def new_task_fields(cmdr: Commander, spec: TaskSubmit | PipelineStep, token_id: 
     )
 
 
-def submit(cmdr: Commander, body: TaskSubmit, token_id: int | None, submitter: str) -> tuple[Task, bool]:
+def submit(cmdr: Commander, spec: TaskSpec, *, submitter: str, token_id: int | None = None,
+           idempotency_key: str | None = None, retry_on_lost: bool = True, backoff: float | None = None,
+           approval_required: bool = False) -> tuple[Task, bool]:
     """Store a new task, queued or awaiting approval; with an idempotency key, a repeat returns
-    the first task (created=False)."""
+    the first task (created=False). `backoff` None: the Commander's retry_backoff."""
     fields = dict(
-        new_task_fields(cmdr, body, token_id, submitter),
-        idempotency_key=body.idempotency_key, retry_on_lost=body.retry_on_lost,
-        backoff=body.backoff if body.backoff is not None else cmdr.settings["retry_backoff"],
-        approval_required=body.approval_required,
-        state=AWAITING_APPROVAL if body.approval_required else QUEUED,
+        new_task_fields(cmdr, spec, token_id, submitter),
+        idempotency_key=idempotency_key, retry_on_lost=retry_on_lost,
+        backoff=backoff if backoff is not None else cmdr.settings["retry_backoff"],
+        approval_required=approval_required,
+        state=AWAITING_APPROVAL if approval_required else QUEUED,
     )
     with cmdr.writing():
-        if body.idempotency_key:
-            existing = Task.get_or_none((Task.submitted_by == token_id) & (Task.idempotency_key == body.idempotency_key))
+        if idempotency_key:
+            existing = Task.get_or_none((Task.submitted_by == token_id) & (Task.idempotency_key == idempotency_key))
             if existing:
                 return existing, False
         task = TASK_INSERT.create(**fields)
@@ -51,16 +67,21 @@ def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str
     with cmdr.writing():
         task = get(task_id)
         if task.state != AWAITING_APPROVAL:
-            raise ApiError(409, "not_awaiting_approval", f"task {task_id} is {task.state}, not awaiting approval")
+            raise Conflict("not_awaiting_approval", f"task {task_id} is {task.state}, not awaiting approval")
         t = now()
         if approve:
             change = dict(state=QUEUED, decided_by=actor, updated_at=t)
         else:
             error = f"rejected by {actor}" + (f": {reason}" if reason else "")
             change = dict(state=CANCELLED, decided_by=actor, error=error, finished_at=t, updated_at=t)
-        Task.update(**change).where((Task.id == task_id) & (Task.state == AWAITING_APPROVAL)).execute()
-        events.publish(f"task.{verb}", task=task_id, by=actor, reason=reason)
-        audit.record(actor, f"task.{verb}", f"task {task_id}", reason=reason)
+        if Task.update(**change).where((Task.id == task_id) & (Task.state == AWAITING_APPROVAL)).execute():
+            details = dict(by=actor, reason=reason)
+            if approve:
+                events.publish("task.approved", task=task_id, **details)
+            else:
+                cmdr.signals.task_finished.send(
+                    cmdr, TaskFinished(get(task_id), AWAITING_APPROVAL, REJECT, details))
+            audit.record(actor, f"task.{verb}", f"task {task_id}", reason=reason)
     return get(task_id)
 
 
@@ -77,9 +98,9 @@ def expire_approvals(cmdr: Commander) -> int:
 
 
 def get(task_id: int) -> Task:
-    found = TASK_BY_ID.rows(task_id)
+    found = TASK_BY_ID.rows(task_id=task_id)
     if not found:
-        raise ApiError(404, "not_found", f"task {task_id} does not exist")
+        raise NotFound("not_found", f"task {task_id} does not exist")
     return found[0]
 
 
@@ -96,14 +117,16 @@ def wait_final(cmdr: Commander, task_id: int, timeout: float) -> Task:
         cmdr.notifier.wait(generation, remaining)
 
 
-def listing(query: TaskQuery) -> list[Task]:
-    select = Task.select().order_by(Task.id.desc()).limit(query.limit)
-    if query.state:
-        select = select.where(Task.state == query.state)
-    if query.node_id:
-        select = select.where(Task.node == query.node_id)
-    if query.before_id:
-        select = select.where(Task.id < query.before_id)
+def listing(state: str | None = None, node_id: int | None = None, before_id: int | None = None,
+            limit: int = 50) -> list[Task]:
+    """Tasks, newest first, in `state`, of `node_id`, older than `before_id`."""
+    select = Task.select().order_by(Task.id.desc()).limit(limit)
+    if state:
+        select = select.where(Task.state == state)
+    if node_id:
+        select = select.where(Task.node == node_id)
+    if before_id:
+        select = select.where(Task.id < before_id)
     return list(select)
 
 
@@ -116,14 +139,25 @@ def cancel(cmdr: Commander, task_id: int) -> Task:
     """Cancel a task that has not finished; a running one is stopped by its node's next heartbeat."""
     with cmdr.writing():
         task = get(task_id)
-        if task.state in FINAL_STATES:
-            raise ApiError(409, "already_final", f"task {task_id} is already {task.state}")
-        Task.update(state=CANCELLED, finished_at=now(), updated_at=now(), error="cancelled").where(
-            (Task.id == task_id) & Task.state.not_in(FINAL_STATES)
-        ).execute()
-        events.publish("task.cancelled", task=task_id, previous=task.state, node=task.node_id)
-        pipelines.advance(cmdr, task)
+        if not end_cancelled(cmdr, task, "cancelled", CANCEL):
+            raise Conflict("already_final", f"task {task_id} is already {task.state}")
     return get(task_id)
+
+
+def end_cancelled(cmdr: Commander, task: Task, error: str | None, cause: str, **details) -> bool:
+    """Inside the caller's write transaction, in which `task` was read: cancel it unless it is
+    final already. An attempt it was running ends (taken back: its node's next heartbeat orders
+    it stopped). Returns whether it was cancelled here."""
+    t = now()
+    if not Task.update(state=CANCELLED, error=error, finished_at=t, updated_at=t).where(
+            (Task.id == task.id) & Task.state.not_in(FINAL_STATES)).execute():
+        return False
+    ended = get(task.id)
+    if task.state == LEASED:
+        cmdr.signals.attempt_ended.send(cmdr, AttemptEnded(ended, task.node_id, task.attempt, TAKEN_BACK, t))
+    cmdr.signals.task_finished.send(cmdr, TaskFinished(ended, task.state, cause,
+                                                       dict(previous=task.state, node=task.node_id, **details)))
+    return True
 
 
 class WaitingReasons:
@@ -148,18 +182,3 @@ class WaitingReasons:
         if all(problem for _, problem in able):
             return "; ".join(f"N0D3 {name}: {problem}" for name, problem in able)
         return "waiting for a free slot"
-
-
-def as_dict(task: Task, reason: str | None = None) -> dict:
-    return dict(
-        id=task.id, state=task.state, prompt=task.prompt, requires=task.requires, priority=task.priority,
-        model=task.model, attempt=task.attempt, max_attempts=task.max_attempts, node_id=task.node_id,
-        runner=task.runner, output=task.output, error=task.error,
-        usage=dict(input_tokens=task.input_tokens, output_tokens=task.output_tokens,
-                   cache_read_tokens=task.cache_read_tokens, cache_write_tokens=task.cache_write_tokens),
-        prefer=task.prefer, submitter=task.submitter, retry_on_lost=task.retry_on_lost, backoff=task.backoff,
-        not_before=task.not_before, tried_nodes=task.tried_nodes, approval_required=task.approval_required,
-        decided_by=task.decided_by, cost_usd=task.cost_usd, created_at=task.created_at, updated_at=task.updated_at,
-        started_at=task.started_at, finished_at=task.finished_at, duration_ms=task.duration_ms,
-        waiting_reason=reason, pipeline_id=task.pipeline_id, step_key=task.step_key, chain_hash=task.chain_hash,
-    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from commander import audit
-from commander.errors import ApiError
+from commander.exceptions import Forbidden, Invalid, NotFound
 from commander.models import Token, now
 from commander.permissions import JOIN_PERMISSIONS, ROLES
 from commander.secrets import new_token, token_hash
@@ -26,10 +26,10 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     else:
         wanted = set(ROLES[role or "commander"])
     if not wanted:
-        raise ApiError(400, "invalid_request", "a token needs at least one permission")
+        raise Invalid("invalid_request", "a token needs at least one permission")
     if granter is not None and not wanted <= granter:
         missing = ", ".join(sorted(wanted - granter))
-        raise ApiError(403, "forbidden", f"you cannot grant permissions you do not hold: {missing}")
+        raise Forbidden("forbidden", f"you cannot grant permissions you do not hold: {missing}")
     secret = new_token(kind)
     token = Token.create(
         kind=kind, name=name, token_hash=token_hash(secret), prefix=secret[:8], permissions=sorted(wanted),
@@ -44,7 +44,7 @@ def revoke(token_id: int, actor: str) -> Token:
     """Revoke an API or join token (inside a write transaction); node tokens go with their node."""
     token = Token.get_or_none((Token.id == token_id) & (Token.kind != "node"))
     if token is None:
-        raise ApiError(404, "not_found", f"token {token_id} does not exist")
+        raise NotFound("not_found", f"token {token_id} does not exist")
     if token.revoked_at is None:
         Token.update(revoked_at=now()).where(Token.id == token_id).execute()
         audit.record(actor, "token.revoked", f"{token.kind} token {token.id} {token.name}")
@@ -62,17 +62,12 @@ def refusal(token: Token | None, at: float) -> str | None:
     return None
 
 
-def listing() -> list[dict]:
-    """API and join tokens (node tokens go with their nodes), oldest first; never a secret."""
-    return [as_dict(token) for token in Token.select().where(Token.kind != "node").order_by(Token.id)]
-
-
-def as_dict(token: Token) -> dict:
-    return dict(id=token.id, kind=token.kind, name=token.name, prefix=token.prefix, permissions=token.permissions,
-                node_id=token.node_id, created_at=token.created_at, expires_at=token.expires_at,
-                revoked_at=token.revoked_at, last_used_at=token.last_used_at)
+def listing() -> list[Token]:
+    """API and join tokens (node tokens go with their nodes), oldest first."""
+    return list(Token.select().where(Token.kind != "node").order_by(Token.id))
 
 
 def as_created(token: Token, secret: str) -> dict:
+    """A token just created, with its secret: shown this once (the API's TokenCreated)."""
     return dict(id=token.id, kind=token.kind, name=token.name, token=secret,
                 permissions=token.permissions, expires_at=token.expires_at)

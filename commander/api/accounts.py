@@ -3,10 +3,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from commander import accounts
-from commander.errors import ApiError
+from commander.exceptions import Unauthenticated
 from commander.models import User
 from commander.permissions import PUBLIC, ROLES
-from commander.routing import SESSION_COOKIE, api_route, commander, end_session, principal, set_session_cookie
+from commander.auth import SESSION_COOKIE, end_session, principal, set_session_cookie
+from commander.routes import api_route, commander
 from commander.schemas import LoginIn, SessionOut, UserCreate, UserList, UserOut, UserUpdate
 
 bp = Blueprint("accounts", __name__)
@@ -18,8 +19,7 @@ def session_out(session, user) -> SessionOut:
 
 
 def user_out(user: User) -> UserOut:
-    return UserOut(id=user.id, username=user.username, role=user.role, created_at=user.created_at,
-                   last_login_at=user.last_login_at, disabled=user.disabled_at is not None)
+    return UserOut.from_row(user, disabled=user.disabled_at is not None)
 
 
 @api_route(bp, "POST", "/session", permission=PUBLIC, body=LoginIn, response=SessionOut)
@@ -27,7 +27,7 @@ def login(body: LoginIn):
     """Log in: sets an HttpOnly session cookie (Secure over TLS); throttled per account and address."""
     key, session, user = accounts.login(commander(), body.username, body.password, request.remote_addr)
     response = jsonify(session_out(session, user).model_dump(mode="json"))
-    set_session_cookie(response, key)
+    set_session_cookie(commander(), response, key)
     return response
 
 
@@ -36,14 +36,14 @@ def current_session():
     """The session behind the cookie, with its CSRF token; 401 without one."""
     found = accounts.session_for(request.cookies.get(SESSION_COOKIE, ""))
     if found is None:
-        raise ApiError(401, "unauthenticated", "no session: log in with POST /api/session")
+        raise Unauthenticated("unauthenticated", "no session: log in with POST /api/session")
     return session_out(*found)
 
 
 @api_route(bp, "DELETE", "/session", permission=PUBLIC, status=204)
 def logout():
     """Log out: ends the session (needs its CSRF token) and clears the cookie."""
-    return end_session(current_app.response_class(status=204))
+    return end_session(commander(), current_app.response_class(status=204))
 
 
 @api_route(bp, "GET", "/users", permission="admin", response=UserList)

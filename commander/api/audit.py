@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from commander import audit
 from commander.models import AuditEntry
-from commander.routing import api_route
+from commander.routes import api_route
 from commander.schemas import AuditList, AuditOut, AuditQuery
 
 bp = Blueprint("audit", __name__)
@@ -18,4 +17,4 @@ def list_entries(query: AuditQuery):
         select = select.where(AuditEntry.action == query.action)
     if query.before_id:
         select = select.where(AuditEntry.id < query.before_id)
-    return AuditList(entries=[AuditOut(**audit.as_dict(e)) for e in select])
+    return AuditList(entries=[AuditOut.from_row(e) for e in select])

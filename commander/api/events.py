@@ -3,8 +3,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from commander import events
-from commander.errors import ApiError
-from commander.routing import api_route, commander
+from commander.exceptions import Invalid
+from commander.routes import api_route, commander
 from commander.schemas import MAX_ID, EventsQuery
 
 bp = Blueprint("events", __name__)
@@ -18,7 +18,7 @@ def stream(query: EventsQuery):
     cmdr = commander()
     resume = request.headers.get("Last-Event-ID", "").strip()
     if resume and not (resume.isascii() and resume.isdigit() and int(resume) <= MAX_ID):
-        raise ApiError(400, "invalid_request", "Last-Event-ID must be an event id")
+        raise Invalid("invalid_request", "Last-Event-ID must be an event id")
     after = int(resume) if resume else query.after
     if after is None:
         after = events.latest_id()

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, jsonify
 from commander import openapi
 from commander.migrations import current_version
 from commander.permissions import PUBLIC
-from commander.routing import api_route, commander
+from commander.routes import api_route, commander
 from commander.schemas import Health
 from m3shd import __version__
 

@@ -1,50 +1,55 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 from flask import Blueprint, g, request
 
 from commander import leases, nodes, provenance
-from commander.errors import ApiError
+from commander.auth import principal
+from commander.exceptions import Invalid
 from commander.models import Node
-from commander.routing import api_route, commander, principal
+from commander.routes import api_route, commander
 from commander.schemas import (
     ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, KeyRotationOut, NodeList, NodeOut, NodeStateIn, RegisterIn,
-    RegisterOut, ResultIn, ResultOut,
+    RegisterOut, ResultIn, ResultOut, TaskOut,
 )
-from commander.tasks import as_dict as task_dict
 from m3shd import wire
 
 bp = Blueprint("nodes", __name__)
+
+RESULT_FIELDS = {field.name for field in fields(leases.Result)} - {"usage"}
+
+
+def node_views(listed: list[Node]) -> list[NodeOut]:
+    """Nodes as the API shows them: each row with its standing (nodes.standing)."""
+    standing = nodes.standing(listed, commander().settings)
+    return [NodeOut.from_row(node, **standing[node.id]) for node in listed]
 
 
 @api_route(bp, "POST", "/nodes/register", permission="nodes:join", body=RegisterIn, response=RegisterOut)
 def register(body: RegisterIn):
     """Register this machine (idempotent per machine id); returns its node token and signing key."""
-    return RegisterOut(**nodes.register(commander(), body))
+    return RegisterOut(**nodes.register(commander(), nodes.Machine(**body.model_dump())))
 
 
 @api_route(bp, "GET", "/nodes", permission="nodes:read", response=NodeList)
 def list_nodes():
     """Every node with its state, capabilities, slots and heartbeat age."""
-    return NodeList(nodes=[NodeOut(**view) for view in nodes.listing(commander().settings)])
+    return NodeList(nodes=node_views(nodes.listing()))
 
 
 @api_route(bp, "GET", "/nodes/<id:node_id>", permission="nodes:read", response=NodeOut)
 def get_node(node_id: int):
     """One node, with its breaker, reputation and recent outcomes."""
-    return NodeOut(**node_view(nodes.get(node_id)))
-
-
-def node_view(node: Node) -> dict:
-    return nodes.views([node], commander().settings)[0]
+    return node_views([nodes.get(node_id)])[0]
 
 
 @api_route(bp, "PUT", "/nodes/<id:node_id>/state", permission="nodes:manage", body=NodeStateIn, response=NodeOut)
 def set_node_state(node_id: int, body: NodeStateIn):
     """Pause, drain (optionally with a deadline), disable, or make a node active again."""
     node = nodes.set_state(commander(), node_id, body.state, principal().actor, body.deadline)
-    return NodeOut(**node_view(node))
+    return node_views([node])[0]
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/rotate-key", permission="nodes:manage", response=KeyRotationOut)
@@ -64,7 +69,8 @@ def remove_node(node_id: int):
            body=HeartbeatIn, response=HeartbeatOut)
 def heartbeat(node_id: int, body: HeartbeatIn):
     """Liveness, open slots and running attempts (their leases are renewed); returns orders."""
-    return HeartbeatOut(**nodes.heartbeat(commander(), g.node, body))
+    running = [nodes.LeaseRef(**ref.model_dump()) for ref in body.running]
+    return HeartbeatOut(**nodes.heartbeat(commander(), g.node, **body.model_dump(exclude={"running"}), running=running))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/claim", permission="work:execute", signed=True,
@@ -81,11 +87,12 @@ def post_result(node_id: int, body: ResultIn):
     # Verify the document as sent: the parsed model fills in defaults the node never signed.
     document = wire.result_document(json.loads(request.get_data()))
     if not wire.check_document(g.node_key, document, body.signature):
-        raise ApiError(400, "bad_result_signature", "the result's signature does not match its content")
+        raise Invalid("bad_result_signature", "the result's signature does not match its content")
     key = provenance.keys_in_use(g.node)
     provenance.check_signatures(key, document, body.ed25519_signature)
-    task, duplicate = leases.apply_result(commander(), g.node, body, document, key)
-    return ResultOut(accepted=True, duplicate=duplicate, task=task_dict(task))
+    result = leases.Result(**body.model_dump(include=RESULT_FIELDS), usage=leases.Usage(**body.usage.model_dump()))
+    task, duplicate = leases.apply_result(commander(), g.node, result, document, key)
+    return ResultOut(accepted=True, duplicate=duplicate, task=TaskOut.of(task))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/deregister", permission="work:execute", signed=True, status=204)

@@ -2,18 +2,24 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from commander import pending
+from commander import nodes, pending
+from commander.auth import principal
 from commander.permissions import PUBLIC
-from commander.routing import api_route, commander, principal
+from commander.routes import api_route, commander
+from commander.models import PendingNode
 from commander.schemas import PendingList, PendingNodeOut, PendingOut, PendingPollIn, PendingPollOut, RegisterIn
 
 bp = Blueprint("pending", __name__)
 
 
+def pending_out(row: PendingNode) -> PendingNodeOut:
+    return PendingNodeOut.from_row(row, approved=row.approved_at is not None)
+
+
 @api_route(bp, "POST", "/nodes/pending", permission=PUBLIC, body=RegisterIn, response=PendingOut, status=202)
 def request_join(body: RegisterIn):
     """Ask to join without a token: the machine waits as pending until an operator approves it."""
-    return PendingOut(**pending.request(commander(), body, request.remote_addr))
+    return PendingOut(**pending.request(commander(), nodes.Machine(**body.model_dump()), request.remote_addr))
 
 
 @api_route(bp, "POST", "/nodes/pending/poll", permission=PUBLIC, body=PendingPollIn, response=PendingPollOut)
@@ -25,13 +31,13 @@ def poll(body: PendingPollIn):
 @api_route(bp, "GET", "/nodes/pending", permission="nodes:read", response=PendingList)
 def list_pending():
     """Machines waiting for approval, with the address each asked from."""
-    return PendingList(pending=[PendingNodeOut(**row) for row in pending.listing()])
+    return PendingList(pending=[pending_out(row) for row in pending.listing()])
 
 
 @api_route(bp, "POST", "/nodes/pending/<id:pending_id>/approve", permission="nodes:manage", response=PendingNodeOut)
 def approve(pending_id: int):
     """Let a pending machine in: at its next poll it registers as a node (audited)."""
-    return PendingNodeOut(**pending.as_dict(pending.approve(commander(), pending_id, principal().actor)))
+    return pending_out(pending.approve(commander(), pending_id, principal().actor))
 
 
 @api_route(bp, "DELETE", "/nodes/pending/<id:pending_id>", permission="nodes:manage", status=204)

@@ -3,26 +3,40 @@ from __future__ import annotations
 from flask import Blueprint
 
 from commander import pipelines
-from commander.routing import api_route, commander, principal
-from commander.schemas import PipelineOut, PipelineSubmit
+from commander.auth import principal
+from commander.models import Pipeline
+from commander.routes import api_route, commander
+from commander.schemas import PipelineOut, PipelineStep, PipelineSubmit
 
 bp = Blueprint("pipelines", __name__)
+
+
+def step_of(step: PipelineStep) -> pipelines.Step:
+    edges = tuple(pipelines.Edge(dep) if isinstance(dep, str) else pipelines.Edge(dep.step, dep.allow_failure)
+                  for dep in step.depends_on)
+    return pipelines.Step(**step.model_dump(exclude={"depends_on"}), depends_on=edges)
+
+
+def pipeline_out(pipeline: Pipeline) -> PipelineOut:
+    return PipelineOut.of(pipeline, pipelines.steps_of(pipeline.id).values())
 
 
 @api_route(bp, "POST", "/pipelines", permission="tasks:submit", body=PipelineSubmit, response=PipelineOut, status=201)
 def submit(body: PipelineSubmit):
     """Submit a graph of steps in one call; a step runs once its parents are final and acceptable."""
     caller = principal()
-    return PipelineOut(**pipelines.as_dict(pipelines.submit(commander(), body, caller.token_id, caller.actor))), 201
+    pipeline = pipelines.submit(commander(), [step_of(step) for step in body.steps], name=body.name,
+                                submitter=caller.actor, token_id=caller.token_id)
+    return pipeline_out(pipeline), 201
 
 
 @api_route(bp, "GET", "/pipelines/<id:pipeline_id>", permission="tasks:read", response=PipelineOut)
 def get_pipeline(pipeline_id: int):
     """A pipeline: its state, and each step with its parents and state, in dependency order."""
-    return PipelineOut(**pipelines.as_dict(pipelines.get(pipeline_id)))
+    return pipeline_out(pipelines.get(pipeline_id))
 
 
 @api_route(bp, "POST", "/pipelines/<id:pipeline_id>/cancel", permission="tasks:cancel", response=PipelineOut)
 def cancel(pipeline_id: int):
     """Cancel a pipeline: blocked and queued steps end now, running ones at their node's next heartbeat."""
-    return PipelineOut(**pipelines.as_dict(pipelines.cancel(commander(), pipeline_id)))
+    return pipeline_out(pipelines.cancel(commander(), pipeline_id))

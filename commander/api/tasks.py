@@ -1,23 +1,35 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 from flask import Blueprint
 
 from commander import provenance, tasks
-from commander.routing import api_route, commander, principal
+from commander.auth import principal
+from commander.models import Task
+from commander.routes import api_route, commander
 from commander.schemas import ProvenanceOut, RejectIn, TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
 
 bp = Blueprint("tasks", __name__)
 
+SPEC_FIELDS = {field.name for field in fields(tasks.TaskSpec)}
 
-def task_out(task, reasons=None) -> TaskOut:
-    return TaskOut(**tasks.as_dict(task, (reasons or tasks.WaitingReasons(commander()))(task)))
+
+def task_out(task: Task, reasons: tasks.WaitingReasons | None = None) -> TaskOut:
+    return TaskOut.of(task, (reasons or tasks.WaitingReasons(commander()))(task))
+
+
+def submit_task(body: TaskSubmit) -> tuple[Task, bool]:
+    """Store the task a TaskSubmit body asks for, as the caller (the API and the dashboard's form)."""
+    caller = principal()
+    return tasks.submit(commander(), tasks.TaskSpec(**body.model_dump(include=SPEC_FIELDS)),
+                        **body.model_dump(exclude=SPEC_FIELDS), submitter=caller.actor, token_id=caller.token_id)
 
 
 @api_route(bp, "POST", "/tasks", permission="tasks:submit", body=TaskSubmit, response=TaskOut, status=201, also=(200,))
 def submit(body: TaskSubmit):
     """Queue a prompt for the mesh; an idempotency key makes a retried submit return the first task."""
-    caller = principal()
-    task, created = tasks.submit(commander(), body, caller.token_id, caller.actor)
+    task, created = submit_task(body)
     return task_out(task), 201 if created else 200
 
 
@@ -25,7 +37,7 @@ def submit(body: TaskSubmit):
 def list_tasks(query: TaskQuery):
     """Tasks, newest first, filtered by state or node; page with `before_id`."""
     reasons = tasks.WaitingReasons(commander())
-    return TaskList(tasks=[task_out(task, reasons) for task in tasks.listing(query)])
+    return TaskList(tasks=[task_out(task, reasons) for task in tasks.listing(**query.model_dump())])
 
 
 @api_route(bp, "GET", "/tasks/<id:task_id>", permission="tasks:read", query=TaskWaitQuery, response=TaskOut)

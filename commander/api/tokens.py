@@ -3,7 +3,8 @@ from __future__ import annotations
 from flask import Blueprint
 
 from commander import tokens
-from commander.routing import api_route, commander, principal
+from commander.auth import principal
+from commander.routes import api_route, commander
 from commander.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
 
 bp = Blueprint("tokens", __name__)
@@ -21,11 +22,11 @@ def create(body: TokenCreate):
 @api_route(bp, "GET", "/tokens", permission="tokens:manage", response=TokenList)
 def list_tokens():
     """API and join tokens with their prefix, permissions, expiry and last use (never the secret)."""
-    return TokenList(tokens=[TokenOut(**token) for token in tokens.listing()])
+    return TokenList(tokens=[TokenOut.from_row(token) for token in tokens.listing()])
 
 
 @api_route(bp, "DELETE", "/tokens/<id:token_id>", permission="tokens:manage", response=TokenOut)
 def revoke(token_id: int):
     """Revoke a token: refused everywhere from now on."""
     with commander().writing():
-        return TokenOut(**tokens.as_dict(tokens.revoke(token_id, principal().actor)))
+        return TokenOut.from_row(tokens.revoke(token_id, principal().actor))

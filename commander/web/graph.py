@@ -11,7 +11,7 @@ LABEL_CHARS = 21            # a longer step key is cut, with its full name in th
 
 
 def layout(steps: list[dict]) -> dict:
-    """Boxes and edges for the steps of pipelines.as_dict, which lists parents before children."""
+    """Boxes and edges for the steps of a PipelineOut (as a dict), which lists parents before children."""
     depth: dict[str, int] = {}
     for step in steps:
         depth[step["key"]] = 1 + max((depth[dep["step"]] for dep in step["depends_on"]), default=-1)

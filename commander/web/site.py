@@ -10,10 +10,11 @@ from datetime import datetime, timezone
 from flask import Blueprint, Flask, g, redirect, render_template, request, url_for
 
 from commander import events
-from commander.errors import ApiError
+from commander.exceptions import NotFound
 from commander.models import FINAL_STATES
 from commander.permissions import PUBLIC
-from commander.routing import RouteSpec, authenticate
+from commander.auth import authenticate
+from commander.routes import RouteSpec, commander
 
 PART_HEADER = "X-Live-Part"   # a live region asks for its part of the page only
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -33,7 +34,7 @@ STATE_LABELS = {
 
 
 def page_route(bp: Blueprint, method: str, rule: str, *, permission: str):
-    """A page or form action. It is authenticated and authorized by routing.authenticate, as API
+    """A page or form action. It is authenticated and authorized by auth.authenticate, as API
     routes are (a session needs its CSRF token on a POST); its spec is kept on the view as
     `page_spec`, so `pages(app)` lists every page with the permission it needs."""
 
@@ -43,7 +44,7 @@ def page_route(bp: Blueprint, method: str, rule: str, *, permission: str):
 
         @functools.wraps(handler)
         def view(**path):
-            g.principal = None if permission == PUBLIC else authenticate(spec, path)
+            g.principal = None if permission == PUBLIC else authenticate(commander(), permission, path)
             return handler(**path)
 
         view.page_spec = spec
@@ -68,7 +69,7 @@ def render(template: str, parts: tuple[str, ...] = (), **context):
     if part is None:
         return render_template(template, last_event_id=events.latest_id(), **context)
     if part not in parts:
-        raise ApiError(404, "not_found", f"this page has no live part {part!r}")
+        raise NotFound("not_found", f"this page has no live part {part!r}")
     return render_template(f"parts/{part}.html", **context)
 
 

@@ -10,11 +10,17 @@ from flask import Blueprint, redirect, request, send_from_directory, url_for
 from pydantic import ValidationError
 
 from commander import accounts, events, nodes, pending, pipelines, provenance, tasks, tokens
-from commander.errors import ApiError
+from commander.api import tasks as tasks_api
+from commander.api.nodes import node_views
+from commander.api.pending import pending_out
+from commander.api.pipelines import pipeline_out
+from commander.auth import SESSION_COOKIE, end_session, principal, set_session_cookie
+from commander.errors import describe
+from commander.exceptions import Forbidden, TooManyRequests, Unauthenticated
 from commander.models import AWAITING_APPROVAL, Node, Task
 from commander.permissions import PUBLIC, ROLES
-from commander.routing import SESSION_COOKIE, commander, end_session, parse_query, principal, set_session_cookie
-from commander.schemas import LoginIn, NodeStateIn, TaskQuery, TaskSubmit, TokenCreate
+from commander.routes import commander, parse_query
+from commander.schemas import LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit, TokenCreate, TokenOut
 from commander.web import graph, site
 from commander.web.site import local_path, page_route, render
 
@@ -54,7 +60,7 @@ def login():
     # choosing. Hosts are compared, not schemes: behind a TLS proxy the Commander sees http.
     origin = request.headers.get("Origin")
     if origin and urlsplit(origin).netloc != request.host:
-        raise ApiError(403, "cross_origin", "log in from the dashboard's own login page")
+        raise Forbidden("cross_origin", "log in from the dashboard's own login page")
     target = local_path(request.form.get("next"))
     username = request.form.get("username", "")
     try:
@@ -62,20 +68,18 @@ def login():
         key, _, _ = accounts.login(commander(), body.username, body.password, request.remote_addr)
     except ValidationError:
         return render("login.html", next=target, username=username, error="Enter your user name and password."), 400
-    except ApiError as refused:
-        if refused.status not in (401, 429):
-            raise
-        return render("login.html", next=target, username=username, error=refused.message), refused.status, \
-            refused.headers
+    except (Unauthenticated, TooManyRequests) as refused:
+        status, _, message, headers = describe(refused)
+        return render("login.html", next=target, username=username, error=message), status, headers
     response = redirect(target, 303)
-    set_session_cookie(response, key)
+    set_session_cookie(commander(), response, key)
     return response
 
 
 @page_route(bp, "POST", "/logout", permission=PUBLIC)
 def logout():
     """Log out (the form carries the CSRF token)."""
-    return end_session(redirect(url_for(".login_form"), 303))
+    return end_session(commander(), redirect(url_for(".login_form"), 303))
 
 
 # --- the fleet -------------------------------------------------------------------------------
@@ -83,14 +87,14 @@ def logout():
 @page_route(bp, "GET", "/", permission="nodes:read")
 def fleet():
     """Every N0D3: capabilities, slots in use, heartbeat age, state, breaker and reputation."""
-    return render("fleet.html", parts=("fleet",), nodes=nodes.listing(commander().settings))
+    return render("fleet.html", parts=("fleet",), nodes=[view.model_dump() for view in node_views(nodes.listing())])
 
 
 @page_route(bp, "GET", "/nodes/<id:node_id>", permission="nodes:read")
 def node(node_id: int):
     """One N0D3: its details, recent outcomes and recent tasks; pause, drain, disable, resume."""
-    shown = nodes.views([nodes.get(node_id)], commander().settings)[0]
-    recent = task_views(tasks.listing(TaskQuery(node_id=node_id, limit=20)))
+    shown = node_views([nodes.get(node_id)])[0].model_dump()
+    recent = task_views(tasks.listing(node_id=node_id, limit=20))
     return render("node.html", parts=("node",), node=shown, tasks=recent)
 
 
@@ -106,7 +110,7 @@ def set_node_state(node_id: int):
 
 def task_views(listed: list[Task]) -> list[dict]:
     reasons = tasks.WaitingReasons(commander())
-    return [tasks.as_dict(task, reasons(task)) for task in listed]
+    return [TaskOut.of(task, reasons(task)).model_dump() for task in listed]
 
 
 def node_names() -> dict[int, str]:
@@ -117,7 +121,8 @@ def node_names() -> dict[int, str]:
 def task_list():
     """The queue, newest first, filtered by state, with a count per state."""
     query = parse_query(TaskQuery)
-    return render("tasks.html", parts=("tasks",), tasks=task_views(tasks.listing(query)), state=query.state,
+    listed = tasks.listing(**query.model_dump())
+    return render("tasks.html", parts=("tasks",), tasks=task_views(listed), state=query.state,
                   counts=tasks.counts(), node_names=node_names())
 
 
@@ -127,8 +132,7 @@ def submit_task():
     requires = [label.strip() for label in request.form.get("requires", "").split(",") if label.strip()]
     body = TaskSubmit(prompt=request.form.get("prompt", ""), requires=requires,
                       approval_required=request.form.get("approval_required") == "on")
-    caller = principal()
-    task, _ = tasks.submit(commander(), body, caller.token_id, caller.actor)
+    task, _ = tasks_api.submit_task(body)
     return redirect(url_for(".task", task_id=task.id), 303)
 
 
@@ -170,13 +174,13 @@ def cancel_task(task_id: int):
 def pipeline_list():
     """The latest pipelines with the state of each step."""
     return render("pipelines.html", parts=("pipelines",),
-                  pipelines=[pipelines.as_dict(found) for found in pipelines.listing()])
+                  pipelines=[pipeline_out(found).model_dump() for found in pipelines.listing()])
 
 
 @page_route(bp, "GET", "/pipelines/<id:pipeline_id>", permission="tasks:read")
 def pipeline(pipeline_id: int):
     """One pipeline: its graph drawn with live step states, and its steps."""
-    shown = pipelines.as_dict(pipelines.get(pipeline_id))
+    shown = pipeline_out(pipelines.get(pipeline_id)).model_dump()
     return render("pipeline.html", parts=("pipeline",), pipeline=shown, graph=graph.layout(shown["steps"]),
                   node_names=node_names())
 
@@ -193,8 +197,8 @@ def cancel_pipeline(pipeline_id: int):
 @page_route(bp, "GET", "/pending", permission="tasks:read")
 def pending_list():
     """Tasks awaiting approval and machines asking to join, each a click from yes or no."""
-    waiting = task_views(tasks.listing(TaskQuery(state=AWAITING_APPROVAL, limit=500)))
-    joins = pending.listing() if site.can("nodes:read") else None
+    waiting = task_views(tasks.listing(state=AWAITING_APPROVAL, limit=500))
+    joins = [pending_out(row).model_dump() for row in pending.listing()] if site.can("nodes:read") else None
     return render("pending.html", parts=("approvals", "joins"), approvals=waiting, joins=joins)
 
 
@@ -216,7 +220,8 @@ def reject_join(pending_id: int):
 
 def tokens_page(created: dict | None = None, status: int = 200):
     presets = {" ".join(sorted(permissions)): role for role, permissions in ROLES.items()}  # to name a token's preset
-    return render("tokens.html", tokens=tokens.listing(), roles=ROLES, presets=presets, expiry_choices=EXPIRY_CHOICES,
+    listed = [TokenOut.from_row(token).model_dump() for token in tokens.listing()]
+    return render("tokens.html", tokens=listed, roles=ROLES, presets=presets, expiry_choices=EXPIRY_CHOICES,
                   created=created), status
 
 

@@ -12,7 +12,7 @@ import pytest
 from bridge import daemon, osascript
 from bridge.cursor import State
 from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
-from conftest import FAKES, Process, base_env, wait_until
+from harness import FAKES, Process, base_env, wait_until
 from m3shd.client import ApiClient
 from m3shd.config import DEFAULTS
 

@@ -9,7 +9,7 @@ import threading
 import time
 
 from commander.wake import Dispatcher, Notifier, run_dir_for
-from conftest import wait_until
+from harness import wait_until
 
 
 def test_a_notify_from_another_process_wakes_this_one(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from bridge import commands, daemon, osascript, staging
 from chatdb_fixtures import ChatDb
-from conftest import FAKES, base_env
+from harness import FAKES, base_env
 from m3shd.client import ApiClient
 from m3shd.config import DEFAULTS
 

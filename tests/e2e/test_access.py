@@ -14,19 +14,11 @@ import requests
 from commander.models import User
 from commander.passwords import ITERATIONS, hash_password
 from commander.permissions import PERMISSIONS, PUBLIC, ROLES
-from conftest import Commander
+from harness import ROOT, Commander
 from m3shd import wire
 from m3shd.client import ApiClient
 
 PASSWORD = "correct horse battery"
-ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def cmd(tmp_path_factory):
-    started = Commander(tmp_path_factory.mktemp("access"))
-    yield started
-    started.stop()
 
 
 def login(cmd: Commander, username: str, password: str = PASSWORD) -> requests.Session:
@@ -155,8 +147,7 @@ def test_session_cookie_flags_and_csrf(cmd):
     assert browser.get(f"{cmd.url}/api/session", timeout=15).status_code == 401
 
 
-def test_secure_cookie_over_tls(tmp_path, monkeypatch):
-    app = in_process_app(tmp_path, monkeypatch)
+def test_secure_cookie_over_tls(app):
     with app.app_context():
         from commander import accounts
 
@@ -399,15 +390,6 @@ def sqlite_write(cmd: Commander, sql: str, *params) -> None:
 
     with sqlite3.connect(_db(cmd), timeout=10) as conn:
         conn.execute(sql, params)
-
-
-def in_process_app(tmp_path, monkeypatch):
-    from commander import create_app
-    from m3shd import config
-
-    monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
-    return create_app(config.load("commander"), background=False)
 
 
 def test_user_model_is_what_the_api_reports(cmd):

@@ -21,7 +21,7 @@ from commander.routing import IdConverter
 from commander.secrets import SecretBox, load_keys
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
-from m3shd import config, wire
+from m3shd import config, loops, wire
 
 log = logging.getLogger("m3shd.commander")
 
@@ -98,13 +98,13 @@ def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
     (the OS releases it if that worker dies, and another takes over)."""
     lock = open(cmdr.notifier.run_dir / "reaper.lock", "w")
     flock_when_free(lock.fileno(), every, every)
-    while True:
+
+    def reap() -> None:
         time.sleep(every)
-        try:
-            with cmdr.db.connection_context():
-                reap_once(cmdr)
-        except Exception:
-            log.exception("reaper pass failed; retrying")
+        with cmdr.db.connection_context():
+            reap_once(cmdr)
+
+    loops.run_forever("reaper", reap, logger=log, base=every, cap=5 * every)
 
 
 def reap_once(cmdr: Commander) -> None:

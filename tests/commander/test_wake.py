@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +29,6 @@ def test_a_notify_from_another_process_wakes_this_one(tmp_path):
 
 def test_stale_sockets_of_dead_workers_are_cleaned_up(tmp_path):
     run_dir = run_dir_for(str(tmp_path))
-    import socket
-
     dead = run_dir / "wake-999999.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(dead))
@@ -121,5 +120,28 @@ def test_a_hand_off_another_node_was_quicker_to_leaves_the_node_waiting(tmp_path
         waiting.join(20)
         assert answer == [[]]
         assert time.monotonic() - started >= 1.5  # its long-poll ran its course, not cut short
+    finally:
+        notifier.stop()
+
+
+def test_a_malformed_datagram_does_not_end_the_wake_listener(tmp_path, caplog):
+    notifier = Notifier(run_dir_for(str(tmp_path)))
+    handed = []
+    notifier.on_handoff = lambda node_id, task_ids: handed.append((node_id, task_ids))
+    notifier.start()
+    try:
+        with caplog.at_level("ERROR", logger="m3shd.commander"), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:
+            for junk in (b"h", b"hseven:1", b"h7:1,x", b"h\xff\xfe:1"):
+                stranger.sendto(junk, str(notifier._own))
+            stranger.sendto(b"h7:42", str(notifier._own))
+            wait_until(lambda: handed, 10, what="the well-formed hand-off after the junk")
+            generation = notifier.generation
+            Notifier(notifier.run_dir).notify()
+            assert notifier.wait(generation, timeout=20) != generation  # still listening
+        assert handed == [(7, [42])]
+        # Four bad datagrams, two distinct failures: each said once, with its traceback.
+        tracebacks = [r for r in caplog.records if r.exc_info]
+        assert all(r.getMessage().startswith("wake-listener failed") for r in tracebacks)
+        assert sorted(r.exc_info[0].__name__ for r in tracebacks) == ["UnicodeDecodeError", "ValueError"]
     finally:
         notifier.stop()

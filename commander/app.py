@@ -11,7 +11,7 @@ from flask import Flask, request
 from commander import accounts, leases, nodes, planning, tasks
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
-from commander.api import tasks as tasks_api, tokens as tokens_api
+from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import ApiError, register_error_handlers
@@ -26,7 +26,7 @@ from m3shd import config, loops, wire
 log = logging.getLogger("m3shd.commander")
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
-              accounts_api.bp, audit_api.bp)
+              permissions_api.bp, accounts_api.bp, audit_api.bp)
 
 
 def build_commander(settings: dict) -> Commander:

@@ -81,6 +81,14 @@ def test_the_route_table_declares_only_known_permissions(cmd):
     assert {permission for _, _, permission, _ in ops} <= set(PERMISSIONS) | {PUBLIC}
 
 
+def test_the_permissions_listed_as_reserved_are_those_no_route_declares(cmd):
+    listed = cmd.api._send("GET", "/api/permissions")["permissions"]
+    used = {permission for _, _, permission, _ in operations(cmd)} - {PUBLIC}
+    assert [p["name"] for p in listed] == list(PERMISSIONS)
+    assert used <= {p["name"] for p in listed if not p["reserved"]}
+    assert not used & {p["name"] for p in listed if p["reserved"]}
+
+
 def test_authorization_matrix(cmd, principals):
     """Every route × every preset (token and session) × a node token × no credentials."""
     mistakes = []

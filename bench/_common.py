@@ -49,9 +49,13 @@ class Commander(harness.Commander):
     def __init__(self, workers: int = DEFAULTS["commander"]["workers"], extra_env: dict | None = None,
                  keep: bool = False):
         self.keep = keep
-        # The harness stops a Commander that fails to start, which removes this dir too.
-        super().__init__(Path(tempfile.mkdtemp(prefix="m3shd-bench-")),
-                         {"M3SHD_COMMANDER_WORKERS": str(workers), "M3SHD_COMMANDER_LOG_LEVEL": "warning"}
+        home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))
+        # Short enough to be the wake sockets' own directory (commander.wake.run_dir_for), named
+        # here rather than asked of the commander package: importing it would put ~35,000 more
+        # objects into this process, under every garbage collection among the simulated nodes.
+        self.wake_dir = home / "data" / "commander" / "run"
+        # The harness stops a Commander that fails to start, which removes `home` too.
+        super().__init__(home, {"M3SHD_COMMANDER_WORKERS": str(workers), "M3SHD_COMMANDER_LOG_LEVEL": "warning"}
                          | (extra_env or {}), timings={})
 
     def worker_pids(self) -> list[int]:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import requests
 
-from commander.wake import run_dir_for
 from m3shd.client import ApiClient, CommanderUnreachable, NodeClient
 from m3shd.config import DEFAULTS
 
@@ -112,13 +111,14 @@ class Commander:
     """`python -m m3shd commander serve`, its config and data under `home`, with an admin token
     (`api`) and a join token. `timings` go into its environment before `extra_env`."""
 
+    wake_dir: Path | None = None  # where its workers bind their wake sockets: if set, start() waits for all
+
     def __init__(self, home: Path, extra_env: dict | None = None, timings: dict = FAST):
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = base_env(home) | timings | {"M3SHD_COMMANDER_BIND": f"127.0.0.1:{self.port}"} | (extra_env or {})
         self.workers = int(self.env.get("M3SHD_COMMANDER_WORKERS", DEFAULTS["commander"]["workers"]))
-        self.run_dir = run_dir_for(self.env.get("M3SHD_COMMANDER_DATA_DIR") or str(home / "data" / "commander"))
         self.process: Process | None = None
         self.start()
         try:
@@ -130,8 +130,9 @@ class Commander:
         self.api = ApiClient(self.url, self.admin_token)
 
     def start(self) -> None:
-        """Start it and wait until every worker has started its background threads (its wake
-        socket exists): one request at a time, each on a new connection, so each worker serves one."""
+        """Start it and wait until it answers; with a `wake_dir`, until every worker has started
+        its background threads (its wake socket exists): one request at a time, each on a new
+        connection, so that each worker serves one."""
         self.process = Process([sys.executable, "-m", "m3shd", "commander", "serve"], self.env,
                                self.home / "commander.log")
 
@@ -145,7 +146,7 @@ class Commander:
                 return False
             finally:
                 fresh.session.close()
-            return len(list(self.run_dir.glob("wake-*.sock"))) >= self.workers
+            return self.wake_dir is None or len(list(self.wake_dir.glob("wake-*.sock"))) >= self.workers
 
         try:
             wait_until(ready, 30, every=0.02, what="the Commander to answer")

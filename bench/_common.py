@@ -1,5 +1,6 @@
-"""What every benchmark shares: a real Commander on a free loopback port in a temp dir,
-node registration, /proc readings, percentiles and tables.
+"""What the benchmarks share beyond the test harness (tests/harness.py: the Commander and N0D3
+processes, simulated nodes): a Commander in a temp dir with the product's defaults, /proc
+readings, percentiles and tables.
 
 Benchmarks print figures; they never assert speed. A helper module, not a benchmark.
 """
@@ -7,24 +8,23 @@ Benchmarks print figures; they never assert speed. A helper module, not a benchm
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
-from m3shd.client import ApiClient, CommanderUnreachable, NodeClient
-from m3shd.config import DEFAULTS
-
 ROOT = Path(__file__).resolve().parent.parent
-FAKES = ROOT / "tests" / "fakes"
+# The benchmarks run as scripts (`python bench/x.py`), so only bench/ is on their path; the harness
+# and the test fixtures they share with the tests live in tests/.
+sys.path.insert(0, str(ROOT / "tests"))
+
+import harness  # noqa: E402
+from harness import base_env, register_node, result_for  # noqa: E402,F401  (the benchmarks' imports)
+from m3shd.config import DEFAULTS  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -42,104 +42,37 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Commander(harness.Commander):
+    """The harness's Commander with the product's timings (heartbeat 5 s, leases 20 s) and
+    `workers` gunicorn workers, in a temp dir that goes when it stops (unless `keep`)."""
 
-
-def base_env(home: Path) -> dict:
-    """The environment of every m3shd process we start: nothing inherited from M3SHD_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("M3SHD_", "ANTHROPIC_"))}
-    env.update(M3SHD_DATA_DIR=str(home / "data"), M3SHD_CONFIG_DIR=str(home / "conf"),
-               PATH=f"{FAKES}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
-    return env
-
-
-class Commander:
-    """`python -m m3shd commander serve` with the product's defaults (2 gevent workers,
-    heartbeat 5 s), bound to a free loopback port, its data in a temp dir."""
-
-    def __init__(self, workers: int = DEFAULTS["commander"]["workers"], extra_env: dict | None = None, keep: bool = False):
+    def __init__(self, workers: int = DEFAULTS["commander"]["workers"], extra_env: dict | None = None,
+                 keep: bool = False):
         self.keep = keep
-        self.home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = base_env(self.home) | {
-            "M3SHD_COMMANDER_BIND": f"127.0.0.1:{self.port}",
-            "M3SHD_COMMANDER_WORKERS": str(workers),
-            "M3SHD_COMMANDER_LOG_LEVEL": "warning",
-        } | (extra_env or {})
-        self.run_dir = self.home / "data" / "commander" / "run"   # short enough: the wake sockets live here
-        self.log_path = self.home / "commander.log"
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "m3shd", "commander", "serve"], env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self._wait_healthy()
-            self.admin_token = self.token("bench-admin", role="admin")
-            self.join_token = self.token("bench-join", kind="join")
-        except BaseException:
-            self.stop()
-            raise
-        self.api = ApiClient(self.url, self.admin_token)
-
-    def _wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the Commander exited {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                # One request at a time, each on a new connection, until every worker has started its
-                # background threads (its wake socket exists). Concurrent *first* requests to a fresh
-                # worker can freeze it until gunicorn's timeout (Commander._start_lock is a real OS lock
-                # under gevent, see bench/README.md); the benchmarks measure the steady state.
-                fresh = ApiClient(self.url, "none", timeout=1)
-                fresh.health()
-                fresh.session.close()
-                pids = self.worker_pids()
-                if len(pids) >= int(self.env["M3SHD_COMMANDER_WORKERS"]) and all(
-                        (self.run_dir / f"wake-{pid}.sock").exists() for pid in pids):
-                    return
-            except CommanderUnreachable:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"the Commander did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def token(self, name: str, kind: str = "api", role: str | None = None) -> str:
-        args = [sys.executable, "-m", "m3shd", "token", "create", name, "--local", "--json", "--kind", kind]
-        args += ["--role", role] if role else []
-        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"token create exited {done.returncode}: {done.stderr}")
-        return json.loads(done.stdout)["token"]
+        home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))
+        # Short enough to be the wake sockets' own directory (commander.wake.run_dir_for), named
+        # here rather than asked of the commander package: importing it would put ~35,000 more
+        # objects into this process, under every garbage collection among the simulated nodes.
+        self.wake_dir = home / "data" / "commander" / "run"
+        # The harness stops a Commander that fails to start, which removes `home` too.
+        super().__init__(home, {"M3SHD_COMMANDER_WORKERS": str(workers), "M3SHD_COMMANDER_LOG_LEVEL": "warning"}
+                         | (extra_env or {}), timings={})
 
     def worker_pids(self) -> list[int]:
-        return children_of(self.proc.pid)
+        return children_of(self.process.proc.pid)
 
     def workers_cpu(self) -> dict[int, float]:
         """CPU seconds (user+system) each gunicorn worker has used so far."""
         return {pid: cpu_seconds(pid) for pid in self.worker_pids()}
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(self.process.text().splitlines()[-lines:])
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.process.alive()
 
     def stop(self) -> None:
-        """gunicorn's quick shutdown (SIGINT), then the temp dir goes (unless --keep)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
+        super().stop()
         if self.keep:
             print(f"(kept {self.home})")
         else:
@@ -150,38 +83,6 @@ class Commander:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def register_node(url: str, join_token: str, name: str, slots: int = 1,
-                  capabilities: list[str] | None = None, join_client: ApiClient | None = None,
-                  heartbeat_every: float | None = 5.0) -> NodeClient:
-    """Register a simulated node with the join token; returns its signing NodeClient. Like the
-    real agent it heartbeats on a thread of its own (a node that only claims would be lost)."""
-    joiner = join_client or ApiClient(url, join_token)
-    reply = joiner.register(machine_id=f"bench-{name}-{uuid.uuid4().hex[:12]}", name=name, slots=slots,
-                            capabilities=capabilities or [], runner="bench", version="bench")
-    node = NodeClient(url, reply["node_id"], reply["node_token"], reply["signing_key"])
-    if heartbeat_every:
-        beating = NodeClient(url, reply["node_id"], reply["node_token"], reply["signing_key"])
-
-        def beat():
-            while True:
-                time.sleep(heartbeat_every)
-                try:
-                    beating.heartbeat(open_slots=slots, running=[], runner="bench", problem=None)
-                except Exception:  # noqa: BLE001 - the Commander is gone at the end of a run
-                    return
-
-        threading.Thread(target=beat, name=f"heartbeat-{name}", daemon=True).start()
-    return node
-
-
-def result_for(lease: dict, output: str = "ok") -> dict:
-    """A succeeded result for a lease, as a N0D3 would post it (NodeClient signs it)."""
-    t = time.time()
-    return dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                status="succeeded", output=output, runner="bench", started_at=t, finished_at=t, duration_ms=0,
-                usage=dict(input_tokens=1, output_tokens=1, cache_read_tokens=0, cache_write_tokens=0))
 
 
 # --- /proc ----------------------------------------------------------------------------------

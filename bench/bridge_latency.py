@@ -19,12 +19,10 @@ import sys
 import threading
 import time
 
-from _common import ROOT, Commander, Noise, parse_args, self_cpu, summary_ms, table, verdict
+from _common import Commander, Noise, parse_args, self_cpu, summary_ms, table, verdict
+from chatdb_fixtures import ChatDb  # the tests' chat.db builder (_common puts tests/ on the path)
 from m3shd.client import ApiClient, CommanderUnreachable
 from m3shd.config import DEFAULTS
-
-sys.path.insert(0, str(ROOT / "tests"))
-from chatdb_fixtures import ChatDb  # noqa: E402  (the chat.db builder the tests use)
 
 GOAL_P50_MS = 300.0
 ME = "+15551234567"

@@ -1,7 +1,7 @@
 """What an idle N0D3 costs its machine: resident memory and CPU of `m3shd n0d3 run`.
 
 A real Commander and a real `python -m m3shd n0d3 run` process (the environment of
-tests/conftest.py's N0D3 class: fake `claude` from tests/fakes on PATH, so the CLI runner is
+tests/harness.py's N0D3 class: fake `claude` from tests/fakes on PATH, so the CLI runner is
 detected). Once the node is registered and active it runs one task, so the figures include what
 running and signing a result leave loaded; then it idles (no tasks) for 20 s (quick: 8 s);
 then VmRSS and VmHWM come from /proc/<pid>/status and CPU time (utime+stime) over the window
@@ -17,12 +17,12 @@ the least a requests-based agent could cost. Goal: RSS <= 35 MB, CPU near zero.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
-from _common import CLK_TCK, Commander, Noise, base_env, cpu_seconds, parse_args, proc_status, status_mb, table, verdict
+from _common import CLK_TCK, Commander, Noise, cpu_seconds, parse_args, proc_status, status_mb, table, verdict
+from harness import N0D3
 from m3shd.config import DEFAULTS
 
 GOAL_RSS_MB = 35.0
@@ -45,24 +45,15 @@ def main() -> int:
     idle = args.idle or (8.0 if args.quick else 20.0)
 
     with Commander(workers=args.workers, keep=args.keep) as cmdr:
-        state_dir = cmdr.home / "n0d3-idle"
-        env = base_env(cmdr.home) | {
-            "M3SHD_N0D3_URL": cmdr.url, "M3SHD_N0D3_JOIN_TOKEN": cmdr.join_token,
-            "M3SHD_N0D3_STATE_DIR": str(state_dir), "M3SHD_N0D3_NAME": "idle",
-            "M3SHD_N0D3_SLOTS": "1", "M3SHD_N0D3_CLAIM_WAIT": f"{args.claim_wait:g}",
-            "M3SHD_N0D3_CANCEL_GRACE": "1",
-        }
-        log = open(cmdr.home / "n0d3.log", "ab")
-        n0d3 = subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        agent = N0D3(cmdr, "idle", env={"M3SHD_N0D3_CLAIM_WAIT": f"{args.claim_wait:g}"})
+        n0d3 = agent.process.proc
         peer = None
         try:
             t_start = time.monotonic()
             while True:
                 if n0d3.poll() is not None:
-                    raise RuntimeError(f"the N0D3 exited {n0d3.returncode}: "
-                                       f"{(cmdr.home / 'n0d3.log').read_text()[-2000:]}")
-                node = next((n for n in cmdr.api.list_nodes() if n["name"] == "idle"), None)
+                    raise RuntimeError(f"the N0D3 exited {n0d3.returncode}: {agent.process.text()[-2000:]}")
+                node = agent.node()
                 if node and node["state"] == "active" and node["runner"]:
                     break
                 if time.monotonic() - t_start > 30:
@@ -85,19 +76,12 @@ def main() -> int:
             n1, p1, w1 = reading(n0d3.pid), reading(peer.pid), time.monotonic()
             noise_line = noise.stop()
             window = w1 - w0
-            node_after = next((n for n in cmdr.api.list_nodes() if n["name"] == "idle"), None) or {}
+            node_after = agent.node() or {}
         finally:
             if peer and peer.poll() is None:
                 peer.kill()
                 peer.wait()
-            if n0d3.poll() is None:
-                n0d3.send_signal(signal.SIGTERM)  # drains (nothing running) and deregisters
-                try:
-                    n0d3.wait(20)
-                except subprocess.TimeoutExpired:
-                    n0d3.kill()
-                    n0d3.wait()
-            log.close()
+            agent.process.stop()  # SIGTERM: it drains (nothing running) and deregisters
 
     rows = []
     for label, a, b in (("m3shd n0d3 run (CLI runner, idle)", n0, n1),

@@ -24,19 +24,15 @@ import heapq
 import math
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import parse_args, percentile, table, verdict  # noqa: E402
-from commander import breakers, reputation, scheduler  # noqa: E402
-from commander.scheduler import Candidate, TaskView  # noqa: E402
-from m3shd.config import DEFAULTS  # noqa: E402
+from _common import parse_args, percentile, table, verdict
+from commander import breakers, reputation, scheduler
+from commander.scheduler import Candidate, TaskView
+from m3shd.config import DEFAULTS
 
 SETTINGS = dict(DEFAULTS["commander"])
 LEASE_TTL, LOST_AFTER, MAX_ATTEMPTS = SETTINGS["lease_ttl"], SETTINGS["lost_after"], SETTINGS["max_attempts"]

@@ -1,10 +1,11 @@
-"""The bridge daemon: three threads under a supervisor.
+"""The bridge daemon: three threads, each a guarded loop (m3shd.loops).
 
 - poller: reads new chat.db rows, answers commands, submits prompts as tasks;
 - relay: follows the Commander's events and queues each tracked task's answer for its chat;
 - sender: sends queued replies through Messages, one at a time.
-A thread that dies is restarted with backoff; the others carry on. A message is marked handled
-only after the Commander took it, so an outage delays messages rather than losing them.
+A round that fails is logged and tried again after a back-off (full jitter); the other threads
+carry on. A message is marked handled only after the Commander took it, so an outage delays
+messages rather than losing them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable
 from bridge import attachments, chatdb, commands, osascript, staging
 from bridge.cursor import State
 from bridge.reader import Echoes, Inbound, Reader
+from m3shd import loops
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
 from m3shd.wire import FINAL_STATES
 
@@ -31,8 +33,7 @@ log = logging.getLogger("m3shd.bridge")
 WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compared between polls
 SETTLE = 0.05            # the extra look after a change
 LONG_REPLY = 6 * osascript.SPLIT_AT  # longer replies go as a file, not as a screenful of texts
-HEALTHY_AFTER = 60.0     # a thread that ran this long before dying starts its backoff afresh
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 60.0       # the longest pause before a failed round is tried again
 NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messages → Settings → iMessage, "
                  "sign in with your Apple ID, then restart the bridge")
 
@@ -89,7 +90,9 @@ class Bridge:
         self.stop = threading.Event()
 
     def workers(self) -> dict[str, Callable[[], None]]:
-        return {"poller": self.poll_loop, "relay": self.relay_loop, "sender": self.send_loop}
+        """Each thread's round: the poller's and the sender's short, the relay's as long as the event stream lasts."""
+        watch = FileWatch(Path(self.settings["chat_db"]))
+        return {"poller": lambda: self.poll_round(watch), "relay": self.relay_round, "sender": self.send_round}
 
     def say(self, chat: str, address: str | None, text: str, name: str = "reply.txt") -> None:
         """Queue a reply; one too long for a few texts goes as a file, announced by its first line."""
@@ -101,11 +104,9 @@ class Bridge:
 
     # --- poller ------------------------------------------------------------------------------
 
-    def poll_loop(self) -> None:
-        watch = FileWatch(Path(self.settings["chat_db"]))
-        while not self.stop.is_set():
-            self.poll_once()
-            watch.wait(self.settings["poll_interval"], self.stop)
+    def poll_round(self, watch: FileWatch) -> None:
+        self.poll_once()
+        watch.wait(self.settings["poll_interval"], self.stop)
 
     def poll_once(self) -> None:
         for message in self.reader.poll():
@@ -133,7 +134,7 @@ class Bridge:
 
     # --- relay -------------------------------------------------------------------------------
 
-    def relay_loop(self) -> None:
+    def relay_round(self) -> None:
         for event in self.client.events(after=self.state.event_id):
             if self.stop.is_set():
                 return
@@ -161,24 +162,23 @@ class Bridge:
 
     # --- sender ------------------------------------------------------------------------------
 
-    def send_loop(self) -> None:
+    def send_round(self) -> None:
         messages_dir = Path(self.settings["chat_db"]).parent
-        while not self.stop.is_set():
-            staging.sweep(messages_dir / staging.FOLDER)
-            try:
-                outgoing = self.outbox.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                for piece in osascript.split(outgoing.text):
-                    self.echoes.record(outgoing.chat, piece)  # before sending: the echo can land first
-                    osascript.send(piece, outgoing.chat, outgoing.address, self.settings["osascript"])
-                if outgoing.file:
-                    name, content = outgoing.file
-                    path = staging.stage(messages_dir, name, content.encode())
-                    osascript.send("", outgoing.chat, outgoing.address, self.settings["osascript"], file=path)
-            except osascript.OsascriptError as exc:
-                log.error("could not reply in chat %s: %s", outgoing.chat, exc)
+        staging.sweep(messages_dir / staging.FOLDER)
+        try:
+            outgoing = self.outbox.get(timeout=0.5)
+        except queue.Empty:
+            return
+        try:
+            for piece in osascript.split(outgoing.text):
+                self.echoes.record(outgoing.chat, piece)  # before sending: the echo can land first
+                osascript.send(piece, outgoing.chat, outgoing.address, self.settings["osascript"])
+            if outgoing.file:
+                name, content = outgoing.file
+                path = staging.stage(messages_dir, name, content.encode())
+                osascript.send("", outgoing.chat, outgoing.address, self.settings["osascript"], file=path)
+        except osascript.OsascriptError as exc:
+            log.error("could not reply in chat %s: %s", outgoing.chat, exc)
 
 
 def with_images(text: str, images: list[dict]) -> str:
@@ -192,38 +192,15 @@ def with_images(text: str, images: list[dict]) -> str:
 
 # --- supervision -----------------------------------------------------------------------------
 
-def _guarded(name: str, work: Callable[[], None]) -> None:
-    try:
-        work()
-    except Exception as exc:  # the supervisor restarts it; say why it stopped
-        log.error("%s thread stopped: %s: %s", name, type(exc).__name__, exc)
-        log.debug("%s thread traceback", name, exc_info=True)
-
-
 def supervise(workers: dict[str, Callable[[], None]], stop: threading.Event, first_backoff: float = 1.0,
               max_backoff: float = MAX_BACKOFF) -> None:
-    """Run each worker in its own thread until `stop`; restart one that ends, after a pause that
-    doubles while it keeps failing quickly. The other threads are never touched."""
-    running: dict[str, tuple[threading.Thread, float]] = {}
-    backoff = dict.fromkeys(workers, 0.0)
-    due = dict.fromkeys(workers, 0.0)
-    while not stop.is_set():
-        now = time.monotonic()
-        for name, work in workers.items():
-            entry = running.get(name)
-            if entry and entry[0].is_alive():
-                continue
-            if entry:
-                started = running.pop(name)[1]
-                quick = now - started < HEALTHY_AFTER
-                backoff[name] = min(max(backoff[name] * 2, first_backoff), max_backoff) if quick else first_backoff
-                due[name] = now + backoff[name]
-                log.warning("restarting the %s thread in %g s", name, backoff[name])
-            if now >= due[name]:
-                thread = threading.Thread(target=_guarded, args=(name, work), name=f"bridge-{name}", daemon=True)
-                thread.start()
-                running[name] = (thread, now)
-        stop.wait(0.1)
+    """Run each worker's round over and over in a thread of its own until `stop`. A failed round
+    is logged and tried again after a back-off that grows while it keeps failing (a round that
+    ran longer than `max_backoff` starts it afresh); the other threads are never touched."""
+    for name, work in workers.items():
+        loops.start(f"bridge-{name}", work, stop=stop, logger=log, base=first_backoff, cap=max_backoff)
+    while not stop.wait(0.5):  # timed, so the signal handler that sets `stop` gets to run
+        pass
 
 
 # --- entry points ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from commander.db import CompiledInsert
 from commander.models import NODE_STATES, PIPELINE_STATES, TASK_STATES, Event
 from commander.signals import REJECT, TaskFinished
 
-# Every kind `publish` is called with (tests/test_dashboard.py checks the calls against it): an
+# Every kind `publish` is called with (tests/e2e/test_dashboard.py checks the calls against it): an
 # SSE event is named by its kind, so a browser must list the kinds it listens for.
 KINDS = (
     *(f"task.{state}" for state in TASK_STATES), "task.approved", "task.rejected", "task.retrying", "task.requeued",

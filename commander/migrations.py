@@ -3,7 +3,7 @@ an existing one is upgraded in place by the steps it has not applied yet.
 
 To change the schema: change the model, then append a step here that brings a database
 of the previous version to the same shape (playhouse.migrate), and refresh
-tests/fixtures/schema_v1.sql only for a new baseline. tests/test_migrations.py checks that
+tests/fixtures/schema_v1.sql only for a new baseline. tests/commander/test_migrations.py checks that
 migrating the oldest fixture yields exactly the tables a fresh database has.
 """
 

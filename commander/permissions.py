@@ -1,6 +1,15 @@
-"""The permissions every route is born with, and the role presets that bundle them."""
+"""The permissions every route is born with, and the role presets that bundle them.
+
+A permission that no route declares is *reserved*: its name is kept for a feature still to come
+(agent memory, spend, agents, federation, webhooks) and the presets that will need it grant it
+already, but it guards nothing yet. Which ones are reserved is read from the route table
+(`declared` in commander/api/permissions.py), never kept as a list: a permission stops being
+reserved the moment a route declares it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from m3shd.wire import Role
 
@@ -12,6 +21,27 @@ PERMISSIONS = (
     "memory:read", "memory:write", "spend:read", "spend:manage",
     "agents:manage", "federation:relay", "webhooks:ingest", "tokens:manage", "admin",
 )
+
+# What each permission lets its holder do; for a reserved one, what its feature will let it do.
+ABOUT: dict[str, str] = {
+    "tasks:read": "read tasks, pipelines, provenance and the event stream",
+    "tasks:submit": "submit tasks and pipelines",
+    "tasks:cancel": "cancel tasks and pipelines",
+    "tasks:approve": "approve or reject tasks that wait for approval",
+    "nodes:read": "read nodes and the machines asking to join",
+    "nodes:manage": "pause, drain or remove nodes, rotate their keys, approve or turn away joins",
+    "nodes:join": "register a machine as a N0D3",
+    "work:execute": "a N0D3's heartbeats, claims and results, for its own node only",
+    "memory:read": "read agents' memories",
+    "memory:write": "write agents' memories",
+    "spend:read": "read the spend ledger",
+    "spend:manage": "set spend caps",
+    "agents:manage": "manage agent profiles",
+    "federation:relay": "relay work between meshes",
+    "webhooks:ingest": "turn GitHub and Uptime Kuma webhooks into tasks",
+    "tokens:manage": "create, list and revoke tokens, and list the permissions they can hold",
+    "admin": "manage users and read the audit log",
+}
 
 # Each role's permissions; the role names are the wire's.
 ROLES: dict[Role, tuple[str, ...]] = {
@@ -30,3 +60,13 @@ ROLES: dict[Role, tuple[str, ...]] = {
 
 JOIN_PERMISSIONS = ("nodes:join",)
 NODE_PERMISSIONS = ("work:execute", "memory:read", "memory:write")
+
+
+def reserved(declared: Iterable[str]) -> list[str]:
+    """The permissions outside `declared` (those the route table declares), in PERMISSIONS order."""
+    declared = set(declared)
+    return [name for name in PERMISSIONS if name not in declared]
+
+
+def presets_granting(permission: str) -> list[str]:
+    return [role for role, granted in ROLES.items() if permission in granted]

@@ -459,6 +459,17 @@ class TokenCreated(Response):
     expires_at: float | None
 
 
+class PermissionOut(Response):
+    name: str
+    about: str = Field(description="what it lets its holder do (a reserved one: what its feature will)")
+    presets: list[str] = Field(description="the role presets that grant it")
+    reserved: bool = Field(description="no route declares it yet: it guards nothing until its feature lands")
+
+
+class PermissionList(Response):
+    permissions: list[PermissionOut]
+
+
 # --- events ----------------------------------------------------------------------------------
 
 class EventsQuery(Request):

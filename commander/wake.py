@@ -21,6 +21,7 @@ Under gunicorn's gevent worker `threading` is monkey-patched, so the threads her
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -29,6 +30,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from m3shd import loops
 
 log = logging.getLogger("m3shd.commander")
 
@@ -65,20 +68,20 @@ class Notifier:
         self._own.unlink(missing_ok=True)
         receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         receiver.bind(str(self._own))
-        threading.Thread(target=self._listen, args=(receiver,), name="wake-listener", daemon=True).start()
+        # A datagram that breaks the listener costs a few milliseconds of deafness, never the thread.
+        loops.start("wake-listener", functools.partial(self._receive, receiver), logger=log, base=0.01, cap=1.0)
 
     def stop(self) -> None:
         if self._own:
             self._own.unlink(missing_ok=True)
 
-    def _listen(self, receiver: socket.socket) -> None:
-        while True:
-            message = receiver.recv(4096)
-            if message[:1] != _HANDOFF:
-                self._bump(message == _WORK)
-            elif self.on_handoff:
-                node_id, _, task_ids = message[1:].decode().partition(":")
-                self.on_handoff(int(node_id), [int(task_id) for task_id in task_ids.split(",")])
+    def _receive(self, receiver: socket.socket) -> None:
+        message = receiver.recv(4096)
+        if message[:1] != _HANDOFF:
+            self._bump(message == _WORK)
+        elif self.on_handoff:
+            node_id, _, task_ids = message[1:].decode().partition(":")
+            self.on_handoff(int(node_id), [int(task_id) for task_id in task_ids.split(",")])
 
     def _bump(self, work: bool) -> None:
         with self._cond:
@@ -146,9 +149,14 @@ class Dispatcher:
         self._waiters: dict[int, Waiter] = {}
         self._lock = threading.Lock()
         notifier.on_handoff = self._take_handoff
+        # The planning rounds' own state (see _plan_once).
+        self._generation = notifier.work_generation
+        self._swept = time.monotonic()
+        self._timeout = self.SWEEP_S
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="dispatcher", daemon=True).start()
+        # The database may be briefly unavailable: the next round tries again.
+        loops.start("dispatcher", self._plan_once, logger=log, base=0.05, cap=self.SWEEP_S)
 
     def wait_for_work(self, node_id: int, capabilities: set[str], open_slots: int, timeout: float) -> list:
         waiter = Waiter(node_id, capabilities, open_slots)
@@ -166,26 +174,20 @@ class Dispatcher:
             waiter.done.wait()  # a claim for it is under way: its answer is coming
         return waiter.leases or []
 
-    def _run(self) -> None:
-        generation = self._notifier.work_generation
-        swept = time.monotonic()
-        timeout = self.SWEEP_S
-        while True:
-            generation = self._notifier.wait(generation, timeout=timeout, work=True)
-            timeout = self.SWEEP_S
-            if not self._waiters:
-                continue
-            try:
-                # Once a second, not on every wake: end the long-polls of nodes that were paused,
-                # drained or lost meanwhile (a query over every waiter is too dear per commit).
-                if time.monotonic() - swept >= self.SWEEP_S:
-                    swept = time.monotonic()
-                    self.release_inactive()
-                due = self.dispatch()
-                if due is not None:  # a held task becomes anyone's then: plan again at that moment
-                    timeout = min(timeout, due + 0.005)
-            except Exception:  # the database may be briefly unavailable; try again next round
-                log.exception("dispatch failed")
+    def _plan_once(self) -> None:
+        """One round: wait for a change that may give work (or the sweep), then plan and claim."""
+        self._generation = self._notifier.wait(self._generation, timeout=self._timeout, work=True)
+        self._timeout = self.SWEEP_S
+        if not self._waiters:
+            return
+        # Once a second, not on every wake: end the long-polls of nodes that were paused,
+        # drained or lost meanwhile (a query over every waiter is too dear per commit).
+        if time.monotonic() - self._swept >= self.SWEEP_S:
+            self._swept = time.monotonic()
+            self.release_inactive()
+        due = self.dispatch()
+        if due is not None:  # a held task becomes anyone's then: plan again at that moment
+            self._timeout = min(self._timeout, due + 0.005)
 
     def release_inactive(self) -> None:
         with self._lock:

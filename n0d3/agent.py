@@ -2,7 +2,8 @@
 
 Threads: the main one claims (long-poll) and starts tasks; one heartbeats; one delivers held
 results; one per running task. The agent never crashes on a Commander that is down: it backs
-off and retries, and a finished result stays on disk until the Commander has answered for it.
+off (full jitter, so a fleet does not retry in step) and retries, and a finished result stays
+on disk until the Commander has answered for it. Each loop survives its own bugs (m3shd.loops).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from m3shd import __version__, provenance, wire
+from m3shd import __version__, loops, provenance, wire
 from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
 from n0d3.runners import TaskSpec, detect
 from n0d3.state import State
@@ -32,25 +33,6 @@ class FatalConfig(Exception):
 class Running:
     lease: dict
     cancel: threading.Event = field(default_factory=threading.Event)
-
-
-class Backoff:
-    """1 s doubling to 30 s, reset on success; says once that the Commander is unreachable."""
-
-    def __init__(self, what: str):
-        self.what, self.delay, self.failing = what, 1.0, False
-
-    def failed(self, error: Exception) -> float:
-        if not self.failing:
-            log.warning("%s: %s; retrying with back-off", self.what, error)
-        self.failing = True
-        delay, self.delay = self.delay, min(self.delay * 2, 30.0)
-        return delay
-
-    def ok(self) -> None:
-        if self.failing:
-            log.info("%s: the Commander answers again", self.what)
-        self.failing, self.delay = False, 1.0
 
 
 def base_capabilities() -> list[str]:
@@ -74,6 +56,7 @@ class Agent:
         self.poke_heartbeat = threading.Event()
         self.poke_outbox = threading.Event()
         self.node_state = wire.NodeState.ACTIVE  # as the Commander last said; claims only while active
+        self.heartbeat_interval = 5.0          # as the Commander last said
         self.detection = None
 
     # --- set-up ------------------------------------------------------------------------------
@@ -108,7 +91,7 @@ class Agent:
         url = s["url"] or self.discover()
         identity = self.state.identity()
         if s["join_token"]:
-            backoff = Backoff("registering")
+            backoff = loops.Backoff("registering", log)
             while not self.stopping.is_set():
                 try:
                     identity = self.adopt(url, ApiClient(url, s["join_token"]).register(**self.registration()))
@@ -153,14 +136,14 @@ class Agent:
             if url:
                 log.info("found the Commander at %s", url)
                 return url
-            self.stopping.wait(5.0)
+            self.stopping.wait(loops.retry_delay(0, base=5.0, cap=5.0))  # freshly flashed Pis look apart
         raise FatalConfig("stopped before a Commander was found")
 
     def wait_for_approval(self, url: str) -> dict | None:
         """A tokenless join: ask once (the request survives restarts), then poll until an operator
         approves it; the approving answer carries this node's secrets."""
         client = ApiClient(url, "")
-        backoff = Backoff("asking to join")
+        backoff = loops.Backoff("asking to join", log)
         said = False
         while not self.stopping.is_set():
             try:
@@ -217,34 +200,36 @@ class Agent:
             self.poke_heartbeat.set()  # tell the Commander now, which also ends our long-poll
 
     def claim_loop(self) -> None:
-        backoff = Backoff("claiming work")
-        while not self.stopping.is_set():
-            with self.lock:
-                free = self.slots - len(self.running)
-                if free <= 0:
-                    self.slot_freed.wait(1.0)
-                    continue
-            if self.detection.runner is None or self.node_state != wire.NodeState.ACTIVE:
-                self.stopping.wait(1.0)
-                continue
-            started = time.monotonic()
-            try:
-                leases = self.client.claim(free, self.settings["claim_wait"])
-                backoff.ok()
-                if not leases and time.monotonic() - started < 1.0:
-                    # The Commander only answers a long-poll early and empty when this node may
-                    # not take work (lost, paused): ask again after the next heartbeat, not now.
-                    self.stopping.wait(1.0)
-            except CommanderUnreachable as exc:
-                self.stopping.wait(backoff.failed(exc))
-                continue
-            except CommanderError as exc:
-                self.stopping.wait(self.on_refused(exc, backoff))
-                continue
-            for lease in leases:
-                self.start_task(lease)
+        backoff = loops.Backoff("claiming work", log)
+        loops.run_forever("claiming work", lambda: self.claim_once(backoff), stop=self.stopping, logger=log)
 
-    def on_refused(self, exc: CommanderError, backoff: Backoff) -> float:
+    def claim_once(self, backoff: loops.Backoff) -> None:
+        with self.lock:
+            free = self.slots - len(self.running)
+            if free <= 0:
+                self.slot_freed.wait(1.0)
+                return
+        if self.detection.runner is None or self.node_state != wire.NodeState.ACTIVE:
+            self.stopping.wait(1.0)
+            return
+        started = time.monotonic()
+        try:
+            leases = self.client.claim(free, self.settings["claim_wait"])
+            backoff.ok()
+            if not leases and time.monotonic() - started < 1.0:
+                # The Commander only answers a long-poll early and empty when this node may
+                # not take work (lost, paused): ask again after the next heartbeat, not now.
+                self.stopping.wait(1.0)
+        except CommanderUnreachable as exc:
+            self.stopping.wait(backoff.failed(exc))
+            return
+        except CommanderError as exc:
+            self.stopping.wait(self.on_refused(exc, backoff))
+            return
+        for lease in leases:
+            self.start_task(lease)
+
+    def on_refused(self, exc: CommanderError, backoff: loops.Backoff) -> float:
         if exc.status == 401 and exc.code not in ("bad_signature", "replayed_request"):
             log.warning("the Commander no longer knows this node's token; registering again")
             try:
@@ -254,24 +239,26 @@ class Agent:
         return backoff.failed(exc)
 
     def heartbeat_loop(self) -> None:
-        backoff = Backoff("heartbeat")
-        interval = self.identity.get("heartbeat_interval", 5.0)
-        while not self.done.is_set():
-            if self.detection.runner is None:
-                self.detect_runner()
-            try:
-                reply = self.client.heartbeat(**self.heartbeat_body())
-                backoff.ok()
-                interval = reply["heartbeat_interval"]
-                self.node_state = reply["state"]
-                self.obey(reply["orders"])
-                wait = interval
-            except CommanderUnreachable as exc:
-                wait = min(backoff.failed(exc), interval)
-            except CommanderError as exc:
-                wait = min(self.on_refused(exc, backoff), interval)
-            self.poke_heartbeat.wait(wait)
-            self.poke_heartbeat.clear()
+        backoff = loops.Backoff("heartbeat", log)
+        self.heartbeat_interval = self.identity.get("heartbeat_interval", self.heartbeat_interval)
+        loops.run_forever("heartbeat", lambda: self.heartbeat_once(backoff), stop=self.done, logger=log)
+
+    def heartbeat_once(self, backoff: loops.Backoff) -> None:
+        if self.detection.runner is None:
+            self.detect_runner()
+        try:
+            reply = self.client.heartbeat(**self.heartbeat_body())
+            backoff.ok()
+            self.heartbeat_interval = reply["heartbeat_interval"]
+            self.node_state = reply["state"]
+            self.obey(reply["orders"])
+            wait = self.heartbeat_interval
+        except CommanderUnreachable as exc:
+            wait = min(backoff.failed(exc), self.heartbeat_interval)
+        except CommanderError as exc:
+            wait = min(self.on_refused(exc, backoff), self.heartbeat_interval)
+        self.poke_heartbeat.wait(wait)
+        self.poke_heartbeat.clear()
 
     def heartbeat_body(self) -> dict:
         with self.lock:
@@ -342,31 +329,33 @@ class Agent:
                 self.slot_freed.notify_all()
 
     def outbox_loop(self) -> None:
-        backoff = Backoff("delivering results")
-        while not self.done.is_set():
-            wait = 5.0
-            for path, result in self.state.held():
-                try:
-                    reply = self.client.post_result(result)
-                    backoff.ok()
-                    if reply["duplicate"]:
-                        log.info("task %s: result was already accepted", result["task_id"])
-                except CommanderUnreachable as exc:
-                    wait = backoff.failed(exc)
+        backoff = loops.Backoff("delivering results", log)
+        loops.run_forever("delivering results", lambda: self.deliver_held(backoff), stop=self.done, logger=log)
+
+    def deliver_held(self, backoff: loops.Backoff) -> None:
+        wait = 5.0
+        for path, result in self.state.held():
+            try:
+                reply = self.client.post_result(result)
+                backoff.ok()
+                if reply["duplicate"]:
+                    log.info("task %s: result was already accepted", result["task_id"])
+            except CommanderUnreachable as exc:
+                wait = backoff.failed(exc)
+                break
+            except CommanderError as exc:
+                if exc.status in (404, 409):
+                    log.warning("task %s attempt %s: result refused: %s", result["task_id"], result["attempt"], exc.message)
+                elif exc.status >= 500 or exc.status == 401:
+                    wait = self.on_refused(exc, backoff) if exc.status == 401 else backoff.failed(exc)
                     break
-                except CommanderError as exc:
-                    if exc.status in (404, 409):
-                        log.warning("task %s attempt %s: result refused: %s", result["task_id"], result["attempt"], exc.message)
-                    elif exc.status >= 500 or exc.status == 401:
-                        wait = self.on_refused(exc, backoff) if exc.status == 401 else backoff.failed(exc)
-                        break
-                    else:
-                        log.error("task %s: result rejected, kept in %s: %s", result["task_id"], path, exc.message)
-                        path.rename(path.with_suffix(".rejected"))
-                        continue
-                path.unlink(missing_ok=True)
-            self.poke_outbox.wait(wait)
-            self.poke_outbox.clear()
+                else:
+                    log.error("task %s: result rejected, kept in %s: %s", result["task_id"], path, exc.message)
+                    path.rename(path.with_suffix(".rejected"))
+                    continue
+            path.unlink(missing_ok=True)
+        self.poke_outbox.wait(wait)
+        self.poke_outbox.clear()
 
     def drain(self) -> None:
         """After SIGTERM: let running tasks finish (bounded), deliver their results, deregister."""

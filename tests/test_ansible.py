@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 import podman
-from conftest import ARTIFACTS, wait_until
+from harness import ARTIFACTS, wait_until
 from m3shd.client import ApiClient, CommanderUnreachable
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]

@@ -18,7 +18,7 @@ import pytest
 
 import podman
 from commander.discovery import addresses_for
-from conftest import FAKES, Commander, wait_until
+from harness import FAKES, Commander, wait_until
 from images.pi5.boot_files import Spec, Wifi, cloud_init, nm_connection
 from images.pi5.build import build
 from test_image import BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env

@@ -19,7 +19,7 @@ from bridge.cursor import State
 from bridge.reader import Echoes, Reader, normalize_address
 from chatdb_fixtures import (ERAS, FILE_TRANSFER, HEADER, HEIC, JPEG, LINK, PART, PDF, ChatDb, apple_ns,
                              attributed_body)
-from conftest import base_env
+from harness import base_env
 from m3shd.config import DEFAULTS
 
 ME = "+15551234567"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Commander, sse_events, wait_until
+from harness import Commander, sse_events, wait_until
 from m3shd.client import ApiClient, CommanderError
 
 BROKEN = {"FAKE_CLAUDE_BROKEN": "1"}

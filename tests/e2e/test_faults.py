@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import time
-import uuid
 
-from conftest import sse_events, wait_until
-from m3shd.client import ApiClient, CommanderError, NodeClient
+from harness import register_node, result_for, sse_events, wait_until
+from m3shd.client import CommanderError, NodeClient
 
 
 def fake_node(commander, name: str) -> NodeClient:
-    """A node driven by the test itself, so it can hold a lease and then play dead."""
-    reply = ApiClient(commander.url, commander.join_token).register(
-        machine_id=uuid.uuid4().hex, name=name, capabilities=["runner=claude-cli"], slots=1, runner="claude-cli")
-    return NodeClient(commander.url, reply["node_id"], reply["node_token"], reply["signing_key"])
-
-
-def result_for(lease: dict, output: str) -> dict:
-    return dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                status="succeeded", output=output, usage={"input_tokens": 1, "output_tokens": 1}, cost_usd=0.0)
+    """A node driven by the test itself, with no heartbeat, so it can hold a lease and then play dead."""
+    return register_node(commander.url, commander.join_token, name, capabilities=["runner=claude-cli"],
+                         runner="claude-cli", heartbeat_every=None)
 
 
 def test_kill9_mid_task_another_node_finishes_it(commander, spawn_n0d3):

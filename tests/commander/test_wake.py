@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
 
 from commander.wake import Dispatcher, Notifier, run_dir_for
-from conftest import wait_until
+from harness import wait_until
 
 
 def test_a_notify_from_another_process_wakes_this_one(tmp_path):
@@ -28,8 +29,6 @@ def test_a_notify_from_another_process_wakes_this_one(tmp_path):
 
 def test_stale_sockets_of_dead_workers_are_cleaned_up(tmp_path):
     run_dir = run_dir_for(str(tmp_path))
-    import socket
-
     dead = run_dir / "wake-999999.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(dead))
@@ -116,10 +115,34 @@ def test_a_hand_off_another_node_was_quicker_to_leaves_the_node_waiting(tmp_path
         waiting = threading.Thread(target=lambda: answer.append(dispatcher.wait_for_work(7, set(), 1, timeout=1.5)))
         waiting.start()
         wait_until(lambda: 7 in dispatcher._waiters, 10, what="node 7 to wait")
-        hand_off_from_another_process(notifier.run_dir, 7, [42])
+        # From a second socket in this process: a new interpreter can take longer than the wait to start.
+        Notifier(notifier.run_dir).hand_off(7, [42])
         wait_until(lambda: claimed, 10, what="the handed-off claim")
         waiting.join(20)
         assert answer == [[]]
         assert time.monotonic() - started >= 1.5  # its long-poll ran its course, not cut short
+    finally:
+        notifier.stop()
+
+
+def test_a_malformed_datagram_does_not_end_the_wake_listener(tmp_path, caplog):
+    notifier = Notifier(run_dir_for(str(tmp_path)))
+    handed = []
+    notifier.on_handoff = lambda node_id, task_ids: handed.append((node_id, task_ids))
+    notifier.start()
+    try:
+        with caplog.at_level("ERROR", logger="m3shd.commander"), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:
+            for junk in (b"h", b"hseven:1", b"h7:1,x", b"h\xff\xfe:1"):
+                stranger.sendto(junk, str(notifier._own))
+            stranger.sendto(b"h7:42", str(notifier._own))
+            wait_until(lambda: handed, 10, what="the well-formed hand-off after the junk")
+            generation = notifier.generation
+            Notifier(notifier.run_dir).notify()
+            assert notifier.wait(generation, timeout=20) != generation  # still listening
+        assert handed == [(7, [42])]
+        # Four bad datagrams, two distinct failures: each said once, with its traceback.
+        tracebacks = [r for r in caplog.records if r.exc_info]
+        assert all(r.getMessage().startswith("wake-listener failed") for r in tracebacks)
+        assert sorted(r.exc_info[0].__name__ for r in tracebacks) == ["UnicodeDecodeError", "ValueError"]
     finally:
         notifier.stop()

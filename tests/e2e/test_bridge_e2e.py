@@ -12,7 +12,7 @@ import pytest
 from bridge import daemon, osascript
 from bridge.cursor import State
 from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
-from conftest import FAKES, Process, base_env, wait_until
+from harness import FAKES, Process, base_env, wait_until
 from m3shd.client import ApiClient
 from m3shd.config import DEFAULTS
 
@@ -225,7 +225,7 @@ def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3
     bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db, first="before")
     commander.stop()
     chat_db.message(direct, ME, "during")
-    wait_until(lambda: "poller thread stopped: CommanderUnreachable" in bridge.process.text(), 15,
+    wait_until(lambda: "bridge-poller failed (CommanderUnreachable" in bridge.process.text(), 15,
                what="the poller to meet the outage")
     commander.start()
     assert bridge.wait_reply(guid, "Task 2:", timeout=45) == "Task 2: succeeded.\n\necho: during"

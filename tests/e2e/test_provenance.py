@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from m3shd import wire
 from m3shd.client import ApiClient, CommanderError, NodeClient
-from tests.conftest import base_env, m3shd, sse_events, wait_until
+from harness import base_env, m3shd, sse_events, wait_until
 
 
 def database(cmd) -> sqlite3.Connection:

@@ -15,7 +15,7 @@ import pytest
 
 from commander import pipelines
 from m3shd.client import ApiClient, CommanderError
-from tests.conftest import Commander, m3shd, sse_events, wait_until
+from harness import Commander, m3shd, sse_events, wait_until
 
 INJECT_LIMIT = 200  # small, so the cut is cheap to provoke
 README = Path(__file__).parent.parent / "README.md"

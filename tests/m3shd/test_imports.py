@@ -11,7 +11,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ("commander", "n0d3", "bridge", "images")
 PACKAGES = ("m3shd", *COMPONENTS)
 IMPORT_FUNCTIONS = ("import_module", "__import__")

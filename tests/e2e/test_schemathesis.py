@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS, Commander
+from harness import ARTIFACTS, Commander
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from commander.discovery import addresses_for
-from conftest import Commander, N0D3, m3shd, wait_until
+from harness import Commander, N0D3, m3shd, wait_until
 
 
 def pending(cmd: Commander) -> list[dict]:

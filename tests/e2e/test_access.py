@@ -14,19 +14,11 @@ import requests
 from commander.models import User
 from commander.passwords import ITERATIONS, hash_password
 from commander.permissions import PERMISSIONS, PUBLIC, ROLES
-from conftest import Commander
+from harness import ROOT, Commander
 from m3shd import wire
 from m3shd.client import ApiClient
 
 PASSWORD = "correct horse battery"
-ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def cmd(tmp_path_factory):
-    started = Commander(tmp_path_factory.mktemp("access"))
-    yield started
-    started.stop()
 
 
 def login(cmd: Commander, username: str, password: str = PASSWORD) -> requests.Session:
@@ -87,6 +79,14 @@ def test_the_route_table_declares_only_known_permissions(cmd):
     ops = operations(cmd)
     assert len(ops) >= 25
     assert {permission for _, _, permission, _ in ops} <= set(PERMISSIONS) | {PUBLIC}
+
+
+def test_the_permissions_listed_as_reserved_are_those_no_route_declares(cmd):
+    listed = cmd.api._send("GET", "/api/permissions")["permissions"]
+    used = {permission for _, _, permission, _ in operations(cmd)} - {PUBLIC}
+    assert [p["name"] for p in listed] == list(PERMISSIONS)
+    assert used <= {p["name"] for p in listed if not p["reserved"]}
+    assert not used & {p["name"] for p in listed if p["reserved"]}
 
 
 def test_authorization_matrix(cmd, principals):
@@ -155,8 +155,7 @@ def test_session_cookie_flags_and_csrf(cmd):
     assert browser.get(f"{cmd.url}/api/session", timeout=15).status_code == 401
 
 
-def test_secure_cookie_over_tls(tmp_path, monkeypatch):
-    app = in_process_app(tmp_path, monkeypatch)
+def test_secure_cookie_over_tls(app):
     with app.app_context():
         from commander import accounts
 
@@ -399,15 +398,6 @@ def sqlite_write(cmd: Commander, sql: str, *params) -> None:
 
     with sqlite3.connect(_db(cmd), timeout=10) as conn:
         conn.execute(sql, params)
-
-
-def in_process_app(tmp_path, monkeypatch):
-    from commander import create_app
-    from m3shd import config
-
-    monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
-    return create_app(config.load("commander"), background=False)
 
 
 def test_user_model_is_what_the_api_reports(cmd):

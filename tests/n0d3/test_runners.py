@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fakes.anthropic_api import serve
+from harness import FAKES, ROOT
 from n0d3.runners import (
     NO_RUNNER,
     AnthropicSdkRunner,
@@ -21,8 +22,6 @@ from n0d3.runners import (
     stop_process_group,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_CLAUDE = FAKES / "claude"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import FAKES, base_env, free_port, m3shd, sse_events, wait_until
+from harness import FAKES, base_env, free_port, m3shd, sse_events, wait_until
 
 NO_CLAUDE_PATH = "/usr/local/bin:/usr/bin:/bin"
 

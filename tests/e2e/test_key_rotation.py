@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import m3shd, sse_events, wait_until
+from harness import m3shd, sse_events, wait_until
 from m3shd import provenance, wire
 from m3shd.client import ApiClient, CommanderError, NodeClient
 

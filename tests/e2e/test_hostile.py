@@ -22,7 +22,7 @@ import uuid
 import pytest
 import requests
 
-import conftest
+import harness
 from m3shd import wire
 from m3shd.config import DEFAULTS
 from m3shd.client import ApiClient, NodeClient
@@ -34,13 +34,6 @@ MAX_BODY = DEFAULTS["commander"]["max_body_bytes"]
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def cmd(tmp_path_factory):
-    started = conftest.Commander(tmp_path_factory.mktemp("hostile"))
-    yield started
-    started.stop()
-
 
 def auth(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
@@ -380,7 +373,7 @@ def test_bad_query_values_are_400(cmd, path, names):
     assert_error(response, 400, "invalid_request", says=names)
 
 
-# Outside /api is the dashboard, whose 404 is a page (tests/test_dashboard.py).
+# Outside /api is the dashboard, whose 404 is a page (tests/e2e/test_dashboard.py).
 UNKNOWN_ROUTES = [
     "/api/nope", "/api", "/api/", "/api/tasks/abc", "/api/tasks/-1", "/api/tasks/1.5",
     "/api/tasks/0x1", "/api/tasks/%00", "/api/tasks/1/extra", "/api/nodes/1/heartbeat/more", "/api/TASKS",

@@ -11,8 +11,9 @@ import pytest
 from commander.db import SQLITE_PRAGMAS, open_database
 from commander.migrations import MIGRATIONS, SchemaError, current_version, migrate
 from commander.models import SchemaMigration, database_proxy
+from harness import ROOT
 
-FIXTURE = Path(__file__).parent / "fixtures" / "schema_v1.sql"
+FIXTURE = ROOT / "tests" / "fixtures" / "schema_v1.sql"
 
 
 def shape(path: Path) -> dict:

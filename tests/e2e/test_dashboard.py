@@ -16,11 +16,10 @@ import requests
 from commander import events
 from commander.permissions import PUBLIC, ROLES
 from commander.web import graph, site
-from conftest import Commander, N0D3, wait_until
+from harness import ROOT, Commander, N0D3, wait_until
 from m3shd.client import ApiClient
-from test_access import PASSWORD, in_process_app, make_user
+from test_access import PASSWORD, make_user
 
-ROOT = Path(__file__).parent.parent
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 # The permission each page and action needs: the route table must say the same (a page that
@@ -49,20 +48,6 @@ EXPECTED = {
     ("POST", "/tokens"): "tokens:manage",
     ("POST", "/tokens/<id:token_id>/revoke"): "tokens:manage",
 }
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """The Flask app as the Commander builds it, in-process: for its route table only."""
-    with pytest.MonkeyPatch.context() as patch:
-        yield in_process_app(tmp_path_factory.mktemp("table"), patch)
-
-
-@pytest.fixture(scope="module")
-def cmd(tmp_path_factory):
-    started = Commander(tmp_path_factory.mktemp("dashboard"))
-    yield started
-    started.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import uuid
 import pytest
 import requests
 
-import conftest
+import harness
 from commander.permissions import PERMISSIONS, PUBLIC, ROLES
 from m3shd.client import ApiClient, CommanderError, NodeClient
 
@@ -29,16 +29,9 @@ PARKED = ["parked"]
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cmd(tmp_path_factory):
-    started = conftest.Commander(tmp_path_factory.mktemp("api"))
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    started = conftest.Commander(tmp_path_factory.mktemp("api-live"))
-    worker = conftest.N0D3(started, "worker", slots=1)
+    started = harness.Commander(tmp_path_factory.mktemp("api-live"))
+    worker = harness.N0D3(started, "worker", slots=1)
     try:
         worker.wait_registered()
         yield started, worker
@@ -300,7 +293,7 @@ def test_cancelling_a_running_task_stops_it_on_the_node(live):
     cmd, worker = live
     task = cmd.api.submit_task("[sleep=30] long job")
     cmd.wait_task(task["id"], timeout=15, states=("leased",))
-    conftest.wait_until(lambda: worker.node()["open_slots"] == 0, 10, what="the N0D3 to report its slot busy")
+    harness.wait_until(lambda: worker.node()["open_slots"] == 0, 10, what="the N0D3 to report its slot busy")
     assert worker.node()["running"] == 1
 
     response = requests.post(cmd.url + f"/api/tasks/{task['id']}/cancel", headers=auth(cmd.admin_token), timeout=15)
@@ -308,7 +301,7 @@ def test_cancelling_a_running_task_stops_it_on_the_node(live):
     assert response.json()["state"] == "cancelled"
     cancelled_at = time.monotonic()
     # the next heartbeat carries the cancel order; the node ends the process and frees its slot
-    conftest.wait_until(lambda: (n := worker.node())["open_slots"] == 1 and n["running"] == 0, 5,
+    harness.wait_until(lambda: (n := worker.node())["open_slots"] == 1 and n["running"] == 0, 5,
                         what="the N0D3 to free its slot")
     assert time.monotonic() - cancelled_at < 5
     assert f"cancelling task {task['id']}" in worker.process.text()
@@ -464,19 +457,6 @@ def test_openapi_document_is_well_formed(openapi_doc):
     assert (limit["in"], limit["schema"]["minimum"], limit["schema"]["maximum"]) == ("query", 1, 500)
 
 
-@pytest.fixture
-def app(tmp_path, monkeypatch):
-    from commander.app import create_app
-    from m3shd import config
-
-    monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
-    application = create_app(config.load("commander"))
-    yield application
-    database = application.extensions["m3shd"].db
-    getattr(database, "close_all", database.close)()
-
-
 def unguarded(app) -> list[str]:
     """Every URL rule under /api whose view declares no known permission."""
     problems = []
@@ -496,7 +476,7 @@ def unguarded(app) -> list[str]:
 def test_every_api_route_declares_a_permission(app, openapi_doc):
     from commander import openapi
 
-    # The dashboard's pages have a table of their own (tests/test_dashboard.py); the rest is the API.
+    # The dashboard's pages have a table of their own (tests/e2e/test_dashboard.py); the rest is the API.
     rules = [rule for rule in app.url_map.iter_rules() if not hasattr(app.view_functions[rule.endpoint], "page_spec")]
     assert all(rule.rule.startswith("/api/") for rule in rules), [r.rule for r in rules]
     assert len(rules) >= 12
@@ -645,10 +625,10 @@ def test_silent_node_is_lost_and_its_leases_return_or_fail(cmd):
     claimed_at = time.monotonic()
 
     # silence: no heartbeats from here on
-    conftest.wait_until(lambda: node.record()["state"] == "lost", 5, what="the node to be lost")
-    conftest.wait_until(lambda: cmd.api.get_task(retried["id"])["state"] == "queued", 5,
+    harness.wait_until(lambda: node.record()["state"] == "lost", 5, what="the node to be lost")
+    harness.wait_until(lambda: cmd.api.get_task(retried["id"])["state"] == "queued", 5,
                         what="the retried task back in the queue")
-    conftest.wait_until(lambda: cmd.api.get_task(doomed["id"])["state"] == "failed", 5,
+    harness.wait_until(lambda: cmd.api.get_task(doomed["id"])["state"] == "failed", 5,
                         what="the one-attempt task to fail")
     assert time.monotonic() - claimed_at < 6
     assert cmd.api.get_task(retried["id"])["attempt"] == 1

@@ -20,7 +20,7 @@ from mcp import Client, MCPError, StdioServerParameters
 
 from m3shd.client import ApiClient
 from m3shd.mcp.server import build_server
-from conftest import Commander, N0D3, Process, free_port, m3shd, wait_until
+from harness import Commander, N0D3, Process, free_port, m3shd, wait_until
 
 TOOLS = {"dispatch_task", "get_task", "wait_for_task", "list_tasks", "cancel_task", "approve_task",
          "reject_task", "list_nodes", "create_pipeline", "get_pipeline"}

@@ -6,7 +6,7 @@ from flask import Blueprint, Flask, current_app
 
 from commander import permissions
 from commander.permissions import ABOUT, PERMISSIONS, PUBLIC
-from commander.routing import api_route
+from commander.routes import api_route
 from commander.schemas import PermissionList, PermissionOut
 
 bp = Blueprint("permissions", __name__)

@@ -10,7 +10,7 @@ from flask import Blueprint
 from commander import openapi
 from commander.api.permissions import declared
 from commander.permissions import ABOUT, PERMISSIONS, PUBLIC, ROLES, reserved
-from commander.routing import api_route
+from commander.routes import api_route
 from commander.web import site
 from harness import ROOT
 

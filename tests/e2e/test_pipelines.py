@@ -15,10 +15,10 @@ import pytest
 
 from commander import pipelines
 from m3shd.client import ApiClient, CommanderError
-from harness import Commander, m3shd, sse_events, wait_until
+from harness import ROOT, Commander, m3shd, sse_events, wait_until
 
 INJECT_LIMIT = 200  # small, so the cut is cheap to provoke
-README = Path(__file__).parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import threading
 import time
 
 from _common import Commander, Noise, parse_args, self_cpu, summary_ms, table, verdict
+from bridge.settings import BridgeSettings
 from chatdb_fixtures import ChatDb  # the tests' chat.db builder (_common puts tests/ on the path)
 from m3shd.client import ApiClient, CommanderUnreachable
-from m3shd.config import DEFAULTS
 
 GOAL_P50_MS = 300.0
 ME = "+15551234567"
@@ -88,7 +88,7 @@ def main() -> int:
             bridge.terminate()
             bridge.wait(20)
 
-    settings = DEFAULTS["bridge"]
+    settings = BridgeSettings()
     rows = []
     for name, values in (("chat.db row → task.queued", latencies), ("peer: submit POST alone", submits)):
         s = summary_ms(values)

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from _common import parse_args, percentile, table, verdict
 from commander import breakers, reputation, scheduler
 from commander.scheduler import Candidate, TaskView
-from m3shd.config import DEFAULTS
+from commander.settings import CommanderSettings
 
-SETTINGS = dict(DEFAULTS["commander"])
+SETTINGS = CommanderSettings()
 LEASE_TTL, LOST_AFTER, MAX_ATTEMPTS = SETTINGS["lease_ttl"], SETTINGS["lost_after"], SETTINGS["max_attempts"]
 
 

@@ -20,6 +20,7 @@ from commander.migrations import migrate
 from commander.models import ACTIVE, Node, Nonce
 from commander.routes import IdConverter
 from commander.secrets import SecretBox, load_keys
+from commander.settings import CommanderSettings
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
 from m3shd import config, loops, wire
@@ -52,7 +53,7 @@ def create_app(settings: dict | None = None, background: bool = True) -> Flask:
     """The Commander as a WSGI app. Its background threads (wake socket, dispatcher, reaper)
     start with the first request, in each worker; `background=False` leaves them out for
     in-process use, where a claim then answers at once instead of long-polling."""
-    settings = settings or config.load("commander")
+    settings = settings or config.load(CommanderSettings)
     cmdr = build_commander(settings)
     app = Flask("commander", static_folder=None)  # the dashboard serves its own files (web/views.py)
     app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]

@@ -54,7 +54,7 @@ def api(args):
     # Imported here: `commander serve` must not load requests (and ssl) before gevent patches.
     from m3shd.client import ApiClient
 
-    settings = config.load("client", args.config, url=args.url, token=args.token)
+    settings = config.load(config.ClientSettings, args.config, url=args.url, token=args.token)
     if not settings["token"]:
         raise CliError("no API token: pass --token, set M3SHD_CLIENT_TOKEN, or run `m3shd up` (it saves one)")
     return ApiClient(settings["url"], settings["token"])
@@ -137,7 +137,7 @@ def cmd_mcp_install(args) -> int:
 
     if not (args.claude_code or args.claude_desktop):
         raise CliError("say where: --claude-code, --claude-desktop, or both")
-    settings = config.load("client", args.config, url=args.url, token=args.token)
+    settings = config.load(config.ClientSettings, args.config, url=args.url, token=args.token)
     if not settings["token"]:
         raise CliError("no API token to give the MCP server: pass --token, set M3SHD_CLIENT_TOKEN, or run "
                        "`m3shd up` (it saves one); `m3shd token create claude --role mobile` makes one for it")

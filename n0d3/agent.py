@@ -74,7 +74,7 @@ class Agent:
                 log.info("runner: %s", found.runner.name)
 
     def capabilities(self) -> list[str]:
-        return sorted(set(base_capabilities() + self.detection.capabilities + self.settings["capabilities"]))
+        return sorted({*base_capabilities(), *self.detection.capabilities, *self.settings["capabilities"]})
 
     def registration(self) -> dict:
         return dict(machine_id=self.state.machine_id(self.settings["name"]), name=self.settings["name"],

@@ -12,9 +12,9 @@ import pytest
 from commander import breakers, reputation, scheduler
 from commander.breakers import Breaker
 from commander.scheduler import Candidate, Ranking, TaskView
-from m3shd import config
+from commander.settings import CommanderSettings
 
-SETTINGS = config.DEFAULTS["commander"]
+SETTINGS = CommanderSettings()
 
 
 def node(node_id, mean=0.0, count=0.0, free=1, slots=1, caps=(), age=0.0, priority=0) -> Candidate:

@@ -94,7 +94,7 @@ def main() -> int:
         s = summary_ms(values)
         rows.append([name, s["n"], s["p50"], s["p90"], s["p99"], s["max"]])
     print(f"\nbridge_latency: `m3shd bridge run` → Commander with {args.workers} gevent workers "
-          f"(poll {settings['poll_interval']:g} s + WAL watch, recheck {settings['recheck_delay']:g} s)")
+          f"(poll {settings.poll_interval:g} s + WAL watch, recheck {settings.recheck_delay:g} s)")
     table(["path", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows)
     p50 = summary_ms(latencies)["p50"]
     print(f"goal p50 <= {GOAL_P50_MS:.0f} ms: {p50:.1f} ms ({verdict(p50 <= GOAL_P50_MS)})")

@@ -90,13 +90,13 @@ def _stop(process: subprocess.Popen, grace: float) -> None:
 
 def up(args) -> int:
     settings = config.load(CommanderSettings, args.config, bind=args.bind)
-    host, _, port = settings["bind"].rpartition(":")
+    host, _, port = settings.bind.rpartition(":")
     url = f"http://{host}:{port}"
     if not _port_free(host, int(port)):
-        say(f"m3shd up: {settings['bind']} is already in use (another m3shd up?). "
+        say(f"m3shd up: {settings.bind} is already in use (another m3shd up?). "
             f"Stop it, or pick another address with --bind HOST:PORT.")
         return 2
-    data = Path(settings["data_dir"])
+    data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     say(f"preparing the Commander's database in {data} …")
     local = local_commander(args.config)
@@ -106,10 +106,10 @@ def up(args) -> int:
     getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
 
     client_file = config.config_dir() / "client.toml"
-    if not client_file.exists() or config.load(config.ClientSettings, client_file)["url"] == url:
+    if not client_file.exists() or config.load(config.ClientSettings, client_file).url == url:
         config.write_section(client_file, "client", {"url": url, "token": admin})
 
-    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings["bind"], M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
+    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings.bind, M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
     if args.slots:
         env["M3SHD_N0D3_SLOTS"] = str(args.slots)
     extra = ["--config", args.config] if args.config else []

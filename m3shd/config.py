@@ -66,9 +66,6 @@ class Settings:
         directories, host name): the one place a class computes them. `load` calls it last."""
         return self
 
-    def __getitem__(self, key: str):  # TRANSITIONAL: the next commit reads every key as an attribute
-        return getattr(self, key)
-
 
 def setting(default: Any, help: str) -> Any:
     """One key: its default and the line the README's table says about it."""

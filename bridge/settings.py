@@ -11,7 +11,7 @@ from m3shd import config
 from m3shd.config import Settings, setting
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BridgeSettings(Settings):
     """The iMessage bridge; it reaches the Commander with `[client]` url and token."""
 

@@ -14,7 +14,7 @@ from m3shd import config
 from m3shd.config import DEFAULT_PORT, MDNS_TYPE, Settings, setting
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CommanderSettings(Settings):
     """The hub: API, database, scheduling (docs/scheduling.md explains those keys)."""
 

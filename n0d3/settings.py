@@ -13,7 +13,7 @@ from m3shd import config
 from m3shd.config import MDNS_TYPE, Settings, setting
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class N0d3Settings(Settings):
     """The agent on each worker machine."""
 

@@ -65,7 +65,7 @@ class Agent:
     def detect_runner(self) -> None:
         s = self.settings
         found = detect(prefer=s.runner, claude_path=s.claude_path or None,
-                       base_url=s.anthropic_base_url or None, default_model=s.model or None)
+                       base_url=s.anthropic_base_url or None, default_model=s.model or None, grace_s=s.cancel_grace)
         previous = self.detection
         self.detection = found
         if previous is None or (previous.runner is None) != (found.runner is None):

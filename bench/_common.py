@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import harness  # noqa: E402
 from harness import base_env, register_node, result_for  # noqa: E402,F401  (the benchmarks' imports)
-from m3shd.config import DEFAULTS  # noqa: E402
+from commander.settings import CommanderSettings  # noqa: E402  (stdlib and m3shd only: no Flask, no peewee)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -32,7 +32,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (~10-20 s), as CI runs it")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Commander log, database)")
-    parser.add_argument("--workers", type=int, default=DEFAULTS["commander"]["workers"],
+    parser.add_argument("--workers", type=int, default=CommanderSettings().workers,
                         help="Commander gunicorn workers (default: the product's default)")
     if extra:
         extra(parser)
@@ -46,7 +46,7 @@ class Commander(harness.Commander):
     """The harness's Commander with the product's timings (heartbeat 5 s, leases 20 s) and
     `workers` gunicorn workers, in a temp dir that goes when it stops (unless `keep`)."""
 
-    def __init__(self, workers: int = DEFAULTS["commander"]["workers"], extra_env: dict | None = None,
+    def __init__(self, workers: int = CommanderSettings().workers, extra_env: dict | None = None,
                  keep: bool = False):
         self.keep = keep
         home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))

@@ -20,9 +20,9 @@ import threading
 import time
 
 from _common import Commander, Noise, parse_args, self_cpu, summary_ms, table, verdict
+from bridge.settings import BridgeSettings
 from chatdb_fixtures import ChatDb  # the tests' chat.db builder (_common puts tests/ on the path)
 from m3shd.client import ApiClient, CommanderUnreachable
-from m3shd.config import DEFAULTS
 
 GOAL_P50_MS = 300.0
 ME = "+15551234567"
@@ -88,13 +88,13 @@ def main() -> int:
             bridge.terminate()
             bridge.wait(20)
 
-    settings = DEFAULTS["bridge"]
+    settings = BridgeSettings()
     rows = []
     for name, values in (("chat.db row → task.queued", latencies), ("peer: submit POST alone", submits)):
         s = summary_ms(values)
         rows.append([name, s["n"], s["p50"], s["p90"], s["p99"], s["max"]])
     print(f"\nbridge_latency: `m3shd bridge run` → Commander with {args.workers} gevent workers "
-          f"(poll {settings['poll_interval']:g} s + WAL watch, recheck {settings['recheck_delay']:g} s)")
+          f"(poll {settings.poll_interval:g} s + WAL watch, recheck {settings.recheck_delay:g} s)")
     table(["path", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows)
     p50 = summary_ms(latencies)["p50"]
     print(f"goal p50 <= {GOAL_P50_MS:.0f} ms: {p50:.1f} ms ({verdict(p50 <= GOAL_P50_MS)})")

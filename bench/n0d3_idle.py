@@ -22,8 +22,8 @@ import sys
 import time
 
 from _common import CLK_TCK, Commander, Noise, cpu_seconds, parse_args, proc_status, status_mb, table, verdict
+from commander.settings import CommanderSettings
 from harness import N0D3
-from m3shd.config import DEFAULTS
 
 GOAL_RSS_MB = 35.0
 GOAL_CPU_PCT = 1.0  # "near zero": under 1 % of one core
@@ -90,7 +90,7 @@ def main() -> int:
         rows.append([label, b["rss"], b["hwm"], b["threads"], cpu, 100 * cpu / window])
     print(f"\nn0d3_idle: idle window {window:.1f} s after registration ({registered_after:.1f} s to register) "
           f"and one task; "
-          f"claim wait {args.claim_wait:g} s, heartbeat {DEFAULTS['commander']['heartbeat_interval']:g} s "
+          f"claim wait {args.claim_wait:g} s, heartbeat {CommanderSettings().heartbeat_interval:g} s "
           f"(Commander default); node {node_after.get('state', '?')}, last heartbeat "
           f"{node_after.get('heartbeat_age', float('nan')):.1f} s before the end")
     table(["process", "VmRSS MB", "VmHWM MB", "threads", "CPU s", "CPU %"], rows)

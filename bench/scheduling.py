@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from _common import parse_args, percentile, table, verdict
 from commander import breakers, reputation, scheduler
 from commander.scheduler import Candidate, TaskView
-from m3shd.config import DEFAULTS
+from commander.settings import CommanderSettings
 
-SETTINGS = dict(DEFAULTS["commander"])
-LEASE_TTL, LOST_AFTER, MAX_ATTEMPTS = SETTINGS["lease_ttl"], SETTINGS["lost_after"], SETTINGS["max_attempts"]
+SETTINGS = CommanderSettings()
+LEASE_TTL, LOST_AFTER, MAX_ATTEMPTS = SETTINGS.lease_ttl, SETTINGS.lost_after, SETTINGS.max_attempts
 
 
 @dataclass
@@ -140,7 +140,7 @@ class Simulation:
                 self.failed_tasks.add(task_id)
             else:
                 self.queue[task_id] = t
-        node.window = (node.window + [(t, kind, reward, duration_ms)])[-SETTINGS["reputation_window"]:]
+        node.window = (node.window + [(t, kind, reward, duration_ms)])[-SETTINGS.reputation_window:]
         if self.policy == "m3shd":
             history = [k in ("infra", "lost") for _, k, _, _ in node.window]
             after = breakers.after_outcome(node.breaker, kind in ("infra", "lost"), history, t, SETTINGS)
@@ -151,7 +151,7 @@ class Simulation:
     def may_open(self, t, node):
         live = [n for n in self.nodes if n.visible(t)]
         already = sum(1 for n in live if n.breaker.state != "closed" and n is not node)
-        return already + 1 <= int(len(live) * SETTINGS["breaker_max_open"])
+        return already + 1 <= int(len(live) * SETTINGS.breaker_max_open)
 
     # --- choosing ---
     def candidates(self, t) -> list[Candidate]:
@@ -166,7 +166,7 @@ class Simulation:
                     continue
                 free, probe = min(free, limit), True
             rewarded = [(ts, r) for ts, _, r, _ in node.window if r is not None]
-            mean, count = reputation.summarize(rewarded, t, SETTINGS["reputation_half_life"])
+            mean, count = reputation.summarize(rewarded, t, SETTINGS.reputation_half_life)
             able.append(Candidate(node_id=node.id, capabilities=frozenset(), slots=node.slots, free=free,
                                   heartbeat_age=0.0, priority=0, mean=mean, count=count, probe=probe))
         return able
@@ -180,7 +180,7 @@ class Simulation:
                  for i, since in self.queue.items()]
         if self.policy == "m3shd":
             ranking = scheduler.Ranking(nodes, SETTINGS)
-            order = scheduler.fair_order(views, Counter(), SETTINGS["aging"])
+            order = scheduler.fair_order(views, Counter(), SETTINGS.aging)
             for view in order:
                 node_id = ranking.place(view)
                 if node_id is not None:

@@ -12,17 +12,19 @@ from m3shd.components import CommandLine, Commands
 
 
 def cmd_bridge_run(args) -> int:
-    settings = config.load("bridge", args.config, chat_db=args.chat_db)
     from bridge.daemon import run
+    from bridge.settings import BridgeSettings
 
+    settings = config.load(BridgeSettings, args.config, chat_db=args.chat_db)
     return run(settings, api(args))
 
 
 def cmd_bridge_scan(args) -> int:
-    settings = config.load("bridge", args.config, chat_db=args.chat_db, window=args.window)
     from bridge.chatdb import ChatDbProblem
     from bridge.daemon import scan
+    from bridge.settings import BridgeSettings
 
+    settings = config.load(BridgeSettings, args.config, chat_db=args.chat_db, window=args.window)
     try:
         return scan(settings, args.since_rowid, sys.stdout)
     except ChatDbProblem as exc:
@@ -66,4 +68,4 @@ def register(line: CommandLine) -> None:
 
 
 # The bridge needs only what every m3shd install has (requests, and macOS's own osascript and sips).
-COMMANDS = Commands(register, extra="bridge")
+COMMANDS = Commands(register, extra="bridge", settings="bridge.settings:BridgeSettings")

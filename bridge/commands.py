@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bridge.cursor import State
 from bridge.reader import Inbound
+from bridge.settings import BridgeSettings
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
 from m3shd.wire import NodeState, TaskState
 
@@ -62,7 +63,7 @@ def parse(text: str) -> Command:
 class Session:
     """Carries out one message's command against the Commander and returns the reply."""
 
-    def __init__(self, client: ApiClient, state: State, settings: dict, message: Inbound):
+    def __init__(self, client: ApiClient, state: State, settings: BridgeSettings, message: Inbound):
         self.client, self.state, self.settings, self.message = client, state, settings, message
 
     def reply(self, command: Command) -> str:
@@ -82,7 +83,7 @@ class Session:
             return f"The mesh said no: {exc.message}"
 
     def prompt(self, command: Command) -> str:
-        extra = {"approval_required": True} if self.settings["approval_required"] else {}
+        extra = {"approval_required": True} if self.settings.approval_required else {}
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())
         if task["state"] == TaskState.AWAITING_APPROVAL:

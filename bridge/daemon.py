@@ -24,6 +24,7 @@ from typing import Callable
 from bridge import attachments, chatdb, commands, osascript, staging
 from bridge.cursor import State
 from bridge.reader import Echoes, Inbound, Reader
+from bridge.settings import BridgeSettings
 from m3shd import loops
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
 from m3shd.wire import FINAL_STATES
@@ -80,10 +81,10 @@ class FileWatch:
 
 
 class Bridge:
-    def __init__(self, settings: dict, client: ApiClient, state: State | None = None):
+    def __init__(self, settings: BridgeSettings, client: ApiClient, state: State | None = None):
         self.settings = settings
         self.client = client
-        self.state = state or State(Path(settings["state_dir"]) / "state.json")
+        self.state = state or State(Path(settings.state_dir) / "state.json")
         self.echoes = Echoes()
         self.reader = Reader(settings, self.state, self.echoes)
         self.outbox: queue.Queue[Outgoing] = queue.Queue()
@@ -91,7 +92,7 @@ class Bridge:
 
     def workers(self) -> dict[str, Callable[[], None]]:
         """Each thread's round: the poller's and the sender's short, the relay's as long as the event stream lasts."""
-        watch = FileWatch(Path(self.settings["chat_db"]))
+        watch = FileWatch(Path(self.settings.chat_db))
         return {"poller": lambda: self.poll_round(watch), "relay": self.relay_round, "sender": self.send_round}
 
     def say(self, chat: str, address: str | None, text: str, name: str = "reply.txt") -> None:
@@ -106,7 +107,7 @@ class Bridge:
 
     def poll_round(self, watch: FileWatch) -> None:
         self.poll_once()
-        watch.wait(self.settings["poll_interval"], self.stop)
+        watch.wait(self.settings.poll_interval, self.stop)
 
     def poll_once(self) -> None:
         for message in self.reader.poll():
@@ -122,7 +123,7 @@ class Bridge:
         session = commands.Session(self.client, self.state, self.settings, message)
         address = session.reply_address()
         if command.name == "prompt":
-            attachments.convert_heic(message.attachments, Path(self.settings["state_dir"]) / "images" / message.guid)
+            attachments.convert_heic(message.attachments, Path(self.settings.state_dir) / "images" / message.guid)
             refusal = attachments.refusal(message.attachments)
             if refusal:
                 self.say(message.chat_guid, address, refusal)
@@ -163,7 +164,7 @@ class Bridge:
     # --- sender ------------------------------------------------------------------------------
 
     def send_round(self) -> None:
-        messages_dir = Path(self.settings["chat_db"]).parent
+        messages_dir = Path(self.settings.chat_db).parent
         staging.sweep(messages_dir / staging.FOLDER)
         try:
             outgoing = self.outbox.get(timeout=0.5)
@@ -172,11 +173,11 @@ class Bridge:
         try:
             for piece in osascript.split(outgoing.text):
                 self.echoes.record(outgoing.chat, piece)  # before sending: the echo can land first
-                osascript.send(piece, outgoing.chat, outgoing.address, self.settings["osascript"])
+                osascript.send(piece, outgoing.chat, outgoing.address, self.settings.osascript)
             if outgoing.file:
                 name, content = outgoing.file
                 path = staging.stage(messages_dir, name, content.encode())
-                osascript.send("", outgoing.chat, outgoing.address, self.settings["osascript"], file=path)
+                osascript.send("", outgoing.chat, outgoing.address, self.settings.osascript, file=path)
         except osascript.OsascriptError as exc:
             log.error("could not reply in chat %s: %s", outgoing.chat, exc)
 
@@ -205,10 +206,10 @@ def supervise(workers: dict[str, Callable[[], None]], stop: threading.Event, fir
 
 # --- entry points ----------------------------------------------------------------------------
 
-def startup_problems(settings: dict, client: ApiClient) -> list[str]:
+def startup_problems(settings: BridgeSettings, client: ApiClient) -> list[str]:
     """Everything that would keep the bridge from working, each as one exact instruction."""
     problems = []
-    path = Path(settings["chat_db"])
+    path = Path(settings.chat_db)
     try:
         chatdb.check_readable(path)
         with chatdb.connect(path) as db:
@@ -216,11 +217,11 @@ def startup_problems(settings: dict, client: ApiClient) -> list[str]:
     except chatdb.ChatDbProblem as exc:
         problems.append(str(exc))
     try:
-        if osascript.signed_in_accounts(settings["osascript"]) == 0:
+        if osascript.signed_in_accounts(settings.osascript) == 0:
             problems.append(NOT_SIGNED_IN)
     except (osascript.OsascriptError, ValueError) as exc:
         problems.append(f"cannot ask Messages for its accounts: {exc}")
-    if not settings["allowed_senders"] and not settings["allowed_groups"]:
+    if not settings.allowed_senders and not settings.allowed_groups:
         problems.append("nobody may use the bridge: set [bridge] allowed_senders (your phone number or Apple ID "
                         "email) or allowed_groups (chat GUIDs; `m3shd bridge scan` shows them)")
     try:
@@ -233,8 +234,8 @@ def startup_problems(settings: dict, client: ApiClient) -> list[str]:
     return problems
 
 
-def run(settings: dict, client: ApiClient) -> int:
-    logging.basicConfig(level=settings["log_level"].upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def run(settings: BridgeSettings, client: ApiClient) -> int:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     problems = startup_problems(settings, client)
     for problem in problems:
         log.error(problem)
@@ -243,17 +244,17 @@ def run(settings: dict, client: ApiClient) -> int:
     bridge = Bridge(settings, client)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: bridge.stop.set())
-    log.info("watching %s for %d senders and %d groups (pid %d)", settings["chat_db"],
-             len(settings["allowed_senders"]), len(settings["allowed_groups"]), os.getpid())
+    log.info("watching %s for %d senders and %d groups (pid %d)", settings.chat_db,
+             len(settings.allowed_senders), len(settings.allowed_groups), os.getpid())
     supervise(bridge.workers(), bridge.stop)
     bridge.state.save()
     return 0
 
 
-def scan(settings: dict, since_rowid: int, out) -> int:
+def scan(settings: BridgeSettings, since_rowid: int, out) -> int:
     """Print each message after `since_rowid` as JSON, classified exactly as the bridge would,
     and decoded even when the bridge would skip it (`skipped` says why): a diagnostic."""
-    chatdb.check_readable(Path(settings["chat_db"]))
+    chatdb.check_readable(Path(settings.chat_db))
     state = State(None)
     state.rowid = since_rowid
     reader = Reader(settings, state, diagnose=True)

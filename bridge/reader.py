@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bridge import attachments, chatdb, typedstream
 from bridge.cursor import State
+from bridge.settings import BridgeSettings
 
 log = logging.getLogger("m3shd.bridge")
 
@@ -89,15 +90,15 @@ class Echoes:
 
 
 class Reader:
-    def __init__(self, settings: dict, state: State, echoes: Echoes | None = None, diagnose: bool = False):
+    def __init__(self, settings: BridgeSettings, state: State, echoes: Echoes | None = None, diagnose: bool = False):
         self.settings = settings
         self.diagnose = diagnose
-        self.path = Path(settings["chat_db"])
+        self.path = Path(settings.chat_db)
         self.state = state
         self.echoes = echoes or Echoes()
-        code = settings["default_country_code"]
-        self.senders = {normalize_address(address, code) for address in settings["allowed_senders"]}
-        self.groups = set(settings["allowed_groups"])
+        code = settings.default_country_code
+        self.senders = {normalize_address(address, code) for address in settings.allowed_senders}
+        self.groups = set(settings.allowed_groups)
         self.schema: chatdb.Schema | None = None
 
     def poll(self) -> list[Inbound]:
@@ -126,9 +127,9 @@ class Reader:
         return [self.classify(db, row) for row in rows]
 
     def recheck_from_me(self, candidates: list[Inbound]) -> None:
-        if not candidates or self.settings["recheck_delay"] <= 0:
+        if not candidates or self.settings.recheck_delay <= 0:
             return
-        time.sleep(self.settings["recheck_delay"])
+        time.sleep(self.settings.recheck_delay)
         with chatdb.connect(self.path) as db:
             flipped = chatdb.from_me(db, [m.rowid for m in candidates])
         for message in candidates:
@@ -146,7 +147,7 @@ class Reader:
         message.text = (raw or "").replace(typedstream.ATTACHMENT_PLACEHOLDER, "").strip()
         if row["cache_has_attachments"]:
             message.attachments = attachments.describe(chatdb.attachments(db, self.schema, message.rowid),
-                                                       self.path.parent, self.settings["max_attachment_bytes"])
+                                                       self.path.parent, self.settings.max_attachment_bytes)
         message.skipped = message.skipped or self.content_skip(message)
         return message
 
@@ -168,19 +169,19 @@ class Reader:
     def allow_skip(self, message: Inbound) -> str | None:
         if message.is_group:
             return None if message.chat_guid in self.groups else "group chat not in [bridge] allowed_groups"
-        address = normalize_address(message.sender or "", self.settings["default_country_code"])
+        address = normalize_address(message.sender or "", self.settings.default_country_code)
         return None if address in self.senders else "sender not in [bridge] allowed_senders"
 
     def delivery_skip(self, message: Inbound) -> str | None:
-        if message.service != "iMessage" and not self.settings["sms_allowed"]:
+        if message.service != "iMessage" and not self.settings.sms_allowed:
             return f"{message.service or 'unknown service'} not allowed ([bridge] sms_allowed)"
-        window = self.settings["window"]
+        window = self.settings.window
         if window > 0 and (message.date is None or message.date < time.time() - window):
             return f"older than the {window:g} s window"
         return None
 
     def content_skip(self, message: Inbound) -> str | None:
-        mention = self.settings["mention"]
+        mention = self.settings.mention
         if mention and message.is_group:
             if not message.text.lower().startswith(mention.lower()):
                 return f"group message without the mention {mention}"

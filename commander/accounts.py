@@ -116,7 +116,7 @@ def login(cmdr: Commander, username: str, password: str, address: str | None) ->
         User.update(**changes).where(User.id == user.id).execute()
         key = secrets.token_urlsafe(32)
         session = Session.create(key_hash=token_hash(key), user=user.id, csrf_token=secrets.token_urlsafe(32),
-                                 expires_at=now() + cmdr.settings["session_ttl"], address=address)
+                                 expires_at=now() + cmdr.settings.session_ttl, address=address)
         audit.record(f"user:{username}", "login", username)
     return key, session, User.get_by_id(user.id)
 

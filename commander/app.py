@@ -20,6 +20,7 @@ from commander.migrations import migrate
 from commander.models import ACTIVE, Node, Nonce
 from commander.routes import IdConverter
 from commander.secrets import SecretBox, load_keys
+from commander.settings import CommanderSettings
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
 from m3shd import config, loops, wire
@@ -34,13 +35,13 @@ BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api
               permissions_api.bp, accounts_api.bp, audit_api.bp)
 
 
-def build_commander(settings: dict) -> Commander:
+def build_commander(settings: CommanderSettings) -> Commander:
     """Open the database (migrated to the latest schema) and the secrets, and wire each feature
     to the signals; start no threads."""
-    database = open_database(settings["database_url"])
+    database = open_database(settings.database_url)
     migrate(database)
-    box = SecretBox(load_keys(settings["secret_keys"], settings["data_dir"]))
-    run_dir = run_dir_for(settings["data_dir"])
+    box = SecretBox(load_keys(settings.secret_keys, settings.data_dir))
+    run_dir = run_dir_for(settings.data_dir)
     cmdr = Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
                      write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None)
     for feature in FEATURES:
@@ -48,14 +49,14 @@ def build_commander(settings: dict) -> Commander:
     return cmdr
 
 
-def create_app(settings: dict | None = None, background: bool = True) -> Flask:
+def create_app(settings: CommanderSettings | None = None, background: bool = True) -> Flask:
     """The Commander as a WSGI app. Its background threads (wake socket, dispatcher, reaper)
     start with the first request, in each worker; `background=False` leaves them out for
     in-process use, where a claim then answers at once instead of long-polling."""
-    settings = settings or config.load("commander")
+    settings = settings or config.load(CommanderSettings)
     cmdr = build_commander(settings)
     app = Flask("commander", static_folder=None)  # the dashboard serves its own files (web/views.py)
-    app.config["MAX_CONTENT_LENGTH"] = settings["max_body_bytes"]
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["m3shd"] = cmdr
     app.url_map.converters["id"] = IdConverter

@@ -106,7 +106,7 @@ def principal() -> Principal:
 
 def set_session_cookie(cmdr: Commander, response: Response, key: str) -> None:
     """HttpOnly, SameSite=Lax, and Secure whenever the request came over TLS."""
-    response.set_cookie(SESSION_COOKIE, key, max_age=int(cmdr.settings["session_ttl"]), httponly=True,
+    response.set_cookie(SESSION_COOKIE, key, max_age=int(cmdr.settings.session_ttl), httponly=True,
                         samesite="Lax", secure=request.is_secure, path="/")
 
 

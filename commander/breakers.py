@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from commander.models import CLOSED, HALF_OPEN, OPEN
+from commander.settings import CommanderSettings
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,17 @@ class Breaker:
     probe: int | None = None     # the task a half-open breaker let through
 
 
-def wants_open(breaker: Breaker, recent_failures: list[bool], settings: dict) -> bool:
+def wants_open(breaker: Breaker, recent_failures: list[bool], settings: CommanderSettings) -> bool:
     """Should a closed breaker open, given its consecutive count and the recent window
     (newest last, True for an infrastructure failure)?"""
-    if breaker.failures >= settings["breaker_consecutive"]:
+    if breaker.failures >= settings.breaker_consecutive:
         return True
-    window = recent_failures[-settings["breaker_window"]:]
-    return len(window) >= settings["breaker_min_outcomes"] and sum(window) >= settings["breaker_ratio"] * len(window)
+    window = recent_failures[-settings.breaker_window:]
+    return len(window) >= settings.breaker_min_outcomes and sum(window) >= settings.breaker_ratio * len(window)
 
 
 def after_outcome(breaker: Breaker, infra_failure: bool, recent_failures: list[bool], now: float,
-                  settings: dict) -> Breaker:
+                  settings: CommanderSettings) -> Breaker:
     """The breaker after one outcome. Opening is proposed, not forced: see `open_`."""
     if not infra_failure:
         if breaker.state == HALF_OPEN:
@@ -51,9 +52,9 @@ def after_outcome(breaker: Breaker, infra_failure: bool, recent_failures: list[b
     return counted
 
 
-def open_(breaker: Breaker, now: float, settings: dict) -> Breaker:
+def open_(breaker: Breaker, now: float, settings: CommanderSettings) -> Breaker:
     """Open for the base cooldown, or double the last one after a failed probe."""
-    base, cap = settings["breaker_cooldown"], settings["breaker_cooldown_max"]
+    base, cap = settings.breaker_cooldown, settings.breaker_cooldown_max
     cooldown = min(cap, breaker.cooldown * 2) if breaker.state == HALF_OPEN and breaker.cooldown else base
     return replace(breaker, state=OPEN, cooldown=cooldown, until=now + cooldown, probe=None)
 

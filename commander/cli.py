@@ -26,7 +26,9 @@ def cmd_commander_serve(args) -> int:
     from gevent import monkey
 
     monkey.patch_all()
-    settings = config.load("commander", args.config, bind=args.bind, workers=args.workers)
+    from commander.settings import CommanderSettings
+
+    settings = config.load(CommanderSettings, args.config, bind=args.bind, workers=args.workers)
     from commander.server import serve
 
     serve(settings)
@@ -115,4 +117,4 @@ def register(line: CommandLine) -> None:
 
 # Everything the commander extra installs: `commander serve` loads all of it.
 COMMANDS = Commands(register, needs=("flask", "gunicorn", "gevent", "peewee", "cryptography", "nacl", "pydantic",
-                                     "zeroconf"), extra="commander")
+                                     "zeroconf"), extra="commander", settings="commander.settings:CommanderSettings")

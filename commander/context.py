@@ -12,13 +12,14 @@ import peewee as pw
 from commander import planning
 from commander.db import WriteTurns, write_transaction
 from commander.secrets import SecretBox
+from commander.settings import CommanderSettings
 from commander.signals import Signals
 from commander.wake import Dispatcher, Notifier
 
 
 @dataclass
 class Commander:
-    settings: dict
+    settings: CommanderSettings
     db: pw.Database
     box: SecretBox
     notifier: Notifier

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 
+from commander.settings import CommanderSettings
+
 log = logging.getLogger("m3shd.commander")
 
 
@@ -36,16 +38,16 @@ def addresses_for(host: str) -> list[str]:
     return [] if address.is_loopback or address.version != 4 else [str(address)]
 
 
-def start(settings: dict) -> subprocess.Popen | None:
-    host, _, port = settings["bind"].rpartition(":")
-    if not settings["advertise"] or not port.isdigit():
+def start(settings: CommanderSettings) -> subprocess.Popen | None:
+    host, _, port = settings.bind.rpartition(":")
+    if not settings.advertise or not port.isdigit():
         return None
     addresses = addresses_for(host)
     if not addresses:
         log.info("not advertising on the LAN: the Commander listens on loopback only")
         return None
-    log.info("advertising %s on port %s at %s", settings["mdns_type"], port, ", ".join(addresses))
-    return subprocess.Popen([sys.executable, "-m", "commander.discovery", settings["mdns_type"], port, *addresses])
+    log.info("advertising %s on port %s at %s", settings.mdns_type, port, ", ".join(addresses))
+    return subprocess.Popen([sys.executable, "-m", "commander.discovery", settings.mdns_type, port, *addresses])
 
 
 def stop(advertiser: subprocess.Popen | None) -> None:

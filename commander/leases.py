@@ -17,6 +17,7 @@ from commander.exceptions import Conflict
 from commander.models import (
     ACTIVE, FAILED, FINAL_STATES, HALF_OPEN, LEASED, LIVE_STATES, QUEUED, SUCCEEDED, Node, NodeKey, Task, now,
 )
+from commander.settings import CommanderSettings
 from commander.signals import LEASE_EXPIRED, RESULT, AttemptEnded, TaskFinished
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
@@ -89,7 +90,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
             return []
         if limit > 0:
             open_slots = min(open_slots, limit)
-        lease_until = t + cmdr.settings["lease_ttl"]
+        lease_until = t + cmdr.settings.lease_ttl
         for task_id in planned:
             if len(leases) == open_slots:
                 break
@@ -127,7 +128,7 @@ def admission(node_id: int, t: float) -> tuple[Node | None, int, breakers.Breake
 
 def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> list[dict]:
     """Claim now; if nothing is there, long-poll until work for this node appears or `wait` ends."""
-    deadline = now() + min(wait, cmdr.settings["max_wait"])
+    deadline = now() + min(wait, cmdr.settings.max_wait)
     leases = claim(cmdr, node.id, open_slots)
     capabilities = set(node.capabilities)
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
@@ -138,10 +139,10 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
     return leases
 
 
-def retry_fields(task: Task, node_id: int | None, t: float, settings: dict) -> dict:
+def retry_fields(task: Task, node_id: int | None, t: float, settings: CommanderSettings) -> dict:
     """Back to the queue after a broken attempt: after its backoff, and avoiding that node."""
-    base = task.backoff or settings["retry_backoff"]
-    wait = min(settings["retry_backoff_max"], base * 2 ** max(0, task.attempt - 1)) if base else 0.0
+    base = task.backoff or settings.retry_backoff
+    wait = min(settings.retry_backoff_max, base * 2 ** max(0, task.attempt - 1)) if base else 0.0
     tried = sorted(set(task.tried_nodes) | ({node_id} if node_id else set()))
     return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
 
@@ -235,5 +236,5 @@ def grace_after_restart(cmdr: Commander) -> None:
     """While the Commander was down nobody could heartbeat: give live leases and nodes a fresh term."""
     t = now()
     with cmdr.writing():
-        Task.update(lease_until=t + cmdr.settings["lease_ttl"]).where(Task.state == LEASED).execute()
+        Task.update(lease_until=t + cmdr.settings.lease_ttl).where(Task.state == LEASED).execute()
         Node.update(last_seen=t).where(Node.state.in_(LIVE_STATES)).execute()

@@ -19,6 +19,7 @@ from commander.models import (
 )
 from commander.permissions import NODE_PERMISSIONS
 from commander.secrets import new_token, token_hash
+from commander.settings import CommanderSettings
 from commander.signals import TAKEN_BACK, AttemptEnded
 
 
@@ -71,8 +72,8 @@ def register(cmdr: Commander, machine: Machine) -> dict:
                        slots=machine.slots, runner=machine.runner, problem=machine.problem)
     settings = cmdr.settings
     return dict(node_id=node.id, node_token=token, signing_key=key.hex(),
-                heartbeat_interval=settings["heartbeat_interval"], lease_ttl=settings["lease_ttl"],
-                max_wait=settings["max_wait"])
+                heartbeat_interval=settings.heartbeat_interval, lease_ttl=settings.lease_ttl,
+                max_wait=settings.max_wait)
 
 
 # Every heartbeat runs these: compiled once (see db.Compiled).
@@ -113,12 +114,12 @@ def heartbeat(cmdr: Commander, node: Node, *, open_slots: int, running: Sequence
             published = True
         held = set()
         if tokens:
-            until = t + cmdr.settings["lease_ttl"]
+            until = t + cmdr.settings.lease_ttl
             held = {token for (token,) in RENEW_LEASES.tuples(until=until, node_id=node.id, tokens=tokens)}
     if published:
         cmdr.notifier.notify()
     cancel = [ref._asdict() for ref in running if ref.lease_token not in held]
-    return dict(state=new_state, heartbeat_interval=cmdr.settings["heartbeat_interval"],
+    return dict(state=new_state, heartbeat_interval=cmdr.settings.heartbeat_interval,
                 orders=dict(drain=new_state == DRAINING, pause=new_state in OPERATOR_STATES, cancel=cancel,
                             rotate_key=pending_key_hex(cmdr, node)))
 
@@ -176,7 +177,7 @@ def mark_lost(cmdr: Commander) -> int:
     """Nodes silent for longer than `lost_after` become lost; their leases then expire. A paused
     or disabled node keeps that state (an operator's order outlives a reboot); its heartbeat age
     shows the silence and its leases expire all the same."""
-    cutoff = now() - cmdr.settings["lost_after"]
+    cutoff = now() - cmdr.settings.lost_after
     silent = Node.select(Node.id, Node.state).where(Node.state.in_((ACTIVE, DRAINING)) & (Node.last_seen < cutoff))
     if not silent.exists():
         return 0
@@ -262,17 +263,17 @@ def listing() -> list[Node]:
     return list(Node.select().order_by(Node.id))
 
 
-def standing(listed: list[Node], settings: dict) -> dict[int, dict]:
+def standing(listed: list[Node], settings: CommanderSettings) -> dict[int, dict]:
     """What the API shows of each node beyond its row, by node id: slots in use, heartbeat age,
     breaker, and reputation with its recent window and the score the node would get for a plain
     task now (planning.candidates/Ranking)."""
     t = now()
     running = planning.running_now()
-    windows = recent_outcomes([n.id for n in listed], settings["reputation_window"])
+    windows = recent_outcomes([n.id for n in listed], settings.reputation_window)
     able = planning.candidates(t, settings, running=running)
     ranking = scheduler.Ranking(able, settings)
     total = sum(c.count for c in able)
-    half_life = settings["reputation_half_life"]
+    half_life = settings.reputation_half_life
     shown = {}
     for node in listed:
         count = reputation.count_now(node.rep_count, node.rep_at, t, half_life)
@@ -281,7 +282,7 @@ def standing(listed: list[Node], settings: dict) -> dict[int, dict]:
             breaker=breaker_view(node, t),
             reputation=dict(
                 mean=round(node.rep_mean, 4), count=round(count, 4),
-                ucb=round(reputation.ucb(node.rep_mean, count, total, settings["ucb_c"]), 4) if count > 0 else None,
+                ucb=round(reputation.ucb(node.rep_mean, count, total, settings.ucb_c), 4) if count > 0 else None,
                 score=round(ranking.base[node.id], 3) if node.id in ranking.base else None,
                 window=windows.get(node.id, []),
             ),

@@ -8,6 +8,7 @@ from commander import breakers, events, reputation
 from commander.db import Compiled, CompiledInsert, CompiledUpdate, Param
 from commander.models import CLOSED, HALF_OPEN, LIVE_STATES, OPEN, SUCCEEDED, Node, Outcome, Task
 from commander.planning import NODE_WITH_BREAKER, breaker_of
+from commander.settings import CommanderSettings
 from commander.signals import TAKEN_BACK, AttemptEnded
 
 REFERENCE_SAMPLE = 50  # recent successes of a task class that set its typical duration
@@ -58,13 +59,13 @@ def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t
     earned = reputation.reward(kind, duration_ms, reputation.reference(durations))
     OUTCOME_INSERT.create(node=node_id, task=task.id, ts=t, kind=kind, reward=earned, duration_ms=duration_ms,
                           task_class=cls)
-    keep = max(settings["reputation_window"], settings["breaker_window"])
+    keep = max(settings.reputation_window, settings.breaker_window)
     window = WINDOW.rows(node_id=node_id, keep=keep)
     if len(window) == keep:
         FORGET_BEFORE.execute(node_id=node_id, oldest_kept=window[-1].id)
     window.reverse()
-    rewarded = [(o.ts, o.reward) for o in window if o.reward is not None][-settings["reputation_window"]:]
-    mean, count = reputation.summarize(rewarded, t, settings["reputation_half_life"])
+    rewarded = [(o.ts, o.reward) for o in window if o.reward is not None][-settings.reputation_window:]
+    mean, count = reputation.summarize(rewarded, t, settings.reputation_half_life)
     before = breaker_of(node)
     after = breakers.after_outcome(before, kind in ("infra", "lost"), [o.kind in ("infra", "lost") for o in window],
                                    t, settings)
@@ -82,13 +83,13 @@ def record(cmdr, node_id: int, task: Task, kind: str, duration_ms: int | None, t
     return True
 
 
-def may_open(node_id: int, settings: dict) -> bool:
+def may_open(node_id: int, settings: CommanderSettings) -> bool:
     """Whether one more breaker may open: never more than `breaker_max_open` of live nodes."""
     live = Node.select().where(Node.state.in_(LIVE_STATES)).count()
     already = Node.select().where(
         Node.state.in_(LIVE_STATES) & Node.breaker_state.in_((OPEN, HALF_OPEN)) & (Node.id != node_id)
     ).count()
-    return already + 1 <= int(live * settings["breaker_max_open"])
+    return already + 1 <= int(live * settings.breaker_max_open)
 
 
 def publish_transition(node_id: int, previous: str, breaker: breakers.Breaker, reason: str) -> None:

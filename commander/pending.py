@@ -25,7 +25,7 @@ def request(cmdr: Commander, machine: nodes.Machine, address: str | None) -> dic
         known = Node.select().where(Node.machine_id == machine.machine_id).exists()
         if known or PendingNode.select().where(PendingNode.machine_id == machine.machine_id).exists():
             raise Conflict("already_known", "this machine is already a node or already waiting for approval")
-        if PendingNode.select().count() >= cmdr.settings["max_pending_nodes"]:
+        if PendingNode.select().count() >= cmdr.settings.max_pending_nodes:
             raise TooManyRequests("too_many_pending", "too many machines are waiting for approval; approve or reject "
                                                       "some first")
         if PendingNode.select().where(PendingNode.address == address).count() >= PER_ADDRESS:

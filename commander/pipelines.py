@@ -100,7 +100,7 @@ def submit(cmdr: Commander, steps: list[Step], *, submitter: str, token_id: int 
             parents = [dict(task_id=task_ids[dep.step], step=dep.step, allow_failure=dep.allow_failure)
                        for dep in step.depends_on]
             task = Task.create(**tasks.new_task_fields(cmdr, step, token_id, submitter),
-                               backoff=cmdr.settings["retry_backoff"],
+                               backoff=cmdr.settings.retry_backoff,
                                pipeline=pipeline.id, step_key=step.key, depends_on=parents,
                                state=BLOCKED if parents else QUEUED)
             task_ids[step.key] = task.id
@@ -192,7 +192,7 @@ def advance(cmdr: Commander, finished: Task) -> None:
                 end(cmdr, pipeline, steps, FAILED, reason)
                 return
             move(cmdr, pipeline, step, QUEUED, prompt=render(step.prompt, {p.step_key: p for p, _ in parents},
-                                                      cmdr.settings["pipeline_inject_limit"]))
+                                                      cmdr.settings.pipeline_inject_limit))
     if all(step.state in FINAL_STATES for step in steps.values()):
         state = SUCCEEDED if all(step.state == SUCCEEDED for step in steps.values()) else FAILED
         not_done = sorted(step.step_key for step in steps.values() if step.state != SUCCEEDED)

@@ -17,6 +17,7 @@ from commander import breakers, reputation, scheduler
 from commander.db import Compiled, Param
 from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task
 from commander.scheduler import Candidate, TaskView
+from commander.settings import CommanderSettings
 
 QUEUE_LOOKAHEAD = 64  # tasks considered per pass: enough to fill every free slot a pass can see
 
@@ -54,9 +55,9 @@ def runnable_classes(t: float) -> list[tuple[str, ...]]:
     return [tuple(Task.requires.python_value(requires)) for (requires,) in RUNNABLE_CLASSES.tuples(t=t)]
 
 
-def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> list[TaskView]:
+def queue(t: float, settings: CommanderSettings, runnable: list[list[str]] | None = None) -> list[TaskView]:
     """The head of the queue in serving order (scheduler.fair_order)."""
-    aging = settings["aging"] or float("inf")
+    aging = settings.aging or float("inf")
     classes = [Task.requires.db_value(key) for key in runnable or ()]
     rows = QUEUE_HEAD.rows(t=t, aging=aging, classes=classes)
     if not rows:
@@ -74,10 +75,10 @@ def queue(t: float, settings: dict, runnable: list[list[str]] | None = None) -> 
         # Recent service, not just work in flight: with one slot nothing is in flight at a claim.
         served.update(dict(
             Task.select(Task.submitter, pw.fn.COUNT(Task.id))
-            .where((Task.started_at > t - settings["fairness_window"]) & Task.submitter.in_(submitters))
+            .where((Task.started_at > t - settings.fairness_window) & Task.submitter.in_(submitters))
             .group_by(Task.submitter).tuples()
         ))
-    return scheduler.fair_order(views, served, settings["aging"])
+    return scheduler.fair_order(views, served, settings.aging)
 
 
 CANDIDATE_COLUMNS = (
@@ -95,10 +96,10 @@ FLEET = Compiled(Node, lambda: Node.select(*CANDIDATE_COLUMNS).where(
     (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > Param("heard_since"))))
 
 
-def fleet(t: float, settings: dict) -> list[tuple]:
+def fleet(t: float, settings: CommanderSettings) -> list[tuple]:
     """What candidates are built from: every active node's row, read raw (per-field conversion
     of a thousand rows costs more than the rest of a plan)."""
-    return FLEET.tuples(heard_since=t - settings["lost_after"])
+    return FLEET.tuples(heard_since=t - settings.lost_after)
 
 
 def running_now() -> dict[int, int]:
@@ -106,14 +107,14 @@ def running_now() -> dict[int, int]:
     return dict(RUNNING_PER_NODE.tuples())
 
 
-def candidates(t: float, settings: dict, rows: list[tuple] | None = None,
+def candidates(t: float, settings: CommanderSettings, rows: list[tuple] | None = None,
                running: dict[int, int] | None = None) -> list[Candidate]:
     """Every node taking work (busy ones too: a task may wait for one), with its free slots as
     the Commander counts them now (or with `running` leases per node); from `rows` (see `fleet`)
     when the caller has them at hand."""
     running = running_now() if running is None else running
     rows = fleet(t, settings) if rows is None else rows
-    half_life = settings["reputation_half_life"]
+    half_life = settings.reputation_half_life
     parsed: dict[str, frozenset[str]] = {}  # fleets share a few capability sets: parse each once
     able = []
     for (node_id, caps, slots, open_slots, last_seen, priority, mean, count, rep_at, state, failures, cooldown,
@@ -134,7 +135,7 @@ def candidates(t: float, settings: dict, rows: list[tuple] | None = None,
     return able
 
 
-def idle_ranking(t: float, settings: dict, rows: list[tuple]) -> scheduler.Ranking:
+def idle_ranking(t: float, settings: CommanderSettings, rows: list[tuple]) -> scheduler.Ranking:
     """The fleet ranked as if no node ran anything; a plan applies the leases of the moment
     (`Ranking.with_leases`). A worker shares one for FLEET_TTL (Commander.ranking): ranking a
     thousand nodes is most of a plan's cost."""
@@ -147,17 +148,17 @@ def plan(tasks: list[TaskView], ranking: scheduler.Ranking) -> list[tuple[TaskVi
     return [(task, ranking.place(task)) for task in tasks]
 
 
-def claimable(placed, node_id: int, capabilities: frozenset[str], settings: dict) -> list[TaskView]:
+def claimable(placed, node_id: int, capabilities: frozenset[str], settings: CommanderSettings) -> list[TaskView]:
     """The planned tasks `node_id` should take: those it is best for, and those whose best node
     has not come for them within `best_node_wait` (a task held for a busy node stays held)."""
-    patience = settings["best_node_wait"]
+    patience = settings.best_node_wait
     return [
         task for task, best in placed
         if task.requires <= capabilities and (best == node_id or (best is not None and task.waited >= patience))
     ]
 
 
-def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: dict, load_ranking) -> list[int]:
+def tasks_for(node_id: int, capabilities: frozenset[str], t: float, settings: CommanderSettings, load_ranking) -> list[int]:
     """The ids of the tasks the plan gives this node now, in serving order; `load_ranking(node_id)`
     gives an idle ranking (see `idle_ranking`) made with this node's row."""
     runnable = [list(key) for key in runnable_classes(t) if capabilities.issuperset(key)]
@@ -174,7 +175,7 @@ class Handout(NamedTuple):
     replan_in: float | None          # seconds until the plan changes by itself (None: not by time)
 
 
-def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]], load_ranking) -> Handout:
+def who_should_claim(t: float, settings: CommanderSettings, waiting: dict[int, frozenset[str]], load_ranking) -> Handout:
     """One plan for the nodes long-polling in this worker (id → capabilities): the work it
     gives them, the tasks it places on other nodes (they may be waiting in another worker),
     and when the first of those will have waited `best_node_wait` for its node, after which
@@ -188,7 +189,7 @@ def who_should_claim(t: float, settings: dict, waiting: dict[int, frozenset[str]
         if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:
             here[node_id] = ids
     elsewhere: dict[int, list[int]] = {}
-    patience, replan_in = settings["best_node_wait"], None
+    patience, replan_in = settings.best_node_wait, None
     for task, best in placed:
         if best is not None and best not in waiting:
             elsewhere.setdefault(best, []).append(task.id)

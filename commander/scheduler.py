@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from commander import reputation
+from commander.settings import CommanderSettings
 
 UCB_CAP = 2.0  # keeps a barely-tried node's exploration bonus from drowning every other term
 
@@ -58,25 +59,25 @@ class TaskView:
     tried_nodes: frozenset[int]
 
 
-def freshness(heartbeat_age: float, settings: dict) -> float:
+def freshness(heartbeat_age: float, settings: CommanderSettings) -> float:
     """1 while the node's last heartbeat is on time (within 1.5 intervals), then falling to 0 at
     `lost_after`. Flat while on time: otherwise equal nodes would be ordered by the instant of
     their last heartbeat, and two workers ranking a moment apart would each place a task on a
     node long-polling in the other, so neither hands it out."""
-    on_time = 1.5 * settings["heartbeat_interval"]
+    on_time = 1.5 * settings.heartbeat_interval
     late = heartbeat_age - on_time
-    return 1.0 if late <= 0 else max(0.0, 1.0 - late / max(settings["lost_after"] - on_time, 1e-9))
+    return 1.0 if late <= 0 else max(0.0, 1.0 - late / max(settings.lost_after - on_time, 1e-9))
 
 
-def steady_score(node: Candidate, total: float, settings: dict) -> float:
+def steady_score(node: Candidate, total: float, settings: CommanderSettings) -> float:
     """The part of a node's score that depends neither on the task nor on its free slots."""
-    ucb = reputation.ucb(node.mean, node.count, total, settings["ucb_c"])
-    return min(ucb, UCB_CAP) + settings["score_freshness"] * freshness(node.heartbeat_age, settings)
+    ucb = reputation.ucb(node.mean, node.count, total, settings.ucb_c)
+    return min(ucb, UCB_CAP) + settings.score_freshness * freshness(node.heartbeat_age, settings)
 
 
-def base_score(steady: float, free: int, slots: int, settings: dict) -> float:
+def base_score(steady: float, free: int, slots: int, settings: CommanderSettings) -> float:
     """Everything in a node's score that does not depend on the task."""
-    return steady + settings["score_slots"] * free / slots
+    return steady + settings.score_slots * free / slots
 
 
 class Ranking:
@@ -84,7 +85,7 @@ class Ranking:
     that order only as far as a better node could still come (usually a few steps). Free slots
     are counted here (the candidates are not changed) and used up as tasks are placed."""
 
-    def __init__(self, nodes: list[Candidate], settings: dict):
+    def __init__(self, nodes: list[Candidate], settings: CommanderSettings):
         total = sum(n.count for n in nodes)
         self.settings = settings
         self.by_id = {n.node_id: n for n in nodes}
@@ -124,7 +125,7 @@ class Ranking:
         if task is not None:
             tried = node.node_id in task.tried_nodes
             if task.prefer:
-                score += self.settings["score_prefer"] * len(task.prefer & node.capabilities) / len(task.prefer)
+                score += self.settings.score_prefer * len(task.prefer & node.capabilities) / len(task.prefer)
         return (not tried, node.probe or node.count <= 0, round(score, 3), node.priority, -node.node_id)
 
     def ranked(self, task: TaskView) -> list[Candidate]:
@@ -142,16 +143,16 @@ class Ranking:
         slot there soon beats a slow or flaky node now; a few noisy outcomes prove nothing)."""
         best = self._scan(task, skip_tried=True)
         if best is None and task.tried_nodes:
-            if task.waited < self.settings["best_node_wait"] and any(
+            if task.waited < self.settings.best_node_wait and any(
                     n.node_id not in task.tried_nodes and task.requires <= n.capabilities for n in self.nodes):
                 return None
             best = self._scan(task, skip_tried=False)
-        evidence = self.settings["better_node_evidence"]
+        evidence = self.settings.better_node_evidence
         if best is not None and best.count >= evidence and not best.probe \
-                and task.waited < self.settings["better_node_wait"]:
+                and task.waited < self.settings.better_node_wait:
             top = next((n for n in self.by_mean if task.requires <= n.capabilities
                         and n.node_id not in task.tried_nodes), None)
-            if top is not None and top.count >= evidence and top.mean - best.mean > self.settings["better_node_margin"]:
+            if top is not None and top.count >= evidence and top.mean - best.mean > self.settings.better_node_margin:
                 return None
         return best
 
@@ -159,7 +160,7 @@ class Ranking:
         """Walk the nodes in their task-free order and stop as soon as no later node can win:
         it is in a lower group (tried before untried) or even the full `prefer` bonus would not
         lift its score to the best one's. A plain task stops at the first able node."""
-        bonus = self.settings["score_prefer"] if task.prefer else 0.0
+        bonus = self.settings.score_prefer if task.prefer else 0.0
         best, best_key = None, None
         for node in self.nodes:
             if self.free[node.node_id] <= 0 or not task.requires <= node.capabilities:

@@ -16,10 +16,11 @@ from gunicorn.app.base import BaseApplication
 from commander import discovery
 from commander.app import build_commander, create_app
 from commander.leases import grace_after_restart
+from commander.settings import CommanderSettings
 
 
 class CommanderServer(BaseApplication):
-    def __init__(self, settings: dict):
+    def __init__(self, settings: CommanderSettings):
         self.settings = settings
         self.advertiser = None
         super().__init__()
@@ -27,14 +28,14 @@ class CommanderServer(BaseApplication):
     def load_config(self):
         settings = self.settings
         options = {
-            "bind": settings["bind"],
-            "workers": settings["workers"],
+            "bind": settings.bind,
+            "workers": settings.workers,
             "worker_class": "gevent",
             "worker_connections": 4000,
             "keepalive": 75,            # nodes reuse their connection between requests
             "timeout": 60,
             "graceful_timeout": 5,       # idle keep-alive connections would hold a stop this long
-            "loglevel": settings["log_level"],
+            "loglevel": settings.log_level,
             "errorlog": "-",
             "proc_name": "m3shd-commander",
             "on_starting": self.on_starting,
@@ -53,7 +54,7 @@ class CommanderServer(BaseApplication):
         self.advertiser = discovery.start(self.settings)
 
     def load(self):
-        logging.basicConfig(level=self.settings["log_level"].upper(),
+        logging.basicConfig(level=self.settings.log_level.upper(),
                             format="%(asctime)s commander %(levelname)s %(message)s")
         app = create_app(self.settings)
         settle_garbage_collector()
@@ -71,5 +72,5 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def serve(settings: dict) -> None:
+def serve(settings: CommanderSettings) -> None:
     CommanderServer(settings).run()

@@ -34,7 +34,7 @@ def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submi
     return dict(
         prompt=spec.prompt, requires=sorted(set(spec.requires)), prefer=sorted(set(spec.prefer)),
         priority=spec.priority, model=spec.model, submitted_by=token_id, submitter=submitter,
-        max_attempts=spec.max_attempts or cmdr.settings["max_attempts"],
+        max_attempts=spec.max_attempts or cmdr.settings.max_attempts,
     )
 
 
@@ -46,7 +46,7 @@ def submit(cmdr: Commander, spec: TaskSpec, *, submitter: str, token_id: int | N
     fields = dict(
         new_task_fields(cmdr, spec, token_id, submitter),
         idempotency_key=idempotency_key, retry_on_lost=retry_on_lost,
-        backoff=backoff if backoff is not None else cmdr.settings["retry_backoff"],
+        backoff=backoff if backoff is not None else cmdr.settings.retry_backoff,
         approval_required=approval_required,
         state=AWAITING_APPROVAL if approval_required else QUEUED,
     )
@@ -87,7 +87,7 @@ def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str
 
 def expire_approvals(cmdr: Commander) -> int:
     """With `approval_timeout` set, approvals nobody answered in time are rejected."""
-    timeout = cmdr.settings["approval_timeout"]
+    timeout = cmdr.settings.approval_timeout
     if not timeout:
         return 0
     stale = [t.id for t in Task.select(Task.id).where(
@@ -106,7 +106,7 @@ def get(task_id: int) -> Task:
 
 def wait_final(cmdr: Commander, task_id: int, timeout: float) -> Task:
     """The task once it is final, or as it stands when `timeout` runs out."""
-    deadline = now() + min(timeout, cmdr.settings["max_wait"])
+    deadline = now() + min(timeout, cmdr.settings.max_wait)
     while True:
         generation = cmdr.notifier.generation
         task = get(task_id)

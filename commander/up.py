@@ -16,6 +16,7 @@ from commander import accounts, tokens
 from commander.app import build_commander
 from commander.models import Token, User
 from commander.secrets import token_hash
+from commander.settings import CommanderSettings
 from m3shd import config
 from m3shd.cli import say
 from m3shd.client import ApiClient, CommanderUnreachable
@@ -30,7 +31,7 @@ def cli_actor() -> str:
 
 def local_commander(config_file):
     """This machine's Commander database, opened directly (migrated, keys loaded)."""
-    return build_commander(config.load("commander", config_file))
+    return build_commander(config.load(CommanderSettings, config_file))
 
 
 def create_token(cmdr, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
@@ -88,14 +89,14 @@ def _stop(process: subprocess.Popen, grace: float) -> None:
 
 
 def up(args) -> int:
-    settings = config.load("commander", args.config, bind=args.bind)
-    host, _, port = settings["bind"].rpartition(":")
+    settings = config.load(CommanderSettings, args.config, bind=args.bind)
+    host, _, port = settings.bind.rpartition(":")
     url = f"http://{host}:{port}"
     if not _port_free(host, int(port)):
-        say(f"m3shd up: {settings['bind']} is already in use (another m3shd up?). "
+        say(f"m3shd up: {settings.bind} is already in use (another m3shd up?). "
             f"Stop it, or pick another address with --bind HOST:PORT.")
         return 2
-    data = Path(settings["data_dir"])
+    data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     say(f"preparing the Commander's database in {data} …")
     local = local_commander(args.config)
@@ -105,10 +106,10 @@ def up(args) -> int:
     getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
 
     client_file = config.config_dir() / "client.toml"
-    if not client_file.exists() or config.load("client", client_file)["url"] == url:
+    if not client_file.exists() or config.load(config.ClientSettings, client_file).url == url:
         config.write_section(client_file, "client", {"url": url, "token": admin})
 
-    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings["bind"], M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
+    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings.bind, M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
     if args.slots:
         env["M3SHD_N0D3_SLOTS"] = str(args.slots)
     extra = ["--config", args.config] if args.config else []

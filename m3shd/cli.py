@@ -54,10 +54,10 @@ def api(args):
     # Imported here: `commander serve` must not load requests (and ssl) before gevent patches.
     from m3shd.client import ApiClient
 
-    settings = config.load("client", args.config, url=args.url, token=args.token)
-    if not settings["token"]:
+    settings = config.load(config.ClientSettings, args.config, url=args.url, token=args.token)
+    if not settings.token:
         raise CliError("no API token: pass --token, set M3SHD_CLIENT_TOKEN, or run `m3shd up` (it saves one)")
-    return ApiClient(settings["url"], settings["token"])
+    return ApiClient(settings.url, settings.token)
 
 
 def emit(args, document, human) -> None:
@@ -137,15 +137,15 @@ def cmd_mcp_install(args) -> int:
 
     if not (args.claude_code or args.claude_desktop):
         raise CliError("say where: --claude-code, --claude-desktop, or both")
-    settings = config.load("client", args.config, url=args.url, token=args.token)
-    if not settings["token"]:
+    settings = config.load(config.ClientSettings, args.config, url=args.url, token=args.token)
+    if not settings.token:
         raise CliError("no API token to give the MCP server: pass --token, set M3SHD_CLIENT_TOKEN, or run "
                        "`m3shd up` (it saves one); `m3shd token create claude --role mobile` makes one for it")
     targets = [(claude_code_config(), True, "Claude Code")] if args.claude_code else []
     targets += [(claude_desktop_config(), False, "Claude Desktop")] if args.claude_desktop else []
     for path, stdio_type, app in targets:
         try:
-            outcome, backup = install(path, args.name, server_entry(settings["url"], settings["token"], stdio_type))
+            outcome, backup = install(path, args.name, server_entry(settings.url, settings.token, stdio_type))
         except InstallError as exc:
             raise CliError(str(exc)) from None
         kept = f"; the previous file is {backup}" if backup else ""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from m3shd import __version__, loops, provenance, wire
 from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
 from n0d3.runners import TaskSpec, detect
+from n0d3.settings import N0d3Settings
 from n0d3.state import State
 
 log = logging.getLogger("m3shd.n0d3")
@@ -42,11 +43,11 @@ def base_capabilities() -> list[str]:
 
 
 class Agent:
-    def __init__(self, settings: dict):
+    def __init__(self, settings: N0d3Settings):
         self.settings = settings
-        self.state = State(settings["state_dir"])
+        self.state = State(settings.state_dir)
         self.result_key = self.state.result_key()
-        self.slots = settings["slots"]
+        self.slots = settings.slots
         self.client: NodeClient | None = None
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
@@ -63,8 +64,8 @@ class Agent:
 
     def detect_runner(self) -> None:
         s = self.settings
-        found = detect(prefer=s["runner"], claude_path=s["claude_path"] or None,
-                       base_url=s["anthropic_base_url"] or None, default_model=s["model"] or None)
+        found = detect(prefer=s.runner, claude_path=s.claude_path or None,
+                       base_url=s.anthropic_base_url or None, default_model=s.model or None, grace_s=s.cancel_grace)
         previous = self.detection
         self.detection = found
         if previous is None or (previous.runner is None) != (found.runner is None):
@@ -74,11 +75,11 @@ class Agent:
                 log.info("runner: %s", found.runner.name)
 
     def capabilities(self) -> list[str]:
-        return sorted(set(base_capabilities() + self.detection.capabilities + self.settings["capabilities"]))
+        return sorted({*base_capabilities(), *self.detection.capabilities, *self.settings.capabilities})
 
     def registration(self) -> dict:
-        return dict(machine_id=self.state.machine_id(self.settings["name"]), name=self.settings["name"],
-                    capabilities=self.capabilities(), slots=self.slots, priority=self.settings["priority"],
+        return dict(machine_id=self.state.machine_id(self.settings.name), name=self.settings.name,
+                    capabilities=self.capabilities(), slots=self.slots, priority=self.settings.priority,
                     version=__version__,
                     runner=self.detection.runner.name if self.detection.runner else None,
                     problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key))
@@ -88,13 +89,13 @@ class Agent:
         explicit `join` never falls back: its token must work), or, with neither, ask to join and
         wait for an operator's approval. Without a URL, find the Commander on the LAN first."""
         s = self.settings
-        url = s["url"] or self.discover()
+        url = s.url or self.discover()
         identity = self.state.identity()
-        if s["join_token"]:
+        if s.join_token:
             backoff = loops.Backoff("registering", log)
             while not self.stopping.is_set():
                 try:
-                    identity = self.adopt(url, ApiClient(url, s["join_token"]).register(**self.registration()))
+                    identity = self.adopt(url, ApiClient(url, s.join_token).register(**self.registration()))
                     backoff.ok()
                     break
                 except CommanderUnreachable as exc:
@@ -110,12 +111,12 @@ class Agent:
                 raise FatalConfig("stopped while waiting for approval")
         if not identity:
             raise FatalConfig("no join token and no saved identity: run `m3shd n0d3 join URL TOKEN` first")
-        if not s["url"]:
+        if not s.url:
             identity = dict(identity, url=url)  # found on the LAN: it may have moved since
         self.identity = identity
         self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
                                  sign_document=functools.partial(provenance.sign, self.result_key))
-        log.info("N0D3 %s is node %s at %s (%d slots)", s["name"], identity["node_id"], identity["url"], self.slots)
+        log.info("N0D3 %s is node %s at %s (%d slots)", s.name, identity["node_id"], identity["url"], self.slots)
 
     def adopt(self, url: str, reply: dict) -> dict:
         """Keep the secrets a registration returned: this machine's identity from now on."""
@@ -130,9 +131,9 @@ class Agent:
         except ImportError:
             raise FatalConfig("no Commander URL: set [n0d3] url (M3SHD_N0D3_URL), or install m3shd[n0d3] "
                               "to find the Commander on the LAN") from None
-        log.info("no Commander URL set: looking for one on the LAN (mDNS %s)", self.settings["mdns_type"])
+        log.info("no Commander URL set: looking for one on the LAN (mDNS %s)", self.settings.mdns_type)
         while not self.stopping.is_set():
-            url = find_commander(self.settings["mdns_type"], timeout=5.0)
+            url = find_commander(self.settings.mdns_type, timeout=5.0)
             if url:
                 log.info("found the Commander at %s", url)
                 return url
@@ -214,7 +215,7 @@ class Agent:
             return
         started = time.monotonic()
         try:
-            leases = self.client.claim(free, self.settings["claim_wait"])
+            leases = self.client.claim(free, self.settings.claim_wait)
             backoff.ok()
             if not leases and time.monotonic() - started < 1.0:
                 # The Commander only answers a long-poll early and empty when this node may
@@ -304,7 +305,7 @@ class Agent:
 
     def execute(self, item: Running) -> None:
         lease = item.lease
-        spec = TaskSpec.from_lease(dict(lease, timeout_s=self.settings["task_timeout"]))
+        spec = TaskSpec.from_lease(dict(lease, timeout_s=self.settings.task_timeout))
         started = time.time()
         try:
             result = self.detection.runner.run(spec, item.cancel)
@@ -359,7 +360,7 @@ class Agent:
 
     def drain(self) -> None:
         """After SIGTERM: let running tasks finish (bounded), deliver their results, deregister."""
-        deadline = time.time() + self.settings["drain_timeout"]
+        deadline = time.time() + self.settings.drain_timeout
         with self.lock:
             while self.running and time.time() < deadline:
                 self.slot_freed.wait(1.0)
@@ -384,7 +385,7 @@ class Agent:
         self.done.set()
 
 
-def run(settings: dict) -> int:
+def run(settings: N0d3Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s n0d3 %(levelname)s %(message)s")
     os.umask(0o077)
     return Agent(settings).run()

@@ -10,8 +10,9 @@ from m3shd.components import CommandLine, Commands
 
 def cmd_n0d3_run(args) -> int:
     from n0d3 import agent
+    from n0d3.settings import N0d3Settings
 
-    settings = config.load("n0d3", args.config, url=args.url, join_token=args.join_token, slots=args.slots,
+    settings = config.load(N0d3Settings, args.config, url=args.url, join_token=args.join_token, slots=args.slots,
                            name=args.name)
     return agent.run(settings)
 
@@ -19,6 +20,7 @@ def cmd_n0d3_run(args) -> int:
 def cmd_n0d3_join(args) -> int:
     """Save the Commander URL and join token, and register once to prove they work."""
     from n0d3.agent import Agent, FatalConfig
+    from n0d3.settings import N0d3Settings
 
     values = {"url": args.url, "join_token": args.token}
     if args.name:
@@ -27,7 +29,7 @@ def cmd_n0d3_join(args) -> int:
         values["slots"] = args.slots
     if args.capabilities:
         values["capabilities"] = [c.strip() for c in args.capabilities.split(",") if c.strip()]
-    settings = config.load("n0d3", None, **values)
+    settings = config.load(N0d3Settings, None, **values)
     agent = Agent(settings)
     agent.detect_runner()
     try:
@@ -59,4 +61,4 @@ def register(line: CommandLine) -> None:
 
 # PyNaCl signs every result (n0d3/state.py); the Anthropic SDK and zeroconf, which the extra also
 # installs, are optional: a N0D3 without them says so (no SDK runner, no mDNS) and runs on.
-COMMANDS = Commands(register, needs=("nacl",), extra="n0d3")
+COMMANDS = Commands(register, needs=("nacl",), extra="n0d3", settings="n0d3.settings:N0d3Settings")

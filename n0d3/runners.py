@@ -377,8 +377,9 @@ class Detection:
 
 
 def detect(prefer: str = "auto", claude_path: str | None = None, api_key: str | None = None,
-           base_url: str | None = None, default_model: str | None = None) -> Detection:
-    """Pick how this machine runs tasks: the Claude Code CLI first, else the API with a key."""
+           base_url: str | None = None, default_model: str | None = None, grace_s: float = 5.0) -> Detection:
+    """Pick how this machine runs tasks: the Claude Code CLI first, else the API with a key.
+    `grace_s`: a stopped CLI task's process group gets this long between SIGTERM and SIGKILL."""
     if prefer not in ("auto", "claude-cli", "anthropic-sdk"):
         return Detection(None, [],
                          f"unknown runner {prefer!r}: use auto, claude-cli or anthropic-sdk")
@@ -389,7 +390,7 @@ def detect(prefer: str = "auto", claude_path: str | None = None, api_key: str | 
     has_sdk = importlib.util.find_spec("anthropic") is not None
 
     if prefer != "anthropic-sdk" and claude:
-        runner = ClaudeCliRunner(claude, default_model=default_model)
+        runner = ClaudeCliRunner(claude, default_model=default_model, grace_s=grace_s)
         return Detection(runner, [f"runner={runner.name}"], None)
     if prefer != "claude-cli" and key and has_sdk:
         runner = AnthropicSdkRunner(key, base_url=base_url,

@@ -25,12 +25,13 @@ def app(tmp_path, monkeypatch):
     """The Commander as create_app builds it, on a fresh SQLite file in tmp_path. No background
     threads: a claim answers at once instead of long-polling, and nothing is reaped by itself."""
     from commander import create_app
+    from commander.settings import CommanderSettings
     from m3shd import config
 
     for name in [name for name in os.environ if name.startswith("M3SHD_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))  # no /etc/m3shd, no ~/.config
-    settings = config.load("commander", data_dir=str(tmp_path / "data" / "commander"))
+    settings = config.load(CommanderSettings, data_dir=str(tmp_path / "data" / "commander"))
     application = create_app(settings, background=False)
     yield application
     database = application.extensions["m3shd"].db

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import requests
 
+from commander.settings import CommanderSettings
 from m3shd.client import ApiClient, CommanderUnreachable, NodeClient
-from m3shd.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
@@ -118,7 +118,7 @@ class Commander:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = base_env(home) | timings | {"M3SHD_COMMANDER_BIND": f"127.0.0.1:{self.port}"} | (extra_env or {})
-        self.workers = int(self.env.get("M3SHD_COMMANDER_WORKERS", DEFAULTS["commander"]["workers"]))
+        self.workers = int(self.env.get("M3SHD_COMMANDER_WORKERS", CommanderSettings().workers))
         self.process: Process | None = None
         self.start()
         try:

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,10 @@ import pytest
 from bridge import attachments, chatdb, typedstream
 from bridge.cursor import State
 from bridge.reader import Echoes, Reader, normalize_address
+from bridge.settings import BridgeSettings
 from chatdb_fixtures import (ERAS, FILE_TRANSFER, HEADER, HEIC, JPEG, LINK, PART, PDF, ChatDb, apple_ns,
                              attributed_body)
 from harness import base_env
-from m3shd.config import DEFAULTS
 
 ME = "+15551234567"
 STRANGER = "+15559876543"
@@ -259,11 +260,11 @@ def test_blobs_without_an_attributed_string_give_none(blob):
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def settings_for(path: Path, **overrides) -> dict:
-    return dict(DEFAULTS["bridge"], chat_db=str(path), allowed_senders=["(555) 123-4567"], recheck_delay=0.0) | overrides
+def settings_for(path: Path, **overrides) -> BridgeSettings:
+    return BridgeSettings(**dict(chat_db=str(path), allowed_senders=("(555) 123-4567",), recheck_delay=0.0) | overrides)
 
 
-def read_all(settings: dict, state: State | None = None, diagnose: bool = False) -> list:
+def read_all(settings: BridgeSettings, state: State | None = None, diagnose: bool = False) -> list:
     state = state or State(None)
     if state.rowid is None:
         state.rowid = 0
@@ -315,7 +316,7 @@ def test_a_layout_without_the_optional_columns_still_reads(tmp_path):
         db.execute("INSERT INTO message VALUES (1, 'G1', 'nodes', 1, ?, 0, 'iMessage')", (apple_ns(),))
         db.execute("INSERT INTO message VALUES (2, 'G2', 'hi all', 1, ?, 0, 'iMessage')", (apple_ns(),))
         db.executemany("INSERT INTO chat_message_join VALUES (?, ?)", [(1, 1), (2, 2)])
-    found = read_all(settings_for(path, allowed_groups=["iMessage;+;chat42"]))
+    found = read_all(settings_for(path, allowed_groups=("iMessage;+;chat42",)))
     assert [(m.text, m.is_group, m.skipped) for m in found] == [("nodes", False, None), ("hi all", True, None)]
 
 
@@ -363,7 +364,7 @@ def test_every_skip_has_its_reason(era_db):
         "other group": era_db.message(other_group, ME, "@mesh status"),
         "fine": era_db.message(chat, ME, "help"),
     }
-    settings = settings_for(era_db.path, allowed_groups=[group_guid], mention="@mesh")
+    settings = settings_for(era_db.path, allowed_groups=(group_guid,), mention="@mesh")
     skipped = {m.rowid: m.skipped for m in read_all(settings)}
     by_name = {name: skipped[rowid] for name, rowid in rows.items()}
     assert by_name == {
@@ -381,7 +382,7 @@ def test_every_skip_has_its_reason(era_db):
     diagnosed = read_all(settings, diagnose=True)                       # `bridge scan` does, with the same verdicts
     assert {m.rowid: m.skipped for m in diagnosed} == skipped
     assert {m.rowid: m.text for m in diagnosed}[rows["stranger"]] == "cancel 1"
-    assert read_all(dict(settings, sms_allowed=True))[5].skipped is None
+    assert read_all(replace(settings, sms_allowed=True))[5].skipped is None
 
 
 def test_unsent_messages_are_skipped_where_macos_records_them(tmp_path):

@@ -10,14 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from bridge import commands, daemon, osascript, staging
+from bridge.settings import BridgeSettings
 from chatdb_fixtures import ChatDb
 from harness import FAKES, base_env, wait_until
 from m3shd.client import ApiClient
-from m3shd.config import DEFAULTS
 
 GROUP = "any;+;chat123456789"
 DIRECT = "any;-;+15551234567"
@@ -173,7 +174,7 @@ def test_describe_a_task_as_a_text():
 
 def test_the_start_up_probe_lists_each_problem_once(tmp_path, fake_osascript, monkeypatch):
     monkeypatch.setenv("FAKE_OSASCRIPT_ACCOUNTS", "0")
-    settings = dict(DEFAULTS["bridge"], chat_db=str(tmp_path / "Messages" / "chat.db"))
+    settings = BridgeSettings(chat_db=str(tmp_path / "Messages" / "chat.db"))
     unreachable = ApiClient("http://127.0.0.1:9", "m3a_x", timeout=1)
     problems = daemon.startup_problems(settings, unreachable)
     assert problems == [
@@ -186,13 +187,13 @@ def test_the_start_up_probe_lists_each_problem_once(tmp_path, fake_osascript, mo
     assert "count (every account whose service type = iMessage and enabled is true)" in fake_osascript()[0]["script"]
     ChatDb(tmp_path / "Messages" / "chat.db")
     monkeypatch.setenv("FAKE_OSASCRIPT_ACCOUNTS", "1")
-    assert daemon.startup_problems(dict(settings, allowed_senders=["+15551234567"]), unreachable) == []
+    assert daemon.startup_problems(replace(settings, allowed_senders=("+15551234567",)), unreachable) == []
 
 
 def test_the_start_up_probe_catches_missing_automation_permission(tmp_path, fake_osascript, monkeypatch):
     monkeypatch.setenv("FAKE_OSASCRIPT_ERRORS", "-1743")
     ChatDb(tmp_path / "chat.db")
-    settings = dict(DEFAULTS["bridge"], chat_db=str(tmp_path / "chat.db"), allowed_senders=["+15551234567"])
+    settings = BridgeSettings(chat_db=str(tmp_path / "chat.db"), allowed_senders=("+15551234567",))
     (problem,) = daemon.startup_problems(settings, ApiClient("http://127.0.0.1:9", "m3a_x", timeout=1))
     assert problem == f"cannot ask Messages for its accounts: {osascript.automation_advice()}"
 

@@ -12,9 +12,9 @@ import pytest
 from commander import breakers, reputation, scheduler
 from commander.breakers import Breaker
 from commander.scheduler import Candidate, Ranking, TaskView
-from m3shd import config
+from commander.settings import CommanderSettings
 
-SETTINGS = config.DEFAULTS["commander"]
+SETTINGS = CommanderSettings()
 
 
 def node(node_id, mean=0.0, count=0.0, free=1, slots=1, caps=(), age=0.0, priority=0) -> Candidate:
@@ -85,7 +85,7 @@ def test_capabilities_must_match_and_prefer_earns_a_bonus():
 
 def test_a_task_waits_a_while_for_a_clearly_better_busy_node():
     nodes = [node(1, mean=0.95, count=10, free=0), node(2, mean=0.6, count=10)]
-    margin_wait = SETTINGS["better_node_wait"]
+    margin_wait = SETTINGS.better_node_wait
     assert Ranking(nodes, SETTINGS).best(task(waited=0.0)) is None
     assert Ranking(nodes, SETTINGS).best(task(waited=margin_wait)).node_id == 2  # waited long enough
     close = [node(1, mean=0.95, count=10, free=0), node(2, mean=0.9, count=10)]
@@ -101,9 +101,9 @@ def test_priority_breaks_ties_and_free_slots_are_used_up():
 
 def test_a_late_heartbeat_and_full_slots_lower_the_score_an_on_time_one_does_not():
     fresh = Ranking([node(1, mean=0.5, count=5, age=0.0)], SETTINGS).base[1]
-    on_time = Ranking([node(1, mean=0.5, count=5, age=SETTINGS["heartbeat_interval"])], SETTINGS).base[1]
-    late = Ranking([node(1, mean=0.5, count=5, age=3 * SETTINGS["heartbeat_interval"])], SETTINGS).base[1]
-    stale = Ranking([node(1, mean=0.5, count=5, age=SETTINGS["lost_after"])], SETTINGS).base[1]
+    on_time = Ranking([node(1, mean=0.5, count=5, age=SETTINGS.heartbeat_interval)], SETTINGS).base[1]
+    late = Ranking([node(1, mean=0.5, count=5, age=3 * SETTINGS.heartbeat_interval)], SETTINGS).base[1]
+    stale = Ranking([node(1, mean=0.5, count=5, age=SETTINGS.lost_after)], SETTINGS).base[1]
     busy = Ranking([node(1, mean=0.5, count=5, free=1, slots=4)], SETTINGS).base[1]
     assert on_time == fresh and stale < late < fresh and busy < fresh
 

@@ -7,12 +7,15 @@ Commander wired as app.build_commander wires it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from commander import leases, nodes, pipelines, tasks
 from commander.app import FEATURES, build_commander
 from commander.exceptions import Conflict
 from commander.models import Event, Node, Outcome, Task, now
+from commander.settings import CommanderSettings
 from m3shd import config
 
 FINAL_EVENTS = ("task.succeeded", "task.failed", "task.cancelled", "task.skipped", "task.rejected")
@@ -32,7 +35,7 @@ class Heard:
 def cmdr(tmp_path, monkeypatch):
     monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
-    commander = build_commander(config.load("commander"))
+    commander = build_commander(config.load(CommanderSettings))
     with commander.db.connection_context():
         yield commander
     commander.db.close_all()
@@ -82,7 +85,7 @@ def final_events(task: Task) -> list[str]:
 
 
 def test_each_commander_wires_its_own_receivers(cmdr, tmp_path):
-    other = build_commander(dict(cmdr.settings, data_dir=str(tmp_path / "other"),
+    other = build_commander(replace(cmdr.settings, data_dir=str(tmp_path / "other"),
                                  database_url=f"sqlite:///{tmp_path / 'other.db'}"))
     assert other.signals is not cmdr.signals
     # Wired by each feature's init, in FEATURES order: the final state's event first.
@@ -179,7 +182,7 @@ def test_rejections_finish_once_whoever_makes_them(cmdr, heard):
     tasks.decide(cmdr, approved.id, True, "user:ops")
     with pytest.raises(Conflict):
         tasks.decide(cmdr, rejected.id, False, "user:ops")
-    cmdr.settings["approval_timeout"] = 60.0
+    cmdr.settings = replace(cmdr.settings, approval_timeout=60.0)
     Task.update(updated_at=now() - 120).where(Task.id == forgotten.id).execute()
     assert tasks.expire_approvals(cmdr) == 1
     assert tasks.expire_approvals(cmdr) == 0

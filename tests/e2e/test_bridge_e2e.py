@@ -11,10 +11,10 @@ import pytest
 
 from bridge import daemon, osascript
 from bridge.cursor import State
+from bridge.settings import BridgeSettings
 from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
 from harness import FAKES, Process, base_env, wait_until
 from m3shd.client import ApiClient
-from m3shd.config import DEFAULTS
 
 ME = "+15551234567"
 FRIEND = "friend@example.com"
@@ -234,8 +234,8 @@ def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3
 
 def in_process(commander, chat_db) -> daemon.Bridge:
     """The bridge's parts in this process (no threads), reading from the first row, against the live Commander."""
-    settings = dict(DEFAULTS["bridge"], chat_db=str(chat_db.path), state_dir=str(commander.home / "bridge-state"),
-                    allowed_senders=[ME], recheck_delay=0.0)
+    settings = BridgeSettings(chat_db=str(chat_db.path), state_dir=str(commander.home / "bridge-state"),
+                              allowed_senders=(ME,), recheck_delay=0.0)
     state = State(None)
     state.rowid = 0
     return daemon.Bridge(settings, ApiClient(commander.url, commander.token("imessage", role="mobile")), state)

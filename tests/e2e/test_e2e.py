@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -176,12 +177,14 @@ def test_restarted_n0d3_gets_its_own_node_back(commander, spawn_n0d3):
 
 def test_join_saves_settings_and_run_uses_them(commander, tmp_path):
     env = dict(commander.env, M3SHD_N0D3_STATE_DIR=str(tmp_path / "joined"))
-    done = m3shd("n0d3", "join", commander.url, commander.join_token, "--name", "joiner", "--slots", "3", env=env)
+    name = 'joiner "one" \\ kitchen\nshelf'  # a quote, a backslash and a newline: TOML escapes each
+    done = m3shd("n0d3", "join", commander.url, commander.join_token, "--name", name, "--slots", "3", env=env)
     assert "joined as node" in done.stderr
     saved = Path(env["M3SHD_CONFIG_DIR"]) / "n0d3.toml"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
-    assert commander.join_token in saved.read_text()
-    node = next(n for n in commander.api.list_nodes() if n["name"] == "joiner")
+    assert tomllib.loads(saved.read_text())["n0d3"] == {"url": commander.url, "join_token": commander.join_token,
+                                                        "name": name, "slots": 3}
+    node = next(n for n in commander.api.list_nodes() if n["name"] == name)
     assert node["slots"] == 3
     refused = m3shd("n0d3", "join", commander.url, "m3j_not-a-token", env=env, check=False)
     assert refused.returncode == 2 and "refused to register" in refused.stderr

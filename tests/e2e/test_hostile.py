@@ -23,14 +23,14 @@ import pytest
 import requests
 
 import harness
+from commander.settings import CommanderSettings
 from m3shd import wire
-from m3shd.config import DEFAULTS
 from m3shd.client import ApiClient, NodeClient
 
 PARKED = ["parked"]
 MAX_ID = 2**63 - 1  # SQLite's signed 64-bit INTEGER
 HUGE = 99999999999999999999  # past it
-MAX_BODY = DEFAULTS["commander"]["max_body_bytes"]
+MAX_BODY = CommanderSettings().max_body_bytes
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------

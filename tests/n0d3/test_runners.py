@@ -13,6 +13,7 @@ import pytest
 
 from fakes.anthropic_api import serve
 from harness import FAKES, ROOT
+from n0d3.agent import Agent
 from n0d3.runners import (
     NO_RUNNER,
     AnthropicSdkRunner,
@@ -21,6 +22,7 @@ from n0d3.runners import (
     detect,
     stop_process_group,
 )
+from n0d3.settings import N0d3Settings
 
 FAKE_CLAUDE = FAKES / "claude"
 
@@ -378,6 +380,12 @@ def test_detect_explicit_claude_path(no_runner_env):
     found = detect(claude_path=str(FAKE_CLAUDE))
     assert isinstance(found.runner, ClaudeCliRunner)
     assert found.capabilities == ["runner=claude-cli"]
+
+
+def test_the_n0d3s_cancel_grace_is_the_cli_runners_wait_between_term_and_kill(no_runner_env, tmp_path):
+    agent = Agent(N0d3Settings(state_dir=str(tmp_path / "n0d3"), claude_path=str(FAKE_CLAUDE), cancel_grace=0.4))
+    agent.detect_runner()
+    assert agent.detection.runner.grace_s == 0.4
 
 
 def test_detect_api_key_only_uses_the_sdk(no_runner_env, monkeypatch):

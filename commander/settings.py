@@ -1,0 +1,65 @@
+"""The Commander's settings: `[commander]` in the config, `M3SHD_COMMANDER_<KEY>` in the environment.
+
+Imports only the standard library and m3shd: `m3shd` reads this class (for the README's table)
+without loading Flask or peewee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+from m3shd import config
+from m3shd.config import DEFAULT_PORT, MDNS_TYPE, Settings, setting
+
+
+@dataclass(frozen=True)
+class CommanderSettings(Settings):
+    """The hub: API, database, scheduling (docs/scheduling.md explains those keys)."""
+
+    section: ClassVar[str] = "commander"
+    bind: str = setting(f"127.0.0.1:{DEFAULT_PORT}", "HOST:PORT the API listens on")
+    data_dir: str = setting("", 'database, secret keys and `up`\'s tokens; `""` → `<data>/commander`')
+    database_url: str = setting("", '`""` → `sqlite:///<data_dir>/commander.db`')
+    workers: int = setting(2, "gunicorn worker processes")
+    heartbeat_interval: float = setting(5.0, "seconds between a node's heartbeats")
+    lease_ttl: float = setting(20.0, "a lease not renewed for this long expires")
+    lost_after: float = setting(20.0, "a node silent for this long is `lost`")
+    max_attempts: int = setting(3, "leases per task before it fails")
+    max_body_bytes: int = setting(8_388_608, "largest request body; every schema-valid body fits, even escaped "
+                                             "(6 bytes a character)")
+    max_wait: float = setting(60.0, "longest long-poll any request may hold (claims, task waits)")
+    session_ttl: float = setting(43200.0, "browser sessions last this long (seconds)")
+    secret_keys: str = setting("", 'comma-separated Fernet keys; `""` → `<data_dir>/secret.keys`')
+    log_level: str = setting("info", "debug, info, warning or error")
+    ucb_c: float = setting(0.5, "exploration weight in mean + c·sqrt(ln N / n)")
+    reputation_window: int = setting(20, "outcomes per node kept for reputation and breakers")
+    reputation_half_life: float = setting(3600.0, "an outcome this old (seconds) counts half")
+    score_slots: float = setting(0.3, "weight of the share of a node's slots that are free")
+    score_freshness: float = setting(0.2, "weight of how recent its heartbeat is")
+    score_prefer: float = setting(0.5, "weight of the share of a task's `prefer` it has")
+    best_node_wait: float = setting(2.0, "a task waits this long for its best node, then any may take it")
+    better_node_margin: float = setting(0.15, "wait for a busy node whose mean reward is this much higher, …")
+    better_node_wait: float = setting(5.0, "… for up to this long (seconds), …")
+    better_node_evidence: float = setting(3.0, "… once both have at least this many (decayed) outcomes")
+    aging: float = setting(60.0, "a queued task gains one priority level per this many seconds")
+    fairness_window: float = setting(600.0, "submitters served least within this window go first")
+    retry_backoff: float = setting(0.0, "default seconds before a retry (doubles each attempt)")
+    retry_backoff_max: float = setting(300.0, "longest wait before a retry (seconds)")
+    pipeline_inject_limit: int = setting(16000, "characters of a parent's output a step's prompt gets")
+    approval_timeout: float = setting(0.0, "seconds before an unanswered approval is rejected; 0: never")
+    breaker_consecutive: int = setting(3, "infrastructure failures in a row that open a node's breaker")
+    breaker_window: int = setting(10, "… or `breaker_ratio` of the last this many outcomes …")
+    breaker_ratio: float = setting(0.5, "… (the share of them that failed) …")
+    breaker_min_outcomes: int = setting(5, "… once there are at least this many")
+    breaker_cooldown: float = setting(60.0, "first open period (seconds); doubles on each failed probe")
+    breaker_cooldown_max: float = setting(1800.0, "longest open period (seconds)")
+    breaker_max_open: float = setting(0.34, "never more than this share of live nodes open at once")
+    advertise: bool = setting(True, "mDNS/DNS-SD on the LAN, when bound beyond loopback")
+    mdns_type: str = setting(MDNS_TYPE, "another type keeps two meshes on one LAN apart")
+    max_pending_nodes: int = setting(16, "tokenless joins waiting for approval, all addresses together")
+
+    def derived(self) -> CommanderSettings:
+        data = self.data_dir or str(config.data_dir() / "commander")
+        return replace(self, data_dir=data, database_url=self.database_url or f"sqlite:///{Path(data) / 'commander.db'}")

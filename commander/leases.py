@@ -215,8 +215,9 @@ def expire(cmdr: Commander) -> int:
             fence = (Task.id == task.id) & (Task.state == LEASED) & (Task.attempt == task.attempt) & (Task.lease_until < t)
             final = task.attempt >= task.max_attempts or not task.retry_on_lost
             if final:
-                why = f"attempt {task.attempt} of {task.max_attempts}" if task.retry_on_lost else "retry_on_lost is off"
-                error = f"lease expired on {why}; giving up"
+                why = f"on attempt {task.attempt} of {task.max_attempts}" if task.retry_on_lost \
+                    else "and retry_on_lost is off"
+                error = f"lease expired {why}; giving up"
                 changed = Task.update(state=FAILED, error=error, finished_at=t, updated_at=t, **CLEARED_LEASE).where(fence).execute()
             else:
                 changed = Task.update(**retry_fields(task, task.node_id, t, cmdr.settings)).where(fence).execute()

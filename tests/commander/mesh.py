@@ -25,6 +25,12 @@ def join(cmdr, name: str = "n1", slots: int = 4, **machine) -> Node:
     return Node.get_by_id(registered["node_id"])
 
 
+def join_signing(cmdr, name: str = "n1", **machine) -> tuple[Node, SigningKey]:
+    """A node that registered an Ed25519 public key, and its private key (`report`'s signer)."""
+    signer = provenance.new_private_key()
+    return join(cmdr, name, public_key=provenance.public_key_hex(signer), **machine), signer
+
+
 def submit(cmdr, prompt: str = "hello", submitter: str = "test", **options) -> Task:
     """A new task; `options` are TaskSpec fields and tasks.submit's keywords alike."""
     spec = tasks.TaskSpec(prompt=prompt, **{k: v for k, v in options.items() if k in SPEC_FIELDS})
@@ -53,14 +59,16 @@ def apply(cmdr, node: Node, sent: leases.Result) -> tuple[Task, bool]:
 def report(cmdr, node: Node, lease: dict, status: str = "succeeded", signer: SigningKey | None = None,
            **fields) -> tuple[Task, bool]:
     """Sign a result as a N0D3 does (HMAC with the node's key; Ed25519 with `signer`, the key it
-    registered the public half of) and apply it as the results route does."""
+    registered the public half of) and apply it as the results route does. `fields` are the
+    result's JSON fields (`usage` a dict)."""
     payload = dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
                    status=status, **fields)
     node = Node.get_by_id(node.id)
     document = wire.result_document(payload)
     signature = wire.sign_result(bytes.fromhex(cmdr.box.decrypt(node.signing_key).decode()), payload)
     ed25519 = provenance.sign(signer, document) if signer else None
-    sent = leases.Result(**payload, signature=signature, ed25519_signature=ed25519)
+    sent = leases.Result(**{**payload, "usage": leases.Usage(**payload.get("usage", {}))}, signature=signature,
+                         ed25519_signature=ed25519)
     return leases.apply_result(cmdr, node, sent, document, commander_provenance.keys_in_use(node))
 
 

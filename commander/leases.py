@@ -140,8 +140,10 @@ def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> 
 
 
 def retry_fields(task: Task, node_id: int | None, t: float, settings: CommanderSettings) -> dict:
-    """Back to the queue after a broken attempt: after its backoff, and avoiding that node."""
-    base = task.backoff or settings.retry_backoff
+    """Back to the queue after a broken attempt: after its backoff, and avoiding that node. The
+    backoff is the task's own (submit stored the Commander's retry_backoff when it named none),
+    so a task that asked for none is retried at once."""
+    base = task.backoff
     wait = min(settings.retry_backoff_max, base * 2 ** max(0, task.attempt - 1)) if base else 0.0
     tried = sorted(set(task.tried_nodes) | ({node_id} if node_id else set()))
     return dict(state=QUEUED, updated_at=t, not_before=t + wait if wait else None, tried_nodes=tried, **CLEARED_LEASE)
@@ -214,8 +216,9 @@ def expire(cmdr: Commander) -> int:
             fence = (Task.id == task.id) & (Task.state == LEASED) & (Task.attempt == task.attempt) & (Task.lease_until < t)
             final = task.attempt >= task.max_attempts or not task.retry_on_lost
             if final:
-                why = f"attempt {task.attempt} of {task.max_attempts}" if task.retry_on_lost else "retry_on_lost is off"
-                error = f"lease expired on {why}; giving up"
+                why = f"on attempt {task.attempt} of {task.max_attempts}" if task.retry_on_lost \
+                    else "and retry_on_lost is off"
+                error = f"lease expired {why}; giving up"
                 changed = Task.update(state=FAILED, error=error, finished_at=t, updated_at=t, **CLEARED_LEASE).where(fence).execute()
             else:
                 changed = Task.update(**retry_fields(task, task.node_id, t, cmdr.settings)).where(fence).execute()

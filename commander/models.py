@@ -7,7 +7,7 @@ import time
 
 import peewee as pw
 
-from m3shd.wire import FINAL_STATES, NodeState, PipelineState, TaskState
+from m3shd.wire import FINAL_STATES as FINAL_STATES, NodeState, PipelineState, TaskState  # the alias: a re-export
 
 database_proxy = pw.DatabaseProxy()
 

@@ -71,7 +71,7 @@ def commander(tmp_path):
 @pytest.fixture(scope="module")
 def cmd(tmp_path_factory, request):
     """One Commander for a whole module whose tests each make their own tasks, tokens and users."""
-    started = Commander(tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_")))
+    started = Commander(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2].removeprefix("test_")))
     yield started
     started.stop()
 

@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS = PROJECT["optional-dependencies"]
-TEST_TOOLS = {"pytest", "playwright", "schemathesis", "molecule", "ansible-lint", "trimesh", "huey"}
+TEST_TOOLS = {"pytest", "playwright", "schemathesis", "molecule", "ansible-lint", "trimesh", "huey", "ruff"}
 
 
 def requirements(name: str, extras: set[str]) -> list[Requirement]:

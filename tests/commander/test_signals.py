@@ -15,8 +15,7 @@ from commander import leases, nodes, pipelines, tasks
 from commander.app import FEATURES, build_commander
 from commander.exceptions import Conflict
 from commander.models import Event, Node, Outcome, Task, now
-from commander.settings import CommanderSettings
-from m3shd import config
+from mesh import apply, expire_now, join, lease_of, result, submit
 
 FINAL_EVENTS = ("task.succeeded", "task.failed", "task.cancelled", "task.skipped", "task.rejected")
 
@@ -32,51 +31,8 @@ class Heard:
 
 
 @pytest.fixture
-def cmdr(tmp_path, monkeypatch):
-    monkeypatch.setenv("M3SHD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))
-    commander = build_commander(config.load(CommanderSettings))
-    with commander.db.connection_context():
-        yield commander
-    commander.db.close_all()
-
-
-@pytest.fixture
 def heard(cmdr) -> Heard:
     return Heard(cmdr)
-
-
-def join(cmdr, name: str = "n1") -> Node:
-    registered = nodes.register(cmdr, nodes.Machine(machine_id=f"machine-{name}", name=name, slots=4))
-    return Node.get_by_id(registered["node_id"])
-
-
-def submit(cmdr, prompt: str = "hello", **options) -> Task:
-    spec = tasks.TaskSpec(prompt=prompt, max_attempts=options.pop("max_attempts", 3))
-    return tasks.submit(cmdr, spec, submitter="test", **options)[0]
-
-
-def lease_of(cmdr, node: Node, task: Task) -> dict:
-    """Claim until `task` is leased to `node` (another queued task may come first)."""
-    for lease in leases.claim(cmdr, node.id, open_slots=4):
-        if lease["task_id"] == task.id:
-            return lease
-    raise AssertionError(f"task {task.id} was not leased to node {node.id}")
-
-
-def result(lease: dict, status: str = "succeeded", **fields) -> leases.Result:
-    return leases.Result(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                         status=status, signature=fields.pop("signature", "ab" * 32), **fields)
-
-
-def apply(cmdr, node: Node, sent: leases.Result) -> tuple[Task, bool]:
-    return leases.apply_result(cmdr, node, sent, b"{}", None)
-
-
-def expire_now(cmdr, task: Task) -> int:
-    """Let the task's lease run out and the reaper look."""
-    Task.update(lease_until=now() - 1).where(Task.id == task.id).execute()
-    return leases.expire(cmdr)
 
 
 def final_events(task: Task) -> list[str]:

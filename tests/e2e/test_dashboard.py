@@ -18,7 +18,7 @@ from commander.permissions import PUBLIC, ROLES
 from commander.web import graph, site
 from harness import ROOT, Commander, N0D3, wait_until
 from m3shd.client import ApiClient
-from test_access import PASSWORD, make_user
+from e2e.test_access import PASSWORD, make_user
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

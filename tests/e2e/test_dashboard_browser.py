@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import ARTIFACTS, Commander, N0D3, wait_until
-from test_access import PASSWORD, make_user
+from e2e.test_access import PASSWORD, make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

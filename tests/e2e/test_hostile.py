@@ -22,7 +22,6 @@ import uuid
 import pytest
 import requests
 
-import harness
 from commander.settings import CommanderSettings
 from m3shd import wire
 from m3shd.client import ApiClient, NodeClient

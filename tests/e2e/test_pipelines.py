@@ -9,11 +9,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from commander import pipelines
 from m3shd.client import ApiClient, CommanderError
 from harness import ROOT, Commander, m3shd, sse_events, wait_until
 
@@ -196,12 +194,6 @@ def test_a_parent_output_over_the_limit_is_cut_with_a_marker(commander, spawn_n0
     child = commander.api.get_task(step(finished, "short")["task_id"])
     assert child["prompt"] == expected_prompt
     assert child["output"] == "echo: " + expected_prompt
-
-
-def test_text_a_parent_wrote_is_never_expanded_as_a_template():
-    parent = SimpleNamespace(state="succeeded", output="{{ steps.a.state }} and more", error=None)
-    assert pipelines.render("got {{ steps.a.output }}!", {"a": parent}, 100) == "got {{ steps.a.state }} and more!"
-    assert pipelines.render("[{{steps.a.error}}]", {"a": parent}, 100) == "[]"
 
 
 BAD_GRAPHS = [

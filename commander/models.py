@@ -231,7 +231,8 @@ class Session(BaseModel):
 
 
 class LoginFailure(BaseModel):
-    """Failed logins inside the throttling window, keyed by account and by address."""
+    """Login attempts inside the throttling window, keyed by account and by address: each is
+    counted before its password is checked and stays unless it succeeds (accounts.login)."""
 
     key = pw.CharField(max_length=200, index=True)
     ts = pw.FloatField(index=True)

@@ -250,5 +250,5 @@ def create_token():
 def revoke_token(token_id: int):
     """Revoke a token: refused everywhere from now on."""
     with commander().writing():
-        tokens.revoke(token_id, principal().actor)
+        tokens.revoke(token_id, principal().actor, revoker=principal().permissions)
     return back(url_for(".token_list"))

@@ -22,6 +22,7 @@ class Commander:
     db: pw.Database
     box: SecretBox
     notifier: Notifier
+    schema_version: int = 0  # the database's, once migrated at start-up (so /api/health reads no database)
     write_turns: WriteTurns | None = None  # SQLite only: its writers take turns without stalling a worker
     dispatcher: Dispatcher | None = None
     signals: Signals = field(default_factory=Signals)  # connected by each feature's init (app.build_commander)

@@ -54,6 +54,11 @@ DEFAULTS: dict[str, dict] = {
         "max_body_bytes": 8_388_608,  # every schema-valid body fits, even escaped (6 bytes a char)
         "max_wait": 60.0,           # longest long-poll any request may hold (claims, task waits)
         "session_ttl": 43200.0,     # browser sessions last this long (seconds)
+        "trusted_proxies": [],      # reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client
+        "allowed_hosts": [],        # more host names the Commander is reached by (a reverse proxy's); IPs always work
+        "body_timeout": 30.0,       # seconds a client may take to send a request body, then 408
+        "db_pool_size": 64,         # SQLite connections per worker process
+        "db_pool_wait": 5.0,        # seconds a request waits for a free connection, then 503; 0: no wait
         "secret_keys": "",          # comma-separated Fernet keys; "" → <data_dir>/secret.keys
         "log_level": "info",
         # Scheduling (docs/scheduling.md explains each one).

@@ -37,6 +37,7 @@ BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api
 def build_commander(settings: dict) -> Commander:
     """Open the database (migrated to the latest schema) and the secrets, and wire each feature
     to the signals; start no threads."""
+    tasks.approval_rule(settings)  # a bad value stops the start, before anything is opened
     database = open_database(settings["database_url"], settings["db_pool_size"], settings["db_pool_wait"])
     migrate(database)
     schema_version = current_version(database)

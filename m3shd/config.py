@@ -78,6 +78,7 @@ DEFAULTS: dict[str, dict] = {
         "retry_backoff_max": 300.0,
         "pipeline_inject_limit": 16000,  # characters of a parent's output a step's prompt gets
         "approval_timeout": 0.0,    # seconds before an unanswered approval is rejected; 0: never
+        "approver_not_submitter": "tokens",  # whose tasks need another's approval: tokens (API tokens), all, off
         "breaker_consecutive": 3,   # infrastructure failures in a row that open a breaker
         "breaker_window": 10,       # ... or this share of the last `breaker_window` outcomes
         "breaker_ratio": 0.5,

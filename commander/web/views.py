@@ -145,7 +145,7 @@ def task(task_id: int):
 @page_route(bp, "POST", "/tasks/<id:task_id>/approve", permission="tasks:approve")
 def approve_task(task_id: int):
     """Approve a task awaiting approval: it joins the queue."""
-    tasks.decide(commander(), task_id, True, principal().actor)
+    tasks.decide(commander(), task_id, True, principal().actor, token_id=principal().token_id)
     return back(url_for(".task", task_id=task_id))
 
 
@@ -153,7 +153,7 @@ def approve_task(task_id: int):
 def reject_task(task_id: int):
     """Reject a task awaiting approval, with the form's reason if any: it is cancelled."""
     reason = request.form.get("reason", "").strip()[:500] or None
-    tasks.decide(commander(), task_id, False, principal().actor, reason)
+    tasks.decide(commander(), task_id, False, principal().actor, reason, token_id=principal().token_id)
     return back(url_for(".task", task_id=task_id))
 
 

@@ -159,7 +159,8 @@ def test_session_cookie_flags_and_csrf(cmd):
     assert browser.get(f"{cmd.url}/api/session", timeout=15).status_code == 401
 
 
-def test_secure_cookie_over_tls(app):
+def test_secure_cookie_over_tls(make_app):
+    app = make_app(allowed_hosts=["commander.example"])  # the name a TLS proxy is reached by
     with app.app_context():
         from commander import accounts
 

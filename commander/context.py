@@ -36,7 +36,9 @@ class Commander:
         paths that usually change nothing anyone follows (heartbeats, empty claims) pass
         wake=False and wake by hand when they did publish. Writers take turns first (WriteTurns),
         so nothing inside should yield to other greenlets (network, sleeps, thread offloads):
-        every other writer of every worker waits for the turn meanwhile."""
+        every other writer of every worker waits for the turn meanwhile. So the pooled connection
+        is taken before the turn: waiting for one from a busy pool inside it would stall them all."""
+        self.db.connect(reuse_if_open=True)
         with self.write_turn(), write_transaction(self.db):
             yield
         if wake:

@@ -87,7 +87,7 @@ class Session:
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())
         if task["state"] == TaskState.AWAITING_APPROVAL:
-            return approval_question(task["id"])
+            return approval_question(task["id"], by_operator=task.get("approver_must_differ", False))
         return f"On it: task {task['id']}."
 
     def reply_address(self) -> str | None:
@@ -160,6 +160,8 @@ class Session:
                 self.state.track(target, thread["chat"], thread["sender"])
             if isinstance(exc, CommanderError) and exc.status == 409:
                 return f"Task {target} is not waiting for approval."
+            if isinstance(exc, CommanderError) and exc.code == "approver_is_submitter":
+                return f"Only an operator can approve task {target}: a yes from a text cannot."
             raise
         return f"Task {target} approved: on it." if approve else f"Task {target} dropped."
 
@@ -169,7 +171,11 @@ class Session:
                 f"No spending caps are set (they arrive with the spend settings).")
 
 
-def approval_question(task_id: int) -> str:
+def approval_question(task_id: int, by_operator: bool = False) -> str:
+    """The bridge's token submitted the task for the texter; when the Commander wants another
+    principal to approve it ([commander] approver_not_submitter), the bridge's yes cannot."""
+    if by_operator:
+        return f"Task {task_id} waits for an operator's approval (dashboard or m3shd task approve); reply no to drop it."
     return f"Task {task_id} waits for your approval: reply yes to run it, or no to drop it."
 
 

@@ -9,14 +9,14 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, events, leases, nodes, outcomes, pipelines, planning, tasks
+from commander import accounts, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import register_error_handlers
-from commander.migrations import migrate
+from commander.migrations import current_version, migrate
 from commander.models import ACTIVE, Node, Nonce
 from commander.routes import IdConverter
 from commander.secrets import SecretBox, load_keys
@@ -38,12 +38,16 @@ BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api
 def build_commander(settings: CommanderSettings) -> Commander:
     """Open the database (migrated to the latest schema) and the secrets, and wire each feature
     to the signals; start no threads."""
-    database = open_database(settings.database_url)
+    tasks.approval_rule(settings)  # a bad value stops the start, before anything is opened
+    database = open_database(settings.database_url, settings.db_pool_size, settings.db_pool_wait)
     migrate(database)
+    schema_version = current_version(database)
+    database.close()  # no request or thread inherits this one
     box = SecretBox(load_keys(settings.secret_keys, settings.data_dir))
     run_dir = run_dir_for(settings.data_dir)
     cmdr = Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
-                     write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None)
+                     write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None,
+                     schema_version=schema_version)
     for feature in FEATURES:
         feature.init(cmdr)
     return cmdr
@@ -59,6 +63,8 @@ def create_app(settings: CommanderSettings | None = None, background: bool = Tru
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["m3shd"] = cmdr
+    app.wsgi_app = intake.ClientAddress(app.wsgi_app, intake.networks(settings.trusted_proxies))
+    host_names = intake.own_names(settings)
     app.url_map.converters["id"] = IdConverter
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix="/api")
@@ -67,12 +73,15 @@ def create_app(settings: CommanderSettings | None = None, background: bool = Tru
 
     @app.before_request
     def before():
+        # No database connection is taken here: the first query takes one (see intake.py).
+        intake.check_host(host_names)
+        intake.check_origin()
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             # Without a length the size limit cannot be enforced up front; our clients always send one.
             raise LengthRequired("send Content-Length; chunked request bodies are not accepted")
+        intake.read_body(settings.body_timeout)
         if background:
             cmdr.ensure_started(start_background)
-        cmdr.db.connect(reuse_if_open=True)
 
     @app.teardown_request
     def after(_exc):

@@ -23,6 +23,7 @@ class Commander:
     db: pw.Database
     box: SecretBox
     notifier: Notifier
+    schema_version: int = 0  # the database's, once migrated at start-up (so /api/health reads no database)
     write_turns: WriteTurns | None = None  # SQLite only: its writers take turns without stalling a worker
     dispatcher: Dispatcher | None = None
     signals: Signals = field(default_factory=Signals)  # connected by each feature's init (app.build_commander)
@@ -36,7 +37,9 @@ class Commander:
         paths that usually change nothing anyone follows (heartbeats, empty claims) pass
         wake=False and wake by hand when they did publish. Writers take turns first (WriteTurns),
         so nothing inside should yield to other greenlets (network, sleeps, thread offloads):
-        every other writer of every worker waits for the turn meanwhile."""
+        every other writer of every worker waits for the turn meanwhile. So the pooled connection
+        is taken before the turn: waiting for one from a busy pool inside it would stall them all."""
+        self.db.connect(reuse_if_open=True)
         with self.write_turn(), write_transaction(self.db):
             yield
         if wake:

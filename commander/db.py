@@ -31,16 +31,21 @@ SQLITE_PRAGMAS = {
 }
 
 
-def open_database(url: str) -> pw.Database:
-    """Bind the models to the database named by `url` (sqlite:///path or a peewee db_url)."""
+def open_database(url: str, pool_size: int = 64, pool_wait: float = 5.0) -> pw.Database:
+    """Bind the models to the database named by `url` (sqlite:///path or a peewee db_url).
+
+    SQLite connections come from a pool of `pool_size` per process; a request that finds none
+    free within `pool_wait` seconds gets MaxConnectionsExceeded (answered 503, errors.py). A
+    connection is taken at the first query (autoconnect), not when a request starts."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = Path(parsed.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread off: the pool hands a connection to one thread at a time, not always the same one.
+        # A wait of None is one look; peewee would read 0 as "wait forever".
         database = PooledSqliteDatabase(
-            str(path), pragmas=SQLITE_PRAGMAS, max_connections=64, stale_timeout=600, timeout=30,
-            check_same_thread=False,
+            str(path), pragmas=SQLITE_PRAGMAS, max_connections=pool_size, stale_timeout=600,
+            timeout=pool_wait or None, check_same_thread=False,
         )
     else:
         database = connect_url(url)

@@ -178,6 +178,15 @@ def v6_key_rotation(database: pw.Database) -> None:
     apply(migrator.add_column("node", "next_signing_key", pw.TextField(null=True)))
 
 
+def v9_approver_not_submitter(database: pw.Database) -> None:
+    """Whether a task awaiting approval must be approved by someone other than its submitter.
+    Tasks from before keep today's rule: their submitter may approve them."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("task", "approver_must_differ", pw.BooleanField(default=False)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -186,6 +195,7 @@ MIGRATIONS: list[Step] = [
     (4, "pending nodes", v4_pending_nodes),
     (5, "pipelines and provenance", v5_pipelines_provenance),
     (6, "node key rotation", v6_key_rotation),
+    (9, "approver other than the submitter", v9_approver_not_submitter),
 ]
 
 

@@ -132,6 +132,7 @@ class Task(BaseModel):
     tried_nodes = JSONField(default=list)     # nodes whose attempts broke: a retry avoids them
     approval_required = pw.BooleanField(default=False)
     decided_by = pw.CharField(max_length=200, null=True)  # who approved or rejected it
+    approver_must_differ = pw.BooleanField(default=False)  # its submitter may not approve it (tasks.decide)
     created_at = pw.FloatField(default=now)
     updated_at = pw.FloatField(default=now)
     # The current lease: fencing token for results (attempt + lease_token must both match).
@@ -231,7 +232,8 @@ class Session(BaseModel):
 
 
 class LoginFailure(BaseModel):
-    """Failed logins inside the throttling window, keyed by account and by address."""
+    """Login attempts inside the throttling window, keyed by account and by address: each is
+    counted before its password is checked and stays unless it succeeds (accounts.login)."""
 
     key = pw.CharField(max_length=200, index=True)
     ts = pw.FloatField(index=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from commander.exceptions import Forbidden
 from m3shd.wire import Role
 
 PUBLIC = "public"  # a route anyone may call (health); declared, never implied
@@ -60,6 +61,19 @@ ROLES: dict[Role, tuple[str, ...]] = {
 
 JOIN_PERMISSIONS = ("nodes:join",)
 NODE_PERMISSIONS = ("work:execute", "memory:read", "memory:write")
+
+
+# Roles whose users hold every permission: the last enabled one may not be disabled or demoted.
+FULL_ROLES = tuple(role for role, granted in ROLES.items() if set(granted) == set(PERMISSIONS))
+
+
+def check_held(held: frozenset[str] | None, needed: Iterable[str], doing: str) -> None:
+    """Nobody grants, obtains or overrides permissions they do not hold: refuse `doing` unless
+    `held` (the caller's permissions) includes every one of `needed`. None is this machine's
+    own operator at the command line (`--local`), who owns the database anyway."""
+    missing = sorted(set(needed) - held) if held is not None else []
+    if missing:
+        raise Forbidden("forbidden", f"you cannot {doing}: you do not hold {', '.join(missing)}")
 
 
 def reserved(declared: Iterable[str]) -> list[str]:

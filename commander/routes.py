@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import IntegerConverter
 
 from commander.auth import authenticate
@@ -81,6 +82,10 @@ def _refuse_constant(name: str):
 
 
 def parse_body(model: type[BaseModel]) -> BaseModel:
+    # Declared JSON only: a browser sends text/plain or a form cross-site without asking first
+    # (a "simple" request), while application/json needs a CORS preflight this API never grants.
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as JSON with the header Content-Type: application/json")
     raw = request.get_data(cache=True)
     try:
         # NaN and Infinity are Python's extensions, not JSON: they would be stored and echoed back.

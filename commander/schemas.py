@@ -296,6 +296,7 @@ class TaskOut(Response):
     submitter: str
     approval_required: bool
     decided_by: str | None = Field(description="who approved or rejected it")
+    approver_must_differ: bool = Field(description="only a token or user other than its submitter may approve it")
     retry_on_lost: bool
     backoff: float
     not_before: float | None = Field(description="a retry waits until then")

@@ -10,9 +10,14 @@ import peewee as pw
 from commander import audit, events
 from commander.context import Commander
 from commander.db import Compiled, CompiledInsert, Param
-from commander.exceptions import Conflict, NotFound
+from commander.exceptions import Conflict, Forbidden, NotFound
 from commander.models import ACTIVE, AWAITING_APPROVAL, CANCELLED, FINAL_STATES, LEASED, QUEUED, Node, Task, now
+from commander.settings import CommanderSettings
 from commander.signals import CANCEL, REJECT, TAKEN_BACK, AttemptEnded, TaskFinished
+from m3shd.config import ConfigError
+
+# [commander] approver_not_submitter: whose tasks awaiting approval need another principal's yes.
+APPROVER_RULES = ("tokens", "all", "off")  # API tokens' tasks (the default) | everyone's, sessions too | nobody's
 
 TASK_INSERT = CompiledInsert(Task)
 TASK_BY_ID = Compiled(Task, lambda: Task.select().where(Task.id == Param("task_id")))
@@ -38,16 +43,34 @@ def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submi
     )
 
 
+def approval_rule(settings: CommanderSettings) -> str:
+    """The approver_not_submitter setting, checked: a typo must not turn the rule off."""
+    rule = settings.approver_not_submitter
+    if rule not in APPROVER_RULES:
+        raise ConfigError(f"[commander] approver_not_submitter: expected one of {', '.join(APPROVER_RULES)}, "
+                          f"got {rule!r}")
+    return rule
+
+
+def approver_must_differ(settings: CommanderSettings, token_id: int | None) -> bool:
+    """Whether a task submitted now (with API token `token_id`, or None from a session) may be
+    approved only by another token or user than its submitter."""
+    rule = approval_rule(settings)
+    return rule == "all" or (rule == "tokens" and token_id is not None)
+
+
 def submit(cmdr: Commander, spec: TaskSpec, *, submitter: str, token_id: int | None = None,
            idempotency_key: str | None = None, retry_on_lost: bool = True, backoff: float | None = None,
            approval_required: bool = False) -> tuple[Task, bool]:
     """Store a new task, queued or awaiting approval; with an idempotency key, a repeat returns
-    the first task (created=False). `backoff` None: the Commander's retry_backoff."""
+    the first task (created=False). `backoff` None: the Commander's retry_backoff. The approval
+    rule in force now (approver_must_differ) goes with the task."""
     fields = dict(
         new_task_fields(cmdr, spec, token_id, submitter),
         idempotency_key=idempotency_key, retry_on_lost=retry_on_lost,
         backoff=backoff if backoff is not None else cmdr.settings.retry_backoff,
         approval_required=approval_required,
+        approver_must_differ=approval_required and approver_must_differ(cmdr.settings, token_id),
         state=AWAITING_APPROVAL if approval_required else QUEUED,
     )
     with cmdr.writing():
@@ -61,13 +84,21 @@ def submit(cmdr: Commander, spec: TaskSpec, *, submitter: str, token_id: int | N
     return task, True
 
 
-def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str | None = None) -> Task:
-    """Approve a task awaiting approval (it is queued) or reject it (it is cancelled)."""
+def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str | None = None,
+           token_id: int | None = None) -> Task:
+    """Approve a task awaiting approval (it is queued) or reject it (it is cancelled). `actor`
+    (and `token_id`, the API token deciding; None for a session) is who decides: a task marked
+    approver_must_differ is not approved by the principal that submitted it. Rejecting is
+    always allowed, as cancelling is."""
     verb = "approved" if approve else "rejected"
     with cmdr.writing():
         task = get(task_id)
         if task.state != AWAITING_APPROVAL:
             raise Conflict("not_awaiting_approval", f"task {task_id} is {task.state}, not awaiting approval")
+        if approve and task.approver_must_differ and submitted_by(task, actor, token_id):
+            raise Forbidden("approver_is_submitter",
+                            f"task {task_id} was submitted by {task.submitter}, which may not approve it too: "
+                            f"another token or user must ([commander] approver_not_submitter)")
         t = now()
         if approve:
             change = dict(state=QUEUED, decided_by=actor, updated_at=t)
@@ -83,6 +114,14 @@ def decide(cmdr: Commander, task_id: int, approve: bool, actor: str, reason: str
                     cmdr, TaskFinished(get(task_id), AWAITING_APPROVAL, REJECT, details))
             audit.record(actor, f"task.{verb}", f"task {task_id}", reason=reason)
     return get(task_id)
+
+
+def submitted_by(task: Task, actor: str, token_id: int | None) -> bool:
+    """Whether this principal submitted `task`: the same API token (not merely one of the same
+    name), or the same user's session."""
+    if token_id is not None:
+        return task.submitted_by_id == token_id
+    return task.submitted_by_id is None and task.submitter == actor
 
 
 def expire_approvals(cmdr: Commander) -> int:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from commander import audit
-from commander.exceptions import Forbidden, Invalid, NotFound
+from commander.exceptions import Invalid, NotFound
 from commander.models import Token, now
-from commander.permissions import JOIN_PERMISSIONS, ROLES
+from commander.permissions import JOIN_PERMISSIONS, ROLES, check_held
 from commander.secrets import new_token, token_hash
 
 
@@ -27,9 +27,7 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
         wanted = set(ROLES[role or "commander"])
     if not wanted:
         raise Invalid("invalid_request", "a token needs at least one permission")
-    if granter is not None and not wanted <= granter:
-        missing = ", ".join(sorted(wanted - granter))
-        raise Forbidden("forbidden", f"you cannot grant permissions you do not hold: {missing}")
+    check_held(granter, wanted, "grant a token these permissions")
     secret = new_token(kind)
     token = Token.create(
         kind=kind, name=name, token_hash=token_hash(secret), prefix=secret[:8], permissions=sorted(wanted),
@@ -40,11 +38,14 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     return token, secret
 
 
-def revoke(token_id: int, actor: str) -> Token:
-    """Revoke an API or join token (inside a write transaction); node tokens go with their node."""
+def revoke(token_id: int, actor: str, revoker: frozenset[str] | None = None) -> Token:
+    """Revoke an API or join token (inside a write transaction); node tokens go with their node.
+    `revoker`, the caller's permissions, must hold all the token's: nobody acts on a credential
+    stronger than their own."""
     token = Token.get_or_none((Token.id == token_id) & (Token.kind != "node"))
     if token is None:
         raise NotFound("not_found", f"token {token_id} does not exist")
+    check_held(revoker, token.permissions, f"revoke {token.kind} token {token.id}")
     if token.revoked_at is None:
         Token.update(revoked_at=now()).where(Token.id == token_id).execute()
         audit.record(actor, "token.revoked", f"{token.kind} token {token.id} {token.name}")

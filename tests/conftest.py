@@ -21,9 +21,10 @@ from harness import ROOT, Commander, N0D3
 # --- in process ------------------------------------------------------------------------------
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    """The Commander as create_app builds it, on a fresh SQLite file in tmp_path. No background
-    threads: a claim answers at once instead of long-polling, and nothing is reaped by itself."""
+def make_app(tmp_path, monkeypatch):
+    """`make_app(**settings)`: the Commander as create_app builds it, on a fresh SQLite file in
+    tmp_path, with those settings changed. No background threads: a claim answers at once
+    instead of long-polling, and nothing is reaped by itself."""
     from commander import create_app
     from commander.settings import CommanderSettings
     from m3shd import config
@@ -31,11 +32,23 @@ def app(tmp_path, monkeypatch):
     for name in [name for name in os.environ if name.startswith("M3SHD_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("M3SHD_CONFIG_DIR", str(tmp_path / "conf"))  # no /etc/m3shd, no ~/.config
-    settings = config.load(CommanderSettings, data_dir=str(tmp_path / "data" / "commander"))
-    application = create_app(settings, background=False)
-    yield application
-    database = application.extensions["m3shd"].db
-    getattr(database, "close_all", database.close)()
+    built = []
+
+    def make(**settings):
+        built.append(create_app(config.load(CommanderSettings, data_dir=str(tmp_path / "data" / "commander"), **settings),
+                                background=False))
+        return built[-1]
+
+    yield make
+    for application in built:
+        database = application.extensions["m3shd"].db
+        getattr(database, "close_all", database.close)()
+
+
+@pytest.fixture
+def app(make_app):
+    """The Commander's app with its default settings (see make_app)."""
+    return make_app()
 
 
 @pytest.fixture

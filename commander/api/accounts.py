@@ -54,12 +54,18 @@ def list_users():
 
 @api_route(bp, "POST", "/users", permission="admin", body=UserCreate, response=UserOut, status=201)
 def create_user(body: UserCreate):
-    """Create an operator account with a role preset."""
-    return user_out(accounts.create_user(commander(), body.username, body.password, body.role, principal().actor))
+    """Create an operator account with a role preset; you must hold all of the role's permissions."""
+    caller = principal()
+    return user_out(accounts.create_user(commander(), body.username, body.password, body.role, caller.actor,
+                                         creator=caller.permissions))
 
 
 @api_route(bp, "PATCH", "/users/<id:user_id>", permission="admin", body=UserUpdate, response=UserOut)
 def update_user(user_id: int, body: UserUpdate):
-    """Change a user's role, disable or enable it, or reset its password (ends its sessions)."""
-    return user_out(accounts.update_user(commander(), user_id, principal().actor, body.role, body.disabled,
-                                         body.password))
+    """Change a user's role, disable or enable it, or reset its password, if you hold all its permissions.
+
+    A new role's permissions must be yours too; a reset ends the user's sessions; the last enabled
+    admin cannot be disabled or demoted (409)."""
+    caller = principal()
+    return user_out(accounts.update_user(commander(), user_id, caller.actor, body.role, body.disabled,
+                                         body.password, changer=caller.permissions))

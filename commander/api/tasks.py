@@ -48,14 +48,16 @@ def get_task(task_id: int, query: TaskWaitQuery):
 
 @api_route(bp, "POST", "/tasks/<id:task_id>/approve", permission="tasks:approve", response=TaskOut)
 def approve(task_id: int):
-    """Approve a task awaiting approval: it joins the queue."""
-    return task_out(tasks.decide(commander(), task_id, True, principal().actor))
+    """Approve a task awaiting approval: it joins the queue (its submitter may not approve it, by default, if a token)."""
+    caller = principal()
+    return task_out(tasks.decide(commander(), task_id, True, caller.actor, token_id=caller.token_id))
 
 
 @api_route(bp, "POST", "/tasks/<id:task_id>/reject", permission="tasks:approve", body=RejectIn, response=TaskOut)
 def reject(task_id: int, body: RejectIn):
     """Reject a task awaiting approval, with an optional reason: it is cancelled."""
-    return task_out(tasks.decide(commander(), task_id, False, principal().actor, body.reason))
+    caller = principal()
+    return task_out(tasks.decide(commander(), task_id, False, caller.actor, body.reason, token_id=caller.token_id))
 
 
 @api_route(bp, "POST", "/tasks/<id:task_id>/cancel", permission="tasks:cancel", response=TaskOut)

@@ -27,6 +27,6 @@ def list_tokens():
 
 @api_route(bp, "DELETE", "/tokens/<id:token_id>", permission="tokens:manage", response=TokenOut)
 def revoke(token_id: int):
-    """Revoke a token: refused everywhere from now on."""
+    """Revoke a token holding no more than you do: refused everywhere from now on."""
     with commander().writing():
-        return TokenOut.from_row(tokens.revoke(token_id, principal().actor))
+        return TokenOut.from_row(tokens.revoke(token_id, principal().actor, revoker=principal().permissions))

@@ -4,7 +4,6 @@ actions that work without JavaScript (static/live.js adds live updates and in-pl
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, request, send_from_directory, url_for
 from pydantic import ValidationError
@@ -16,7 +15,7 @@ from commander.api.pending import pending_out
 from commander.api.pipelines import pipeline_out
 from commander.auth import SESSION_COOKIE, end_session, principal, set_session_cookie
 from commander.errors import describe
-from commander.exceptions import Forbidden, TooManyRequests, Unauthenticated
+from commander.exceptions import TooManyRequests, Unauthenticated
 from commander.models import AWAITING_APPROVAL, Node, Task
 from commander.permissions import PUBLIC, ROLES
 from commander.routes import commander, parse_query
@@ -56,11 +55,8 @@ def login_form():
 @page_route(bp, "POST", "/login", permission=PUBLIC)
 def login():
     """Log in with the form: sets the same session cookie as POST /api/session."""
-    # Login CSRF: a form on another site must not sign this browser in to an account of its
-    # choosing. Hosts are compared, not schemes: behind a TLS proxy the Commander sees http.
-    origin = request.headers.get("Origin")
-    if origin and urlsplit(origin).netloc != request.host:
-        raise Forbidden("cross_origin", "log in from the dashboard's own login page")
+    # Login CSRF (a form on another site signing this browser in to an account of its choosing)
+    # is refused before any route: a foreign Origin on a POST never gets here (intake.check_origin).
     target = local_path(request.form.get("next"))
     username = request.form.get("username", "")
     try:
@@ -149,7 +145,7 @@ def task(task_id: int):
 @page_route(bp, "POST", "/tasks/<id:task_id>/approve", permission="tasks:approve")
 def approve_task(task_id: int):
     """Approve a task awaiting approval: it joins the queue."""
-    tasks.decide(commander(), task_id, True, principal().actor)
+    tasks.decide(commander(), task_id, True, principal().actor, token_id=principal().token_id)
     return back(url_for(".task", task_id=task_id))
 
 
@@ -157,7 +153,7 @@ def approve_task(task_id: int):
 def reject_task(task_id: int):
     """Reject a task awaiting approval, with the form's reason if any: it is cancelled."""
     reason = request.form.get("reason", "").strip()[:500] or None
-    tasks.decide(commander(), task_id, False, principal().actor, reason)
+    tasks.decide(commander(), task_id, False, principal().actor, reason, token_id=principal().token_id)
     return back(url_for(".task", task_id=task_id))
 
 
@@ -250,5 +246,5 @@ def create_token():
 def revoke_token(token_id: int):
     """Revoke a token: refused everywhere from now on."""
     with commander().writing():
-        tokens.revoke(token_id, principal().actor)
+        tokens.revoke(token_id, principal().actor, revoker=principal().permissions)
     return back(url_for(".token_list"))

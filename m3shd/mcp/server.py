@@ -57,6 +57,9 @@ def explain(exc: CommanderError | CommanderUnreachable) -> str:
     if exc.status == 401:
         return (f"the Commander refused this MCP server's token: {exc.message}. Set M3SHD_CLIENT_TOKEN in the "
                 f"server's environment to a valid API token (`m3shd token create claude --role mobile`).")
+    if exc.code == "approver_is_submitter":
+        return (f"the Commander refused: {exc.message}. A person approves it on the dashboard, or with "
+                f"`m3shd task approve` and a token of their own.")
     if exc.status == 403:
         return (f"the Commander refused: {exc.message}. Ask an admin for a token that has it "
                 f"(`m3shd token create claude --role mobile` covers tasks and nodes).")

@@ -75,7 +75,7 @@ def test_a_join_token_only_joins_and_expires_after_a_day_unless_told(cmdr):
 def test_nobody_grants_a_permission_they_do_not_hold(cmdr, asked, granter, missing):
     with pytest.raises(Forbidden) as refused:
         create(cmdr, granter=frozenset(granter), **asked)
-    assert refused.value.message == f"you cannot grant permissions you do not hold: {missing}"
+    assert refused.value.message == f"you cannot grant a token these permissions: you do not hold {missing}"
     assert stored_tokens() == 0 and AuditEntry.select().count() == 0
 
 

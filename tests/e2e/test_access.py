@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import http.client
+import json
 import re
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -155,7 +159,8 @@ def test_session_cookie_flags_and_csrf(cmd):
     assert browser.get(f"{cmd.url}/api/session", timeout=15).status_code == 401
 
 
-def test_secure_cookie_over_tls(app):
+def test_secure_cookie_over_tls(make_app):
+    app = make_app(allowed_hosts=["commander.example"])  # the name a TLS proxy is reached by
     with app.app_context():
         from commander import accounts
 
@@ -202,6 +207,42 @@ def test_login_throttling_per_account_and_per_address(tmp_path):
         fresh.stop()
 
 
+def test_parallel_guesses_are_counted_before_any_is_checked(tmp_path):
+    """Audit 2, item 4: 40 parallel wrong logins all got 401, none 429, and 29 wrong guesses plus
+    the right one in one burst logged in. Each attempt is now counted (in a write transaction)
+    before its password is checked, so a burst gets as many checks as the limit allows."""
+    from commander.accounts import ACCOUNT_FAILURES
+
+    fresh = Commander(tmp_path)
+    try:
+        def burst(name: str, passwords: list[str]) -> list[int]:
+            """Every request on its own connection, all sent at once."""
+            connections = [http.client.HTTPConnection("127.0.0.1", fresh.port, timeout=60) for _ in passwords]
+            for connection in connections:
+                connection.connect()
+            start = threading.Barrier(len(passwords))
+
+            def attempt(connection, password):
+                body = json.dumps({"username": name, "password": password})
+                start.wait()
+                connection.request("POST", "/api/session", body, {"Content-Type": "application/json"})
+                return connection.getresponse().status
+
+            with ThreadPoolExecutor(len(passwords)) as pool:
+                statuses = list(pool.map(attempt, connections, passwords))
+            for connection in connections:
+                connection.close()
+            return statuses
+
+        wrong = burst(make_user(fresh, "mobile"), [f"wrong guess {i}" for i in range(40)])
+        assert sorted(wrong) == [401] * ACCOUNT_FAILURES + [429] * (40 - ACCOUNT_FAILURES)
+        guessed = burst(make_user(fresh, "admin"), [f"wrong guess {i}" for i in range(29)] + [PASSWORD])
+        checked = [status for status in guessed if status != 429]
+        assert len(checked) == ACCOUNT_FAILURES and set(checked) <= {200, 401}, guessed
+    finally:
+        fresh.stop()
+
+
 def test_unknown_and_wrong_passwords_get_the_same_answer(cmd):
     name = make_user(cmd, "mobile")
     unknown = requests.post(f"{cmd.url}/api/session", json={"username": "ghost-user", "password": PASSWORD}, timeout=15)
@@ -223,8 +264,6 @@ def test_disabling_a_user_ends_its_sessions(cmd):
 def test_password_hashing_never_holds_the_write_lock(cmd):
     """Hashing runs on a thread; done inside a write transaction it left the lock held while
     other requests in that worker blocked on it, freezing the worker (found by schemathesis)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     headers = {"Authorization": f"Bearer {cmd.admin_token}"}
 
     def create(i):
@@ -249,6 +288,34 @@ def test_user_admin_refuses_weak_passwords_duplicates_and_unknown_roles(cmd):
         reply = requests.post(f"{cmd.url}/api/users", json=body, headers={"Authorization": f"Bearer {cmd.admin_token}"},
                               timeout=15)
         assert reply.status_code == status, (body, reply.text)
+
+
+def test_a_token_holding_only_admin_cannot_become_full_admin(cmd):
+    """Audit 2, item 3, replayed: a token with only `admin` created an admin user, logged in as it
+    with all 17 permissions, minted an admin token, and reset the real admin's password."""
+    real_admin = make_user(cmd, "admin")
+    real_id = next(u["id"] for u in cmd.api._send("GET", "/api/users")["users"] if u["username"] == real_admin)
+    users_before = len(cmd.api._send("GET", "/api/users")["users"])
+    tokens_before = len(cmd.api.list_tokens())
+    admin_only = {"Authorization": f"Bearer {cmd.token('admin-only', permissions='admin')}"}
+
+    created = requests.post(f"{cmd.url}/api/users", headers=admin_only, timeout=15,
+                            json={"username": "takeover", "password": PASSWORD, "role": "admin"})
+    assert created.status_code == 403 and "create a user with the admin role" in created.json()["error"]["message"]
+    logged_in = requests.post(f"{cmd.url}/api/session", json={"username": "takeover", "password": PASSWORD}, timeout=15)
+    assert logged_in.status_code == 401
+    minted = requests.post(f"{cmd.url}/api/tokens", headers=admin_only, json={"name": "root", "role": "admin"},
+                           timeout=15)
+    assert minted.status_code == 403 and "`tokens:manage`" in minted.json()["error"]["message"]
+    reset = requests.patch(f"{cmd.url}/api/users/{real_id}", headers=admin_only, timeout=15,
+                           json={"password": "attacker-chosen-password"})
+    assert reset.status_code == 403 and f"change user {real_admin} (admin)" in reset.json()["error"]["message"]
+    demoted = requests.patch(f"{cmd.url}/api/users/{real_id}", headers=admin_only, json={"disabled": True}, timeout=15)
+    assert demoted.status_code == 403
+
+    assert len(cmd.api._send("GET", "/api/users")["users"]) == users_before
+    assert len(cmd.api.list_tokens()) == tokens_before + 1  # only the admin-only token made for this test
+    login(cmd, real_admin)  # the real admin's password still works
 
 
 # --- tokens ----------------------------------------------------------------------------------

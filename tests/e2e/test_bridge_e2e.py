@@ -191,6 +191,11 @@ def test_a_bad_token_stops_it_at_start_with_the_fix(commander, chat_db):
 
 
 def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n0d3, chat_db, start_bridge):
+    # The texter confirms their own texts: the bridge's token approves what it submitted, which the
+    # Commander allows only with approver_not_submitter off (see the next test for the default).
+    commander.stop()
+    commander.env["M3SHD_COMMANDER_APPROVER_NOT_SUBMITTER"] = "off"
+    commander.start()
     spawn_n0d3()
     direct, guid = chat_db.chat([ME])
     bridge = start_bridge(M3SHD_BRIDGE_APPROVAL_REQUIRED="true")
@@ -219,6 +224,24 @@ def test_yes_and_no_answer_the_approvals_waiting_in_this_chat(commander, spawn_n
     chat_db.message(direct, ME, "yes 3")
     assert bridge.wait_reply(guid, "Task 3 is not") == "Task 3 is not waiting for approval."
     assert not [text for text in bridge.sent(guid) if text.startswith("Task 3: cancelled")]  # said once, not twice
+
+
+def test_by_default_an_operator_approves_what_the_bridge_submitted(commander, spawn_n0d3, chat_db, start_bridge):
+    """Audit 2, item 12: the bridge's token submits for the texter, so a yes it relays would be the
+    submitter approving its own task; an operator approves it, and the record shows both."""
+    spawn_n0d3()
+    direct, guid = chat_db.chat([ME])
+    bridge = start_bridge(M3SHD_BRIDGE_APPROVAL_REQUIRED="true")
+    chat_db.message(direct, ME, "deploy the docs")
+    assert bridge.wait_reply(guid, "Task 1 waits") == \
+        "Task 1 waits for an operator's approval (dashboard or m3shd task approve); reply no to drop it."
+    chat_db.message(direct, ME, "yes")
+    assert bridge.wait_reply(guid, "Only") == "Only an operator can approve task 1: a yes from a text cannot."
+    assert commander.api.get_task(1)["state"] == "awaiting_approval"
+    approved = commander.api.approve_task(1)
+    assert (approved["submitter"], approved["decided_by"], approved["approver_must_differ"]) == \
+        ("api token:imessage", "api token:admin", True)
+    assert bridge.wait_reply(guid, "Task 1:") == "Task 1: succeeded.\n\necho: deploy the docs"
 
 
 def test_a_commander_outage_delays_messages_and_loses_none(commander, spawn_n0d3, chat_db, start_bridge):

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import socket
 import sqlite3
 import time
 import uuid
@@ -22,6 +23,7 @@ import uuid
 import pytest
 import requests
 
+import harness
 from commander.settings import CommanderSettings
 from m3shd import wire
 from m3shd.client import ApiClient, NodeClient
@@ -257,16 +259,15 @@ def test_hostile_body_is_refused_and_changes_nothing(cmd, route, body, status, c
 # --- accepted edge cases: what the code decides ------------------------------------------------
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_valid_json_with_another_content_type_is_accepted(cmd, content_type):
-    """The Commander reads every body as JSON whatever its declared type (the wire clients always
-    send application/json); so valid JSON under another type is a normal submit, not a 415."""
+def test_valid_json_under_another_content_type_is_415(cmd, content_type):
+    """Only a body declared as JSON is read as JSON: text/plain and forms are what a page of another
+    site can send without a CORS preflight (audit 2, item 6)."""
     headers = auth(cmd.admin_token) | ({"Content-Type": content_type} if content_type else {})
     body = json.dumps({"prompt": f"typed {content_type}", "requires": PARKED}).encode()
-    before = len(cmd.api.list_tasks(limit=500))
+    before = state(cmd)
     response = requests.post(cmd.url + "/api/tasks", data=body, headers=headers, timeout=15)
-    assert response.status_code == 201, response.text
-    assert response.json()["prompt"] == f"typed {content_type}"
-    assert len(cmd.api.list_tasks(limit=500)) == before + 1
+    assert_error(response, 415, "unsupported_media_type", says="Content-Type: application/json")
+    assert state(cmd) == before
 
 
 @pytest.mark.parametrize("prompt", [
@@ -903,3 +904,81 @@ def test_largest_last_event_id_streams(cmd):
         assert (next(lines), next(lines)) == ("retry: 2000", "")
         with pytest.raises(requests.exceptions.ConnectionError, match="timed out"):
             next(lines)  # idle and healthy: nothing to say, no broken stream
+
+
+# --- cross-site requests and DNS rebinding (audit 2, item 6) ----------------------------------
+
+# What a page of another site sends with fetch(url, {method: "POST", mode: "no-cors", body}).
+FROM_A_PAGE = {"Origin": "https://evil.example", "Content-Type": "text/plain;charset=UTF-8"}
+
+
+def pending_count(cmd) -> int:
+    with sqlite3.connect(db_path(cmd)) as db:
+        return db.execute("SELECT COUNT(*) FROM pending_node").fetchone()[0]
+
+
+def test_a_web_page_can_neither_lock_an_account_out_nor_ask_to_join(cmd):
+    """The audit's replay: five simple POSTs from any web page locked the admin out for 15 minutes
+    (and others filled the pending joins). Now none of them reaches a route."""
+    name, password = f"admin-{uuid.uuid4().hex[:8]}", "correct horse battery"
+    cmd.api._send("POST", "/api/users", {"username": name, "password": password, "role": "admin"})
+    before = pending_count(cmd)
+    guess = json.dumps({"username": name, "password": "a wrong guess"})
+    join = json.dumps({"machine_id": f"evil-{uuid.uuid4().hex}", "name": "evil"})
+    for _ in range(5):
+        assert_error(requests.post(cmd.url + "/api/session", data=guess, headers=FROM_A_PAGE, timeout=15),
+                     403, "cross_origin")
+        assert_error(requests.post(cmd.url + "/api/nodes/pending", data=join, headers=FROM_A_PAGE, timeout=15),
+                     403, "cross_origin")
+        # Without an Origin (a browser that sent none) the body still is not read as JSON.
+        assert_error(requests.post(cmd.url + "/api/session", data=guess, timeout=15,
+                                   headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    assert_error(requests.delete(cmd.url + "/api/session", headers={"Origin": "https://evil.example"}, timeout=15),
+                 403, "cross_origin")
+    assert pending_count(cmd) == before
+    login = requests.post(cmd.url + "/api/session", json={"username": name, "password": password}, timeout=15)
+    assert login.status_code == 200, login.text
+
+
+@pytest.mark.parametrize("host", ["evil.example", f"evil.example:{harness.free_port()}", "127.0.0.1.evil.example"])
+def test_a_host_name_that_is_not_the_commanders_is_421(cmd, host):
+    """DNS rebinding: a name of the attacker's resolves to the Commander, and the browser sends it."""
+    for method, path in (("GET", "/api/health"), ("POST", "/api/session"), ("GET", "/api/session")):
+        response = requests.request(method, cmd.url + path, headers={"Host": host}, timeout=15,
+                                    json={"username": "admin", "password": "a wrong guess"})
+        assert_error(response, 421, "unknown_host", says="allowed_hosts")
+    page = requests.get(cmd.url + "/login", headers={"Host": host}, timeout=15)
+    assert page.status_code == 421 and "text/html" in page.headers["Content-Type"]
+    for own in (f"127.0.0.1:{cmd.port}", f"localhost:{cmd.port}", "localhost"):
+        assert requests.get(cmd.url + "/api/health", headers={"Host": own}, timeout=15).status_code == 200
+
+
+# --- slow bodies and a busy database (audit 2, item 5) ----------------------------------------
+
+def test_slow_bodies_starve_nobody_and_end_in_408(tmp_path):
+    """The audit's DoS: 150 connections, each sending headers and 1 byte of a 100-byte body to a
+    public route, held every pooled database connection; every request, /api/health included,
+    then waited 30 s and got a 500 (and the log 15,750 tracebacks). Bodies are now read before
+    any connection is taken, and a body that does not come within body_timeout gets 408."""
+    slow = harness.Commander(tmp_path, {"M3SHD_COMMANDER_BODY_TIMEOUT": "6"})
+    trickling = []
+    try:
+        for _ in range(150):
+            connection = socket.create_connection(("127.0.0.1", slow.port), timeout=30)
+            connection.sendall(b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 100\r\n\r\n{")
+            trickling.append(connection)
+        time.sleep(0.5)  # let the workers take them all in
+        health = requests.get(slow.url + "/api/health", timeout=5)  # generous: it answered in milliseconds
+        assert health.status_code == 200, health.text
+        submitted = requests.post(slow.url + "/api/tasks", json={"prompt": "meanwhile", "requires": PARKED},
+                                  headers=auth(slow.admin_token), timeout=5)
+        assert submitted.status_code == 201, submitted.text
+        statuses = [int(connection.recv(4096).split(b" ", 2)[1]) for connection in trickling]
+        assert statuses == [408] * 150
+    finally:
+        for connection in trickling:
+            connection.close()
+        slow.stop()
+    log = slow.process.text()
+    assert "Traceback" not in log and "MaxConnectionsExceeded" not in log, log[-3000:]

@@ -125,8 +125,13 @@ async def test_dispatch_passes_every_option_and_approval_then_runs_it(mesh):
             == (["arch=test"], ["gpu"], 7, "claude-test-1", True)
         waited = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=0.5)
         assert waited["state"] == "awaiting_approval" and waited["final"] is False
-        approved = await call(client, "approve_task", task_id=task["id"])
-        assert approved["state"] in ("queued", "leased") and approved["decided_by"]
+        # This server's token submitted it, so it may not approve it too; another principal may.
+        own = await call_error(client, "approve_task", task_id=task["id"])
+        assert "may not approve it too" in own and "a token of their own" in own
+    async with connected(mesh.url, mesh.token("approver", role="commander")) as approver:
+        approved = await call(approver, "approve_task", task_id=task["id"])
+        assert approved["state"] in ("queued", "leased") and approved["decided_by"] == "api token:approver"
+    async with connected(mesh.url, mesh.admin_token) as client:
         done = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=30)
         assert done["state"] == "succeeded" and done["model"] == "claude-test-1"
 

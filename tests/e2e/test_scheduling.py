@@ -50,13 +50,19 @@ def test_a_task_waits_for_approval_and_runs_once_approved(commander, spawn_n0d3)
     assert commander.api.get_task(task["id"])["state"] == "awaiting_approval"
     assert [t["id"] for t in phone.list_tasks(state="awaiting_approval")] == [task["id"]]
 
-    approved = phone.approve_task(task["id"])
+    # The phone's token submitted it, so it may not approve it too (audit 2, item 12): another may.
+    with pytest.raises(CommanderError) as own:
+        phone.approve_task(task["id"])
+    assert (own.value.status, own.value.code) == (403, "approver_is_submitter")
+    assert "submitted by api token:phone" in own.value.message
+    approved = commander.api.approve_task(task["id"])
     assert approved["state"] in ("queued", "leased", "succeeded")
-    assert approved["decided_by"] == "api token:phone"
+    assert (approved["submitter"], approved["decided_by"], approved["approver_must_differ"]) == \
+        ("api token:phone", "api token:admin", True)
     done = commander.wait_task(task["id"])
     assert (done["state"], done["output"]) == ("succeeded", "echo: deploy the thing")
     with pytest.raises(CommanderError) as refused:
-        phone.approve_task(task["id"])
+        commander.api.approve_task(task["id"])
     assert (refused.value.status, refused.value.code) == (409, "not_awaiting_approval")
     assert kinds(sse_events(commander), task_id=task["id"])[:2] == ["task.awaiting_approval", "task.approved"]
 

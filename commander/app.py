@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -105,8 +106,8 @@ def start_background(cmdr: Commander) -> None:
 def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
     """Lost nodes and expired leases, once a second, in the one worker that holds the lock
     (the OS releases it if that worker dies, and another takes over)."""
-    lock = open(cmdr.notifier.run_dir / "reaper.lock", "w")
-    flock_when_free(lock.fileno(), every, every)
+    lock = os.open(cmdr.notifier.run_dir / "reaper.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    flock_when_free(lock, every, every)
 
     def reap() -> None:
         time.sleep(every)

@@ -446,7 +446,8 @@ class TokenCreate(Request):
     role: Role | None = None
     permissions: Annotated[list[Literal[PERMISSIONS]], Field(max_length=len(PERMISSIONS))] | None = None  # type: ignore[valid-type]
     expires_in: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] | None = Field(
-        None, description="seconds until the token expires; an API token without it never does, a join token lasts a day"
+        None, description="seconds until the token expires; without it a join token, or an API token of the worker "
+                          "preset or less, lasts a day, any other API token never expires"
     )
 
 

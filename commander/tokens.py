@@ -7,6 +7,7 @@ from commander.exceptions import Forbidden, Invalid, NotFound
 from commander.models import Token, now
 from commander.permissions import JOIN_PERMISSIONS, ROLES
 from commander.secrets import new_token, token_hash
+from m3shd.wire import Role
 
 
 JOIN_TOKEN_TTL_S = 86_400
@@ -18,13 +19,14 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     what it may hold."""
     if kind == "join":
         wanted = set(JOIN_PERMISSIONS)
-        # A join token sits in a new machine's config; unless told otherwise it stops working
-        # after a day, so a lost or stolen machine cannot enrol again with it later.
-        expires_in = expires_in or JOIN_TOKEN_TTL_S
     elif permissions is not None:
         wanted = set(permissions)
     else:
         wanted = set(ROLES[role or "commander"])
+    if not expires_in and for_machines(wanted):
+        # It sits in a new machine's config; unless told otherwise it stops working after a day,
+        # so a lost or stolen machine cannot enrol again with it later.
+        expires_in = JOIN_TOKEN_TTL_S
     if not wanted:
         raise Invalid("invalid_request", "a token needs at least one permission")
     if granter is not None and not wanted <= granter:
@@ -38,6 +40,12 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     audit.record(actor, "token.created", f"{kind} token {token.id} {name}", permissions=token.permissions,
                  expires_at=token.expires_at)
     return token, secret
+
+
+def for_machines(permissions: set[str]) -> bool:
+    """A token that enrols machines and holds nothing a person would use (a join token, or an
+    API token of the `worker` preset or less): it expires after a day unless told otherwise."""
+    return set(JOIN_PERMISSIONS) <= permissions <= set(ROLES[Role.WORKER])
 
 
 def revoke(token_id: int, actor: str) -> Token:

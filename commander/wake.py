@@ -68,6 +68,7 @@ class Notifier:
         self._own.unlink(missing_ok=True)
         receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         receiver.bind(str(self._own))
+        self._own.chmod(0o600)  # only this user's processes may wake or hand work to a worker
         # A datagram that breaks the listener costs a few milliseconds of deafness, never the thread.
         loops.start("wake-listener", functools.partial(self._receive, receiver), logger=log, base=0.01, cap=1.0)
 

@@ -28,7 +28,7 @@ HERE = Path(__file__).parent
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder=None)
 site.install(bp)
 
-# Expiry choices on the token form, in seconds; none: never for an API token, a day for a join token.
+# Expiry choices on the token form, in seconds; none: a day for a join or worker token, else never.
 EXPIRY_CHOICES = (("", "the default"), ("3600", "1 hour"), ("86400", "1 day"), ("2592000", "30 days"),
                   ("31536000", "1 year"))
 

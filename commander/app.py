@@ -18,7 +18,7 @@ from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import register_error_handlers
 from commander.migrations import migrate
-from commander.models import ACTIVE, Node, Nonce
+from commander.models import Nonce
 from commander.routes import IdConverter
 from commander.secrets import SecretBox, load_keys
 from commander.wake import Dispatcher, Notifier, run_dir_for
@@ -86,19 +86,19 @@ def start_background(cmdr: Commander) -> None:
     """Per worker process: the wake socket, the claim dispatcher and the reaper."""
     cmdr.notifier.start()
 
-    def claim(node_id, open_slots, task_ids):
+    def claim(node_id, token_id, open_slots, task_ids):
         with cmdr.db.connection_context():
-            return leases.claim(cmdr, node_id, open_slots, task_ids)
+            return leases.claim(cmdr, node_id, open_slots, task_ids, token_id=token_id)
 
     def choose(waiting):
         with cmdr.db.connection_context():
             return planning.who_should_claim(time.time(), cmdr.settings, waiting, cmdr.ranking)
 
-    def inactive_nodes(node_ids):
+    def waiting_in_vain(waiting):
         with cmdr.db.connection_context():
-            return [n.id for n in Node.select(Node.id).where(Node.id.in_(node_ids) & (Node.state != ACTIVE))]
+            return leases.waiting_in_vain(waiting, time.time())
 
-    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, inactive_nodes)
+    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, waiting_in_vain)
     cmdr.dispatcher.start()
     threading.Thread(target=reap_forever, args=(cmdr,), name="reaper", daemon=True).start()
 

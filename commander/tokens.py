@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from commander import audit
+from commander.db import Compiled, Param
 from commander.exceptions import Forbidden, Invalid, NotFound
 from commander.models import Token, now
 from commander.permissions import JOIN_PERMISSIONS, ROLES
@@ -68,6 +69,23 @@ def refusal(token: Token | None, at: float) -> str | None:
     if not token.permissions:
         return "the token has no permissions"
     return None
+
+
+VALIDITY = (Token.id, Token.node, Token.permissions, Token.expires_at, Token.revoked_at)  # what `refusal` reads
+# A claim checks its token again as it takes a lease: compiled once (db.Compiled).
+TOKEN_BY_ID = Compiled(Token, lambda: Token.select(*VALIDITY).where(Token.id == Param("token_id")))
+
+
+def acts_for(token_id: int, node_id: int, at: float) -> bool:
+    """Does node token `token_id` still act for node `node_id` at `at`: there, usable, and that node's?"""
+    found = TOKEN_BY_ID.rows(token_id=token_id)
+    return bool(found) and found[0].node_id == node_id and refusal(found[0], at) is None
+
+
+def acting(token_ids: list[int], at: float) -> set[tuple[int, int]]:
+    """(token id, node id) for each of `token_ids` that is a usable node token at `at`."""
+    found = Token.select(*VALIDITY).where(Token.id.in_(token_ids) & Token.node.is_null(False))
+    return {(token.id, token.node_id) for token in found if refusal(token, at) is None}
 
 
 def listing() -> list[Token]:

@@ -77,7 +77,8 @@ def heartbeat(node_id: int, body: HeartbeatIn):
            body=ClaimIn, response=ClaimOut)
 def claim(node_id: int, body: ClaimIn):
     """Long-poll up to `wait` seconds for at most `open_slots` leases."""
-    return ClaimOut(leases=leases.claim_or_wait(commander(), g.node, body.open_slots, body.wait))
+    return ClaimOut(leases=leases.claim_or_wait(commander(), g.node.id, principal().token_id, body.open_slots,
+                                                body.wait))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/results", permission="work:execute", signed=True,

@@ -178,6 +178,14 @@ def v6_key_rotation(database: pw.Database) -> None:
     apply(migrator.add_column("node", "next_signing_key", pw.TextField(null=True)))
 
 
+def v7_requested_capabilities(database: pw.Database) -> None:
+    """The capabilities a node reported that wait for an operator's approval."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("node", "requested_capabilities", pw.TextField(null=True)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -186,6 +194,7 @@ MIGRATIONS: list[Step] = [
     (4, "pending nodes", v4_pending_nodes),
     (5, "pipelines and provenance", v5_pipelines_provenance),
     (6, "node key rotation", v6_key_rotation),
+    (7, "capabilities awaiting approval", v7_requested_capabilities),
 ]
 
 

@@ -83,6 +83,9 @@ DEFAULTS: dict[str, dict] = {
         "advertise": True,          # mDNS/DNS-SD on the LAN, when bound beyond loopback
         "mdns_type": "_m3shd._tcp.local.",  # another type keeps two meshes on one LAN apart
         "max_pending_nodes": 16,    # tokenless joins waiting for approval, all addresses together
+        # Capability label prefixes that are facts of the machine, which a node changes by itself;
+        # any other label a node adds waits for an operator (m3shd nodes approve-capabilities).
+        "capability_facts": ["os=", "arch=", "runner="],
     },
     "n0d3": {
         "url": "",                 # the Commander, e.g. http://127.0.0.1:8470; "" → found with mDNS

@@ -20,7 +20,7 @@ from commander.exceptions import Forbidden, TooManyRequests, Unauthenticated
 from commander.models import AWAITING_APPROVAL, Node, Task
 from commander.permissions import PUBLIC, ROLES
 from commander.routes import commander, parse_query
-from commander.schemas import LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit, TokenCreate, TokenOut
+from commander.schemas import CapabilitiesApproveIn, LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit, TokenCreate, TokenOut
 from commander.web import graph, site
 from commander.web.site import local_path, page_route, render
 
@@ -103,6 +103,14 @@ def set_node_state(node_id: int):
     """An operator's order to a N0D3: active, paused, draining or disabled."""
     order = NodeStateIn(state=request.form.get("state", ""))
     nodes.set_state(commander(), node_id, order.state, principal().actor)
+    return back(url_for(".node", node_id=node_id))
+
+
+@page_route(bp, "POST", "/nodes/<id:node_id>/capabilities/approve", permission="nodes:manage")
+def approve_capabilities(node_id: int):
+    """Approve the capabilities a N0D3 asks for, exactly those the page showed."""
+    shown = CapabilitiesApproveIn(capabilities=request.form.getlist("capabilities"))
+    nodes.approve_capabilities(commander(), node_id, shown.capabilities, principal().actor)
     return back(url_for(".node", node_id=node_id))
 
 

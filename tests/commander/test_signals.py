@@ -44,7 +44,7 @@ def heard(cmdr) -> Heard:
 
 
 def join(cmdr, name: str = "n1") -> Node:
-    registered = nodes.register(cmdr, nodes.Machine(machine_id=f"machine-{name}", name=name, slots=4))
+    registered = nodes.register(cmdr, nodes.Machine(machine_id=f"machine-{name}", name=name, slots=4), "test")
     return Node.get_by_id(registered["node_id"])
 
 

@@ -368,6 +368,7 @@ def test_the_audit_log_records_who_what_when_and_where(cmd):
     cmd.api._send("PATCH", f"/api/users/{user_id}", {"role": "commander", "password": "another-long-password"})
     node = ApiClient(cmd.url, cmd.join_token).register(machine_id=uuid.uuid4().hex, name="doomed", slots=1)
     cmd.api._send("PUT", f"/api/nodes/{node['node_id']}/state", {"state": "paused"})
+    cmd.api._send("POST", f"/api/nodes/{node['node_id']}/rotate-key")
     cmd.api._send("DELETE", f"/api/nodes/{node['node_id']}")
 
     entries = [e for e in cmd.api._send("GET", "/api/audit", params={"limit": 500})["entries"] if e["ts"] >= started]
@@ -376,7 +377,10 @@ def test_the_audit_log_records_who_what_when_and_where(cmd):
                            ("user.role", name), ("user.password_reset", name),
                            ("token.created", f"api token {token['id']} audited"),
                            ("token.revoked", f"api token {token['id']} audited"),
-                           ("node.state", f"node {node['node_id']} doomed"), ("node.removed", f"node {node['node_id']} doomed")]:
+                           ("node.registered", f"node {node['node_id']} doomed"),
+                           ("node.state", f"node {node['node_id']} doomed"),
+                           ("node.rotate_key", f"node {node['node_id']} doomed"),
+                           ("node.removed", f"node {node['node_id']} doomed")]:
         assert (action, target) in seen, (action, target)
     by_admin = [e for e in entries if e["action"] == "token.created"]
     assert by_admin[0]["actor"] == "api token:admin" and by_admin[0]["address"] == "127.0.0.1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -17,7 +18,7 @@ from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import register_error_handlers
 from commander.migrations import current_version, migrate
-from commander.models import ACTIVE, Node, Nonce
+from commander.models import Nonce
 from commander.routes import IdConverter
 from commander.secrets import SecretBox, load_keys
 from commander.settings import CommanderSettings
@@ -95,19 +96,19 @@ def start_background(cmdr: Commander) -> None:
     """Per worker process: the wake socket, the claim dispatcher and the reaper."""
     cmdr.notifier.start()
 
-    def claim(node_id, open_slots, task_ids):
+    def claim(node_id, token_id, open_slots, task_ids):
         with cmdr.db.connection_context():
-            return leases.claim(cmdr, node_id, open_slots, task_ids)
+            return leases.claim(cmdr, node_id, open_slots, task_ids, token_id=token_id)
 
     def choose(waiting):
         with cmdr.db.connection_context():
             return planning.who_should_claim(time.time(), cmdr.settings, waiting, cmdr.ranking)
 
-    def inactive_nodes(node_ids):
+    def waiting_in_vain(waiting):
         with cmdr.db.connection_context():
-            return [n.id for n in Node.select(Node.id).where(Node.id.in_(node_ids) & (Node.state != ACTIVE))]
+            return leases.waiting_in_vain(waiting, time.time())
 
-    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, inactive_nodes)
+    cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, waiting_in_vain)
     cmdr.dispatcher.start()
     threading.Thread(target=reap_forever, args=(cmdr,), name="reaper", daemon=True).start()
 
@@ -115,8 +116,8 @@ def start_background(cmdr: Commander) -> None:
 def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
     """Lost nodes and expired leases, once a second, in the one worker that holds the lock
     (the OS releases it if that worker dies, and another takes over)."""
-    lock = open(cmdr.notifier.run_dir / "reaper.lock", "w")
-    flock_when_free(lock.fileno(), every, every)
+    lock = os.open(cmdr.notifier.run_dir / "reaper.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    flock_when_free(lock, every, every)
 
     def reap() -> None:
         time.sleep(every)

@@ -49,7 +49,7 @@ TOKEN_BY_HASH = Compiled(Token, lambda: Token.select(
     Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.expires_at, Token.revoked_at,
     Token.last_used_at).where(Token.token_hash == Param("token_hash")))
 NODE_FOR_REQUEST = Compiled(Node, lambda: Node.select(
-    Node.id, Node.state, Node.capabilities, Node.runner, Node.problem, Node.signing_key, Node.next_signing_key
+    Node.id, Node.name, Node.state, Node.runner, Node.problem, Node.signing_key, Node.next_signing_key
 ).where(Node.id == Param("node_id")))
 NONCE_INSERT = Compiled(Nonce, lambda: Nonce.insert(
     node=Param("node_id"), value=Param("nonce"), seen_at=Param("seen_at")).on_conflict_ignore())
@@ -132,7 +132,7 @@ def check_node_request(cmdr: Commander, principal: Principal, path: dict) -> Non
     node = found[0] if found else None
     if node is None:
         raise NotFound("not_found", f"node {node_id} does not exist")
-    nonce, key = verify_node_signature(cmdr, node)
+    nonce, key = verify_node_signature(cmdr, node, principal.actor)
     with cmdr.write_turn():
         inserted = NONCE_INSERT.execute(node_id=node_id, nonce=nonce, seen_at=time.time())
     if not inserted:
@@ -140,7 +140,7 @@ def check_node_request(cmdr: Commander, principal: Principal, path: dict) -> Non
     g.node, g.node_key = node, key
 
 
-def verify_node_signature(cmdr: Commander, node: Node) -> tuple[str, bytes]:
+def verify_node_signature(cmdr: Commander, node: Node, actor: str) -> tuple[str, bytes]:
     """The request's nonce and the key that signed it: the node's key, or the pending key of a
     rotation, which the node's first request signed with it makes current (the old one then dies)."""
     box = cmdr.box
@@ -161,7 +161,7 @@ def verify_node_signature(cmdr: Commander, node: Node) -> tuple[str, bytes]:
         nonce = wire.check_request(pending, request.headers, request.method, signed_path, body)
     except ValueError:
         raise refusal from None
-    if not nodes.finish_rotation(cmdr, node.id, node.next_signing_key):
+    if not nodes.finish_rotation(cmdr, node.id, node.next_signing_key, actor):
         raise refusal
     node.signing_key, node.next_signing_key = node.next_signing_key, None
     return nonce, pending

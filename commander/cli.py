@@ -6,6 +6,7 @@ serve` must patch gevent in before peewee, Flask or requests are loaded.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from m3shd import cli, config
@@ -28,6 +29,7 @@ def cmd_commander_serve(args) -> int:
     monkey.patch_all()
     from commander.settings import CommanderSettings
 
+    os.umask(0o077)  # whatever the Commander writes in its data directory is its own (the database holds secrets)
     settings = config.load(CommanderSettings, args.config, bind=args.bind, workers=args.workers)
     from commander.server import serve
 

@@ -40,7 +40,7 @@ def open_database(url: str, pool_size: int = 64, pool_wait: float = 5.0) -> pw.D
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = Path(parsed.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         # check_same_thread off: the pool hands a connection to one thread at a time, not always the same one.
         # A wait of None is one look; peewee would read 0 as "wait forever".
         database = PooledSqliteDatabase(
@@ -51,6 +51,18 @@ def open_database(url: str, pool_size: int = 64, pool_wait: float = 5.0) -> pw.D
         database = connect_url(url)
     database_proxy.initialize(database)
     return database
+
+
+def make_private(path: Path) -> None:
+    """The database file, and its WAL and shared-memory files, readable by this user only: they
+    hold every token hash, prompt and output. SQLite gives the -wal and -shm files the database
+    file's mode when it creates them, so the file is made 0600 before SQLite first opens it;
+    files an older version left readable to others are made 0600 too."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if name.exists():
+            name.chmod(0o600)
 
 
 def is_sqlite(database: pw.Database) -> bool:

@@ -14,7 +14,8 @@ KINDS = (
     *(f"task.{state}" for state in TASK_STATES), "task.approved", "task.rejected", "task.retrying", "task.requeued",
     *(f"node.{state}" for state in NODE_STATES), "node.registered", "node.reregistered", "node.runner",
     "node.drain_deadline", "node.removed", "node.pending", "node.approved", "node.rejected", "node.breaker",
-    "node.breaker_held", "node.key_rotating", "node.key_rotated",
+    "node.breaker_held", "node.key_rotating", "node.key_rotated", "node.capabilities", "node.capabilities_requested",
+    "node.capabilities_approved",
     *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
 )
 

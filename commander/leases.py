@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from commander import breakers, events, outcomes, planning, provenance, tasks
+from commander import breakers, events, outcomes, planning, provenance, tasks, tokens
 from commander.context import Commander
 from commander.db import Compiled, CompiledUpdate, Param
 from commander.exceptions import Conflict
@@ -64,15 +64,19 @@ APPLY_RETRY = CompiledUpdate(Task, RESULT_FIELDS + RETRY_FIELDS, match=FENCE)
 APPLY_FINAL = CompiledUpdate(Task, RESULT_FIELDS + ("state", "finished_at", *provenance.RECORD_FIELDS), match=FENCE)
 
 
-def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | None = None) -> list[dict]:
+def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | None = None,
+          token_id: int | None = None) -> list[dict]:
     """Lease this node the queued tasks the scheduler places on it (commander/planning.py), up to
     `open_slots`, or one probe task while its breaker is half-open. `planned`: task ids a
     dispatcher's plan gave this node a moment ago, so they need not be planned again.
+    `token_id`: the node token the claim came with, which must still act for the node when the
+    leases are made (a long-poll can outlive it); None only for callers inside the Commander
+    that answer for the node themselves (tests, benchmarks).
 
     The plan is read before the write lock is taken: most claims find nothing and need not queue
-    for the lock to learn it, and the lock is held only to read the node's standing again and
-    for the conditional UPDATEs (a task another node took meanwhile is no longer `queued`, so it
-    is skipped)."""
+    for the lock to learn it, and the lock is held only to read the node's standing and token
+    again and for the conditional UPDATEs (a task another node took meanwhile is no longer
+    `queued`, so it is skipped; one the node's approved capabilities do not cover, never taken)."""
     t = now()
     node, limit, breaker = admission(node_id, t)
     if limit == 0:
@@ -84,19 +88,21 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
     leases = []
     with cmdr.writing(wake=False):
         t = now()
-        # Again under the write lock: a result committed meanwhile may have opened its breaker.
+        # Again under the write lock: a result committed meanwhile may have opened its breaker,
+        # and the node's token may have died while its claim waited.
         node, limit, breaker = admission(node_id, t)
-        if limit == 0:
+        if limit == 0 or (token_id is not None and not tokens.acts_for(token_id, node_id, t)):
             return []
         if limit > 0:
             open_slots = min(open_slots, limit)
+        capabilities = frozenset(node.capabilities)
         lease_until = t + cmdr.settings.lease_ttl
         for task_id in planned:
             if len(leases) == open_slots:
                 break
             found = QUEUED_TASK.rows(task_id=task_id)
-            if not found:
-                continue  # another node took it meanwhile
+            if not found or not capabilities.issuperset(found[0].requires):
+                continue  # another node took it meanwhile, or a plan made with older capabilities
             task = found[0]
             token = secrets.token_hex(16)
             attempt = task.attempt + 1
@@ -126,17 +132,28 @@ def admission(node_id: int, t: float) -> tuple[Node | None, int, breakers.Breake
     return node, limit, breaker
 
 
-def claim_or_wait(cmdr: Commander, node: Node, open_slots: int, wait: float) -> list[dict]:
-    """Claim now; if nothing is there, long-poll until work for this node appears or `wait` ends."""
+def claim_or_wait(cmdr: Commander, node_id: int, token_id: int, open_slots: int, wait: float) -> list[dict]:
+    """Claim now; if nothing is there, long-poll until work for this node appears or `wait` ends.
+    Every claim, the dispatcher's for a waiting node included, checks the node and its token
+    again when it takes a lease (see `claim`)."""
     deadline = now() + min(wait, cmdr.settings.max_wait)
-    leases = claim(cmdr, node.id, open_slots)
-    capabilities = set(node.capabilities)
+    leases = claim(cmdr, node_id, open_slots, token_id=token_id)
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
-        leases = cmdr.dispatcher.wait_for_work(node.id, capabilities, open_slots, remaining)
-        if not leases and [row.state for row in planning.NODE_WITH_BREAKER.rows(node_id=node.id)] != [ACTIVE]:
-            break  # paused, drained, lost or removed meanwhile
+        leases = cmdr.dispatcher.wait_for_work(node_id, token_id, open_slots, remaining)
+        if not leases and waiting_in_vain({node_id: token_id}, now()):
+            break  # paused, drained, lost or removed meanwhile, or its token died
     return leases
+
+
+def waiting_in_vain(waiting: dict[int, int], t: float) -> list[int]:
+    """The nodes among `waiting` (node id → the token its claim came with) that can take no
+    work now: not active, or their token no longer acts for them."""
+    active = {node_id for (node_id,) in Node.select(Node.id).where(Node.id.in_(list(waiting)) &
+                                                                    (Node.state == ACTIVE)).tuples()}
+    acting = tokens.acting(list(waiting.values()), t)
+    return [node_id for node_id, token_id in waiting.items()
+            if node_id not in active or (token_id, node_id) not in acting]
 
 
 def retry_fields(task: Task, node_id: int | None, t: float, settings: CommanderSettings) -> dict:

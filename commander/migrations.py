@@ -178,6 +178,14 @@ def v6_key_rotation(database: pw.Database) -> None:
     apply(migrator.add_column("node", "next_signing_key", pw.TextField(null=True)))
 
 
+def v7_requested_capabilities(database: pw.Database) -> None:
+    """The capabilities a node reported that wait for an operator's approval."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("node", "requested_capabilities", pw.TextField(null=True)))
+
+
 def v9_approver_not_submitter(database: pw.Database) -> None:
     """Whether a task awaiting approval must be approved by someone other than its submitter.
     Tasks from before keep today's rule: their submitter may approve them."""
@@ -195,6 +203,7 @@ MIGRATIONS: list[Step] = [
     (4, "pending nodes", v4_pending_nodes),
     (5, "pipelines and provenance", v5_pipelines_provenance),
     (6, "node key rotation", v6_key_rotation),
+    (7, "capabilities awaiting approval", v7_requested_capabilities),
     (9, "approver other than the submitter", v9_approver_not_submitter),
 ]
 

@@ -54,7 +54,10 @@ class Node(BaseModel):
     machine_id = pw.CharField(max_length=128, unique=True)
     name = pw.CharField(max_length=128)
     state = pw.CharField(max_length=16, default=ACTIVE, index=True)
-    capabilities = JSONField(default=list)
+    capabilities = JSONField(default=list)   # approved: what the scheduler matches tasks against
+    # What the node last reported while that holds labels an operator has not approved yet
+    # (commander/capabilities.py); None: nothing is waiting for approval.
+    requested_capabilities = JSONField(null=True)
     slots = pw.IntegerField(default=1)
     open_slots = pw.IntegerField(default=0)
     runner = pw.CharField(max_length=32, null=True)

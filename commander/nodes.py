@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 import peewee as pw
 
-from commander import audit, breakers, events, planning, reputation, scheduler, tasks
+from commander import audit, breakers, capabilities, events, planning, reputation, scheduler, tasks
+from commander.capabilities import Standing
 from commander.context import Commander
 from commander.db import Compiled, CompiledUpdate, Param
 from commander.exceptions import Conflict, Invalid, NotFound
@@ -44,58 +45,144 @@ class LeaseRef(NamedTuple):
     lease_token: str
 
 
-def register(cmdr: Commander, machine: Machine) -> dict:
-    """Create the node, or give a re-registering machine its own node back with fresh secrets."""
+def register(cmdr: Commander, machine: Machine, actor: str) -> dict:
+    """A new machine becomes a node with fresh secrets; the capabilities it reports are approved
+    as given (see capabilities.py). A machine id already on record is refused (`machine_known`,
+    audited): only that node, proving its current key, registers again (`reregister`)."""
     key = secrets.token_bytes(32)
     token = new_token("node")
-    fields = dict(
-        name=machine.name, capabilities=sorted(set(machine.capabilities)), slots=machine.slots,
-        open_slots=machine.slots, priority=machine.priority, version=machine.version, runner=machine.runner,
-        problem=machine.problem, state=ACTIVE, last_seen=now(), signing_key=cmdr.box.encrypt(key.hex().encode()),
-        next_signing_key=None,  # a registration's fresh key supersedes a rotation under way
-    )
+    sealed = cmdr.box.encrypt(key.hex().encode())
+    labels = sorted(set(machine.capabilities))
     with cmdr.writing():
-        node = Node.get_or_none(Node.machine_id == machine.machine_id)
-        if node is None:
-            node = Node.create(machine_id=machine.machine_id, **fields)
-            kind = "node.registered"
-        else:
-            if node.state in OPERATOR_STATES:  # a restart does not undo an operator's pause or disable
-                fields["state"] = node.state
-            Node.update(**fields).where(Node.id == node.id).execute()
-            Token.delete().where(Token.node == node.id).execute()  # old node tokens die here
-            kind = "node.reregistered"
-        Token.create(kind="node", name=machine.name, token_hash=token_hash(token), prefix=token[:8],
-                     permissions=list(NODE_PERMISSIONS), node=node.id)
-        NodeKey.create(node=node.id, hmac_key=fields["signing_key"], public_key=machine.public_key)
-        events.publish(kind, node=node.id, name=machine.name, capabilities=fields["capabilities"],
-                       slots=machine.slots, runner=machine.runner, problem=machine.problem)
+        known = Node.get_or_none(Node.machine_id == machine.machine_id)
+        if known is None:
+            node = Node.create(
+                machine_id=machine.machine_id, name=machine.name, capabilities=labels, slots=machine.slots,
+                open_slots=machine.slots, priority=machine.priority, version=machine.version, runner=machine.runner,
+                problem=machine.problem, state=ACTIVE, last_seen=now(), signing_key=sealed)
+            Token.create(kind="node", name=machine.name, token_hash=token_hash(token), prefix=token[:8],
+                         permissions=list(NODE_PERMISSIONS), node=node.id)
+            NodeKey.create(node=node.id, hmac_key=sealed, public_key=machine.public_key)
+            events.publish("node.registered", node=node.id, name=machine.name, capabilities=labels,
+                           slots=machine.slots, runner=machine.runner, problem=machine.problem)
+            audit.record(actor, "node.registered", described(node), capabilities=labels,
+                         public_key=machine.public_key)
+    if known is not None:
+        with cmdr.writing(wake=False):
+            audit.record(actor, "node.takeover_refused", described(known), name=machine.name)
+        raise machine_known(known)
     settings = cmdr.settings
     return dict(node_id=node.id, node_token=token, signing_key=key.hex(),
                 heartbeat_interval=settings.heartbeat_interval, lease_ttl=settings.lease_ttl,
                 max_wait=settings.max_wait)
 
 
+def machine_known(node: Node) -> Conflict:
+    """The refusal a machine id already on record gets without its node's key: what to do about it."""
+    return Conflict(
+        "machine_known",
+        f"this machine id belongs to node {node.id} ({node.name}); only that node registers again, with its saved "
+        f"identity (its key proves it). If this machine was reinstalled and lost that identity, remove node "
+        f"{node.id} (`m3shd nodes remove {node.id}`), then join it again")
+
+
+def described(node: Node) -> str:
+    """How the audit log names a node."""
+    return f"node {node.id} {node.name}"
+
+
+def reregister(cmdr: Commander, node_id: int, machine: Machine, actor: str) -> dict:
+    """A node that proved its key (a signed request) describes itself again: same node, token
+    and key, so a lost answer costs nothing. Its state returns to active unless an operator
+    paused or disabled it; new capabilities wait for approval (capabilities.py). Its Ed25519
+    key may be given once, never changed: results already signed are verified with it."""
+    with cmdr.writing():
+        node = get(node_id)  # fresh, under the write lock
+        if machine.machine_id != node.machine_id:
+            raise Conflict("machine_mismatch", f"node {node_id} is another machine; a node keeps its machine id")
+        on_record = NodeKey.select(NodeKey.public_key).where(NodeKey.node == node_id).order_by(NodeKey.id.desc()).first()
+        public_key = on_record.public_key if on_record else None
+        if public_key is not None and machine.public_key != public_key:
+            raise Conflict("result_key_changed",
+                           f"node {node_id} signs its results with another Ed25519 key, which it cannot change: if "
+                           f"its state directory was reset, remove node {node_id} (`m3shd nodes remove {node_id}`) "
+                           f"and join it again")
+        before = Standing(node.capabilities, node.requested_capabilities)
+        after = capabilities.reported(node.capabilities, machine.capabilities, cmdr.settings.capability_facts)
+        state = node.state if node.state in OPERATOR_STATES else ACTIVE
+        Node.update(name=machine.name, slots=machine.slots, open_slots=machine.slots, priority=machine.priority,
+                    version=machine.version, runner=machine.runner, problem=machine.problem, state=state,
+                    last_seen=now(), capabilities=after.approved, requested_capabilities=after.requested,
+                    ).where(Node.id == node_id).execute()
+        if public_key is None and machine.public_key is not None:
+            NodeKey.create(node=node_id, hmac_key=node.signing_key, public_key=machine.public_key)
+            audit.record(actor, "node.result_key", described(node), public_key=machine.public_key)
+        events.publish("node.reregistered", node=node_id, name=machine.name, capabilities=after.approved,
+                       slots=machine.slots, runner=machine.runner, problem=machine.problem)
+        audit.record(actor, "node.reregistered", described(node), name=machine.name, state=state,
+                     capabilities=after.approved, requested=after.requested)
+        note_capabilities(node, before, after, actor)
+    settings = cmdr.settings
+    return dict(node_id=node_id, state=state, capabilities=after.approved, requested_capabilities=after.requested,
+                heartbeat_interval=settings.heartbeat_interval, lease_ttl=settings.lease_ttl,
+                max_wait=settings.max_wait)
+
+
+def note_capabilities(node: Node, before: Standing, after: Standing, actor: str) -> bool:
+    """Inside the caller's write transaction: the events (and for a new request, the audit
+    entry) a change of a node's capabilities makes; True if there was any."""
+    if after == before:
+        return False
+    if after.requested is not None and after.requested != before.requested:
+        events.publish("node.capabilities_requested", node=node.id, approved=after.approved,
+                       requested=after.requested, asked_for=capabilities.asked_for(after))
+        audit.record(actor, "node.capabilities_requested", described(node), approved=after.approved,
+                     requested=after.requested)
+    if after.approved != before.approved:
+        events.publish("node.capabilities", node=node.id, previous=before.approved, capabilities=after.approved)
+    return True
+
+
+def approve_capabilities(cmdr: Commander, node_id: int, shown: Sequence[str], actor: str) -> Node:
+    """An operator's approval of the capabilities node `node_id` asks for: exactly `shown`, the
+    set the operator saw, so a request that changed meanwhile is not approved unseen."""
+    with cmdr.writing():
+        node = get(node_id)
+        if node.requested_capabilities is None:
+            raise Conflict("nothing_requested", f"node {node_id} asks for no capabilities beyond those approved")
+        if sorted(set(shown)) != node.requested_capabilities:
+            raise Conflict("capabilities_changed",
+                           f"node {node_id} now asks for {', '.join(node.requested_capabilities) or 'no labels'}; "
+                           f"look again and approve that")
+        Node.update(capabilities=node.requested_capabilities, requested_capabilities=None).where(
+            Node.id == node_id).execute()
+        events.publish("node.capabilities_approved", node=node_id, previous=node.capabilities,
+                       capabilities=node.requested_capabilities)
+        audit.record(actor, "node.capabilities_approved", described(node), previous=node.capabilities,
+                     capabilities=node.requested_capabilities)
+    return get(node_id)
+
+
 # Every heartbeat runs these: compiled once (see db.Compiled).
-NODE_STATE = Compiled(Node, lambda: Node.select(Node.state).where(Node.id == Param("node_id")))
-HEARTBEAT_UPDATE = CompiledUpdate(Node, ("state", "capabilities", "open_slots", "runner", "problem", "last_seen"),
-                                  match=("id",))
+NODE_STANDING = Compiled(Node, lambda: Node.select(Node.state, Node.capabilities, Node.requested_capabilities).where(
+    Node.id == Param("node_id")))
+HEARTBEAT_UPDATE = CompiledUpdate(Node, ("state", "capabilities", "requested_capabilities", "open_slots", "runner",
+                                         "problem", "last_seen"), match=("id",))
 RENEW_LEASES = Compiled(Task, lambda tokens: Task.update(lease_until=Param("until")).where(
     (Task.state == LEASED) & (Task.node == Param("node_id")) & Task.lease_token.in_(tokens)
 ).returning(Task.lease_token))
 
 
-def heartbeat(cmdr: Commander, node: Node, *, open_slots: int, running: Sequence[LeaseRef] = (),
+def heartbeat(cmdr: Commander, node: Node, actor: str, *, open_slots: int, running: Sequence[LeaseRef] = (),
               runner: str | None = None, problem: str | None = None, capabilities: Sequence[str] | None = None,
               draining: bool = False) -> dict:
     """Record liveness, renew the leases the node still holds, and answer with orders.
-    `capabilities` None: unchanged; `draining`: the node is shutting down."""
+    `capabilities` None: unchanged (else see capabilities.py); `draining`: the node is shutting down."""
     t = now()
     tokens = [ref.lease_token for ref in running]
-    capabilities = sorted(set(capabilities)) if capabilities is not None else node.capabilities
     with cmdr.writing(wake=False):
-        state = NODE_STATE.rows(node_id=node.id)[0].state  # fresh, under the write lock
-        new_state = state
+        row = NODE_STANDING.rows(node_id=node.id)[0]  # fresh, under the write lock
+        state = new_state = row.state
         if draining:
             # A shutting-down node drains; one that already deregistered stays offline (its last
             # heartbeat can arrive after the deregistration).
@@ -103,9 +190,12 @@ def heartbeat(cmdr: Commander, node: Node, *, open_slots: int, running: Sequence
                 new_state = DRAINING
         elif state in (LOST, OFFLINE):
             new_state = ACTIVE
-        HEARTBEAT_UPDATE.execute(dict(id=node.id), state=new_state, capabilities=capabilities, open_slots=open_slots,
-                                 runner=runner, problem=problem, last_seen=t)
-        published = False
+        before = Standing(row.capabilities, row.requested_capabilities)
+        after = before if capabilities is None else reported_capabilities(cmdr, before, capabilities)
+        HEARTBEAT_UPDATE.execute(dict(id=node.id), state=new_state, capabilities=after.approved,
+                                 requested_capabilities=after.requested, open_slots=open_slots, runner=runner,
+                                 problem=problem, last_seen=t)
+        published = note_capabilities(node, before, after, actor)
         if new_state != state:
             events.publish(f"node.{new_state}", node=node.id, previous=state)
             published = True
@@ -122,6 +212,13 @@ def heartbeat(cmdr: Commander, node: Node, *, open_slots: int, running: Sequence
     return dict(state=new_state, heartbeat_interval=cmdr.settings.heartbeat_interval,
                 orders=dict(drain=new_state == DRAINING, pause=new_state in OPERATOR_STATES, cancel=cancel,
                             rotate_key=pending_key_hex(cmdr, node)))
+
+
+def reported_capabilities(cmdr: Commander, before: Standing, labels: Sequence[str]) -> Standing:
+    """A heartbeat's labels: unchanged labels (most heartbeats) skip the rules."""
+    if before.requested is None and sorted(set(labels)) == before.approved:
+        return before
+    return capabilities.reported(before.approved, labels, cmdr.settings.capability_facts)
 
 
 def pending_key_hex(cmdr: Commander, node: Node) -> str | None:
@@ -143,11 +240,11 @@ def rotate_key(cmdr: Commander, node_id: int, actor: str) -> None:
     with cmdr.writing():
         Node.update(next_signing_key=sealed).where(Node.id == node_id).execute()
         events.publish("node.key_rotating", node=node_id)
-        audit.record(actor, "node.rotate_key", f"node {node_id} {node.name}",
+        audit.record(actor, "node.rotate_key", described(node),
                      replaced_pending=node.next_signing_key is not None)
 
 
-def finish_rotation(cmdr: Commander, node_id: int, sealed: str) -> bool:
+def finish_rotation(cmdr: Commander, node_id: int, sealed: str, actor: str) -> bool:
     """The node signed with its pending key `sealed`: that key becomes its signing key, and a new
     NodeKey record (same public key) lets provenance find it for the results signed from now on.
     False if the pending key changed meanwhile (the operator ordered another rotation)."""
@@ -160,6 +257,7 @@ def finish_rotation(cmdr: Commander, node_id: int, sealed: str) -> bool:
         latest = NodeKey.select(NodeKey.public_key).where(NodeKey.node == node_id).order_by(NodeKey.id.desc()).first()
         NodeKey.create(node=node_id, hmac_key=sealed, public_key=latest.public_key if latest else None)
         events.publish("node.key_rotated", node=node_id)
+        audit.record(actor, "node.key_rotated", described(get(node_id)))
     return True
 
 
@@ -206,7 +304,7 @@ def set_state(cmdr: Commander, node_id: int, state: str, actor: str, deadline: f
     with cmdr.writing():
         Node.update(state=state, drain_deadline=drain_deadline).where(Node.id == node_id).execute()
         events.publish(f"node.{state}", node=node_id, previous=node.state, deadline=drain_deadline)
-        audit.record(actor, "node.state", f"node {node_id} {node.name}", previous=node.state, state=state,
+        audit.record(actor, "node.state", described(node), previous=node.state, state=state,
                      deadline=drain_deadline)
         if state == DISABLED:
             requeue_leases(cmdr, node_id, "node disabled")
@@ -248,7 +346,7 @@ def remove(cmdr: Commander, node_id: int, actor: str) -> None:
         requeued = requeue_leases(cmdr, node_id, "node removed")
         Node.delete().where(Node.id == node_id).execute()
         events.publish("node.removed", node=node_id, name=node.name)
-        audit.record(actor, "node.removed", f"node {node_id} {node.name}", requeued=requeued)
+        audit.record(actor, "node.removed", described(node), requeued=requeued)
 
 
 def get(node_id: int) -> Node:

@@ -22,9 +22,11 @@ def request(cmdr: Commander, machine: nodes.Machine, address: str | None) -> dic
     token = new_token("pending")
     with cmdr.writing():
         PendingNode.delete().where(PendingNode.requested_at < now() - EXPIRES_AFTER).execute()
-        known = Node.select().where(Node.machine_id == machine.machine_id).exists()
-        if known or PendingNode.select().where(PendingNode.machine_id == machine.machine_id).exists():
-            raise Conflict("already_known", "this machine is already a node or already waiting for approval")
+        known = Node.get_or_none(Node.machine_id == machine.machine_id)
+        if known is not None:
+            raise nodes.machine_known(known)
+        if PendingNode.select().where(PendingNode.machine_id == machine.machine_id).exists():
+            raise Conflict("already_pending", "this machine is already waiting for approval")
         if PendingNode.select().count() >= cmdr.settings.max_pending_nodes:
             raise TooManyRequests("too_many_pending", "too many machines are waiting for approval; approve or reject "
                                                       "some first")
@@ -46,7 +48,7 @@ def poll(cmdr: Commander, token: str) -> dict:
         return dict(state="pending")
     machine = nodes.Machine(machine_id=row.machine_id, name=row.name, capabilities=row.capabilities, slots=row.slots,
                             version=row.version)
-    registration = nodes.register(cmdr, machine)
+    registration = nodes.register(cmdr, machine, f"pending node {row.id}, approved by {row.approved_by}")
     with cmdr.writing():
         PendingNode.delete().where(PendingNode.id == row.id).execute()
     return dict(state="approved", registration=registration)

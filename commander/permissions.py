@@ -29,8 +29,9 @@ ABOUT: dict[str, str] = {
     "tasks:submit": "submit tasks and pipelines",
     "tasks:cancel": "cancel tasks and pipelines",
     "tasks:approve": "approve or reject tasks that wait for approval",
-    "nodes:read": "read nodes and the machines asking to join",
-    "nodes:manage": "pause, drain or remove nodes, rotate their keys, approve or turn away joins",
+    "nodes:read": "read nodes and the machines asking to join (not their machine ids)",
+    "nodes:manage": "pause, drain or remove nodes, rotate their keys, approve their capabilities, approve or turn "
+                    "away joins, and read machine ids",
     "nodes:join": "register a machine as a N0D3",
     "work:execute": "a N0D3's heartbeats, claims and results, for its own node only",
     "memory:read": "read agents' memories",

@@ -9,6 +9,7 @@ decide which of its long-polling nodes should claim at all.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from typing import NamedTuple
 
 import peewee as pw
@@ -175,18 +176,21 @@ class Handout(NamedTuple):
     replan_in: float | None          # seconds until the plan changes by itself (None: not by time)
 
 
-def who_should_claim(t: float, settings: CommanderSettings, waiting: dict[int, frozenset[str]], load_ranking) -> Handout:
-    """One plan for the nodes long-polling in this worker (id → capabilities): the work it
-    gives them, the tasks it places on other nodes (they may be waiting in another worker),
-    and when the first of those will have waited `best_node_wait` for its node, after which
-    any node may take it."""
+def who_should_claim(t: float, settings: CommanderSettings, waiting: Collection[int], load_ranking) -> Handout:
+    """One plan for the nodes long-polling in this worker (their ids): the work it gives them,
+    the tasks it places on other nodes (they may be waiting in another worker), and when the
+    first of those will have waited `best_node_wait` for its node, after which any node may
+    take it. A node's capabilities are the ranking's, read with the fleet: an approval made
+    while a node waits counts at the next plan."""
     tasks = queue(t, settings)
     if not tasks:
         return Handout({}, {}, None)
-    placed = plan(tasks, load_ranking().with_leases(running_now()))
+    ranking = load_ranking().with_leases(running_now())
+    placed = plan(tasks, ranking)
     here = {}
-    for node_id, capabilities in waiting.items():
-        if ids := [task.id for task in claimable(placed, node_id, capabilities, settings)]:
+    for node_id in waiting:
+        node = ranking.by_id.get(node_id)  # absent: it can take no work now
+        if node and (ids := [task.id for task in claimable(placed, node_id, node.capabilities, settings)]):
             here[node_id] = ids
     elsewhere: dict[int, list[int]] = {}
     patience, replan_in = settings.best_node_wait, None

@@ -15,12 +15,13 @@ from m3shd import provenance, wire
 
 RECORD_FIELDS = ("result_document", "result_ed25519", "signed_with", "chain_hash")  # what `record` fills in
 KEYS_IN_USE = Compiled(NodeKey, lambda: NodeKey.select().where(
-    (NodeKey.node == Param("node_id")) & (NodeKey.hmac_key == Param("sealed_key"))))
+    (NodeKey.node == Param("node_id")) & (NodeKey.hmac_key == Param("sealed_key"))).order_by(NodeKey.id.desc()))
 
 
 def keys_in_use(node: Node) -> NodeKey | None:
     """The registration keys whose HMAC key authenticated this request (the same sealed value,
-    so a re-registration racing the request cannot pair it with the wrong record)."""
+    so a re-registration racing the request cannot pair it with the wrong record); the latest,
+    should a re-registration have added the node's first Ed25519 key to that HMAC key."""
     found = KEYS_IN_USE.rows(node_id=node.id, sealed_key=node.signing_key)
     return found[0] if found else None
 

@@ -86,6 +86,17 @@ class RegisterOut(Response):
     max_wait: float = Field(description="the longest long-poll the Commander holds")
 
 
+class ReregisterOut(Response):
+    node_id: int
+    state: Literal[NODE_STATES]  # type: ignore[valid-type]
+    capabilities: list[str] = Field(description="the approved capabilities: what tasks are matched against")
+    requested_capabilities: list[str] | None = Field(
+        description="what the node reported, while some of it waits for an operator's approval; else null")
+    heartbeat_interval: float
+    lease_ttl: float
+    max_wait: float = Field(description="the longest long-poll the Commander holds")
+
+
 class LeaseRef(Request):
     task_id: Id
     attempt: Id
@@ -167,12 +178,19 @@ class ResultIn(Request):
         None, description="Ed25519 over the same bytes; required from a node that registered a public key")
 
 
+MACHINE_ID = Field(description="the id the machine registered with; shown only to callers with `nodes:manage` "
+                               "(null otherwise)")
+
+
 class NodeOut(Response):
     id: int
     name: str
-    machine_id: str
+    machine_id: str | None = MACHINE_ID
     state: Literal[NODE_STATES]  # type: ignore[valid-type]
-    capabilities: list[str]
+    capabilities: list[str] = Field(description="the approved capabilities: what tasks are matched against")
+    requested_capabilities: list[str] | None = Field(
+        description="what the node last reported, while it holds labels an operator has not approved (approve them "
+                    "with POST /nodes/{id}/capabilities); null when nothing waits")
     slots: int
     open_slots: int
     running: int
@@ -192,6 +210,11 @@ class KeyRotationOut(Response):
     node_id: int
     pending: bool = Field(description="the new key waits for the node's next heartbeat; the old key works until "
                                       "the node signs with the new one")
+
+
+class CapabilitiesApproveIn(Request):
+    capabilities: Capabilities = Field(description="exactly the node's `requested_capabilities` as you saw them; "
+                                                   "if the node asks for something else by now, nothing is approved")
 
 
 class NodeStateIn(Request):
@@ -246,7 +269,7 @@ class PendingPollOut(Response):
 class PendingNodeOut(Response):
     id: int
     name: str
-    machine_id: str
+    machine_id: str | None = MACHINE_ID
     capabilities: list[str]
     slots: int
     version: str
@@ -447,7 +470,8 @@ class TokenCreate(Request):
     role: Role | None = None
     permissions: Annotated[list[Literal[PERMISSIONS]], Field(max_length=len(PERMISSIONS))] | None = None  # type: ignore[valid-type]
     expires_in: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] | None = Field(
-        None, description="seconds until the token expires; an API token without it never does, a join token lasts a day"
+        None, description="seconds until the token expires; without it a join token, or an API token of the worker "
+                          "preset or less, lasts a day, any other API token never expires"
     )
 
 

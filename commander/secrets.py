@@ -17,7 +17,7 @@ def load_keys(configured: str, data_dir: str) -> list[bytes]:
         return [key.strip().encode() for key in configured.split(",") if key.strip()]
     path = Path(data_dir) / "secret.keys"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(Fernet.generate_key().decode() + "\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from commander import audit
+from commander.db import Compiled, Param
 from commander.exceptions import Invalid, NotFound
 from commander.models import Token, now
 from commander.permissions import JOIN_PERMISSIONS, ROLES, check_held
 from commander.secrets import new_token, token_hash
+from m3shd.wire import Role
 
 
 JOIN_TOKEN_TTL_S = 86_400
@@ -18,13 +20,14 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     what it may hold."""
     if kind == "join":
         wanted = set(JOIN_PERMISSIONS)
-        # A join token sits in a new machine's config; unless told otherwise it stops working
-        # after a day, so a lost or stolen machine cannot enrol again with it later.
-        expires_in = expires_in or JOIN_TOKEN_TTL_S
     elif permissions is not None:
         wanted = set(permissions)
     else:
         wanted = set(ROLES[role or "commander"])
+    if not expires_in and for_machines(wanted):
+        # It sits in a new machine's config; unless told otherwise it stops working after a day,
+        # so a lost or stolen machine cannot enrol again with it later.
+        expires_in = JOIN_TOKEN_TTL_S
     if not wanted:
         raise Invalid("invalid_request", "a token needs at least one permission")
     check_held(granter, wanted, "grant a token these permissions")
@@ -36,6 +39,12 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     audit.record(actor, "token.created", f"{kind} token {token.id} {name}", permissions=token.permissions,
                  expires_at=token.expires_at)
     return token, secret
+
+
+def for_machines(permissions: set[str]) -> bool:
+    """A token that enrols machines and holds nothing a person would use (a join token, or an
+    API token of the `worker` preset or less): it expires after a day unless told otherwise."""
+    return set(JOIN_PERMISSIONS) <= permissions <= set(ROLES[Role.WORKER])
 
 
 def revoke(token_id: int, actor: str, revoker: frozenset[str] | None = None) -> Token:
@@ -61,6 +70,23 @@ def refusal(token: Token | None, at: float) -> str | None:
     if not token.permissions:
         return "the token has no permissions"
     return None
+
+
+VALIDITY = (Token.id, Token.node, Token.permissions, Token.expires_at, Token.revoked_at)  # what `refusal` reads
+# A claim checks its token again as it takes a lease: compiled once (db.Compiled).
+TOKEN_BY_ID = Compiled(Token, lambda: Token.select(*VALIDITY).where(Token.id == Param("token_id")))
+
+
+def acts_for(token_id: int, node_id: int, at: float) -> bool:
+    """Does node token `token_id` still act for node `node_id` at `at`: there, usable, and that node's?"""
+    found = TOKEN_BY_ID.rows(token_id=token_id)
+    return bool(found) and found[0].node_id == node_id and refusal(found[0], at) is None
+
+
+def acting(token_ids: list[int], at: float) -> set[tuple[int, int]]:
+    """(token id, node id) for each of `token_ids` that is a usable node token at `at`."""
+    found = Token.select(*VALIDITY).where(Token.id.in_(token_ids) & Token.node.is_null(False))
+    return {(token.id, token.node_id) for token in found if refusal(token, at) is None}
 
 
 def listing() -> list[Token]:

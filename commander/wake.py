@@ -68,6 +68,7 @@ class Notifier:
         self._own.unlink(missing_ok=True)
         receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         receiver.bind(str(self._own))
+        self._own.chmod(0o600)  # only this user's processes may wake or hand work to a worker
         # A datagram that breaks the listener costs a few milliseconds of deafness, never the thread.
         loops.start("wake-listener", functools.partial(self._receive, receiver), logger=log, base=0.01, cap=1.0)
 
@@ -122,10 +123,10 @@ class Notifier:
 
 
 class Waiter:
-    __slots__ = ("node_id", "capabilities", "open_slots", "done", "leases", "gave_up")
+    __slots__ = ("node_id", "token_id", "open_slots", "done", "leases", "gave_up")
 
-    def __init__(self, node_id: int, capabilities: set[str], open_slots: int):
-        self.node_id, self.capabilities, self.open_slots = node_id, capabilities, open_slots
+    def __init__(self, node_id: int, token_id: int, open_slots: int):
+        self.node_id, self.token_id, self.open_slots = node_id, token_id, open_slots
         self.done = threading.Event()
         self.leases: list | None = None
         self.gave_up = False  # its wait ran out while a claim for it was under way
@@ -141,11 +142,11 @@ class Dispatcher:
 
     SWEEP_S = 1.0  # at least this often the dispatcher plans, and releases nodes no longer active
 
-    def __init__(self, notifier: Notifier, claim, choose, inactive_nodes):
+    def __init__(self, notifier: Notifier, claim, choose, waiting_in_vain):
         self._notifier = notifier
-        self._claim = claim                    # (node_id, open_slots, task ids) -> list of leases
-        self._choose = choose                  # ({node_id: capabilities}) -> planning.Handout
-        self._inactive_nodes = inactive_nodes  # (node_ids) -> ids no longer active
+        self._claim = claim                      # (node_id, token_id, open_slots, task ids) -> list of leases
+        self._choose = choose                    # (waiting node ids) -> planning.Handout
+        self._waiting_in_vain = waiting_in_vain  # ({node_id: token_id}) -> ids of nodes that can take no work
         self._waiters: dict[int, Waiter] = {}
         self._lock = threading.Lock()
         notifier.on_handoff = self._take_handoff
@@ -158,8 +159,10 @@ class Dispatcher:
         # The database may be briefly unavailable: the next round tries again.
         loops.start("dispatcher", self._plan_once, logger=log, base=0.05, cap=self.SWEEP_S)
 
-    def wait_for_work(self, node_id: int, capabilities: set[str], open_slots: int, timeout: float) -> list:
-        waiter = Waiter(node_id, capabilities, open_slots)
+    def wait_for_work(self, node_id: int, token_id: int, open_slots: int, timeout: float) -> list:
+        """Leases for `node_id` (claimed with its token `token_id`) as soon as the plan gives it
+        work, or [] after `timeout` seconds or once it can take none (see release_inactive)."""
+        waiter = Waiter(node_id, token_id, open_slots)
         with self._lock:
             previous = self._waiters.pop(node_id, None)
             self._waiters[node_id] = waiter
@@ -181,7 +184,8 @@ class Dispatcher:
         if not self._waiters:
             return
         # Once a second, not on every wake: end the long-polls of nodes that were paused,
-        # drained or lost meanwhile (a query over every waiter is too dear per commit).
+        # drained, lost or removed meanwhile, or whose token died (a query over every waiter is
+        # too dear per commit; a claim checks its own node and token in any case).
         if time.monotonic() - self._swept >= self.SWEEP_S:
             self._swept = time.monotonic()
             self.release_inactive()
@@ -191,8 +195,8 @@ class Dispatcher:
 
     def release_inactive(self) -> None:
         with self._lock:
-            waiting = [w.node_id for w in self._waiters.values()]
-        for node_id in self._inactive_nodes(waiting):
+            waiting = {w.node_id: w.token_id for w in self._waiters.values()}
+        for node_id in self._waiting_in_vain(waiting):
             self._release(self._waiters.get(node_id), [])
 
     def dispatch(self) -> float | None:
@@ -202,7 +206,7 @@ class Dispatcher:
             waiting = dict(self._waiters)
         if not waiting:
             return None
-        handout = self._choose({n: w.capabilities for n, w in waiting.items()})
+        handout = self._choose(list(waiting))
         for node_id, task_ids in handout.elsewhere.items():
             self._notifier.hand_off(node_id, task_ids)
         for node_id, task_ids in handout.here.items():
@@ -223,7 +227,7 @@ class Dispatcher:
             del self._waiters[waiter.node_id]
         leases = []
         try:
-            leases = self._claim(waiter.node_id, waiter.open_slots, task_ids)
+            leases = self._claim(waiter.node_id, waiter.token_id, waiter.open_slots, task_ids)
         finally:
             if leases or not self._wait_again(waiter):
                 self._deliver(waiter, leases)

@@ -234,6 +234,10 @@ def cmd_nodes_show(args) -> int:
         b, r = n["breaker"], n["reputation"]
         print(f"node {n['id']} {n['name']}: {n['state']}, {n['slots'] - n['open_slots']}/{n['slots']} slots busy, "
               f"heartbeat {n['heartbeat_age']:.1f}s ago, priority {n['priority']}")
+        print(f"capabilities: {', '.join(n['capabilities']) or 'none'}")
+        if n["requested_capabilities"] is not None:
+            print(f"asks for: {', '.join(n['requested_capabilities'])} "
+                  f"(`m3shd nodes approve-capabilities {n['id']}` approves)")
         until = f" until {time.strftime('%H:%M:%S', time.localtime(b['until']))}" if b["until"] else ""
         print(f"breaker: {b['state']}{until}, {b['failures']} failures in a row")
         ucb = "untried" if r["ucb"] is None else f"ucb {r['ucb']:.3f}"
@@ -547,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = nodes.add_parser(name, parents=[client], help=text)
         p.add_argument("id", type=int, help="its id in `m3shd nodes pending`")
         p.set_defaults(func=func)
+    from m3shd.commands import membership  # here: it uses this module's helpers
+
+    membership.register(line)
 
     token = line.group("token", help="API and join tokens")
     p = token.add_parser("create", parents=[client], help="create a token (printed once)")

@@ -133,6 +133,13 @@ class ApiClient(_Base):
     def rotate_node_key(self, node_id: int) -> dict:
         return self._send("POST", f"/api/nodes/{node_id}/rotate-key")
 
+    def remove_node(self, node_id: int) -> None:
+        self._send("DELETE", f"/api/nodes/{node_id}")
+
+    def approve_node_capabilities(self, node_id: int, capabilities: list[str]) -> dict:
+        """Approve exactly `capabilities`, the node's `requested_capabilities` as the caller saw them."""
+        return self._send("POST", f"/api/nodes/{node_id}/capabilities/approve", {"capabilities": capabilities})
+
     def create_token(self, name: str, **fields) -> dict:
         return self._send("POST", "/api/tokens", {"name": name, **{k: v for k, v in fields.items() if v is not None}})
 
@@ -181,6 +188,10 @@ class NodeClient(_Base):
     def use_key(self, signing_key: str) -> None:
         """Sign every later request and result with this key (a rotation order's)."""
         self.key = bytes.fromhex(signing_key)
+
+    def register_again(self, **fields) -> dict:
+        """Register this node again (it may have changed), proving its key: it keeps its token and key."""
+        return self._signed("register", fields)
 
     def heartbeat(self, **fields) -> dict:
         return self._signed("heartbeat", fields)

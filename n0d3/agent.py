@@ -51,6 +51,7 @@ class Agent:
         self.client: NodeClient | None = None
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
+        self.connecting = threading.Lock()     # one loop at a time registers again (on_refused)
         self.slot_freed = threading.Condition(self.lock)
         self.stopping = threading.Event()      # SIGTERM: finish running work, take nothing new
         self.done = threading.Event()          # everything has stopped
@@ -85,38 +86,108 @@ class Agent:
                     problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key))
 
     def connect(self, fall_back: bool = True) -> None:
-        """Register with the join token (fresh secrets), fall back to the identity on disk (an
-        explicit `join` never falls back: its token must work), or, with neither, ask to join and
-        wait for an operator's approval. Without a URL, find the Commander on the LAN first."""
+        """Become this machine's node. With a saved identity, register again, proving its key:
+        no join token is needed, however old the one it joined with. Without one, or when the
+        Commander no longer knows it (the node was removed), register as a new machine with the
+        join token; with neither, ask to join and wait for an operator's approval (`fall_back`;
+        an explicit `join` never waits). Without a URL, find the Commander on the LAN first."""
         s = self.settings
         url = s.url or self.discover()
         identity = self.state.identity()
-        if s.join_token:
-            backoff = loops.Backoff("registering", log)
-            while not self.stopping.is_set():
-                try:
-                    identity = self.adopt(url, ApiClient(url, s.join_token).register(**self.registration()))
-                    backoff.ok()
-                    break
-                except CommanderUnreachable as exc:
-                    self.stopping.wait(backoff.failed(exc))
-                except CommanderError as exc:
-                    if exc.status in (401, 403) and identity and fall_back:
-                        log.warning("the join token was refused (%s); using the saved identity", exc.message)
-                        break
-                    raise FatalConfig(f"the Commander refused to register this N0D3: {exc.message}") from None
+        if identity is not None:
+            identity = self.register_again(url, identity, patient=fall_back)
+        if identity is None and s.join_token:
+            identity = self.register_new(url)
         elif identity is None and fall_back:
             identity = self.wait_for_approval(url)
-            if identity is None:
-                raise FatalConfig("stopped while waiting for approval")
-        if not identity:
+        if identity is None:
+            if self.stopping.is_set():
+                raise FatalConfig("stopped before this N0D3 had registered")
             raise FatalConfig("no join token and no saved identity: run `m3shd n0d3 join URL TOKEN` first")
-        if not s.url:
-            identity = dict(identity, url=url)  # found on the LAN: it may have moved since
         self.identity = identity
-        self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
-                                 sign_document=functools.partial(provenance.sign, self.result_key))
+        self.client = self.node_client(identity)
         log.info("N0D3 %s is node %s at %s (%d slots)", s.name, identity["node_id"], identity["url"], self.slots)
+
+    def node_client(self, identity: dict) -> NodeClient:
+        return NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
+                          sign_document=functools.partial(provenance.sign, self.result_key))
+
+    def until_answered(self, what: str, call, retry=lambda exc: exc.status >= 500):
+        """`call()` until the Commander answers it, backing off while it is unreachable or gives a
+        refusal that `retry(exc)` says may pass; any other refusal is raised. None if stopped."""
+        backoff = loops.Backoff(what, log)
+        while not self.stopping.is_set():
+            try:
+                reply = call()
+            except CommanderUnreachable as exc:
+                self.stopping.wait(backoff.failed(exc))
+                continue
+            except CommanderError as exc:
+                if not retry(exc):
+                    raise
+                self.stopping.wait(backoff.failed(exc))
+                continue
+            backoff.ok()
+            return reply
+        return None
+
+    def register_again(self, url: str, identity: dict, patient: bool = True) -> dict | None:
+        """Register again as the node of the saved `identity`, with a request signed by its key
+        (the node may have changed: slots, version, capabilities); it keeps its token and key.
+        Returns the identity, or None if the Commander at `url` does not know that node (removed,
+        or another Commander's) or this N0D3 stopped. A refused signature (a wrong clock, or a
+        key gone stale) is retried while `patient`, else fatal."""
+        node_id = identity["node_id"]
+        identity = dict(identity, url=url)
+        client = self.node_client(identity)
+        said = set()
+
+        def stale(exc: CommanderError) -> str:
+            return (f"the Commander refused node {node_id}'s signature ({exc.message}). If this machine's clock is "
+                    f"right, its saved key is stale (its state directory restored from a backup?): on the "
+                    f"Commander, remove node {node_id} (`m3shd nodes remove {node_id}`), then join again")
+
+        def passing(exc: CommanderError) -> bool:
+            if exc.code == "bad_signature" and patient and exc.message not in said:
+                said.add(exc.message)
+                log.error("%s", stale(exc))
+            return (exc.code == "bad_signature" and patient) or exc.code == "replayed_request" or exc.status >= 500
+
+        try:
+            reply = self.until_answered("registering again", lambda: client.register_again(**self.registration()),
+                                        retry=passing)
+        except CommanderError as exc:
+            if exc.status == 401 and exc.code == "unauthenticated":
+                log.warning("the Commander at %s does not know node %s (it was removed, or this identity is another "
+                            "Commander's): this N0D3 joins as a new machine", url, node_id)
+                return None
+            raise FatalConfig(stale(exc) if exc.code == "bad_signature" else
+                              f"the Commander refused node {node_id}'s registration: {exc.message}") from None
+        if reply is None:
+            return None
+        if reply["requested_capabilities"]:
+            asked = sorted(set(reply["requested_capabilities"]) - set(reply["capabilities"]))
+            log.warning("capabilities %s wait for an operator's approval; until then tasks needing them go "
+                        "elsewhere (on the Commander: `m3shd nodes approve-capabilities %s`)", ", ".join(asked), node_id)
+        identity["heartbeat_interval"] = reply["heartbeat_interval"]
+        self.state.save_identity(identity)
+        return identity
+
+    def register_new(self, url: str) -> dict | None:
+        """Register this machine as a new node with the join token; None if stopped meanwhile."""
+        client = ApiClient(url, self.settings.join_token)
+        try:
+            reply = self.until_answered("registering", lambda: client.register(**self.registration()))
+        except CommanderError as exc:
+            if exc.code == "machine_known":
+                raise FatalConfig(f"{exc.message}. (This N0D3 has no identity that proves it is that node: "
+                                  f"{self.state.dir / 'identity.json'} is missing or belongs to another node.)") from None
+            if exc.status == 401:
+                raise FatalConfig(f"the Commander refused the join token ({exc.message}): make a new one "
+                                  f"(`m3shd token create NAME --kind join`) and join with it "
+                                  f"(`m3shd n0d3 join URL TOKEN`)") from None
+            raise FatalConfig(f"the Commander refused to register this N0D3: {exc.message}") from None
+        return None if reply is None else self.adopt(url, reply)
 
     def adopt(self, url: str, reply: dict) -> dict:
         """Keep the secrets a registration returned: this machine's identity from now on."""
@@ -214,8 +285,9 @@ class Agent:
             self.stopping.wait(1.0)
             return
         started = time.monotonic()
+        client = self.client
         try:
-            leases = self.client.claim(free, self.settings.claim_wait)
+            leases = client.claim(free, self.settings.claim_wait)
             backoff.ok()
             if not leases and time.monotonic() - started < 1.0:
                 # The Commander only answers a long-poll early and empty when this node may
@@ -225,18 +297,22 @@ class Agent:
             self.stopping.wait(backoff.failed(exc))
             return
         except CommanderError as exc:
-            self.stopping.wait(self.on_refused(exc, backoff))
+            self.stopping.wait(self.on_refused(exc, backoff, client))
             return
         for lease in leases:
             self.start_task(lease)
 
-    def on_refused(self, exc: CommanderError, backoff: loops.Backoff) -> float:
+    def on_refused(self, exc: CommanderError, backoff: loops.Backoff, client: NodeClient) -> float:
+        """A request made with `client` was refused; a token the Commander no longer knows means
+        registering again (once, whichever loop notices first)."""
         if exc.status == 401 and exc.code not in ("bad_signature", "replayed_request"):
-            log.warning("the Commander no longer knows this node's token; registering again")
-            try:
-                self.connect()
-            except FatalConfig as fatal:
-                log.error("%s", fatal)
+            with self.connecting:
+                if self.client is client:
+                    log.warning("the Commander no longer knows this node's token; registering again")
+                    try:
+                        self.connect()
+                    except FatalConfig as fatal:
+                        log.error("%s", fatal)
         return backoff.failed(exc)
 
     def heartbeat_loop(self) -> None:
@@ -247,8 +323,9 @@ class Agent:
     def heartbeat_once(self, backoff: loops.Backoff) -> None:
         if self.detection.runner is None:
             self.detect_runner()
+        client = self.client
         try:
-            reply = self.client.heartbeat(**self.heartbeat_body())
+            reply = client.heartbeat(**self.heartbeat_body())
             backoff.ok()
             self.heartbeat_interval = reply["heartbeat_interval"]
             self.node_state = reply["state"]
@@ -257,7 +334,7 @@ class Agent:
         except CommanderUnreachable as exc:
             wait = min(backoff.failed(exc), self.heartbeat_interval)
         except CommanderError as exc:
-            wait = min(self.on_refused(exc, backoff), self.heartbeat_interval)
+            wait = min(self.on_refused(exc, backoff, client), self.heartbeat_interval)
         self.poke_heartbeat.wait(wait)
         self.poke_heartbeat.clear()
 
@@ -336,8 +413,9 @@ class Agent:
     def deliver_held(self, backoff: loops.Backoff) -> None:
         wait = 5.0
         for path, result in self.state.held():
+            client = self.client
             try:
-                reply = self.client.post_result(result)
+                reply = client.post_result(result)
                 backoff.ok()
                 if reply["duplicate"]:
                     log.info("task %s: result was already accepted", result["task_id"])
@@ -348,7 +426,7 @@ class Agent:
                 if exc.status in (404, 409):
                     log.warning("task %s attempt %s: result refused: %s", result["task_id"], result["attempt"], exc.message)
                 elif exc.status >= 500 or exc.status == 401:
-                    wait = self.on_refused(exc, backoff) if exc.status == 401 else backoff.failed(exc)
+                    wait = self.on_refused(exc, backoff, client) if exc.status == 401 else backoff.failed(exc)
                     break
                 else:
                     log.error("task %s: result rejected, kept in %s: %s", result["task_id"], path, exc.message)

@@ -11,7 +11,7 @@ bp = Blueprint("audit", __name__)
 
 @api_route(bp, "GET", "/audit", permission="admin", query=AuditQuery, response=AuditList)
 def list_entries(query: AuditQuery):
-    """The audit log, newest first: logins, failed logins, tokens, users, node removal."""
+    """The audit log, newest first: logins, tokens, users, and nodes (joins, keys, capabilities, orders)."""
     select = AuditEntry.select().order_by(AuditEntry.id.desc()).limit(query.limit)
     if query.action:
         select = select.where(AuditEntry.action == query.action)

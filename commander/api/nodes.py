@@ -11,8 +11,8 @@ from commander.exceptions import Invalid
 from commander.models import Node
 from commander.routes import api_route, commander
 from commander.schemas import (
-    ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, KeyRotationOut, NodeList, NodeOut, NodeStateIn, RegisterIn,
-    RegisterOut, ResultIn, ResultOut, TaskOut,
+    CapabilitiesApproveIn, ClaimIn, ClaimOut, HeartbeatIn, HeartbeatOut, KeyRotationOut, NodeList, NodeOut,
+    NodeStateIn, RegisterIn, RegisterOut, ReregisterOut, ResultIn, ResultOut, TaskOut,
 )
 from m3shd import wire
 
@@ -21,16 +21,32 @@ bp = Blueprint("nodes", __name__)
 RESULT_FIELDS = {field.name for field in fields(leases.Result)} - {"usage"}
 
 
+def may_see_machine_ids() -> bool:
+    """Machine ids go only to those who manage nodes (removing one, letting one in): they name
+    a machine to the Commander, so the fewer who read them the better."""
+    return "nodes:manage" in principal().permissions
+
+
 def node_views(listed: list[Node]) -> list[NodeOut]:
-    """Nodes as the API shows them: each row with its standing (nodes.standing)."""
+    """Nodes as the API shows them to this caller: each row with its standing (nodes.standing)."""
     standing = nodes.standing(listed, commander().settings)
-    return [NodeOut.from_row(node, **standing[node.id]) for node in listed]
+    shown = may_see_machine_ids()
+    return [NodeOut.from_row(node, machine_id=node.machine_id if shown else None, **standing[node.id])
+            for node in listed]
 
 
 @api_route(bp, "POST", "/nodes/register", permission="nodes:join", body=RegisterIn, response=RegisterOut)
 def register(body: RegisterIn):
-    """Register this machine (idempotent per machine id); returns its node token and signing key."""
-    return RegisterOut(**nodes.register(commander(), nodes.Machine(**body.model_dump())))
+    """Register a new machine; returns its node token and signing key. 409 for a machine already a node."""
+    return RegisterOut(**nodes.register(commander(), nodes.Machine(**body.model_dump()), principal().actor))
+
+
+@api_route(bp, "POST", "/nodes/<id:node_id>/register", permission="work:execute", signed=True,
+           body=RegisterIn, response=ReregisterOut)
+def reregister(node_id: int, body: RegisterIn):
+    """A node registers again, proving its key: same token and key; new capabilities wait for approval."""
+    return ReregisterOut(**nodes.reregister(commander(), node_id, nodes.Machine(**body.model_dump()),
+                                            principal().actor))
 
 
 @api_route(bp, "GET", "/nodes", permission="nodes:read", response=NodeList)
@@ -59,6 +75,14 @@ def rotate_key(node_id: int):
     return KeyRotationOut(node_id=node_id, pending=True)
 
 
+@api_route(bp, "POST", "/nodes/<id:node_id>/capabilities/approve", permission="nodes:manage",
+           body=CapabilitiesApproveIn, response=NodeOut)
+def approve_capabilities(node_id: int, body: CapabilitiesApproveIn):
+    """Approve the capabilities a node asks for (send exactly its `requested_capabilities`)."""
+    node = nodes.approve_capabilities(commander(), node_id, body.capabilities, principal().actor)
+    return node_views([node])[0]
+
+
 @api_route(bp, "DELETE", "/nodes/<id:node_id>", permission="nodes:manage", status=204)
 def remove_node(node_id: int):
     """Remove a node: its tokens stop working and the tasks it held are queued again."""
@@ -70,14 +94,16 @@ def remove_node(node_id: int):
 def heartbeat(node_id: int, body: HeartbeatIn):
     """Liveness, open slots and running attempts (their leases are renewed); returns orders."""
     running = [nodes.LeaseRef(**ref.model_dump()) for ref in body.running]
-    return HeartbeatOut(**nodes.heartbeat(commander(), g.node, **body.model_dump(exclude={"running"}), running=running))
+    return HeartbeatOut(**nodes.heartbeat(commander(), g.node, principal().actor,
+                                          **body.model_dump(exclude={"running"}), running=running))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/claim", permission="work:execute", signed=True,
            body=ClaimIn, response=ClaimOut)
 def claim(node_id: int, body: ClaimIn):
     """Long-poll up to `wait` seconds for at most `open_slots` leases."""
-    return ClaimOut(leases=leases.claim_or_wait(commander(), g.node, body.open_slots, body.wait))
+    return ClaimOut(leases=leases.claim_or_wait(commander(), g.node.id, principal().token_id, body.open_slots,
+                                                body.wait))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/results", permission="work:execute", signed=True,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from commander import nodes, pending
+from commander.api.nodes import may_see_machine_ids
 from commander.auth import principal
 from commander.permissions import PUBLIC
 from commander.routes import api_route, commander
@@ -13,7 +14,8 @@ bp = Blueprint("pending", __name__)
 
 
 def pending_out(row: PendingNode) -> PendingNodeOut:
-    return PendingNodeOut.from_row(row, approved=row.approved_at is not None)
+    return PendingNodeOut.from_row(row, approved=row.approved_at is not None,
+                                   machine_id=row.machine_id if may_see_machine_ids() else None)
 
 
 @api_route(bp, "POST", "/nodes/pending", permission=PUBLIC, body=RegisterIn, response=PendingOut, status=202)

@@ -19,7 +19,7 @@ from commander.exceptions import TooManyRequests, Unauthenticated
 from commander.models import AWAITING_APPROVAL, Node, Task
 from commander.permissions import PUBLIC, ROLES
 from commander.routes import commander, parse_query
-from commander.schemas import LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit, TokenCreate, TokenOut
+from commander.schemas import CapabilitiesApproveIn, LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit, TokenCreate, TokenOut
 from commander.web import graph, site
 from commander.web.site import local_path, page_route, render
 
@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder=None)
 site.install(bp)
 
-# Expiry choices on the token form, in seconds; none: never for an API token, a day for a join token.
+# Expiry choices on the token form, in seconds; none: a day for a join or worker token, else never.
 EXPIRY_CHOICES = (("", "the default"), ("3600", "1 hour"), ("86400", "1 day"), ("2592000", "30 days"),
                   ("31536000", "1 year"))
 
@@ -99,6 +99,14 @@ def set_node_state(node_id: int):
     """An operator's order to a N0D3: active, paused, draining or disabled."""
     order = NodeStateIn(state=request.form.get("state", ""))
     nodes.set_state(commander(), node_id, order.state, principal().actor)
+    return back(url_for(".node", node_id=node_id))
+
+
+@page_route(bp, "POST", "/nodes/<id:node_id>/capabilities/approve", permission="nodes:manage")
+def approve_capabilities(node_id: int):
+    """Approve the capabilities a N0D3 asks for, exactly those the page showed."""
+    shown = CapabilitiesApproveIn(capabilities=request.form.getlist("capabilities"))
+    nodes.approve_capabilities(commander(), node_id, shown.capabilities, principal().actor)
     return back(url_for(".node", node_id=node_id))
 
 

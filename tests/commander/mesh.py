@@ -21,7 +21,8 @@ def configure(cmdr, **settings) -> None:
 
 def join(cmdr, name: str = "n1", slots: int = 4, **machine) -> Node:
     """Register a machine (nodes.Machine fields in `machine`); its node row."""
-    registered = nodes.register(cmdr, nodes.Machine(machine_id=f"machine-{name}", name=name, slots=slots, **machine))
+    registered = nodes.register(cmdr, nodes.Machine(machine_id=f"machine-{name}", name=name, slots=slots, **machine),
+                                "test")
     return Node.get_by_id(registered["node_id"])
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from commander import leases, nodes, provenance as commander_provenance
 from commander.exceptions import Conflict
-from commander.models import Event, Node, Task, now
+from commander.models import Event, Node, Task, Token, now
 from commander.settings import CommanderSettings
 from m3shd import provenance, wire
 from mesh import configure, expire_now, join, join_signing, lease_of, report, result, submit
@@ -115,9 +115,10 @@ def test_planned_tasks_are_leased_in_the_plans_order_skipping_those_taken_meanwh
 
 def test_without_a_dispatcher_a_long_poll_answers_with_what_a_claim_finds(cmdr):
     node = join(cmdr)
-    assert leases.claim_or_wait(cmdr, node, open_slots=1, wait=0.0) == []
+    token_id = Token.get(Token.node == node.id).id
+    assert leases.claim_or_wait(cmdr, node.id, token_id, open_slots=1, wait=0.0) == []
     task = submit(cmdr)
-    assert leased_ids(leases.claim_or_wait(cmdr, node, open_slots=1, wait=30.0)) == [task.id]
+    assert leased_ids(leases.claim_or_wait(cmdr, node.id, token_id, open_slots=1, wait=30.0)) == [task.id]
 
 
 # --- results -----------------------------------------------------------------------------------

@@ -117,3 +117,9 @@ def test_a_foreign_database_is_refused(tmp_path):
         conn.execute("CREATE TABLE photos (id INTEGER)")
     with pytest.raises(SchemaError, match="not an m3shd database|no m3shd schema"):
         migrate(fresh(path))
+
+
+def test_nodes_from_before_capability_approval_keep_their_labels_approved(tmp_path):
+    old = migrated_with_an_old_node(tmp_path)
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "capabilities", "requested_capabilities" FROM "node"').fetchall() == [("[]", None)]

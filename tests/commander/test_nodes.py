@@ -15,7 +15,7 @@ from mesh import configure, expire_now, join, join_signing, lease_of, report, su
 
 def beat(cmdr, node: Node, open_slots: int = 1, **options) -> dict:
     """A heartbeat as the route sends it, with the node's row as it stands."""
-    return nodes.heartbeat(cmdr, Node.get_by_id(node.id), open_slots=open_slots, **options)
+    return nodes.heartbeat(cmdr, Node.get_by_id(node.id), f"node {node.id}", open_slots=open_slots, **options)
 
 
 def ref(lease: dict) -> nodes.LeaseRef:
@@ -36,7 +36,7 @@ def test_a_new_machine_gets_a_node_a_token_and_a_key_only_it_is_told(cmdr):
     configure(cmdr, heartbeat_interval=7.0, lease_ttl=21.0, max_wait=40.0)
     machine = nodes.Machine(machine_id="m-1", name="alpha", capabilities=["b", "a", "a"], slots=3, version="1.2",
                             runner="claude-cli", public_key="ab" * 32)
-    reply = nodes.register(cmdr, machine)
+    reply = nodes.register(cmdr, machine, "test")
     assert reply["node_token"].startswith("m3n_") and len(bytes.fromhex(reply["signing_key"])) == 32
     assert (reply["heartbeat_interval"], reply["lease_ttl"], reply["max_wait"]) == (7.0, 21.0, 40.0)
     node = Node.get_by_id(reply["node_id"])
@@ -53,20 +53,36 @@ def test_a_new_machine_gets_a_node_a_token_and_a_key_only_it_is_told(cmdr):
     assert [kind for kind, _ in node_events(node)] == ["node.registered"]
 
 
-def test_a_machine_that_registers_again_gets_its_own_node_back_with_fresh_secrets(cmdr):
-    first = nodes.register(cmdr, nodes.Machine(machine_id="m-1", name="alpha", capabilities=["a"], slots=2))
-    nodes.rotate_key(cmdr, first["node_id"], "user:ops")  # a rotation under way is superseded
-    second = nodes.register(cmdr, nodes.Machine(machine_id="m-1", name="alpha-2", capabilities=["b"], slots=4))
-    assert second["node_id"] == first["node_id"] and Node.select().count() == 1
-    assert second["node_token"] != first["node_token"] and second["signing_key"] != first["signing_key"]
-    # The old node token dies; the old key stays on record, so older results can be verified.
-    assert [t.token_hash for t in Token.select().where(Token.node == first["node_id"])] == [
-        token_hash(second["node_token"])]
-    assert NodeKey.select().where(NodeKey.node == first["node_id"]).count() == 2
+def test_a_known_machine_id_without_its_key_is_refused_and_audited_never_taken_over(cmdr):
+    first = nodes.register(cmdr, nodes.Machine(machine_id="m-1", name="alpha", capabilities=["a"], slots=2), "test")
+    with pytest.raises(Conflict) as refused:
+        nodes.register(cmdr, nodes.Machine(machine_id="m-1", name="mallory", slots=4), "token 9")
+    assert refused.value.code == "machine_known"
+    # Nothing of the real node changed: its token and key still act for it.
+    [token] = Token.select().where(Token.node == first["node_id"])
+    assert token.token_hash == token_hash(first["node_token"]) and Node.select().count() == 1
     node = Node.get_by_id(first["node_id"])
-    assert (node.name, node.capabilities, node.slots, node.next_signing_key) == ("alpha-2", ["b"], 4, None)
-    assert cmdr.box.decrypt(node.signing_key).decode() == second["signing_key"]
-    assert node_events(node)[-1][0] == "node.reregistered"
+    assert (node.name, node.slots) == ("alpha", 2)
+    assert cmdr.box.decrypt(node.signing_key).decode() == first["signing_key"]
+    assert AuditEntry.select().where(AuditEntry.action == "node.takeover_refused",
+                                     AuditEntry.actor == "token 9").count() == 1
+
+
+def test_a_node_that_registers_again_keeps_its_token_and_key_and_new_labels_wait(cmdr):
+    first = nodes.register(cmdr, nodes.Machine(machine_id="m-1", name="alpha", capabilities=["a"], slots=2), "test")
+    again = nodes.reregister(cmdr, first["node_id"], nodes.Machine(machine_id="m-1", name="alpha-2",
+                                                                   capabilities=["a", "b"], slots=4), "node 1")
+    assert (again["node_id"], again["capabilities"], again["requested_capabilities"]) == (
+        first["node_id"], ["a"], ["a", "b"])  # a label a node adds waits for an operator
+    [token] = Token.select().where(Token.node == first["node_id"])
+    assert token.token_hash == token_hash(first["node_token"])
+    node = Node.get_by_id(first["node_id"])
+    assert (node.name, node.slots) == ("alpha-2", 4)
+    assert cmdr.box.decrypt(node.signing_key).decode() == first["signing_key"]
+    assert [kind for kind, _ in node_events(node)][-2:] == ["node.reregistered", "node.capabilities_requested"]
+    with pytest.raises(Conflict) as mismatch:
+        nodes.reregister(cmdr, first["node_id"], nodes.Machine(machine_id="m-2", name="x", slots=1), "node 1")
+    assert mismatch.value.code == "machine_mismatch"
 
 
 @pytest.mark.parametrize("before, after", [("paused", "paused"), ("disabled", "disabled"), ("draining", "active"),
@@ -74,7 +90,7 @@ def test_a_machine_that_registers_again_gets_its_own_node_back_with_fresh_secret
 def test_registering_again_keeps_only_an_operators_pause_or_disable(cmdr, before, after):
     node = join(cmdr)
     set_row(node, state=before)
-    join(cmdr)
+    nodes.reregister(cmdr, node.id, nodes.Machine(machine_id=node.machine_id, name=node.name, slots=4), "node 1")
     assert Node.get_by_id(node.id).state == after
 
 
@@ -89,8 +105,9 @@ def test_a_heartbeat_records_liveness_slots_and_capabilities(cmdr):
     assert (reply["state"], stored.open_slots, stored.capabilities) == ("active", 2, ["a"])  # None: unchanged
     assert stored.last_seen >= t
     assert reply["orders"] == dict(drain=False, pause=False, cancel=[], rotate_key=None)
-    beat(cmdr, node, capabilities=["z", "b", "b"])
-    assert Node.get_by_id(node.id).capabilities == ["b", "z"]
+    beat(cmdr, node, capabilities=["z", "b", "b", "os=linux"])  # a fact counts at once; other new labels wait
+    stored = Node.get_by_id(node.id)
+    assert (stored.capabilities, stored.requested_capabilities) == (["os=linux"], ["b", "os=linux", "z"])
 
 
 @pytest.mark.parametrize("before", ["lost", "offline"])
@@ -166,13 +183,13 @@ def test_a_new_key_is_offered_until_the_node_signs_with_it(cmdr):
     assert [e.details for e in AuditEntry.select().where(AuditEntry.action == "node.rotate_key")] == [
         dict(replaced_pending=False), dict(replaced_pending=True)]
 
-    assert nodes.finish_rotation(cmdr, node.id, superseded) is False
-    assert nodes.finish_rotation(cmdr, node.id, pending) is True
+    assert nodes.finish_rotation(cmdr, node.id, superseded, "node 1") is False
+    assert nodes.finish_rotation(cmdr, node.id, pending, "node 1") is True
     stored = Node.get_by_id(node.id)
     assert (stored.signing_key, stored.next_signing_key) == (pending, None)
     newest = NodeKey.select().where(NodeKey.node == node.id).order_by(NodeKey.id.desc()).first()
     assert (newest.hmac_key, newest.public_key) == (pending, registered_key.public_key)
-    assert nodes.finish_rotation(cmdr, node.id, pending) is True  # another request finished it first
+    assert nodes.finish_rotation(cmdr, node.id, pending, "node 1") is True  # another request finished it first
     assert NodeKey.select().where(NodeKey.node == node.id).count() == 2
     assert beat(cmdr, node)["orders"]["rotate_key"] is None
     assert node_events(node)[-1][0] == "node.key_rotated"

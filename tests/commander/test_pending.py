@@ -35,10 +35,10 @@ def test_a_request_waits_holding_only_the_hash_of_its_poll_token(cmdr):
 def test_a_machine_asks_once_and_a_node_cannot_ask_at_all(cmdr):
     ask(cmdr, "pi")
     join(cmdr, "known")
-    for name in ("pi", "known"):
+    for name, code in (("pi", "already_pending"), ("known", "machine_known")):
         with pytest.raises(Conflict) as refused:
             ask(cmdr, name, address="192.0.2.99")
-        assert refused.value.code == "already_known"
+        assert refused.value.code == code
     assert PendingNode.select().count() == 1
 
 

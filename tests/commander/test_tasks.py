@@ -130,7 +130,7 @@ def test_cancelling_a_running_task_orders_its_node_to_stop_it(cmdr):
     lease = lease_of(cmdr, node, task)
     tasks.cancel(cmdr, task.id)
     running = nodes.LeaseRef(task.id, lease["attempt"], lease["lease_token"])
-    orders = nodes.heartbeat(cmdr, node, open_slots=3, running=[running])["orders"]
+    orders = nodes.heartbeat(cmdr, node, f"node {node.id}", open_slots=3, running=[running])["orders"]
     assert orders["cancel"] == [running._asdict()]
 
 

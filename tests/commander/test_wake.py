@@ -71,11 +71,11 @@ def dispatcher_for(notifier, claimed, leases_for):
     are recorded in `claimed` and answered by `leases_for(task_ids)`."""
     from commander.planning import Handout
 
-    def claim(node_id, open_slots, task_ids):
+    def claim(node_id, token_id, open_slots, task_ids):
         claimed.append((node_id, task_ids))
         return leases_for(task_ids)
 
-    return Dispatcher(notifier, claim, lambda waiting: Handout({}, {}, None), lambda node_ids: [])
+    return Dispatcher(notifier, claim, lambda waiting: Handout({}, {}, None), lambda waiting: [])
 
 
 def hand_off_from_another_process(run_dir, node_id, task_ids):
@@ -92,7 +92,7 @@ def test_a_task_handed_off_by_another_worker_is_claimed_for_the_node_waiting_her
     dispatcher = dispatcher_for(notifier, claimed, lambda task_ids: [{"task_id": task_ids[0]}])
     try:
         answer = []
-        waiting = threading.Thread(target=lambda: answer.extend(dispatcher.wait_for_work(7, set(), 1, timeout=20)))
+        waiting = threading.Thread(target=lambda: answer.extend(dispatcher.wait_for_work(7, 70, 1, timeout=20)))
         waiting.start()
         wait_until(lambda: 7 in dispatcher._waiters, 10, what="node 7 to wait")
         hand_off_from_another_process(notifier.run_dir, 8, [41])  # a node not waiting here: ignored
@@ -112,7 +112,7 @@ def test_a_hand_off_another_node_was_quicker_to_leaves_the_node_waiting(tmp_path
     try:
         started = time.monotonic()
         answer = []
-        waiting = threading.Thread(target=lambda: answer.append(dispatcher.wait_for_work(7, set(), 1, timeout=1.5)))
+        waiting = threading.Thread(target=lambda: answer.append(dispatcher.wait_for_work(7, 70, 1, timeout=1.5)))
         waiting.start()
         wait_until(lambda: 7 in dispatcher._waiters, 10, what="node 7 to wait")
         # From a second socket in this process: a new interpreter can take longer than the wait to start.

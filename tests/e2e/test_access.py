@@ -6,6 +6,7 @@ import ast
 import http.client
 import json
 import re
+import stat
 import threading
 import time
 import uuid
@@ -18,7 +19,8 @@ import requests
 from commander.models import User
 from commander.passwords import ITERATIONS, hash_password
 from commander.permissions import PERMISSIONS, PUBLIC, ROLES
-from harness import ROOT, Commander
+from commander.wake import run_dir_for
+from harness import ROOT, Commander, m3shd
 from m3shd import wire
 from m3shd.client import ApiClient
 
@@ -363,6 +365,19 @@ def test_join_tokens_expire_after_a_day_unless_told(cmd):
     assert cmd.api.create_token("person", role="mobile")["expires_at"] is None
 
 
+def test_worker_tokens_enrol_machines_for_a_day_unless_told(cmd):
+    """A worker token holds nodes:join, as a join token does, and sits in a machine's config too."""
+    local = json.loads(m3shd("token", "create", "local-pi", "--local", "--json", "--role", "worker",
+                             env=cmd.env).stdout)
+    for created in (cmd.api.create_token("pi-fleet", role="worker"), local,
+                    cmd.api.create_token("enrol-only", permissions=["nodes:join"])):
+        assert abs(created["expires_at"] - (time.time() + 86_400)) < 60, created
+    longer = cmd.api.create_token("pi-fleet-for-a-week", role="worker", expires_in=7 * 86_400)
+    assert abs(longer["expires_at"] - (time.time() + 7 * 86_400)) < 60
+    for role in ("commander", "admin"):  # an operator's token (admin's holds nodes:join too) never expires
+        assert cmd.api.create_token(f"operator-{role}", role=role)["expires_at"] is None
+
+
 # --- secrets at rest -------------------------------------------------------------------------
 
 def test_node_keys_are_encrypted_and_key_files_private(cmd):
@@ -373,6 +388,37 @@ def test_node_keys_are_encrypted_and_key_files_private(cmd):
     stored = sqlite_value(cmd, "SELECT signing_key FROM node WHERE id = ?", node["node_id"])
     assert stored.startswith("gAAAAA")  # a Fernet token
     assert oct((db.parent / "secret.keys").stat().st_mode & 0o777) == "0o600"
+
+
+def test_what_the_commander_writes_in_its_data_dir_is_readable_by_it_alone(commander, spawn_n0d3):
+    """Every file and socket 0600, every directory 0700, after a real start and some traffic;
+    database files an older version left readable to others are made private at the next start."""
+    data = Path(commander.env["M3SHD_DATA_DIR"]) / "commander"
+    run_dir = run_dir_for(str(data))
+    spawn_n0d3("busy")
+
+    def traffic_then_modes() -> dict[str, str]:
+        assert commander.wait_task(commander.api.submit_task("some traffic")["id"])["state"] == "succeeded"
+        login(commander, make_user(commander, "mobile"))
+        found = {}
+        for path in [data, *data.rglob("*"), run_dir, *run_dir.iterdir()]:
+            mode = path.lstat().st_mode
+            found[str(path.relative_to(path.anchor))] = (stat.S_IFMT(mode), oct(stat.S_IMODE(mode)))
+        return found
+
+    for start in ("first start", "after a start over files another version made"):
+        found = traffic_then_modes()
+        names = {Path(path).name for path in found}
+        assert {"commander.db", "commander.db-wal", "commander.db-shm", "secret.keys", "reaper.lock",
+                "write.lock"} <= names, (start, names)
+        assert any(name.startswith("wake-") for name in names)
+        loose = {path: mode for path, (kind, mode) in found.items()
+                 if mode != ("0o700" if kind == stat.S_IFDIR else "0o600")}
+        assert loose == {}, start
+        commander.stop()
+        for name in ("commander.db", "commander.db-wal", "commander.db-shm"):
+            (data / name).chmod(0o644)
+        commander.start()
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -388,6 +434,7 @@ def test_the_audit_log_records_who_what_when_and_where(cmd):
     cmd.api._send("PATCH", f"/api/users/{user_id}", {"role": "commander", "password": "another-long-password"})
     node = ApiClient(cmd.url, cmd.join_token).register(machine_id=uuid.uuid4().hex, name="doomed", slots=1)
     cmd.api._send("PUT", f"/api/nodes/{node['node_id']}/state", {"state": "paused"})
+    cmd.api._send("POST", f"/api/nodes/{node['node_id']}/rotate-key")
     cmd.api._send("DELETE", f"/api/nodes/{node['node_id']}")
 
     entries = [e for e in cmd.api._send("GET", "/api/audit", params={"limit": 500})["entries"] if e["ts"] >= started]
@@ -396,7 +443,10 @@ def test_the_audit_log_records_who_what_when_and_where(cmd):
                            ("user.role", name), ("user.password_reset", name),
                            ("token.created", f"api token {token['id']} audited"),
                            ("token.revoked", f"api token {token['id']} audited"),
-                           ("node.state", f"node {node['node_id']} doomed"), ("node.removed", f"node {node['node_id']} doomed")]:
+                           ("node.registered", f"node {node['node_id']} doomed"),
+                           ("node.state", f"node {node['node_id']} doomed"),
+                           ("node.rotate_key", f"node {node['node_id']} doomed"),
+                           ("node.removed", f"node {node['node_id']} doomed")]:
         assert (action, target) in seen, (action, target)
     by_admin = [e for e in entries if e["action"] == "token.created"]
     assert by_admin[0]["actor"] == "api token:admin" and by_admin[0]["address"] == "127.0.0.1"

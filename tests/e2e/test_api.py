@@ -553,28 +553,38 @@ def test_events_need_tasks_read(cmd):
 
 # --- node lifecycle ---------------------------------------------------------------------------
 
-def test_register_is_idempotent_per_machine_and_retires_the_old_token(cmd):
+def test_a_known_machine_registers_again_only_as_its_node_proving_its_key(cmd):
     first = HandNode(cmd, name="first")
     assert first.client.heartbeat(open_slots=1)["state"] == "active"
     count = len(cmd.nodes())
-    second = ApiClient(cmd.url, cmd.join_token).register(
-        machine_id=first.machine_id, name="second", capabilities=["other"], slots=2)
-    assert second["node_id"] == first.id
-    assert second["node_token"] != first.reply["node_token"]
-    assert second["signing_key"] != first.reply["signing_key"]
-    assert len(cmd.nodes()) == count
-    record = first.record()
-    assert (record["name"], record["capabilities"], record["slots"]) == ("second", ["other"], 2)
+    # A join token does not make a machine id already on record anyone's: 409, nothing changes.
+    with pytest.raises(CommanderError) as refused:
+        ApiClient(cmd.url, cmd.join_token).register(
+            machine_id=first.machine_id, name="second", capabilities=["other"], slots=2)
+    assert (refused.value.status, refused.value.code) == (409, "machine_known")
+    assert f"node {first.id} (first)" in refused.value.message and f"m3shd nodes remove {first.id}" in refused.value.message
+    assert (first.record()["name"], len(cmd.nodes())) == ("first", count)
 
+    # The node itself, signing with its key, registers again: the same node, token and key.
+    again = first.client.register_again(machine_id=first.machine_id, name="second", capabilities=[first.cap, "other"],
+                                        slots=2)
+    assert (again["node_id"], again["state"]) == (first.id, "active")
+    assert (again["capabilities"], again["requested_capabilities"]) == ([first.cap], sorted([first.cap, "other"]))
+    record = first.record()
+    assert (record["name"], record["slots"], record["capabilities"]) == ("second", 2, [first.cap])
+    assert len(cmd.nodes()) == count
+    assert first.client.heartbeat(open_slots=2)["state"] == "active"
+
+    # A node keeps its machine id; a token acts only for its own node.
     with pytest.raises(CommanderError) as refused:
-        first.client.heartbeat(open_slots=1)  # the old token died with the re-registration
-    assert (refused.value.status, refused.value.code) == (401, "unauthenticated")
-    stale_key = NodeClient(cmd.url, first.id, second["node_token"], first.reply["signing_key"])
+        first.client.register_again(machine_id=f"api-{uuid.uuid4().hex}", name="moved")
+    assert (refused.value.status, refused.value.code) == (409, "machine_mismatch")
+    other = HandNode(cmd, name="other")
+    stranger = NodeClient(cmd.url, first.id, other.reply["node_token"], other.reply["signing_key"])
     with pytest.raises(CommanderError) as refused:
-        stale_key.heartbeat(open_slots=1)
-    assert (refused.value.status, refused.value.code) == (401, "bad_signature")
-    fresh = NodeClient(cmd.url, second["node_id"], second["node_token"], second["signing_key"])
-    assert fresh.heartbeat(open_slots=2)["state"] == "active"
+        stranger.register_again(machine_id=first.machine_id, name="first")
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
+    assert first.record()["name"] == "second"
 
 
 def test_heartbeat_returns_orders(cmd):

@@ -16,7 +16,7 @@ import requests
 from commander import events
 from commander.permissions import PUBLIC, ROLES
 from commander.web import graph, site
-from harness import ROOT, Commander, N0D3, wait_until
+from harness import ROOT, Commander, N0D3, register_node, wait_until
 from m3shd.client import ApiClient
 from e2e.test_access import PASSWORD, make_user
 
@@ -32,6 +32,7 @@ EXPECTED = {
     ("GET", "/static/<path:filename>"): PUBLIC,
     ("GET", "/nodes/<id:node_id>"): "nodes:read",
     ("POST", "/nodes/<id:node_id>/state"): "nodes:manage",
+    ("POST", "/nodes/<id:node_id>/capabilities/approve"): "nodes:manage",
     ("GET", "/tasks"): "tasks:read",
     ("POST", "/tasks"): "tasks:submit",
     ("GET", "/tasks/<id:task_id>"): "tasks:read",
@@ -248,6 +249,39 @@ def test_node_orders_and_pending_joins_from_forms(cmd, sessions):
     waiting = {p["name"]: p for p in cmd.api.list_pending()}
     assert waiting["knocking-0"]["approved"] and "knocking-1" not in waiting
     assert "registers at its next poll" in operator.get(f"{cmd.url}/pending", timeout=15).text
+
+
+def test_capabilities_a_node_asks_for_are_shown_old_to_new_and_approved_from_the_form(cmd, sessions):
+    node = register_node(cmd.url, cmd.join_token, "asking", capabilities=["gpu"], heartbeat_every=None)
+    node.heartbeat(open_slots=1, capabilities=["gpu", "vault"])
+    admin, phone = sessions["admin"], sessions["mobile"]
+    for path in ("/", f"/nodes/{node.node_id}"):
+        seen = phone.get(cmd.url + path, timeout=15).text
+        block = seen[seen.index(f'id="asks-{node.node_id}"'):]
+        assert re.search(r'asks for</small>\s*<span class="chip">gpu</span>\s*→\s*<span class="chip">gpu</span>'
+                         r'<span class="chip">vault</span>', block), path
+        assert f'id="approve-capabilities-{node.node_id}"' not in seen  # mobile may look, not approve
+    page = admin.get(f"{cmd.url}/", timeout=15).text
+    form = page[page.index(f'id="asks-{node.node_id}"'):]
+    form = form[:form.index("</form>")]
+    shown = re.findall(r'name="capabilities" value="([^"]+)"', form)
+    assert shown == ["gpu", "vault"] and f'id="approve-capabilities-{node.node_id}"' in form
+    reply = admin.post(f"{cmd.url}/nodes/{node.node_id}/capabilities/approve",
+                       data={"csrf_token": admin.csrf, "capabilities": shown}, allow_redirects=False, timeout=15)
+    assert reply.status_code == 303
+    assert cmd.api.get_node(node.node_id)["capabilities"] == ["gpu", "vault"]
+    assert f'id="asks-{node.node_id}"' not in admin.get(f"{cmd.url}/", timeout=15).text
+
+
+def test_a_nodes_machine_id_is_on_its_page_only_for_those_who_manage_nodes(cmd, sessions):
+    machine_id = f"machine-{uuid.uuid4().hex}"
+    joined = ApiClient(cmd.url, cmd.join_token).register(machine_id=machine_id, name="private", slots=1)
+    ApiClient(cmd.url, "none").request_join(machine_id=f"asking-{machine_id}", name="asking-private", slots=1)
+    for role, shown in (("mobile", False), ("commander", True)):
+        pages = "".join(sessions[role].get(cmd.url + path, timeout=15).text
+                        for path in (f"/nodes/{joined['node_id']}", "/", "/pending"))
+        assert (machine_id in pages) is shown, role
+        assert (f"asking-{machine_id}" in pages) is shown, role
 
 
 def test_tokens_are_created_shown_once_and_revoked_from_forms(cmd, sessions):

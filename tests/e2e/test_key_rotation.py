@@ -46,7 +46,10 @@ def test_a_live_n0d3_takes_up_a_new_key_and_keeps_working(commander, spawn_n0d3)
     old_key = NodeClient(commander.url, node_id, before["node_token"], before["signing_key"])
     assert refused(lambda: old_key.heartbeat(open_slots=0)) == (401, "bad_signature")
     entries = commander.api._send("GET", "/api/audit")["entries"]
-    assert any(e["action"] == "node.rotate_key" for e in entries)
+    ordered, finished = ([e for e in entries if e["action"] == action] for action in ("node.rotate_key", "node.key_rotated"))
+    assert [(e["actor"], e["target"]) for e in ordered] == [("api token:admin", f"node {node_id} alpha")]
+    assert [(e["actor"], e["target"], e["address"]) for e in finished] == [
+        ("node token:alpha", f"node {node_id} alpha", "127.0.0.1")]
     logs = node.process.text() + commander.process.text() + json.dumps(rotated) + json.dumps(entries)
     assert after["signing_key"] not in logs and before["signing_key"] not in logs
 

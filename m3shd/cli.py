@@ -23,6 +23,7 @@ from m3shd.components import CommandLine, assemble
 from m3shd.errors import CommanderError, CommanderUnreachable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
+EXIT_INCOMPLETE = 8  # `provenance verify`: some links have no signed result
 
 
 class CliError(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from m3shd.cli import EXIT_FAILED, CliError, api, emit, read_json, say
+from m3shd.cli import EXIT_FAILED, EXIT_INCOMPLETE, api, emit, for_terminal, read_json, say
 from m3shd.components import CommandLine
 
 
@@ -22,23 +22,31 @@ def cmd_provenance_export(args) -> int:
 def cmd_provenance_verify(args) -> int:
     """Offline: only the bundle and the public keys in it, never the Commander."""
     # Imported here: PyNaCl is not part of the base install the other commands need.
-    from m3shd.provenance import verify_bundle
+    from m3shd.provenance import BROKEN, INCOMPLETE, VERIFIED, verify_bundle
 
     bundle = read_json(args.file)
-    try:
-        verdict = verify_bundle(bundle)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # whatever an edited file holds
-        raise CliError(f"{args.file} is not a provenance bundle: {exc!r}") from None
-    steps = {link["task_id"]: link.get("step") for link in bundle["links"]}
+    verdict = verify_bundle(bundle)
 
     def report(result):
+        steps = result["steps"]
+        for problem in result["problems"]:
+            print(for_terminal(f"bundle: {problem}"))
         for task_id, problems in result["links"].items():
             label = f"task {task_id}" + (f" ({steps[task_id]})" if steps.get(task_id) else "")
-            print(f"{label}: " + ("verified" if not problems else "BROKEN: " + "; ".join(problems)))
-        print("chain verified" if result["ok"] else "chain BROKEN")
+            if problems:
+                print(for_terminal(f"{label}: BROKEN: " + "; ".join(problems)))
+            elif task_id in result["unsigned"]:
+                print(for_terminal(f"{label}: no signed result ({result['unsigned'][task_id]})"))
+            else:
+                print(for_terminal(f"{label}: verified"))
+        if result["verdict"] == INCOMPLETE:
+            print(f"chain incomplete: {len(result['unsigned'])} of {len(result['links'])} links have no signed "
+                  "result (not run yet, or never run); nothing else is wrong")
+        else:
+            print("chain verified" if result["verdict"] == VERIFIED else "chain BROKEN")
 
     emit(args, verdict, report)
-    return 0 if verdict["ok"] else EXIT_FAILED
+    return {VERIFIED: 0, INCOMPLETE: EXIT_INCOMPLETE, BROKEN: EXIT_FAILED}[verdict["verdict"]]
 
 
 def register(line: CommandLine) -> None:
@@ -49,7 +57,11 @@ def register(line: CommandLine) -> None:
     p.set_defaults(func=cmd_provenance_export)
     p = provenance.add_parser("verify", help="check a provenance bundle offline, with only its public keys",
                               description="Recompute every chain hash and check every Ed25519 signature in the "
-                                          "bundle. Exit status 0: verified; 1: broken.")
+                                          "bundle. Every link that carries an output must be signed and chained, "
+                                          "whatever its state says; step names and node ids are the Commander's "
+                                          "labels, which no signature covers. Exit status 0: verified; 1: broken "
+                                          f"(anything wrong); {EXIT_INCOMPLETE}: incomplete (nothing wrong, but "
+                                          "some links have no signed result: not run yet, or never run).")
     p.add_argument("file", metavar="FILE", help="the bundle, or - for standard input")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_provenance_verify)

@@ -5,8 +5,7 @@ token, mcp: one module each); the Commander, the N0D3, the bridge and the image 
 own (m3shd/components.py). All of them use the helpers here: say, CliError and the exit statuses,
 emit (--json), for_terminal, read_json, api.
 
-Exit status: 0 ok, 1 the task failed or was cancelled, 2 bad usage or configuration,
-3 the Commander is unreachable, 4 gave up waiting, 141 the output's reader stopped early (`| head`).
+Exit statuses: EXIT_STATUSES below (`m3shd --help` and the README show the same table).
 """
 
 from __future__ import annotations
@@ -23,7 +22,36 @@ from m3shd.components import CommandLine, assemble
 from m3shd.errors import CommanderError, CommanderUnreachable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
-EXIT_INCOMPLETE = 8  # `provenance verify`: some links have no signed result
+EXIT_REFUSED, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_INCOMPLETE = 5, 6, 7, 8
+EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 130, 128 + signal.SIGPIPE
+
+# What each status means, for scripts: one table for `m3shd --help` and the README.
+EXIT_STATUSES = (
+    (0, "ok"),
+    (EXIT_FAILED, "the task or pipeline failed or was cancelled; `provenance verify`: the chain is broken"),
+    (EXIT_USAGE, "bad usage or configuration, or a request the Commander calls invalid (400)"),
+    (EXIT_UNREACHABLE, "the Commander is unreachable, or cannot answer now (429, 5xx): try again later"),
+    (EXIT_TIMEOUT, "gave up waiting (--timeout); the task or pipeline goes on"),
+    (EXIT_REFUSED, "refused: no valid token, or it lacks the permission (401, 403)"),
+    (EXIT_NOT_FOUND, "no such task, pipeline, node or token (404)"),
+    (EXIT_CONFLICT, "not possible in its current state, e.g. approving a task that is not awaiting approval (409)"),
+    (EXIT_INCOMPLETE, "`provenance verify`: nothing is wrong, but not every link has a signed result"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+    (EXIT_PIPE_CLOSED, "the reader of the output stopped early (`| head`), as a command ended by SIGPIPE"),
+)
+
+
+def refusal_status(http_status: int) -> int:
+    """The exit status for an error the Commander answered with."""
+    if http_status in (401, 403):
+        return EXIT_REFUSED
+    if http_status == 404:
+        return EXIT_NOT_FOUND
+    if http_status == 409:
+        return EXIT_CONFLICT
+    if http_status == 429 or http_status >= 500:
+        return EXIT_UNREACHABLE
+    return EXIT_USAGE  # 400 and the rest of 4xx: the request itself
 
 
 class CliError(Exception):
@@ -90,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     parser = TopParser(prog="m3shd", description="A mesh of your own machines running Claude agents.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_STATUSES))
     parser.add_argument("--version", action="version", version=f"m3shd {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
     line = CommandLine(top, common, connection, client)
@@ -101,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands.register(line)
     absent = assemble(line)
     if absent:
-        parser.epilog = "not installed here:\n" + "\n".join(f"  {hint}" for hint in absent)
+        parser.not_installed = "not installed here:\n" + "\n".join(f"  {hint}" for hint in absent)
+        parser.epilog = f"{parser.epilog}\n\n{parser.not_installed}"
     return parser
 
 
@@ -109,8 +139,10 @@ class TopParser(argparse.ArgumentParser):
     """`m3shd` itself: a usage error also says which commands are not installed here and how to
     install them, since the command that was not found may be one of theirs."""
 
+    not_installed = ""
+
     def error(self, message):
-        super().error(f"{message}\n{self.epilog}" if self.epilog else message)
+        super().error(f"{message}\n{self.not_installed}" if self.not_installed else message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         # stdout at /dev/null so the last flush at exit cannot fail again, and exit as a command
         # ended by SIGPIPE does (SIGPIPE itself stays ignored: it would also kill us on sockets).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return EXIT_PIPE_CLOSED
 
 
 def run_command(argv: list[str] | None) -> int:
@@ -142,9 +174,9 @@ def run_command(argv: list[str] | None) -> int:
         return EXIT_UNREACHABLE
     except CommanderError as exc:
         say(f"m3shd: the Commander said: {exc.message} ({exc.status})")
-        return EXIT_FAILED
+        return refusal_status(exc.status)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

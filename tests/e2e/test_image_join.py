@@ -40,7 +40,7 @@ def test_a_tokenless_n0d3_waits_as_pending_until_approved_then_runs_tasks(comman
     phone = commander.token("phone", role="mobile")
     refused = m3shd("nodes", "approve", str(waiting[0]["id"]), "--url", commander.url, "--token", phone,
                     env=commander.env, check=False)
-    assert refused.returncode == 1 and "nodes:manage" in refused.stderr
+    assert refused.returncode == 5 and "nodes:manage" in refused.stderr  # refused: 403
     listed = m3shd("nodes", "pending", "--json", "--url", commander.url, "--token", phone, env=commander.env)
     assert json.loads(listed.stdout)[0]["name"] == "kitchen-pi"
 

@@ -11,6 +11,7 @@ Exit statuses: EXIT_STATUSES below (`m3shd --help` and the README show the same 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -60,20 +61,41 @@ class CliError(Exception):
         self.status = status
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 controls but tab and newline, which only lay text out, and the Unicode Bidi_Control
+# characters, which reorder the text after them on screen (the "Trojan Source" trick).
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def for_terminal(text: str, stream=sys.stdout) -> str:
-    """Task output and node-reported text are untrusted: on a terminal, escape sequences in them
-    could rewrite the screen or the title, so control characters are shown, not obeyed."""
-    if not stream.isatty():
-        return text
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def for_terminal(text: str) -> str:
+    """Task output and node-reported text are untrusted. Shown to a person (on a terminal, or
+    piped to `less -R`, which obeys escapes as well), control characters could rewrite the screen
+    or its title and bidi overrides could reorder what is read, so they are shown as escapes
+    (`\\x1b`, `\\u202e`), never obeyed. `--json` keeps the text exact (JSON escapes them itself)."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class HumanOutput:
+    """stdout while a command prints for people: everything written passes through for_terminal,
+    so no table or line can forget it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(for_terminal(text))
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def say(*parts) -> None:
     """Progress and summaries go to stderr, so stdout carries only the answer or the JSON."""
-    print(*(for_terminal(str(part), sys.stderr) for part in parts), file=sys.stderr, flush=True)
+    print(*(for_terminal(str(part)) for part in parts), file=sys.stderr, flush=True)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -89,10 +111,12 @@ def api(args):
 
 
 def emit(args, document, human) -> None:
+    """Print `document` as JSON with --json, else as `human(document)` prints it for people."""
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        human(document)
+        with contextlib.redirect_stdout(HumanOutput(sys.stdout)):
+            human(document)
 
 
 def read_json(path: str) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from m3shd.cli import EXIT_FAILED, EXIT_TIMEOUT, CliError, api, emit, for_terminal, read_json, say
+from m3shd.cli import EXIT_FAILED, EXIT_TIMEOUT, CliError, api, emit, read_json, say
 from m3shd.components import CommandLine
 from m3shd.wire import PipelineState, TaskState
 
@@ -18,9 +18,9 @@ def print_pipeline(pipeline: dict) -> None:
         print(f"  {step['key']:<20} task {step['task_id']:<6} {step['state']:<10}{where}"
               + (f"  ← {parents}" if parents else ""))
         if step["error"] and step["state"] != TaskState.SUCCEEDED:
-            print(f"  {'':<20} {for_terminal(step['error'])}")
+            print(f"  {'':<20} {step['error']}")
     if pipeline["error"]:
-        print(f"  {for_terminal(pipeline['error'])}")
+        print(f"  {pipeline['error']}")
 
 
 def cmd_pipeline_submit(args) -> int:

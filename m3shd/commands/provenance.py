@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from m3shd.cli import EXIT_FAILED, EXIT_INCOMPLETE, api, emit, for_terminal, read_json, say
+from m3shd.cli import EXIT_FAILED, EXIT_INCOMPLETE, api, emit, read_json, say
 from m3shd.components import CommandLine
 
 
@@ -30,15 +30,15 @@ def cmd_provenance_verify(args) -> int:
     def report(result):
         steps = result["steps"]
         for problem in result["problems"]:
-            print(for_terminal(f"bundle: {problem}"))
+            print(f"bundle: {problem}")
         for task_id, problems in result["links"].items():
             label = f"task {task_id}" + (f" ({steps[task_id]})" if steps.get(task_id) else "")
             if problems:
-                print(for_terminal(f"{label}: BROKEN: " + "; ".join(problems)))
+                print(f"{label}: BROKEN: " + "; ".join(problems))
             elif task_id in result["unsigned"]:
-                print(for_terminal(f"{label}: no signed result ({result['unsigned'][task_id]})"))
+                print(f"{label}: no signed result ({result['unsigned'][task_id]})")
             else:
-                print(for_terminal(f"{label}: verified"))
+                print(f"{label}: verified")
         if result["verdict"] == INCOMPLETE:
             print(f"chain incomplete: {len(result['unsigned'])} of {len(result['links'])} links have no signed "
                   "result (not run yet, or never run); nothing else is wrong")

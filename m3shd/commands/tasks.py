@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from m3shd.cli import EXIT_FAILED, EXIT_TIMEOUT, CliError, api, emit, for_terminal, say
+from m3shd.cli import EXIT_FAILED, EXIT_TIMEOUT, CliError, api, emit, say
 from m3shd.components import CommandLine
 from m3shd.wire import FINAL_STATES, TaskState
 
@@ -19,7 +19,7 @@ def print_task(task: dict) -> None:
     took = f", {task['duration_ms'] / 1000:.1f} s" if task["duration_ms"] is not None else ""
     say(f"task {task['id']} {task['state']}{where} (attempt {task['attempt']}/{task['max_attempts']}{took})")
     if task["state"] == TaskState.SUCCEEDED:
-        print(for_terminal(task["output"]))
+        print(task["output"])
     elif task["error"]:
         say(f"error: {task['error']}")
     if task["waiting_reason"]:

@@ -28,8 +28,15 @@ def print_task(task: dict) -> None:
         say(describe_usage(task))
 
 
-def wait_for(client, task_id: int, timeout: float | None) -> dict:
-    said = None
+# Long-poll rounds while waiting: a task ends a round as soon as it is final, so their length
+# only bounds how long a new waiting reason (a node gone, a runner broken) goes unsaid.
+REASON_EVERY = 5.0
+
+
+def wait_for(client, task: dict, timeout: float | None) -> dict:
+    """Wait for `task` (as last read) to finish, saying why it waits whenever the reason changes,
+    from the first look on."""
+    task_id, said = task["id"], None
 
     def report(task):
         nonlocal said
@@ -37,7 +44,9 @@ def wait_for(client, task_id: int, timeout: float | None) -> dict:
             said = task["waiting_reason"]
             say(f"task {task_id} is {task['state']}: {said}")
 
-    task = client.wait_task(task_id, timeout, on_poll=report)
+    report(task)
+    if task["state"] not in FINAL_STATES:
+        task = client.wait_task(task_id, timeout, on_poll=report, every=REASON_EVERY)
     if task["state"] not in FINAL_STATES:
         raise CliError(f"task {task_id} is still {task['state']} after {timeout:g} s; "
                        f"`m3shd task wait {task_id}` to keep waiting", EXIT_TIMEOUT)
@@ -63,7 +72,7 @@ def cmd_task_submit(args) -> int:
         emit(args, task, lambda t: print(t["id"]))
         return 0
     say(f"task {task['id']} {task['state']}; waiting for the answer (Ctrl-C stops waiting, not the task)")
-    return finish(args, wait_for(client, task["id"], args.timeout))
+    return finish(args, wait_for(client, task, args.timeout))
 
 
 def listed(text: str | None) -> list[str] | None:
@@ -87,7 +96,8 @@ def cmd_task_get(args) -> int:
 
 
 def cmd_task_wait(args) -> int:
-    return finish(args, wait_for(api(args), args.id, args.timeout))
+    client = api(args)
+    return finish(args, wait_for(client, client.get_task(args.id), args.timeout))
 
 
 def cmd_task_cancel(args) -> int:

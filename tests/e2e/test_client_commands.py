@@ -48,3 +48,14 @@ def test_task_output_node_problems_and_prompts_are_neutralised_when_piped(comman
     assert "none: no runner\\x1b]0;title\\x07" in cli(commander, "nodes", "list").stdout
     exact = json.loads(cli(commander, "task", "get", str(task["id"]), "--json").stdout)
     assert exact["output"] == hostile and exact["prompt"] == "list \u202eexe.txt"
+
+
+def test_submit_says_why_the_task_waits_at_once(cmd):
+    """It printed only "queued; waiting" for the first 25 s while no node could run the task."""
+    done = cli(cmd, "task", "submit", "who runs this?", "--requires", "gpu", "--timeout", "1")
+    assert done.returncode == 4, done.stderr
+    task_id = cmd.api.list_tasks()[0]["id"]
+    reason = cmd.api.get_task(task_id)["waiting_reason"]
+    assert reason and f"task {task_id} is queued: {reason}" in done.stderr, done.stderr
+    waited = cli(cmd, "task", "wait", str(task_id), "--timeout", "1")
+    assert waited.returncode == 4 and f"task {task_id} is queued: {reason}" in waited.stderr, waited.stderr

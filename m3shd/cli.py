@@ -119,6 +119,15 @@ def emit(args, document, human) -> None:
             human(document)
 
 
+def duration(seconds: float) -> str:
+    """A span of time as a person reads it in a table: 45 s, 12 min, 5 h, 3 d."""
+    seconds = abs(seconds)
+    for unit, size, up_to in (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 36 * 3600)):
+        if seconds < up_to:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / 86400:.0f} d"
+
+
 def read_json(path: str) -> dict:
     """A JSON document from a file, or from standard input for `-`."""
     try:

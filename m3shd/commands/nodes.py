@@ -3,9 +3,10 @@ and the machines asking to join without a token (pending, approve, reject)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
-from m3shd.cli import api, emit, say
+from m3shd.cli import api, duration, emit, say
 from m3shd.components import CommandLine
 from m3shd.wire import NodeState
 
@@ -59,14 +60,31 @@ def cmd_nodes_rotate_key(args) -> int:
     return 0
 
 
+# A machine asking to join has an id of its own, unrelated to the node it becomes: shown as
+# p1, p2, … so "pending 1" is never read as node 1. --json keeps the number.
+PENDING_PREFIX = "p"
+
+
+def pending_label(pending_id: int) -> str:
+    return f"{PENDING_PREFIX}{pending_id}"
+
+
+def pending_id(text: str) -> int:
+    """A pending machine's id as `nodes pending` shows it (p3), or the bare number (3)."""
+    digits = text.removeprefix(PENDING_PREFIX)
+    if not (digits.isascii() and digits.isdigit() and int(digits) > 0):
+        raise argparse.ArgumentTypeError(f"not a pending machine's id (p3, or 3): {text!r}")
+    return int(digits)
+
+
 def cmd_nodes_pending(args) -> int:
     found = api(args).list_pending()
 
     def table(items):
-        print(f"{'ID':>4}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     CAPABILITIES")
+        print(f"{'ID':>5}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     CAPABILITIES")
         for p in items:
-            waiting = f"{max(0.0, time.time() - p['requested_at']) / 60:.0f} min"
-            print(f"{p['id']:>4}  {p['name'][:20]:<20} {(p['address'] or '?')[:16]:<16} {waiting:>8}  "
+            waiting = duration(max(0.0, time.time() - p["requested_at"]))
+            print(f"{pending_label(p['id']):>5}  {p['name'][:20]:<20} {(p['address'] or '?')[:16]:<16} {waiting:>8}  "
                   f"{'approved' if p['approved'] else 'pending':<9} {', '.join(p['capabilities'])}")
 
     emit(args, found, table)
@@ -75,13 +93,13 @@ def cmd_nodes_pending(args) -> int:
 
 def cmd_nodes_approve(args) -> int:
     emit(args, api(args).approve_pending(args.id),
-         lambda p: say(f"approved {p['name']} (pending {p['id']}); it registers at its next poll"))
+         lambda p: say(f"approved {p['name']} (pending {pending_label(p['id'])}); it registers at its next poll"))
     return 0
 
 
 def cmd_nodes_reject(args) -> int:
     api(args).reject_pending(args.id)
-    say(f"rejected pending node {args.id}")
+    say(f"turned away pending machine {pending_label(args.id)}")
     return 0
 
 
@@ -112,5 +130,5 @@ def register(line: CommandLine) -> None:
     for name, func, text in (("approve", cmd_nodes_approve, "let a pending machine join (it registers as a node)"),
                              ("reject", cmd_nodes_reject, "turn a pending machine away")):
         p = nodes.add_parser(name, parents=[client], help=text)
-        p.add_argument("id", type=int, help="its id in `m3shd nodes pending`")
+        p.add_argument("id", type=pending_id, metavar="PENDING_ID", help="its id in `m3shd nodes pending` (p3, or 3)")
         p.set_defaults(func=func)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from m3shd.cli import api, emit, say
+from m3shd.cli import api, duration, emit, say
 from m3shd.components import CommandLine
 from m3shd.wire import Role
 
@@ -30,11 +30,17 @@ def cmd_token_list(args) -> int:
     found = api(args).list_tokens()
 
     def table(items):
-        print(f"{'ID':>4}  {'KIND':<5} {'NAME':<24} {'PREFIX':<9} {'STATE':<8} PERMISSIONS")
+        t0 = time.time()
+        print(f"{'ID':>4}  {'KIND':<5} {'NAME':<24} {'PREFIX':<9} {'STATE':<8} {'EXPIRES':<10} {'LAST USED':<10} "
+              "PERMISSIONS")
         for t in items:
-            state = "revoked" if t["revoked_at"] else "expired" if t["expires_at"] and t["expires_at"] < time.time() else "active"
-            print(f"{t['id']:>4}  {t['kind']:<5} {t['name'][:24]:<24} {t['prefix']:<9} {state:<8} "
-                  f"{', '.join(t['permissions'])}")
+            expired = t["expires_at"] is not None and t["expires_at"] < t0
+            state = "revoked" if t["revoked_at"] else "expired" if expired else "active"
+            expires = "never" if t["expires_at"] is None else (f"{duration(t0 - t['expires_at'])} ago" if expired
+                                                               else f"in {duration(t['expires_at'] - t0)}")
+            used = "never" if t["last_used_at"] is None else f"{duration(t0 - t['last_used_at'])} ago"
+            print(f"{t['id']:>4}  {t['kind']:<5} {t['name'][:24]:<24} {t['prefix']:<9} {state:<8} {expires:<10} "
+                  f"{used:<10} {', '.join(t['permissions'])}")
 
     emit(args, found, table)
     return 0

@@ -4,7 +4,9 @@ print and how they exit (issue 17, the newcomer's items)."""
 from __future__ import annotations
 
 import json
+import re
 
+from m3shd.client import ApiClient
 from harness import m3shd, register_node, result_for
 
 
@@ -59,3 +61,35 @@ def test_submit_says_why_the_task_waits_at_once(cmd):
     assert reason and f"task {task_id} is queued: {reason}" in done.stderr, done.stderr
     waited = cli(cmd, "task", "wait", str(task_id), "--timeout", "1")
     assert waited.returncode == 4 and f"task {task_id} is queued: {reason}" in waited.stderr, waited.stderr
+
+
+def rows(table: str) -> dict[str, str]:
+    """A table's lines by their first column."""
+    return {line.split()[0]: line for line in table.splitlines()[1:] if line.strip()}
+
+
+def test_token_list_shows_expiry_and_last_use(cmd):
+    """The README promised last use; the table had neither it nor the expiry."""
+    used = cmd.token("used-one", permissions="tasks:read")
+    ApiClient(cmd.url, used).list_tasks()
+    cli(cmd, "token", "create", "idle-one", "--permissions", "tasks:read", "--expires-in", "7200")
+    table = cli(cmd, "token", "list").stdout
+    assert table.splitlines()[0].split()[5:8] == ["EXPIRES", "LAST", "USED"]
+    by_name = {line.split()[2]: line.split() for line in rows(table).values()}
+    assert re.fullmatch(r"never \d+ s ago", " ".join(by_name["used-one"][5:9]))
+    assert " ".join(by_name["idle-one"][5:9]) == "in 2 h never"
+
+
+def test_pending_machines_are_numbered_apart_from_nodes(cmd):
+    """"pending node 1" beside node 1: the ids look alike. They are shown as p1, and taken either way."""
+    asked = ApiClient(cmd.url, "").request_join(machine_id="kitchen-pi-1", name="kitchen-pi", slots=1)
+    other = ApiClient(cmd.url, "").request_join(machine_id="garage-pi-1", name="garage-pi", slots=1)
+    table = cli(cmd, "nodes", "pending").stdout
+    assert rows(table)[f"p{asked['id']}"].split()[1] == "kitchen-pi", table
+    assert [p["id"] for p in json.loads(cli(cmd, "nodes", "pending", "--json").stdout)] == [asked["id"], other["id"]]
+    approved = cli(cmd, "nodes", "approve", f"p{asked['id']}")
+    assert approved.returncode == 0 and f"approved kitchen-pi (pending p{asked['id']})" in approved.stderr
+    rejected = cli(cmd, "nodes", "reject", str(other["id"]))  # the bare number still works
+    assert rejected.returncode == 0 and f"turned away pending machine p{other['id']}" in rejected.stderr
+    refused = cli(cmd, "nodes", "approve", "node1")
+    assert refused.returncode == 2 and "not a pending machine's id" in refused.stderr

@@ -55,3 +55,9 @@ def test_human_output_is_neutralised_even_when_piped_and_json_stays_exact(as_jso
     else:
         assert printed == cli.for_terminal(HOSTILE) + "\n"
         assert not any(c in printed for c in "\x1b\x07\x9b\u202e\u202c\u2066\u2069\u200f")
+
+
+@pytest.mark.parametrize("seconds, shown", [(0, "0 s"), (89, "89 s"), (90, "2 min"), (5399, "90 min"), (5400, "2 h"),
+                                            (129599, "36 h"), (129600, "2 d"), (-120, "2 min")])
+def test_durations_read_as_a_person_reads_them(seconds, shown):
+    assert cli.duration(seconds) == shown

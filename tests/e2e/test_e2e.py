@@ -176,6 +176,13 @@ def test_join_saves_settings_and_run_uses_them(commander, tmp_path):
 def test_up_starts_a_mesh_and_prints_url_and_token(tmp_path):
     port = free_port()
     env = base_env(tmp_path)
+    # As after an earlier `m3shd up` on another port (issue 17, item 14): its client config and a
+    # token this Commander knows. The `up` below must point the m3shd command at itself.
+    earlier = json.loads(m3shd("token", "create", "admin (m3shd up)", "--role", "admin", "--local", "--json",
+                               env=env).stdout)["token"]
+    client_file = Path(env["M3SHD_CONFIG_DIR"]) / "client.toml"
+    client_file.parent.mkdir(parents=True, exist_ok=True)
+    client_file.write_text(f'[client]\nurl = "http://127.0.0.1:{free_port()}"\ntoken = "{earlier}"\n')
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen([sys.executable, "-m", "m3shd", "up", "--bind", f"127.0.0.1:{port}"], env=env,
@@ -184,6 +191,7 @@ def test_up_starts_a_mesh_and_prints_url_and_token(tmp_path):
         wait_until(lambda: "M3SHD is up." in log.read_text(), 40, what="the banner")
         banner = log.read_text()
         assert f"http://127.0.0.1:{port}" in banner and "Admin token  m3a_" in banner
+        assert f"saved in {client_file}" in banner and f'url = "http://127.0.0.1:{port}"' in client_file.read_text()
         assert "runner claude-cli" in banner
         password = re.search(r"Login        admin / (\S+)", banner).group(1)  # the first account, shown once
         login = requests.post(f"http://127.0.0.1:{port}/api/session", json={"username": "admin", "password": password},

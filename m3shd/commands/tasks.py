@@ -127,7 +127,7 @@ def register(line: CommandLine) -> None:
     p.add_argument("prompt")
     p.add_argument("--requires", help="comma-separated capabilities a node must have, e.g. arch=arm64,gpu")
     p.add_argument("--priority", type=int, help="-100..100, higher runs first (default 0)")
-    p.add_argument("--model", help="Claude model id")
+    p.add_argument("--model", help="Claude model id or alias, e.g. claude-sonnet-5-5 or sonnet")
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the first task")
     p.add_argument("--prefer", help="comma-separated capabilities that make a node a better choice")
     p.add_argument("--max-attempts", type=int)

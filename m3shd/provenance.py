@@ -90,8 +90,9 @@ def check_links(links: list[dict], public_keys: dict[str, str]) -> dict[int, lis
     key_id, chain_hash} with those types (`link_problems`). Each chain hash is recomputed from the
     document and the parents' *recomputed* hashes, so an edited hash is pinned on the link that
     carries it and every descendant reports the broken ancestor. Fail closed: a link is judged by
-    what it carries, never by its own `state`: an output, or a chain hash, without a signed
-    document is a problem, and so is a signed document that does not say what the link says.
+    what it carries, never by its own `state`: an output, signature, key or chain hash without a
+    signed document is a problem, and so is a signed document that does not say what the link
+    says (its prompt included).
     A link with no signed result and nothing that needs one (a step that has not run yet, or
     never did) has no problem here; `unsigned` names those.
     """

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-from m3shd import cli, config
+from m3shd import config
 from m3shd.cli import CliError, say
+from m3shd.commands import tokens
 from m3shd.components import CommandLine, Commands
 from m3shd.wire import Role
 
@@ -40,12 +41,12 @@ def cmd_commander_serve(args) -> int:
 def cmd_token_create(args) -> int:
     """`token create` over the API, or with --local straight in this machine's Commander database."""
     if not args.local:
-        return cli.cmd_token_create(args)
+        return tokens.cmd_token_create(args)
     from commander.up import create_token_locally
 
-    created = create_token_locally(args.config, args.name, args.kind, cli.token_permissions(args), args.role,
+    created = create_token_locally(args.config, args.name, args.kind, tokens.token_permissions(args), args.role,
                                    args.expires_in)
-    return cli.show_token(args, created)
+    return tokens.show_token(args, created)
 
 
 def read_password(args) -> str:

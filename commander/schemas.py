@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from commander.models import (
     ACTIVE, CLOSED, DISABLED, DRAINING, HALF_OPEN, NODE_STATES, OPEN, PAUSED, PIPELINE_STATES, TASK_STATES,
 )
 from commander.permissions import PERMISSIONS, ROLES
+from m3shd import wire
 
 # Plain strings, as in the *_STATES tuples (commander/models.py): a refusal names 'admin', not a repr.
 Role = Literal[tuple(role.value for role in ROLES)]  # type: ignore[valid-type]
@@ -39,6 +40,17 @@ class Response(BaseModel):
 Capability = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/@+=-]+$")]
 Capabilities = Annotated[list[Capability], Field(max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# What reaches `claude`'s command line on a N0D3 has the wire's strict form (m3shd/wire.py).
+Model = Annotated[str, StringConstraints(max_length=128, pattern=wire.MODEL_PATTERN)]
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():  # the CLI refuses a blank prompt: it would fail on every node
+        raise ValueError("a prompt needs some text, not only whitespace")
+    return text
+
+
+Prompt = Annotated[str, StringConstraints(max_length=200_000), AfterValidator(_not_blank)]
 LeaseToken = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Slots = Annotated[int, Field(ge=0, le=64)]
@@ -285,10 +297,10 @@ class PendingList(Response):
 # --- tasks -----------------------------------------------------------------------------------
 
 class TaskSubmit(Request):
-    prompt: Annotated[str, StringConstraints(min_length=1, max_length=200_000)]
+    prompt: Prompt
     requires: Capabilities = []
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
-    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    model: Model | None = Field(None, description="a Claude model id or alias, e.g. claude-sonnet-5-5")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
     prefer: Capabilities = Field([], description="capabilities that make a node a better choice, not a requirement")
@@ -385,12 +397,12 @@ class Dependency(Request):
 
 class PipelineStep(Request):
     key: StepKey
-    prompt: Annotated[str, StringConstraints(max_length=200_000)] = Field(
+    prompt: Prompt = Field(
         description="may use {{ steps.KEY.output }}, {{ steps.KEY.error }} or {{ steps.KEY.state }} of a parent")
     requires: Capabilities = []
     prefer: Capabilities = []
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
-    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    model: Model | None = Field(None, description="a Claude model id or alias, e.g. claude-sonnet-5-5")
     max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
     depends_on: Annotated[list[StepKey | Dependency], Field(max_length=MAX_PIPELINE_STEPS)] = Field(
         [], description="parent step keys, or {step, allow_failure} objects")

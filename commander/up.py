@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from commander import accounts, tokens
@@ -55,17 +56,42 @@ def ensure_first_admin(cmdr) -> str | None:
     return password
 
 
+def _accepted(cmdr, secret) -> bool:
+    """Does this Commander's database accept the token `secret` now?"""
+    if not isinstance(secret, str) or not secret:
+        return False
+    with cmdr.db.connection_context():
+        row = Token.get_or_none(Token.token_hash == token_hash(secret))
+    return tokens.refusal(row, time.time()) is None
+
+
 def _saved_token(cmdr, path: Path, name: str, kind: str, role: str | None) -> str:
     """Reuse the token kept in `path` while the database still accepts it, else make a new one."""
     if path.exists():
         secret = path.read_text().strip()
-        with cmdr.db.connection_context():
-            row = Token.get_or_none(Token.token_hash == token_hash(secret))
-        if tokens.refusal(row, time.time()) is None:
+        if _accepted(cmdr, secret):
             return secret
     secret = create_token(cmdr, name, kind, role=role)["token"]
     write_private(path, secret + "\n")
     return secret
+
+
+def point_client_here(cmdr, client_file: Path, url: str, token: str) -> str | None:
+    """Save [client] url and token in `client_file`, so the m3shd command uses this mesh; returns
+    None, or why the file was left as it is: it is another Commander's (its URL is elsewhere and
+    this Commander does not know its token), or it holds more than this writes."""
+    if client_file.exists():
+        try:
+            document = tomllib.loads(client_file.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            return f"{client_file} cannot be read ({exc}), so it is left as it is"
+        saved = document.get("client")
+        if set(document) != {"client"} or not isinstance(saved, dict) or not set(saved) <= {"url", "token"}:
+            return f"{client_file} holds more than a Commander URL and token, so it is left as it is"
+        if saved.get("url") != url and not _accepted(cmdr, saved.get("token")):
+            return f"{client_file} points at another Commander ({saved.get('url')}), so it is left as it is"
+    config.write_section(client_file, "client", {"url": url, "token": token})
+    return None
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -103,11 +129,9 @@ def up(args) -> int:
     admin = _saved_token(local, data / "admin.token", "admin (m3shd up)", "api", Role.ADMIN)
     join = _saved_token(local, data / "local-join.token", "local N0D3 (m3shd up)", "join", None)
     first_password = ensure_first_admin(local)
-    getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
-
     client_file = config.config_dir() / "client.toml"
-    if not client_file.exists() or config.load(config.ClientSettings, client_file).url == url:
-        config.write_section(client_file, "client", {"url": url, "token": admin})
+    client_kept = point_client_here(local, client_file, url, admin)
+    getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
 
     env = dict(os.environ, M3SHD_COMMANDER_BIND=settings.bind, M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
     if args.slots:
@@ -144,7 +168,7 @@ def up(args) -> int:
         children.append(subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run", *extra], env=env,
                                          start_new_session=True))
         node = _wait_for_node(api, children[-1])
-        _banner(url, admin, client_file, node, first_password)
+        _banner(url, admin, client_file, client_kept, node, first_password)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         say("m3shd up: a part of the mesh exited; stopping the rest")
@@ -166,11 +190,17 @@ def _wait_for_node(api: ApiClient, process: subprocess.Popen) -> dict | None:
     return None
 
 
-def _banner(url: str, admin: str, client_file: Path, node: dict | None, first_password: str | None) -> None:
+def _banner(url: str, admin: str, client_file: Path, client_kept: str | None, node: dict | None,
+            first_password: str | None) -> None:
     lines = ["", "M3SHD is up.",
              f"  Dashboard    {url}   (log in below; API description: {url}/api/openapi.json)",
-             f"  Admin token  {admin}",
-             f"               saved in {client_file}, so the m3shd command uses it"]
+             f"  Admin token  {admin}"]
+    if client_kept is None:
+        lines.append(f"               saved in {client_file}, so the m3shd command uses it")
+    else:
+        lines += [f"               NOT saved: {client_kept}.",
+                  f"               Point the m3shd command here with --url {url} --token <the admin token>",
+                  "               (or M3SHD_CLIENT_URL and M3SHD_CLIENT_TOKEN), or remove that file and start again."]
     if first_password:
         lines += [f"  Login        admin / {first_password}",
                   "               shown once; change it with `m3shd admin reset-password admin`"]

@@ -63,76 +63,237 @@ def signature_ok(public_key: str, document: bytes, signature: str) -> bool:
     return True
 
 
+# A link as a bundle carries it: each field the verifier reads, with the types it may hold.
+LINK_FIELDS: dict[str, tuple[type, ...]] = {
+    "task_id": (int,), "parents": (list,), "state": (str,), "prompt": (str,), "output": (str, type(None)),
+    "error": (str, type(None)), "document": (str, type(None)), "ed25519": (str, type(None)),
+    "key_id": (int, type(None)), "chain_hash": (str, type(None)),
+}
+# What the Commander adds for people to read, which no signature covers: the step's name, the
+# node it ran on, and the Commander's own verdict. They are shown, never vouched for.
+LINK_LABELS: dict[str, tuple[type, ...]] = {
+    "step": (str, type(None)), "node_id": (int, type(None)), "verified": (bool,), "problems": (list,),
+}
+TASK_STATES = frozenset(wire.TaskState)
+# Hex as the Commander writes it: lower case, whole bytes. One spelling per value, so a verified
+# bundle says exactly what was signed (an upper-case copy of a signature is not accepted).
+HEX_LENGTHS = {"ed25519": 128, "chain_hash": 64}
+PUBLIC_KEY_HEX = 64
+
+VERIFIED, INCOMPLETE, BROKEN = "verified", "incomplete", "broken"
+
+
 def check_links(links: list[dict], public_keys: dict[str, str]) -> dict[int, list[str]]:
     """Verify links ordered parents first (as in a bundle); returns each task's problems (none: ok).
 
     A link is {task_id, state, prompt, output, error, parents: [task ids], document, ed25519,
-    key_id, chain_hash}. Each chain hash is recomputed from the document and the parents'
-    *recomputed* hashes, so an edited hash is pinned on the link that carries it and every
-    descendant reports the broken ancestor.
+    key_id, chain_hash} with those types (`link_problems`). Each chain hash is recomputed from the
+    document and the parents' *recomputed* hashes, so an edited hash is pinned on the link that
+    carries it and every descendant reports the broken ancestor. Fail closed: a link is judged by
+    what it carries, never by its own `state`: an output, signature, key or chain hash without a
+    signed document is a problem, and so is a signed document that does not say what the link
+    says (its prompt included).
+    A link with no signed result and nothing that needs one (a step that has not run yet, or
+    never did) has no problem here; `unsigned` names those.
     """
     recomputed: dict[int, str | None] = {}
     problems: dict[int, list[str]] = {}
     for link in links:
         task_id = link["task_id"]
-        found = problems[task_id] = []
-        for parent in link["parents"]:
+        if task_id in problems:
+            problems[task_id].append("the task appears more than once in the chain")
+            continue
+        found = []
+        for parent in link["parents"]:  # before this link joins `problems`: it cannot be its own parent
             if problems.get(parent):
                 found.append(f"parent task {parent} failed verification")
             elif parent not in problems:
-                found.append(f"parent task {parent} is missing from the chain")
-        document = link.get("document")
+                found.append(f"parent task {parent} is missing from the chain (or comes after it)")
+        problems[task_id] = found
+        document = link["document"]
+        recomputed[task_id] = None
         if document is None:
-            # Steps that never ran (skipped, cancelled, a lost lease) have nothing to sign;
-            # a success always does.
-            if link.get("state") == "succeeded":
-                found.append("no signed result")
-            recomputed[task_id] = None
+            found.extend(_unsigned_problems(link))
             continue
-        document_bytes = document.encode()
+        document_bytes = _utf8(document)
         found.extend(_content_problems(link, document_bytes))
-        public_key = public_keys.get(str(link.get("key_id")))
+        public_key = public_keys.get(str(link["key_id"])) if link["key_id"] is not None else None
         if public_key is None:
             found.append("no Ed25519 public key for the node that signed it")
-        elif not signature_ok(public_key, document_bytes, link.get("ed25519") or ""):
+        elif not signature_ok(public_key, document_bytes, link["ed25519"] or ""):
             found.append("the Ed25519 signature does not match the result")
         parent_hashes = [recomputed[p] for p in link["parents"] if recomputed.get(p)]
         recomputed[task_id] = chain_hash(document_bytes, parent_hashes)
-        if not _same(recomputed[task_id], link.get("chain_hash")):
+        if not _same(recomputed[task_id], link["chain_hash"]):
             found.append("the chain hash does not match the result and its parents")
     return problems
+
+
+def unsigned(links: list[dict]) -> dict[int, str]:
+    """The links with no signed result, each with its state: nothing in them can be verified."""
+    return {link["task_id"]: link["state"] for link in links if link["document"] is None}
+
+
+def _unsigned_problems(link: dict) -> list[str]:
+    """A link without a signed document may carry nothing that a signature would vouch for."""
+    found = []
+    if link["state"] == wire.TaskState.SUCCEEDED:
+        found.append("no signed result")
+    if link["output"]:
+        found.append("an output without a signed result")
+    if link["ed25519"] is not None or link["key_id"] is not None or link["chain_hash"] is not None:
+        found.append("a signature, key or chain hash without the result it covers")
+    return found
 
 
 def _content_problems(link: dict, document: bytes) -> list[str]:
     """Does the stored task say what its signed document says?"""
     try:
         signed = json.loads(document)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ["the signed result is not JSON"]
     if not isinstance(signed, dict):
         return ["the signed result is not a JSON object"]
     found = []
-    if signed.get("task_id") != link["task_id"]:
+    if signed.get("task_id") != link["task_id"] or type(signed.get("task_id")) is not int:
         found.append("the signed result belongs to another task")
-    if signed.get("status") != link.get("state"):
+    if signed.get("status") != link["state"]:
         found.append("the task's state differs from its signed result")
-    if signed.get("output", "") != (link.get("output") or ""):
+    if "output" not in signed or signed["output"] != link["output"]:
         found.append("the output differs from the signed result")
-    if signed.get("error") != link.get("error"):
+    if signed.get("error") != link["error"]:
         found.append("the error differs from the signed result")
     prompt_hash = signed.get("prompt_sha256")
-    if prompt_hash is not None and not _same(prompt_hash, wire.sha256_hex((link.get("prompt") or "").encode())):
+    if not isinstance(prompt_hash, str):
+        found.append("the signed result does not say which prompt it answered")
+    elif not _same(prompt_hash, wire.sha256_hex(_utf8(link["prompt"]))):
         found.append("the prompt differs from the one the node answered")
     return found
 
 
 def _same(a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
+    return isinstance(a, str) and isinstance(b, str) and hmac.compare_digest(_utf8(a), _utf8(b))
 
 
-def verify_bundle(bundle: dict) -> dict:
-    """The verdict on an exported bundle: {ok, links: {task_id: problems}} (offline, public keys only)."""
+def _utf8(text: str) -> bytes:
+    """UTF-8, keeping a lone surrogate (JSON can carry one) as bytes no real result has."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def link_problems(link) -> list[str]:
+    """What is wrong with a link's shape: a missing or unknown field, or a value of the wrong type."""
+    if not isinstance(link, dict):
+        return ["a link must be a JSON object"]
+    found = [f"unknown field {name!r}" for name in link if name not in LINK_FIELDS and name not in LINK_LABELS]
+    for fields, required in ((LINK_FIELDS, True), (LINK_LABELS, False)):
+        for name, types in fields.items():
+            if name not in link:
+                if required:
+                    found.append(f"field {name!r} is missing")
+            elif not _typed(link[name], types):
+                found.append(f"field {name!r} must be {' or '.join(_type_name(t) for t in types)}")
+    if not found:
+        for name, length in HEX_LENGTHS.items():
+            if link[name] is not None and not _hex(link[name], length):
+                found.append(f"field {name!r} must be {length} lower-case hex digits")
+        if link["state"] not in TASK_STATES:
+            found.append(f"unknown state {link['state']!r}")
+        if not all(_typed(parent, (int,)) for parent in link["parents"]):
+            found.append("parents must be task ids")
+        elif len(set(link["parents"])) != len(link["parents"]):
+            found.append("a parent is named twice")
+    return found
+
+
+def _hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+def _typed(value, types: tuple[type, ...]) -> bool:
+    # type(), not isinstance(): JSON's true is not the task id 1.
+    return type(value) in types
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", str: "a string", list: "a list", bool: "true or false", type(None): "null"}[kind]
+
+
+def chain_order(links: list[dict], target: int) -> list[int]:
+    """The task ids of `target`'s chain in the order a bundle lists them: each after its parents,
+    parents in the order the link names them (as the Commander's ancestry walks them)."""
+    by_id = {}
+    for link in links:
+        by_id.setdefault(link["task_id"], link)
+    order: list[int] = []
+    seen: set[int] = set()
+    stack: list[tuple[int, int]] = [(target, 0)]  # (task, next parent to visit): no recursion limit
+    seen.add(target)
+    while stack:
+        task_id, next_parent = stack.pop()
+        parents = by_id[task_id]["parents"] if task_id in by_id else []
+        if next_parent < len(parents):
+            stack.append((task_id, next_parent + 1))
+            parent = parents[next_parent]
+            if parent not in seen:
+                seen.add(parent)
+                stack.append((parent, 0))
+        else:
+            order.append(task_id)
+    return order
+
+
+def verify_bundle(bundle) -> dict:
+    """The verdict on an exported bundle (offline, public keys only), whatever the file holds:
+
+    {verdict, ok, problems, links: {task_id: problems}, unsigned: {task_id: state}, steps}, where
+    `verdict` is `verified` (every link signed, chained and as its signature says), `incomplete`
+    (nothing is wrong, but some links have no signed result: not run yet, or never run) or
+    `broken` (anything wrong: a bad signature, a chain hash, a missing or extra link, a field
+    missing or of the wrong type, links out of order). `ok` is `verdict == "verified"`; `steps`
+    names the links' steps, as labels for a report (no signature covers them)."""
+    problems: list[str] = []
+    link_verdicts: dict[int, list[str]] = {}
+    if not isinstance(bundle, dict):
+        return _verdict(["the bundle must be a JSON object"], {}, [])
     if bundle.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"not a {BUNDLE_FORMAT} bundle")
-    problems = check_links(bundle["links"], bundle["public_keys"])
-    return dict(ok=all(not p for p in problems.values()), links=problems)
+        problems.append(f"not a {BUNDLE_FORMAT} bundle")
+    keys = bundle.get("public_keys")
+    if not (isinstance(keys, dict) and all(isinstance(v, str) and _hex(v, PUBLIC_KEY_HEX) for v in keys.values())):
+        problems.append(f"public_keys must map key ids to public keys ({PUBLIC_KEY_HEX} lower-case hex digits)")
+        keys = {}
+    links = bundle.get("links")
+    if not (isinstance(links, list) and links):
+        return _verdict(problems + ["the bundle has no links"], {}, [])
+    well_formed = []
+    for index, link in enumerate(links):
+        shape = link_problems(link)
+        if not shape:
+            well_formed.append(link)
+        elif isinstance(link, dict) and _typed(link.get("task_id"), (int,)):
+            link_verdicts.setdefault(link["task_id"], []).extend(shape)
+        else:
+            problems.append(f"link {index + 1}: " + "; ".join(shape))
+    target = bundle.get("task_id")
+    if not _typed(target, (int,)):
+        problems.append("task_id must be the id of the task the bundle is for")
+    elif len(well_formed) == len(links):
+        if links[-1]["task_id"] != target:
+            problems.append(f"the last link must be task {target}, the one the bundle is for")
+        elif [link["task_id"] for link in links] != chain_order(links, target):
+            problems.append(f"the links are not task {target}'s chain in order: each once, after its parents, "
+                            "every one an ancestor of it")
+    for task_id, found in check_links(well_formed, keys).items():
+        link_verdicts.setdefault(task_id, []).extend(found)
+    used = {str(link["key_id"]) for link in well_formed}
+    problems.extend(f"public key {key_id!r} signs no link" for key_id in keys if key_id not in used)
+    return _verdict(problems, link_verdicts, well_formed)
+
+
+def _verdict(problems: list[str], links: dict[int, list[str]], well_formed: list[dict]) -> dict:
+    waiting = unsigned(well_formed)
+    if problems or any(links.values()) or not links:
+        verdict = BROKEN
+    else:
+        verdict = INCOMPLETE if waiting else VERIFIED
+    return dict(verdict=verdict, ok=verdict == VERIFIED, problems=problems, links=links, unsigned=waiting,
+                steps={link["task_id"]: link["step"] for link in well_formed if link.get("step")})

@@ -1,5 +1,6 @@
-"""Wire protocol v1: canonical JSON and the HMAC signatures both ends compute, and the names
-of task, pipeline and node states and of roles that both ends use.
+"""Wire protocol v1: canonical JSON and the HMAC signatures both ends compute, the names of
+task, pipeline and node states and of roles that both ends use, and the forms of the lease
+fields that reach a command line.
 
 Stdlib only: the N0D3 imports this on a Raspberry Pi.
 """
@@ -52,6 +53,17 @@ class NodeState(StrEnum):
     DISABLED = "disabled"
     LOST = "lost"
     OFFLINE = "offline"
+
+
+# Lease fields a N0D3 hands to `claude` as arguments (n0d3/runners.py). The Commander refuses
+# any other value at its API (a 400 naming the field), and the N0D3 checks again before it
+# starts anything: a task whose own input breaks these fails as the task's error, never its node's.
+# A model: an id, alias or provider id (claude-sonnet-5-5, sonnet[1m], claude-x@2025, a Bedrock
+# ARN); never a leading dash, which could read as an option.
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/\[\]-]{0,127}$"
+# An allowed tool: a name, with an optional rule in parentheses (Bash(git log:*), Read(./src/**));
+# no commas, which join the list into one argument.
+TOOL_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,127}(\([^\x00-\x1f\x7f(),]{1,256}\))?$"
 
 
 class Role(StrEnum):

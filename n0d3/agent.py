@@ -240,7 +240,8 @@ class Agent:
                 log.info("approved")
                 return self.adopt(url, answer["registration"])
             if not said:
-                log.warning("waiting for approval as pending node %s: on the Commander, `m3shd nodes approve %s`",
+                # p3, as `m3shd nodes pending` shows it: a pending id is not a node id.
+                log.warning("waiting for approval as pending machine p%s: on the Commander, `m3shd nodes approve p%s`",
                             request["id"], request["id"])
                 said = True
             self.stopping.wait(3.0)

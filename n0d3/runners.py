@@ -1,11 +1,19 @@
 """How a N0D3 runs one task with Claude: the Claude Code CLI, or the Messages API.
 
-The agent runs on a Raspberry Pi, so this module imports only the stdlib;
+The agent runs on a Raspberry Pi, so this module imports only the stdlib and m3shd.wire;
 `anthropic` (and pydantic with it) is imported inside the SDK runner when it runs.
+
+A failure is an *infrastructure* failure (`infra_failure`: the Commander retries it elsewhere
+and it counts against this node's breaker) only when the machine or the service broke: the
+runner cannot start, crashes, times out, or is refused for its credentials. A failure the
+task's own input causes (a model name no runner can take, a blank prompt, arguments no command
+line can carry, a request the API calls invalid) fails the task on its own merits: another node
+would fail it the same way.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -16,6 +24,8 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field, fields
+
+from m3shd import wire
 
 DEFAULT_SDK_MODEL = "claude-sonnet-5-5"  # the current Sonnet
 
@@ -89,6 +99,34 @@ class TaskSpec:
         # None means "not set", so the defaults apply.
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in lease.items() if k in known and v is not None})
+
+
+_MODEL = re.compile(wire.MODEL_PATTERN)
+_TOOL = re.compile(wire.TOOL_PATTERN)
+
+
+def input_problem(spec: TaskSpec) -> str | None:
+    """What in the task's own input no runner could take, or None. The lease comes from the
+    Commander, which refuses these at its API; this holds for a task stored before that check,
+    or sent by an older Commander."""
+    if not isinstance(spec.prompt, str) or not spec.prompt.strip():
+        return "the prompt is empty"
+    if spec.model is not None and not (isinstance(spec.model, str) and _MODEL.fullmatch(spec.model)):
+        return f"invalid model name {_shown(spec.model)}: expected a Claude model id such as claude-sonnet-5-5"
+    if spec.max_turns is not None and not (type(spec.max_turns) is int and spec.max_turns > 0):
+        return f"invalid max_turns {_shown(spec.max_turns)}: expected a positive whole number"
+    tools = spec.allowed_tools
+    if not (isinstance(tools, list) and all(isinstance(tool, str) and _TOOL.fullmatch(tool) for tool in tools)):
+        return f"invalid allowed tools {_shown(tools)}: expected names such as Read or Bash(git log:*)"
+    if spec.system_prompt is not None and not isinstance(spec.system_prompt, str):
+        return f"invalid system prompt {_shown(spec.system_prompt)}: expected text"
+    return None
+
+
+def _shown(value) -> str:
+    """A value from the lease in an error message: its repr (escapes and all), cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _usage(input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0) -> dict:
@@ -172,6 +210,8 @@ class ClaudeCliRunner:
         return argv
 
     def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
+        if problem := input_problem(spec):
+            return _failed(problem, None)  # the task's own input: never its node's fault
         model = spec.model or self.default_model
         try:
             return self._run(spec, cancel, model)
@@ -190,7 +230,11 @@ class ClaudeCliRunner:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
+        except ValueError as exc:  # an argument with a NUL byte, which no command line carries
+            return _failed(f"this task's arguments cannot be passed to claude: {exc}", model)
         except OSError as exc:  # FileNotFoundError, PermissionError, ...
+            if exc.errno == errno.E2BIG:  # an argument (the system prompt) longer than the OS takes
+                return _failed("this task's arguments are too long for a command line", model)
             return _failed(f"could not start {self.executable}: {exc}", model, infra=True)
 
         # A helper thread feeds stdin (any size) and drains stdout/stderr, so this one
@@ -282,6 +326,8 @@ class AnthropicSdkRunner:
         self.max_tokens = max_tokens
 
     def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
+        if problem := input_problem(spec):
+            return _failed(problem, None)  # the task's own input: never its node's fault
         model = spec.model or self.default_model
         try:
             import anthropic  # lazily: heavy (pydantic, httpx) for a Pi that may use the CLI

@@ -61,14 +61,16 @@ def report(cmdr, node: Node, lease: dict, status: str = "succeeded", signer: Sig
            **fields) -> tuple[Task, bool]:
     """Sign a result as a N0D3 does (HMAC with the node's key; Ed25519 with `signer`, the key it
     registered the public half of) and apply it as the results route does. `fields` are the
-    result's JSON fields (`usage` a dict)."""
+    result's JSON fields (`usage` a dict). Like a N0D3, it names the prompt it answered."""
     payload = dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                   status=status, **fields)
+                   status=status, prompt_sha256=wire.sha256_hex(lease["prompt"].encode()),
+                   **{"output": "", **fields})
     node = Node.get_by_id(node.id)
     document = wire.result_document(payload)
     signature = wire.sign_result(bytes.fromhex(cmdr.box.decrypt(node.signing_key).decode()), payload)
     ed25519 = provenance.sign(signer, document) if signer else None
-    sent = leases.Result(**{**payload, "usage": leases.Usage(**payload.get("usage", {}))}, signature=signature,
+    carried = {key: value for key, value in payload.items() if key != "prompt_sha256"}  # only in the document
+    sent = leases.Result(**{**carried, "usage": leases.Usage(**payload.get("usage", {}))}, signature=signature,
                          ed25519_signature=ed25519)
     return leases.apply_result(cmdr, node, sent, document, commander_provenance.keys_in_use(node))
 

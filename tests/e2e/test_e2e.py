@@ -53,20 +53,6 @@ def test_no_secrets_in_logs(commander, spawn_n0d3):
         assert secret not in logs
 
 
-def test_untrusted_text_cannot_drive_the_terminal():
-    from m3shd.cli import for_terminal
-
-    class Tty:
-        def isatty(self):
-            return True
-
-    hostile = "answer\x1b]0;pwned\x07\x1b[2J\nnext line\ttab\x9b31m"
-    shown = for_terminal(hostile, Tty())
-    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
-    assert shown == "answer\\x1b]0;pwned\\x07\\x1b[2J\nnext line\ttab\\x9b31m"
-    assert for_terminal(hostile, open(os.devnull, "w")) == hostile  # piped output stays byte-exact
-
-
 def test_task_wait_and_get_from_the_cli(commander, spawn_n0d3):
     spawn_n0d3("alpha")
     task_id = int(cli(commander, "task", "submit", "[sleep=0.5] slow one", "--no-wait").stdout)
@@ -197,6 +183,13 @@ def test_join_saves_settings_and_run_uses_them(commander, tmp_path):
 def test_up_starts_a_mesh_and_prints_url_and_token(tmp_path):
     port = free_port()
     env = base_env(tmp_path)
+    # As after an earlier `m3shd up` on another port (issue 17, item 14): its client config and a
+    # token this Commander knows. The `up` below must point the m3shd command at itself.
+    earlier = json.loads(m3shd("token", "create", "admin (m3shd up)", "--role", "admin", "--local", "--json",
+                               env=env).stdout)["token"]
+    client_file = Path(env["M3SHD_CONFIG_DIR"]) / "client.toml"
+    client_file.parent.mkdir(parents=True, exist_ok=True)
+    client_file.write_text(f'[client]\nurl = "http://127.0.0.1:{free_port()}"\ntoken = "{earlier}"\n')
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen([sys.executable, "-m", "m3shd", "up", "--bind", f"127.0.0.1:{port}"], env=env,
@@ -205,6 +198,7 @@ def test_up_starts_a_mesh_and_prints_url_and_token(tmp_path):
         wait_until(lambda: "M3SHD is up." in log.read_text(), 40, what="the banner")
         banner = log.read_text()
         assert f"http://127.0.0.1:{port}" in banner and "Admin token  m3a_" in banner
+        assert f"saved in {client_file}" in banner and f'url = "http://127.0.0.1:{port}"' in client_file.read_text()
         assert "runner claude-cli" in banner
         password = re.search(r"Login        admin / (\S+)", banner).group(1)  # the first account, shown once
         login = requests.post(f"http://127.0.0.1:{port}/api/session", json={"username": "admin", "password": password},

@@ -34,17 +34,18 @@ def test_a_tokenless_n0d3_waits_as_pending_until_approved_then_runs_tasks(comman
     assert node.node() is None                          # not a node yet: it can take no work
     task = commander.api.submit_task("hello from the kitchen")
     assert commander.api.get_task(task["id"], wait=1)["state"] == "queued"
-    wait_until(lambda: "m3shd nodes approve" in node.process.text(), 10, what="the N0D3 to say how to approve it")
+    label = f"p{waiting[0]['id']}"  # as `m3shd nodes pending` shows it: not a node id
+    wait_until(lambda: f"m3shd nodes approve {label}" in node.process.text(), 10, what="the N0D3 to say how to approve it")
 
     # Only an operator with nodes:manage may approve; a phone (mobile preset) may look but not let it in.
     phone = commander.token("phone", role="mobile")
     refused = m3shd("nodes", "approve", str(waiting[0]["id"]), "--url", commander.url, "--token", phone,
                     env=commander.env, check=False)
-    assert refused.returncode == 1 and "nodes:manage" in refused.stderr
+    assert refused.returncode == 5 and "nodes:manage" in refused.stderr  # refused: 403
     listed = m3shd("nodes", "pending", "--json", "--url", commander.url, "--token", phone, env=commander.env)
     assert json.loads(listed.stdout)[0]["name"] == "kitchen-pi"
 
-    m3shd("nodes", "approve", str(waiting[0]["id"]), "--url", commander.url, "--token", commander.admin_token,
+    m3shd("nodes", "approve", label, "--url", commander.url, "--token", commander.admin_token,
           env=commander.env)
     registered = node.wait_registered()
     assert commander.wait_task(task["id"])["state"] == "succeeded"

@@ -14,9 +14,10 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from m3shd import wire
+from m3shd import provenance, wire
 from m3shd.client import ApiClient, CommanderError, NodeClient
 from harness import base_env, m3shd, sse_events, wait_until
+from provenance_fuzz import forgeries, substance
 
 
 def database(cmd) -> sqlite3.Connection:
@@ -171,6 +172,53 @@ def test_an_edited_bundle_fails_offline(commander, spawn_n0d3, tmp_path):
         assert code == 1 and "chain BROKEN" in said, f"{what}: {said}"
 
 
+def test_the_audits_forged_bundle_is_broken_offline(commander, spawn_n0d3, tmp_path):
+    """Issue 17: with a link's document, signature and chain hash removed, its state set to
+    queued and its output changed, `verify` printed `verified` and exited 0."""
+    spawn_n0d3("alpha")
+    pipeline = finished_pipeline(commander, DIAMOND[:2])
+    bundle = commander.api.task_provenance(task_of(pipeline, "b"))
+    for index in (1, 0):  # the task itself (the audit's probe), then its parent
+        for dropped, problem in ((True, "field 'document' is missing"), (False, "an output without a signed result")):
+            forged = json.loads(json.dumps(bundle))
+            link = forged["links"][index]
+            for field in ("document", "ed25519", "chain_hash"):
+                if dropped:
+                    del link[field]
+                else:
+                    link[field] = None  # as the Commander exports a link with no signed result
+            link.update(state="queued", output="FORGED")
+            path = tmp_path / f"forged-{index}-{dropped}.json"
+            path.write_text(json.dumps(forged))
+            code, said = verify_file(tmp_path, path)
+            assert code == 1 and "chain BROKEN" in said and problem in said, said
+
+
+def test_fuzz_no_forgery_of_a_live_bundle_verifies(commander, spawn_n0d3):
+    """Every field of every link dropped, retyped, emptied and bit-flipped; every link dropped,
+    doubled and moved: only what leaves the signed substance as it was may verify."""
+    spawn_n0d3("alpha")
+    spawn_n0d3("beta")
+    bundle = commander.api.task_provenance(task_of(finished_pipeline(commander, DIAMOND), "d"))
+    assert provenance.verify_bundle(bundle)["verdict"] == "verified"
+    for what, forged in forgeries(bundle):
+        verdict = provenance.verify_bundle(json.loads(json.dumps(forged)))["verdict"]
+        assert verdict != "verified" or substance(forged) == substance(bundle), what
+
+
+def test_a_chain_still_running_is_incomplete_offline(commander, spawn_n0d3, tmp_path):
+    spawn_n0d3("alpha")
+    submitted = commander.api.submit_pipeline({"steps": [
+        {"key": "first", "prompt": "quick"},
+        {"key": "stuck", "prompt": "needs a gpu {{ steps.first.output }}", "depends_on": ["first"], "requires": ["gpu"]},
+    ]})
+    stuck = task_of(submitted, "stuck")
+    wait_until(lambda: commander.api.get_task(stuck)["state"] == "queued", 20, what="the second step to queue")
+    code, said = offline_verdict(commander, tmp_path, stuck)
+    assert code == 8 and "chain incomplete: 1 of 2 links have no signed result" in said, said
+    assert f"task {stuck} (stuck): no signed result (queued)" in said and "chain verified" not in said
+
+
 def test_a_result_tampered_mid_pipeline_never_reaches_the_next_stage(commander, spawn_n0d3):
     spawn_n0d3("alpha", slots=2)
     submitted = commander.api.submit_pipeline({"steps": [
@@ -202,7 +250,7 @@ def test_a_result_without_a_valid_ed25519_signature_is_refused(commander):
     task = commander.api.submit_task("sign me")
     lease = NodeClient(commander.url, reply["node_id"], reply["node_token"], reply["signing_key"]).claim(1, 5)[0]
     result = dict(task_id=task["id"], attempt=lease["attempt"], lease_token=lease["lease_token"], status="succeeded",
-                  output="done")
+                  output="done", prompt_sha256=wire.sha256_hex(lease["prompt"].encode()))
     stranger = Ed25519PrivateKey.generate()
     for signer, message in ((None, "the result has no Ed25519 signature"),
                             (lambda doc: stranger.sign(doc).hex(), "Ed25519 signature does not match")):

@@ -4,6 +4,7 @@ processes; a N0D3 started with FAKE_CLAUDE_BROKEN has a runner that always crash
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
@@ -159,6 +160,28 @@ def test_never_more_than_a_third_of_the_fleet_is_opened(commander, spawn_n0d3):
     spawn_n0d3("good")
     for task_id in ids:
         assert commander.wait_task(task_id, timeout=40)["state"] == "succeeded"
+
+
+def test_a_task_whose_own_input_breaks_the_runner_cannot_open_a_healthy_nodes_breaker(commander, spawn_n0d3):
+    """Issue 17 item 8: a NUL byte in a task's model failed 20 attempts in under a second as
+    infrastructure failures and opened a healthy node's breaker. The API now refuses such a model;
+    a task stored before that check (or by an older Commander) is failed by the N0D3 as the task's
+    own error: one attempt, nothing against any node."""
+    nodes = [spawn_n0d3(name).node() for name in ("one", "two", "three")]  # a third of three may open
+    task = commander.api.submit_task("run me with a broken model", max_attempts=20, approval_required=True)
+    with sqlite3.connect(commander.home / "data" / "commander" / "commander.db", timeout=10) as database:
+        database.execute("UPDATE task SET model = ? WHERE id = ?", ("claude\x00sonnet", task["id"]))
+    commander.api.approve_task(task["id"])
+    done = commander.wait_task(task["id"], timeout=30)
+    assert (done["state"], done["attempt"]) == ("failed", 1), done
+    assert done["error"].startswith("invalid model name 'claude\\x00sonnet'")
+    ran_on = commander.api.get_node(done["node_id"])
+    assert [o["kind"] for o in ran_on["reputation"]["window"]] == ["failed"]
+    for node in nodes:
+        shown = commander.api.get_node(node["id"])["breaker"]
+        assert (shown["state"], shown["failures"]) == ("closed", 0), (node["name"], shown)
+    assert not [e for e in sse_events(commander) if e["kind"].startswith("node.breaker")]
+    assert commander.wait_task(commander.api.submit_task("and the next one")["id"])["state"] == "succeeded"
 
 
 def test_a_retry_goes_to_a_different_node_after_its_backoff(commander, spawn_n0d3):

@@ -205,6 +205,63 @@ def test_cli_crash_without_json_is_an_infra_failure_with_stderr(fake_path):
     assert "simulated crash" in result.error
 
 
+# Issue 17 item 8: a NUL byte in a task's model failed 20 attempts in under a second as
+# infrastructure failures (Popen's ValueError fell into "runner error") and opened the breaker of
+# a healthy node. What the task's own input causes fails the task, never its node.
+BAD_INPUT = [
+    pytest.param(dict(model="claude\x00sonnet"), "invalid model name 'claude\\x00sonnet'", id="model-nul"),
+    pytest.param(dict(model="--dangerously-skip-permissions"), "invalid model name", id="model-option"),
+    pytest.param(dict(model="claude sonnet"), "invalid model name", id="model-space"),
+    pytest.param(dict(model=5), "invalid model name 5", id="model-int"),
+    pytest.param(dict(prompt="  \n\t"), "the prompt is empty", id="prompt-blank"),
+    pytest.param(dict(max_turns="3"), "invalid max_turns '3'", id="max-turns-text"),
+    pytest.param(dict(max_turns=0), "invalid max_turns 0", id="max-turns-zero"),
+    pytest.param(dict(allowed_tools=["Read,Write"]), "invalid allowed tools", id="tool-comma"),
+    pytest.param(dict(allowed_tools="Read"), "invalid allowed tools", id="tools-text"),
+    pytest.param(dict(system_prompt=7), "invalid system prompt", id="system-prompt-int"),
+]
+
+
+@pytest.mark.parametrize("spec, said", BAD_INPUT)
+def test_cli_input_no_runner_could_take_is_a_task_failure_and_starts_nothing(fake_path, cli_log, spec, said):
+    result = ClaudeCliRunner("claude", default_model="claude-sonnet-5-5").run(
+        TaskSpec(**{"prompt": "hi", **spec}), threading.Event())
+    assert (result.status, result.infra_failure) == ("failed", False)
+    assert said in result.error and result.model is None
+    with pytest.raises(FileNotFoundError):
+        cli_log()  # claude never started
+
+
+@pytest.mark.parametrize("spec, said", BAD_INPUT)
+def test_sdk_input_no_runner_could_take_is_a_task_failure_and_sends_nothing(api, spec, said):
+    server, base_url = api
+    result = AnthropicSdkRunner("test-key", base_url=base_url).run(TaskSpec(**{"prompt": "hi", **spec}),
+                                                                   threading.Event())
+    assert (result.status, result.infra_failure) == ("failed", False)
+    assert said in result.error and server.requests == []
+
+
+@pytest.mark.parametrize("system_prompt, said", [
+    ("be brief\x00", "cannot be passed to claude: embedded null byte"),
+    ("x" * 2_000_000, "too long for a command line"),  # beyond any OS: Linux takes 128 KiB an argument
+], ids=["nul", "too-long"])
+def test_cli_arguments_no_command_line_carries_are_a_task_failure(fake_path, system_prompt, said):
+    result = ClaudeCliRunner("claude").run(TaskSpec(prompt="hi", system_prompt=system_prompt), threading.Event())
+    assert (result.status, result.infra_failure) == ("failed", False)
+    assert said in result.error
+
+
+@pytest.mark.parametrize("directive, said", [
+    ("[bad-model]", "There's an issue with the selected model (claude-sonnet-9-9)"),
+    ("[bad-request]", "invalid_request_error"),
+])
+def test_cli_request_the_api_refuses_is_a_task_failure(fake_path, directive, said):
+    result = ClaudeCliRunner("claude").run(TaskSpec(prompt=f"{directive} hi", model="claude-sonnet-9-9"),
+                                           threading.Event())
+    assert (result.status, result.infra_failure) == ("failed", False)
+    assert said in result.error
+
+
 def test_cli_missing_executable_is_an_infra_failure(tmp_path):
     result = ClaudeCliRunner(str(tmp_path / "no-such-claude")).run(
         TaskSpec(prompt="hi"), threading.Event())

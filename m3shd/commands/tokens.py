@@ -1,0 +1,69 @@
+"""`m3shd token`: create, list and revoke API and join tokens (the Commander adds `create --local`)."""
+
+from __future__ import annotations
+
+import time
+
+from m3shd.cli import api, duration, emit, say
+from m3shd.components import CommandLine
+from m3shd.wire import Role
+
+
+def cmd_token_create(args) -> int:
+    created = api(args).create_token(args.name, kind=args.kind, role=args.role, permissions=token_permissions(args),
+                                     expires_in=args.expires_in)
+    return show_token(args, created)
+
+
+def token_permissions(args) -> list[str] | None:
+    return [p.strip() for p in args.permissions.split(",")] if args.permissions else None
+
+
+def show_token(args, created: dict) -> int:
+    """A new token: the secret alone on stdout (for scripts), what it may do on stderr."""
+    emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
+                                                          f"{', '.join(t['permissions'])}; shown once, store it now")))
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    found = api(args).list_tokens()
+
+    def table(items):
+        t0 = time.time()
+        print(f"{'ID':>4}  {'KIND':<5} {'NAME':<24} {'PREFIX':<9} {'STATE':<8} {'EXPIRES':<10} {'LAST USED':<10} "
+              "PERMISSIONS")
+        for t in items:
+            expired = t["expires_at"] is not None and t["expires_at"] < t0
+            state = "revoked" if t["revoked_at"] else "expired" if expired else "active"
+            expires = "never" if t["expires_at"] is None else (f"{duration(t0 - t['expires_at'])} ago" if expired
+                                                               else f"in {duration(t['expires_at'] - t0)}")
+            used = "never" if t["last_used_at"] is None else f"{duration(t0 - t['last_used_at'])} ago"
+            print(f"{t['id']:>4}  {t['kind']:<5} {t['name'][:24]:<24} {t['prefix']:<9} {state:<8} {expires:<10} "
+                  f"{used:<10} {', '.join(t['permissions'])}")
+
+    emit(args, found, table)
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    emit(args, api(args).revoke_token(args.id), lambda t: say(f"token {t['id']} `{t['name']}` revoked"))
+    return 0
+
+
+def register(line: CommandLine) -> None:
+    client = line.client
+    token = line.group("token", help="API and join tokens")
+    p = token.add_parser("create", parents=[client], help="create a token (printed once)")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=("api", "join"), default="api")
+    p.add_argument("--role", choices=tuple(Role))
+    p.add_argument("--permissions", help="comma-separated permissions instead of a role")
+    p.add_argument("--expires-in", type=float, metavar="SECONDS",
+                   help="lifetime; API tokens default to none, join tokens to one day")
+    p.set_defaults(func=cmd_token_create)
+    p = token.add_parser("list", parents=[client], help="list API and join tokens (never their secrets)")
+    p.set_defaults(func=cmd_token_list)
+    p = token.add_parser("revoke", parents=[client], help="revoke a token")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_token_revoke)

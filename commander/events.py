@@ -16,6 +16,7 @@ KINDS = (
     "node.drain_deadline", "node.removed", "node.pending", "node.approved", "node.rejected", "node.breaker",
     "node.breaker_held", "node.key_rotating", "node.key_rotated",
     *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
+    "agent.created", "agent.version", "agent.broken", "agent.deleted",
 )
 
 EVENT_INSERT = CompiledInsert(Event)

@@ -45,7 +45,8 @@ def document(app: Flask) -> dict:
             operation["security"] = [{"bearer": []}]
         parameters = [
             {"name": name, "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID} if f"<id:{name}>" in spec.rule
+             else {"type": "string"}}
             for name in rule.arguments
         ]
         if spec.query:

@@ -83,6 +83,8 @@ DEFAULTS: dict[str, dict] = {
         "advertise": True,          # mDNS/DNS-SD on the LAN, when bound beyond loopback
         "mdns_type": "_m3shd._tcp.local.",  # another type keeps two meshes on one LAN apart
         "max_pending_nodes": 16,    # tokenless joins waiting for approval, all addresses together
+        "agents_dir": "",           # your agent profiles; "" → <config dir>/agents (they override the shipped ones)
+        "agents_check_every": 2.0,  # seconds between looks for edited profile files (0: only at start and reload)
     },
     "n0d3": {
         "url": "",                 # the Commander, e.g. http://127.0.0.1:8470; "" → found with mDNS

@@ -13,7 +13,7 @@ from commander import leases, nodes, pipelines, tasks
 from commander.app import FEATURES, build_commander
 from commander.exceptions import Conflict
 from commander.models import Event, Node, Outcome, Task, now
-from m3shd import config
+from m3shd import config, wire
 
 FINAL_EVENTS = ("task.succeeded", "task.failed", "task.cancelled", "task.skipped", "task.rejected")
 
@@ -63,7 +63,7 @@ def lease_of(cmdr, node: Node, task: Task) -> dict:
 
 def result(lease: dict, status: str = "succeeded", **fields) -> leases.Result:
     return leases.Result(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                         status=status, signature=fields.pop("signature", "ab" * 32), **fields)
+                         status=status, signature=fields.pop("signature", "ab" * 32), **wire.binding(lease), **fields)
 
 
 def apply(cmdr, node: Node, sent: leases.Result) -> tuple[Task, bool]:
@@ -88,7 +88,8 @@ def test_each_commander_wires_its_own_receivers(cmdr, tmp_path):
     # Wired by each feature's init, in FEATURES order: the final state's event first.
     assert [r.__module__ for r in other.signals.task_finished.receivers] == ["commander.events", "commander.pipelines"]
     assert [r.__module__ for r in other.signals.attempt_ended.receivers] == ["commander.outcomes"]
-    assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.pipelines"]
+    assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.pipelines",
+                                                          "commander.agents"]
     other.db.close_all()
 
 

@@ -156,7 +156,7 @@ def cmd_mcp_install(args) -> int:
 
 def cmd_task_submit(args) -> int:
     client = api(args)
-    task = client.submit_task(args.prompt, requires=listed(args.requires), prefer=listed(args.prefer),
+    task = client.submit_task(args.prompt, agent=args.agent, requires=listed(args.requires), prefer=listed(args.prefer),
                               priority=args.priority, model=args.model, idempotency_key=args.idempotency_key,
                               max_attempts=args.max_attempts, backoff=args.backoff,
                               approval_required=args.approval or None,
@@ -292,7 +292,7 @@ def cmd_nodes_reject(args) -> int:
 
 def cmd_token_create(args) -> int:
     created = api(args).create_token(args.name, kind=args.kind, role=args.role, permissions=token_permissions(args),
-                                     expires_in=args.expires_in)
+                                     expires_in=args.expires_in, agent=args.agent)
     return show_token(args, created)
 
 
@@ -302,8 +302,10 @@ def token_permissions(args) -> list[str] | None:
 
 def show_token(args, created: dict) -> int:
     """A new token: the secret alone on stdout (for scripts), what it may do on stderr."""
+    scope = f" as agent {created['agent']} only" if created.get("agent") else ""
     emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
-                                                          f"{', '.join(t['permissions'])}; shown once, store it now")))
+                                                          f"{', '.join(t['permissions'])}{scope}; shown once, "
+                                                          f"store it now")))
     return 0
 
 
@@ -463,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     task = line.group("task", help="submit and follow tasks")
     p = task.add_parser("submit", parents=[client], help="send a prompt to the mesh and print the answer")
     p.add_argument("prompt")
+    p.add_argument("--agent", metavar="NAME", help="the agent it runs as (default general; `m3shd agents list`)")
     p.add_argument("--requires", help="comma-separated capabilities a node must have, e.g. arch=arm64,gpu")
     p.add_argument("--priority", type=int, help="-100..100, higher runs first (default 0)")
     p.add_argument("--model", help="Claude model id")
@@ -556,12 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permissions", help="comma-separated permissions instead of a role")
     p.add_argument("--expires-in", type=float, metavar="SECONDS",
                    help="lifetime; API tokens default to none, join tokens to one day")
+    p.add_argument("--agent", metavar="NAME", help="may only submit tasks as this agent and read its own tasks "
+                                                   "(default permissions: tasks:submit,tasks:read)")
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("list", parents=[client], help="list API and join tokens (never their secrets)")
     p.set_defaults(func=cmd_token_list)
     p = token.add_parser("revoke", parents=[client], help="revoke a token")
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_token_revoke)
+
+    from m3shd.commands import agents as agents_commands  # here: it uses this module's helpers
+
+    agents_commands.register(line)
 
     absent = assemble(line)
     if absent:

@@ -1,0 +1,1 @@
+"""Client commands of one feature each (`register(line)`), added to `m3shd` by m3shd/cli.py."""

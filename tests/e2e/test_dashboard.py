@@ -41,6 +41,9 @@ EXPECTED = {
     ("GET", "/pipelines"): "tasks:read",
     ("GET", "/pipelines/<id:pipeline_id>"): "tasks:read",
     ("POST", "/pipelines/<id:pipeline_id>/cancel"): "tasks:cancel",
+    ("GET", "/agents"): "tasks:read",
+    ("GET", "/agents/<name>"): "tasks:read",
+    ("POST", "/agents/<name>/rollback"): "agents:manage",
     ("GET", "/pending"): "tasks:read",
     ("POST", "/pending/<id:pending_id>/approve"): "nodes:manage",
     ("POST", "/pending/<id:pending_id>/reject"): "nodes:manage",
@@ -86,11 +89,11 @@ def things(cmd):
         {"key": "first", "prompt": "one", "requires": ["nowhere"]},
         {"key": "second", "prompt": "two: {{ steps.first.output }}", "depends_on": ["first"]}]})
     return {"node_id": registered["node_id"], "task_id": task["id"], "pipeline_id": pipeline["id"],
-            "pending_id": 999_999, "token_id": 999_999}
+            "pending_id": 999_999, "token_id": 999_999, "name": "general"}
 
 
 def fill(rule: str, ids: dict) -> str:
-    path = rule.replace("<path:filename>", "dashboard.css")
+    path = rule.replace("<path:filename>", "dashboard.css").replace("<name>", str(ids["name"]))
     return re.sub(r"<id:([a-z_]+)>", lambda m: str(ids[m[1]]), path)
 
 

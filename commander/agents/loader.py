@@ -42,8 +42,10 @@ def directories(settings: dict) -> list[Path]:
 
 
 def candidates(directory: Path) -> list[Path]:
+    """The profile files in `directory` (a README there is documentation, not an agent)."""
     try:
-        return sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        return sorted(p for p in directory.iterdir()
+                      if p.suffix in SUFFIXES and p.stem.upper() != "README" and p.is_file())
     except FileNotFoundError:
         return []
 

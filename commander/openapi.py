@@ -39,6 +39,7 @@ def document(app: Flask) -> dict:
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": spec.summary,
             "x-permission": spec.permission,
+            **({"x-agent-scoped": True} if spec.agent_scoped else {}),
             "responses": {"default": error},
         }
         if spec.permission != PUBLIC:

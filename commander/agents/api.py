@@ -23,13 +23,15 @@ def agent_views(agents: list[Agent], full: bool = False) -> list[AgentOut]:
     figures = stats.of([agent.name for agent in agents])
     views = []
     for agent in agents:
-        current = service.version_row(agent, agent.current) if agent.current else None
-        settings = {name: getattr(current, name) for name in AgentSettings.model_fields} if current else NO_SETTINGS
+        # The settings from the worker's cache of versions (one query per agent less); the text
+        # from the row, for one agent's view.
+        profile = service.version_of(commander(), agent.name, agent.current).profile if agent.current else None
+        settings = {name: getattr(profile, name) for name in AgentSettings.model_fields} if profile else NO_SETTINGS
         views.append(AgentOut.from_row(
             agent, **settings, state="deleted" if agent.deleted_at else "broken" if agent.error else "ready",
             version=agent.current, stats=AgentStats(**vars(figures[agent.name])),
-            system_prompt=current.system_prompt if full and current else None,
-            text=current.text if full and current else None))
+            system_prompt=profile.system_prompt if full and profile else None,
+            text=service.version_row(agent, agent.current).text if full and profile else None))
     return views
 
 

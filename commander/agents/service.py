@@ -34,6 +34,9 @@ log = logging.getLogger("m3shd.commander")
 GENERAL = "general"  # the default agent, and where a deleted agent's tasks may fall back to
 
 AGENT_BY_NAME = Compiled(Agent, lambda: Agent.select().where(Agent.name == Param("name")))
+# What every submit reads of its agent, as raw values (a model instance costs three times as much).
+AGENT_CURRENT = Compiled(Agent, lambda: Agent.select(Agent.current, Agent.error, Agent.deleted_at).where(
+    Agent.name == Param("name")))
 VERSION = Compiled(AgentVersion, lambda: AgentVersion.select().join(Agent).where(
     (Agent.name == Param("name")) & (AgentVersion.version == Param("version"))))
 
@@ -153,14 +156,17 @@ def chosen(requested: str | None, token_agent: str | None) -> str:
 def assign(cmdr: Commander, name: str, model: str | None) -> Assignment:
     """The agent and version a new task runs as, what it adds to the task's capabilities, and the
     model (the one asked for, which must be one the agent allows; else the agent's)."""
-    agent = get(name)
-    if not agent.current:
-        raise Conflict("agent_broken", f"agent {name} has no working profile yet: {agent.error}")
-    profile = version_of(cmdr, name, agent.current).profile
+    found = AGENT_CURRENT.tuples(name=name)
+    if not found or found[0][2] is not None:
+        raise unknown(name)
+    current, error, _ = found[0]
+    if not current:
+        raise Conflict("agent_broken", f"agent {name} has no working profile yet: {error}")
+    profile = version_of(cmdr, name, current).profile
     if model and profile.allowed_models and model not in profile.allowed_models:
         raise Invalid("model_not_allowed", f"agent {name} runs only on {', '.join(profile.allowed_models)}; "
                                            f"not on {model}")
-    return Assignment(name, agent.current, tuple(profile.requires), tuple(profile.prefers), model or profile.model)
+    return Assignment(name, current, tuple(profile.requires), tuple(profile.prefers), model or profile.model)
 
 
 # --- changing ----------------------------------------------------------------------------------
@@ -182,7 +188,7 @@ def put(cmdr: Commander, name: str, text: str, actor: str) -> tuple[Agent, bool]
         if agent is None:
             agent = Agent.create(name=name)
             events.publish("agent.created", name=name)
-        changed = add_version(agent, profile, text, f"edited by {actor}", created)
+        changed = add_version(agent, profile, text, f"{'created' if created else 'edited'} by {actor}", created)
         if changed or agent.error:
             Agent.update(error=None, deleted_at=None).where(Agent.id == agent.id).execute()
         if changed:

@@ -128,14 +128,14 @@ def task_list():
     query = parse_query(TaskQuery)
     listed = tasks.listing(**query.model_dump())
     return render("tasks.html", parts=("tasks",), tasks=task_views(listed), state=query.state,
-                  counts=tasks.counts(), node_names=node_names())
+                  counts=tasks.counts(), node_names=node_names(), agent_names=agents.live_names())
 
 
 @page_route(bp, "POST", "/tasks", permission="tasks:submit")
 def submit_task():
     """Queue a prompt from the form; then its page."""
     requires = [label.strip() for label in request.form.get("requires", "").split(",") if label.strip()]
-    body = TaskSubmit(prompt=request.form.get("prompt", ""), requires=requires,
+    body = TaskSubmit(prompt=request.form.get("prompt", ""), requires=requires, agent=request.form.get("agent") or None,
                       approval_required=request.form.get("approval_required") == "on")
     task, _ = tasks_api.submit_task(body)
     return redirect(url_for(".task", task_id=task.id), 303)

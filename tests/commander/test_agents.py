@@ -173,7 +173,7 @@ def test_edits_make_versions_and_a_rollback_is_a_new_version_with_the_old_profil
     versions = service.versions(back)
     assert [(v.version, v.system_prompt) for v in versions] == [(3, "one"), (2, "two"), (1, "one")]
     assert [v.cause for v in versions] == ["rollback to version 1 by user:bob", "edited by user:ada",
-                                           "edited by user:ada"]
+                                           "created by user:ada"]
     with pytest.raises(Conflict, match="already_current|current version"):
         service.rollback(cmdr, "scribe", 3, "user:bob")
     with pytest.raises(NotFound, match="no version 9"):

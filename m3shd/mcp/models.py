@@ -53,8 +53,8 @@ class TaskSummary(View):
 class Task(TaskSummary):
     prefer: list[str] = Field(description="capabilities that make a node a better choice")
     model: str | None = Field(description="Claude model it runs on (null: the node's default)")
-    agent: str | None = Field(description="the agent it runs as (list_agents)")
-    agent_version: int | None = Field(description="which version of that agent's profile")
+    agent: str | None = Field(None, description="the agent it runs as (list_agents)")
+    agent_version: int | None = Field(None, description="which version of that agent's profile")
     approval_required: bool
     decided_by: str | None = Field(description="who approved or rejected it")
     attempt: int

@@ -226,6 +226,18 @@ def test_a_task_takes_its_agents_version_capabilities_and_model(cmdr):
     assert submit(cmdr).agent == "general"
 
 
+def test_a_pipeline_step_runs_as_the_agent_it_names(client, bearer):
+    steps = [{"key": "render", "prompt": "draw it", "agent": "test-gpu"},
+             {"key": "review", "prompt": "check {{ steps.render.output }}", "depends_on": ["render"]}]
+    pipeline = client.post("/api/pipelines", json={"steps": steps}, headers=bearer("mobile")).get_json()
+    render, review = (client.get(f"/api/tasks/{step['task_id']}", headers=bearer("mobile")).get_json()
+                      for step in pipeline["steps"])
+    assert (render["agent"], render["requires"], review["agent"]) == ("test-gpu", ["gpu"], "general")
+    unknown = client.post("/api/pipelines", json={"steps": [{"key": "a", "prompt": "x", "agent": "ghost"}]},
+                          headers=bearer("mobile"))
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "unknown_agent"
+
+
 def test_a_token_scoped_to_an_agent_submits_only_as_that_agent():
     assert service.chosen(None, "test-reviewer") == "test-reviewer"
     assert service.chosen(None, None) == "general"

@@ -13,6 +13,11 @@ connection is read from /proc (socket inodes), so samples are split into:
   same worker   both on one worker: the wake stays in-process (for comparison).
 Peers in the same run: `GET /api/health` (one plain HTTP round trip) and the submit POST alone.
 
+Then what an agent profile costs the same path: cross-worker samples alternating, one for one,
+between a bare agent (no system prompt, no tools: a task as it ran before agents) and a
+specialist whose profile is the size of the shipped bench's largest (a 5 KB system prompt,
+tools, a turn bound and a timeout), which the submit resolves and the lease carries.
+
     .venv/bin/python bench/claim_latency.py [--quick] [--samples N]
 """
 
@@ -28,6 +33,13 @@ from _common import (Commander, Noise, parse_args, percentile, register_node, re
 from m3shd.client import ApiClient
 
 GOAL_P50_MS, GOAL_P99_MS = 5.0, 25.0
+GOAL_PROFILE_RATIO = 1.10  # a profile may cost at most 10 % of submit→claim (p50 and p99)
+BARE = 'name = "bench-bare"\ntitle = "Bare"\n'
+SPECIALIST = ('+++\nname = "bench-specialist"\ntitle = "Specialist"\nmodel = "claude-sonnet-5-5"\n'
+              'allowed_models = ["claude-sonnet-5-5", "claude-opus-5-5"]\n'
+              'allowed_tools = ["Read", "Grep", "Glob", "Bash(git diff:*)", "Bash(git log:*)", "WebSearch"]\n'
+              'disallowed_tools = ["Bash(rm:*)", "Write"]\nmax_turns = 30\ntimeout = 1200\n+++\n'
+              + "## Role\n" + "You review what you are given, carefully and in order of severity. " * 75)
 
 
 def main() -> int:
@@ -101,10 +113,10 @@ def main() -> int:
                 api = ApiClient(cmdr.url, cmdr.admin_token)
             return api
 
-        results = {"cross": [], "same": [], "unknown": []}
+        results = {"cross": [], "same": [], "unknown": [], "bench-bare": [], "bench-specialist": []}
         submit_post = []
 
-        def sample(record: bool, want_cross: bool | None) -> None:
+        def sample(record: bool, want_cross: bool | None, agent: str | None = None) -> None:
             parked.wait(35)
             parked.clear()
             time.sleep(random.uniform(0.015, 0.03))  # let the claim reach its long-poll
@@ -112,7 +124,7 @@ def main() -> int:
             if want_cross is not None:
                 place_api(want_cross, node_worker)
             t0 = time.perf_counter()
-            task = api.submit_task("bench: claim latency")
+            task = api.submit_task("bench: claim latency", agent=agent)
             t1 = time.perf_counter()
             task_id, t_claimed, port = claimed.get(timeout=35)
             if task_id != task["id"]:
@@ -122,6 +134,10 @@ def main() -> int:
             api_ports = session_ports(api.session, cmdr.url)
             w_api, w_node = worker(api_ports[0]) if api_ports else None, worker(port)
             kind = "unknown" if None in (w_api, w_node) else ("cross" if w_api != w_node else "same")
+            if agent:
+                if kind == "cross":  # the comparison keeps to one kind of wake
+                    results[agent].append(t_claimed - t0)
+                return
             results[kind].append(t_claimed - t0)
             submit_post.append(t1 - t0)
 
@@ -135,6 +151,11 @@ def main() -> int:
             sample(True, False)
         elapsed = time.perf_counter() - started
         noise_line = noise.stop()
+
+        for profile in (BARE, SPECIALIST):
+            api.put_agent(profile.split('"')[1], profile)
+        for i in range(2 * cross_n):  # interleaved, so drift and noise fall on both alike
+            sample(True, True, ("bench-bare", "bench-specialist")[i % 2])
 
         health = []
         for _ in range(200):
@@ -165,6 +186,16 @@ def main() -> int:
     print(f"\nratio submit→claim p50 / health round-trip p50: {p50 / h50:.1f}x")
     print(f"goal cross-worker p50 <= {GOAL_P50_MS:.0f} ms: {p50:.2f} ms ({verdict(p50 <= GOAL_P50_MS)}); "
           f"p99 <= {GOAL_P99_MS:.0f} ms: {p99:.2f} ms ({verdict(p99 <= GOAL_P99_MS)})")
+    bare, specialist = results["bench-bare"], results["bench-specialist"]
+    table(["cross-worker submit→claim, interleaved", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+          [[label, *(summary_ms(values)[k] for k in ("n", "p50", "p90", "p99", "max"))]
+           for label, values in (("a bare agent (no prompt, no tools)", bare),
+                                 (f"a specialist ({len(SPECIALIST) // 1000} KB profile, tools)", specialist))],
+          title="what an agent profile costs")
+    for p in (50, 99):
+        ratio = percentile(specialist, p) / percentile(bare, p)
+        print(f"specialist / bare p{p}: {ratio:.3f}x (goal <= {GOAL_PROFILE_RATIO:.2f}x: "
+              f"{verdict(ratio <= GOAL_PROFILE_RATIO)})")
     print(noise_line)
     print("Commander worker CPU: " + ", ".join(f"pid {pid} {s:.1f} s" for pid, s in cpu.items()))
     if node_errors:

@@ -2,12 +2,16 @@
 
 A message is a command only when it fits one exactly (`status`, `task 12`, `yes`); a short
 message that starts with a command word but does not fit gets that command's usage, and
-`/word` is always read as a command. Everything else is a prompt for the mesh.
+`/word` is always read as a command. Everything else is a prompt for the mesh, run as the
+agent it names with `@reviewer check this diff` (always an agent: an unknown one is answered
+with the list), or with `ask reviewer check this diff` when `reviewer` is an agent (otherwise
+the whole text is the prompt: "ask my landlord about…" stays a question).
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 
 from bridge.cursor import State
@@ -24,10 +28,13 @@ USAGE = {
     "yes": "yes (or yes N): run the task waiting for your approval",
     "no": "no (or no N): drop it",
     "budget": "budget: what today's tasks cost",
+    "agents": "agents: the specialists; @NAME your request (or ask NAME your request) runs it as one",
     "help": "help: this list",
 }
 HELP = "Text me anything and the mesh works on it. Or:\n" + "\n".join(USAGE.values())
-BARE, NUMBERED, ANSWERS = ("status", "nodes", "budget", "help"), ("task", "cancel"), ("yes", "no")
+BARE, NUMBERED, ANSWERS = ("status", "nodes", "budget", "agents", "help"), ("task", "cancel"), ("yes", "no")
+AT_AGENT = re.compile(r"@([A-Za-z][A-Za-z0-9-]{1,39})(?:\s+(.*))?", re.DOTALL)
+ASK_AGENT = re.compile(r"ask\s+([A-Za-z][A-Za-z0-9-]{1,39})[\s,:]+(\S.*)", re.DOTALL | re.IGNORECASE)
 SHORT = 3            # words: a message this short that starts with a command word was meant as one
 LIVE = (TaskState.AWAITING_APPROVAL, TaskState.QUEUED, TaskState.LEASED)
 PAGE = 500
@@ -35,9 +42,11 @@ PAGE = 500
 
 @dataclass(frozen=True)
 class Command:
-    name: str              # a USAGE key, or "prompt", "usage", "unknown"
+    name: str              # a USAGE key, or "prompt", "ask", "usage", "unknown"
     number: int | None = None
     text: str = ""
+    agent: str | None = None  # a prompt's agent; for "ask", the word that may name one
+    whole: str = ""           # "ask": the whole text, the prompt if that word names no agent
 
 
 def _number(word: str) -> int | None:
@@ -45,7 +54,16 @@ def _number(word: str) -> int | None:
     return int(word) if word.isascii() and word.isdigit() and 0 < int(word) < 2**63 else None
 
 
-def parse(text: str) -> Command:
+def parse(text: str, mention: str = "") -> Command:
+    """`mention` (the group chats' "@mesh") may start a one-to-one message too: it is no agent."""
+    if mention and text.lower().startswith(mention.lower()):
+        text = text[len(mention):].lstrip(" ,:")
+    if at := AT_AGENT.fullmatch(text.strip()):
+        if not at[2]:
+            return Command("usage", text=f"@{at[1]} your request: run it as agent {at[1].lower()}")
+        return Command("prompt", text=at[2].strip(), agent=at[1].lower())
+    if ask := ASK_AGENT.fullmatch(text.strip()):
+        return Command("ask", text=ask[2].strip(), agent=ask[1].lower(), whole=text)
     words = text.split()
     slash = text.startswith("/")
     first = words[0].lstrip("/").lower() if words else ""
@@ -80,11 +98,28 @@ class Session:
                 raise  # the Commander's trouble, not the request's: the caller retries later
             if exc.status == 404 and command.number:
                 return f"There is no task {command.number}."
+            if exc.code == "unknown_agent":
+                return f"{exc.message}. Send agents for what each one does."
             return f"The mesh said no: {exc.message}"
+
+    def ask(self, command: Command) -> str:
+        """`ask NAME …`: as that agent if there is one, else the whole text is the prompt."""
+        if command.agent in {agent["name"] for agent in self.client.list_agents()}:
+            return self.prompt(Command("prompt", text=command.text, agent=command.agent))
+        return self.prompt(Command("prompt", text=command.whole))
+
+    def agents(self, command: Command) -> str:
+        listed = [agent for agent in self.client.list_agents() if agent["state"] != "deleted"]
+        if not listed:
+            return "No agents yet."
+        lines = [f"@{agent['name']}: {agent['description'] or agent['title']}"
+                 + (" (broken: its profile needs fixing)" if agent["state"] == "broken" else "") for agent in listed]
+        return "Start a text with @NAME to use one:\n" + "\n".join(lines)
 
     def prompt(self, command: Command) -> str:
         extra = {"approval_required": True} if self.settings.approval_required else {}
-        task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
+        task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}",
+                                       agent=command.agent, **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())
         if task["state"] == TaskState.AWAITING_APPROVAL:
             return approval_question(task["id"], by_operator=task.get("approver_must_differ", False))

@@ -17,7 +17,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -119,10 +119,10 @@ class Bridge:
 
     def answer(self, message: Inbound) -> None:
         log.info("message %d in chat %s: relaying", message.rowid, message.chat_guid)
-        command = commands.parse(message.text)
+        command = commands.parse(message.text, self.settings.mention)
         session = commands.Session(self.client, self.state, self.settings, message)
         address = session.reply_address()
-        if command.name == "prompt":
+        if command.name in ("prompt", "ask"):
             attachments.convert_heic(message.attachments, Path(self.settings.state_dir) / "images" / message.guid)
             refusal = attachments.refusal(message.attachments)
             if refusal:
@@ -130,7 +130,7 @@ class Bridge:
             images = [entry for entry in message.attachments if entry["path"]]
             if not command.text and not images:
                 return
-            command = commands.Command("prompt", text=with_images(command.text, images))
+            command = replace(command, text=with_images(command.text, images), whole=with_images(command.whole, images))
         self.say(message.chat_guid, address, session.reply(command))
 
     # --- relay -------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
+from commander import accounts, agents, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
+from commander.agents import api as agents_api
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
@@ -29,11 +30,12 @@ from m3shd import config, loops, wire
 log = logging.getLogger("m3shd.commander")
 
 # What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
-# order their receivers run: the final state's event first, then what follows from it.
-FEATURES = (events, outcomes, pipelines)
+# order their receivers run: the final state's event first, then what follows from it. Agents
+# connect nothing: their init loads the profile files.
+FEATURES = (events, outcomes, pipelines, agents)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
-              permissions_api.bp, accounts_api.bp, audit_api.bp)
+              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:

@@ -32,6 +32,7 @@ class Principal:
     node_id: int | None = None
     user_id: int | None = None
     csrf_token: str | None = None   # a session's, for the dashboard's forms
+    agent: str | None = None        # a token scoped to one agent (see `authenticate`)
 
     @property
     def actor(self) -> str:
@@ -46,7 +47,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # Every node request runs these: compiled once (see db.Compiled).
 TOKEN_BY_HASH = Compiled(Token, lambda: Token.select(
-    Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.expires_at, Token.revoked_at,
+    Token.id, Token.kind, Token.name, Token.permissions, Token.node, Token.agent, Token.expires_at, Token.revoked_at,
     Token.last_used_at).where(Token.token_hash == Param("token_hash")))
 NODE_FOR_REQUEST = Compiled(Node, lambda: Node.select(
     Node.id, Node.name, Node.state, Node.runner, Node.problem, Node.signing_key, Node.next_signing_key
@@ -55,9 +56,11 @@ NONCE_INSERT = Compiled(Nonce, lambda: Nonce.insert(
     node=Param("node_id"), value=Param("nonce"), seen_at=Param("seen_at")).on_conflict_ignore())
 
 
-def authenticate(cmdr: Commander, permission: str, path: dict, signed: bool = False) -> Principal:
+def authenticate(cmdr: Commander, permission: str, path: dict, signed: bool = False,
+                 agent_scoped: bool = False) -> Principal:
     """A bearer token if one is sent, else the session cookie; then the `permission` a route
-    needs, and for a `signed` (node) request its signature and nonce."""
+    needs, and for a `signed` (node) request its signature and nonce. A token scoped to one agent
+    reaches only `agent_scoped` routes (which then keep it to that agent and its own tasks)."""
     if "Authorization" in request.headers or SESSION_COOKIE not in request.cookies:
         principal = token_principal(cmdr)
     else:
@@ -65,6 +68,9 @@ def authenticate(cmdr: Commander, permission: str, path: dict, signed: bool = Fa
     if permission not in principal.permissions:
         raise Forbidden("forbidden", f"this {'session' if principal.kind == 'session' else 'token'} "
                                      f"lacks the `{permission}` permission")
+    if principal.agent is not None and not agent_scoped:
+        raise Forbidden("agent_scope", f"this token is scoped to agent `{principal.agent}`: it may only submit "
+                                       f"tasks as that agent and read its own tasks")
     if signed:
         check_node_request(cmdr, principal, path)
     return principal
@@ -83,7 +89,8 @@ def token_principal(cmdr: Commander) -> Principal:
     if token.last_used_at is None or now - token.last_used_at > 60:
         with cmdr.write_turn():
             Token.update(last_used_at=now).where(Token.id == token.id).execute()
-    return Principal(token.kind, token.name, frozenset(token.permissions), token_id=token.id, node_id=token.node_id)
+    return Principal(token.kind, token.name, frozenset(token.permissions), token_id=token.id, node_id=token.node_id,
+                     agent=token.agent)
 
 
 def session_principal() -> Principal:

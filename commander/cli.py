@@ -42,10 +42,14 @@ def cmd_token_create(args) -> int:
     """`token create` over the API, or with --local straight in this machine's Commander database."""
     if not args.local:
         return tokens.cmd_token_create(args)
+    from commander.exceptions import CommanderError
     from commander.up import create_token_locally
 
-    created = create_token_locally(args.config, args.name, args.kind, tokens.token_permissions(args), args.role,
-                                   args.expires_in)
+    try:
+        created = create_token_locally(args.config, args.name, args.kind, tokens.token_permissions(args), args.role,
+                                       args.expires_in, args.agent)
+    except CommanderError as exc:
+        raise CliError(exc.message) from None
     return tokens.show_token(args, created)
 
 

@@ -27,6 +27,7 @@ class Commander:
     write_turns: WriteTurns | None = None  # SQLite only: its writers take turns without stalling a worker
     dispatcher: Dispatcher | None = None
     signals: Signals = field(default_factory=Signals)  # connected by each feature's init (app.build_commander)
+    agent_files: tuple = (0.0, None)  # (when, what) profile files were last looked at (agents.check_files)
     _cache: dict = field(default_factory=dict)
     _started: bool = False
     _start_lock: threading.Lock = field(default_factory=threading.Lock)

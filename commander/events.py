@@ -17,6 +17,7 @@ KINDS = (
     "node.breaker_held", "node.key_rotating", "node.key_rotated", "node.capabilities", "node.capabilities_requested",
     "node.capabilities_approved",
     *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
+    "agent.created", "agent.version", "agent.broken", "agent.deleted",
 )
 
 EVENT_INSERT = CompiledInsert(Event)

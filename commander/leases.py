@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 
 from commander import breakers, events, outcomes, planning, provenance, tasks, tokens
+from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, CompiledUpdate, Param
 from commander.exceptions import Conflict
@@ -48,17 +49,22 @@ class Result:
     runner: str | None = None
     duration_ms: int | None = None
     ed25519_signature: str | None = None
+    agent: str | None = None          # the agent and version its lease named, and the hash of the
+    agent_version: int | None = None  # system prompt and prompt it ran (wire.run_sha256): None from
+    run_sha256: str | None = None     # a N0D3 that predates agents
+    runner_notes: tuple[str, ...] = ()
 
 
 # A claim's queries, compiled once (db.Compiled).
-QUEUED_TASK = Compiled(Task, lambda: Task.select(Task.id, Task.attempt, Task.prompt, Task.model, Task.requires).where(
+QUEUED_TASK = Compiled(Task, lambda: Task.select(
+    Task.id, Task.attempt, Task.prompt, Task.model, Task.requires, Task.agent, Task.agent_version).where(
     (Task.id == Param("task_id")) & (Task.state == QUEUED)))
 LEASE_FIELDS = ("state", "attempt", "lease_token", "lease_until", "node", "started_at", "updated_at", "not_before")
 TAKE_LEASE = CompiledUpdate(Task, LEASE_FIELDS, match=("id", "state"))
 # A result is applied only while its lease holds: the fence.
 FENCE = ("id", "node", "state", "attempt", "lease_token")
 RESULT_FIELDS = ("output", "error", "runner", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens",
-                 "cache_write_tokens", "duration_ms", "result_signature", "updated_at")
+                 "cache_write_tokens", "duration_ms", "result_signature", "runner_notes", "updated_at")
 RETRY_FIELDS = ("state", "updated_at", "not_before", "tried_nodes", *CLEARED_LEASE)
 APPLY_RETRY = CompiledUpdate(Task, RESULT_FIELDS + RETRY_FIELDS, match=FENCE)
 APPLY_FINAL = CompiledUpdate(Task, RESULT_FIELDS + ("state", "finished_at", *provenance.RECORD_FIELDS), match=FENCE)
@@ -111,7 +117,8 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
                                   lease_until=lease_until, node=node_id, started_at=t, updated_at=t, not_before=None):
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
-                                   prompt=task.prompt, model=task.model, requires=task.requires))
+                                   prompt=task.prompt, model=task.model, requires=task.requires,
+                                   **agents.for_lease(cmdr, task.agent, task.agent_version)))
         if leases and breaker.state != node.breaker_state:  # open → half-open: this claim is the probe
             outcomes.publish_transition(node_id, node.breaker_state, breaker, reason="cooldown over")
         if leases and breaker.state == HALF_OPEN:
@@ -182,12 +189,14 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
         output=result.output, error=result.error, runner=result.runner, cost_usd=result.cost_usd,
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-        duration_ms=result.duration_ms, result_signature=result.signature, updated_at=t,
+        duration_ms=result.duration_ms, result_signature=result.signature, runner_notes=list(result.runner_notes),
+        updated_at=t,
     )
     fence = dict(id=result.task_id, node=node.id, state=LEASED, attempt=result.attempt, lease_token=result.lease_token)
     finished = None
     with cmdr.writing(wake=False):
         task = tasks.get(result.task_id)
+        provenance.check_binding(cmdr, task, result)
         retry = infra and result.attempt < task.max_attempts
         if retry:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.

@@ -186,6 +186,54 @@ def v7_requested_capabilities(database: pw.Database) -> None:
     apply(migrator.add_column("node", "requested_capabilities", pw.TextField(null=True)))
 
 
+def v8_agents(database: pw.Database) -> None:
+    """Agent profiles and their versions; the agent and version each task runs as, what its
+    runner could not apply; tokens scoped to one agent."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Agent(Frozen):
+        name = pw.CharField(max_length=40, unique=True)
+        current = pw.IntegerField(default=0)
+        origin = pw.TextField(null=True)
+        file_sha256 = pw.CharField(max_length=64, null=True)
+        error = pw.TextField(null=True)
+        created_at = pw.FloatField()
+        updated_at = pw.FloatField()
+        deleted_at = pw.FloatField(null=True)
+
+    class AgentVersion(Frozen):
+        agent = pw.ForeignKeyField(Agent, on_delete="CASCADE")
+        version = pw.IntegerField()
+        text = pw.TextField()
+        title = pw.CharField(max_length=80, default="")
+        description = pw.CharField(max_length=300, default="")
+        system_prompt = pw.TextField(default="")
+        model = pw.CharField(max_length=128, null=True)
+        allowed_models = pw.TextField(default="[]")
+        requires = pw.TextField(default="[]")
+        prefers = pw.TextField(default="[]")
+        allowed_tools = pw.TextField(default="[]")
+        disallowed_tools = pw.TextField(default="[]")
+        max_turns = pw.IntegerField(null=True)
+        timeout = pw.IntegerField(null=True)
+        memory = pw.CharField(max_length=8, default="own")
+        cause = pw.CharField(max_length=200)
+        created_at = pw.FloatField()
+
+        class Meta:
+            indexes = ((("agent", "version"), True),)
+
+    database.create_tables([Agent, AgentVersion])
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("task", "agent", pw.CharField(max_length=40, null=True)),
+          migrator.add_column("task", "agent_version", pw.IntegerField(null=True)),
+          migrator.add_column("task", "runner_notes", pw.TextField(default="[]")),
+          migrator.add_column("token", "agent", pw.CharField(max_length=40, null=True)),
+          migrator.add_index("task", ("agent", "finished_at"), False))
+
+
 def v9_approver_not_submitter(database: pw.Database) -> None:
     """Whether a task awaiting approval must be approved by someone other than its submitter.
     Tasks from before keep today's rule: their submitter may approve them."""
@@ -204,6 +252,7 @@ MIGRATIONS: list[Step] = [
     (5, "pipelines and provenance", v5_pipelines_provenance),
     (6, "node key rotation", v6_key_rotation),
     (7, "capabilities awaiting approval", v7_requested_capabilities),
+    (8, "agents", v8_agents),
     (9, "approver other than the submitter", v9_approver_not_submitter),
 ]
 

@@ -90,6 +90,7 @@ class Token(BaseModel):
     prefix = pw.CharField(max_length=16)           # shown in listings, never enough to use
     permissions = JSONField(default=list)
     node = pw.ForeignKeyField(Node, null=True, backref="tokens", on_delete="CASCADE")
+    agent = pw.CharField(max_length=40, null=True)  # set: it may only submit as this agent, and read its own tasks
     created_at = pw.FloatField(default=now)
     expires_at = pw.FloatField(null=True)
     revoked_at = pw.FloatField(null=True)
@@ -118,6 +119,46 @@ class Pipeline(BaseModel):
     finished_at = pw.FloatField(null=True)
 
 
+class Agent(BaseModel):
+    """An agent profile (commander/agents): its versions are AgentVersion rows, one of them current.
+    `origin` and `file_sha256` say which profile file it was last loaded from, so a reload knows
+    whether that file changed; `error` is why that file does not parse (the agent is broken)."""
+
+    name = pw.CharField(max_length=40, unique=True)
+    current = pw.IntegerField(default=0)          # the current version; 0: none works yet
+    origin = pw.TextField(null=True)               # the profile file's path; None: made through the API
+    file_sha256 = pw.CharField(max_length=64, null=True)
+    error = pw.TextField(null=True)
+    created_at = pw.FloatField(default=now)
+    updated_at = pw.FloatField(default=now)
+    deleted_at = pw.FloatField(null=True)          # deleted: its versions stay readable for old tasks
+
+
+class AgentVersion(BaseModel):
+    """One version of an agent's profile; never changed once written (so it may be cached)."""
+
+    agent = pw.ForeignKeyField(Agent, backref="versions", on_delete="CASCADE")
+    version = pw.IntegerField()
+    text = pw.TextField()                          # the profile as written (Markdown with TOML front matter, or TOML)
+    title = pw.CharField(max_length=80, default="")
+    description = pw.CharField(max_length=300, default="")
+    system_prompt = pw.TextField(default="")
+    model = pw.CharField(max_length=128, null=True)
+    allowed_models = JSONField(default=list)
+    requires = JSONField(default=list)
+    prefers = JSONField(default=list)
+    allowed_tools = JSONField(default=list)
+    disallowed_tools = JSONField(default=list)
+    max_turns = pw.IntegerField(null=True)
+    timeout = pw.IntegerField(null=True)           # seconds
+    memory = pw.CharField(max_length=8, default="own")
+    cause = pw.CharField(max_length=200)           # how it came: a file's path, an edit by whom, a rollback to N
+    created_at = pw.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("agent", "version"), True),)
+
+
 class Task(BaseModel):
     state = pw.CharField(max_length=16, default=QUEUED)
     prompt = pw.TextField()
@@ -128,6 +169,8 @@ class Task(BaseModel):
     model = pw.CharField(max_length=128, null=True)
     idempotency_key = pw.CharField(max_length=128, null=True)
     submitted_by = pw.ForeignKeyField(Token, null=True, backref="tasks", on_delete="SET NULL")
+    agent = pw.CharField(max_length=40, null=True)   # the agent it runs as (None: submitted before agents existed)
+    agent_version = pw.IntegerField(null=True)       # ... and which of its versions, fixed at submit
     max_attempts = pw.IntegerField(default=3)
     retry_on_lost = pw.BooleanField(default=True)
     backoff = pw.FloatField(default=0.0)      # seconds before a retry; doubles per attempt
@@ -155,6 +198,7 @@ class Task(BaseModel):
     started_at = pw.FloatField(null=True)
     finished_at = pw.FloatField(null=True)
     duration_ms = pw.IntegerField(null=True)
+    runner_notes = JSONField(default=list)   # what the runner could not apply of the profile (e.g. tools)
     result_signature = pw.CharField(max_length=64, null=True)   # HMAC-SHA256 by the node's key
     # Provenance (m3shd/provenance.py): the exact document both signatures cover, the node's
     # Ed25519 signature over it, the keys that signed it, and the Merkle-DAG hash over its parents.
@@ -173,6 +217,7 @@ class Task(BaseModel):
             (("state", "requires", "priority"), False),
             (("submitted_by", "idempotency_key"), True),
             (("started_at",), False),  # fair shares count each submitter's recent tasks
+            (("agent", "finished_at"), False),  # an agent's live tasks (finished_at null) and its latest finished
         )
 
 
@@ -276,6 +321,6 @@ class SchemaMigration(BaseModel):
 
 
 MODELS = (
-    Node, Token, NodeKey, Pipeline, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, PendingNode,
+    Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, PendingNode,
     SchemaMigration,
 )

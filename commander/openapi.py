@@ -39,13 +39,15 @@ def document(app: Flask) -> dict:
             "operationId": rule.endpoint.replace(".", "_"),
             "summary": spec.summary,
             "x-permission": spec.permission,
+            **({"x-agent-scoped": True} if spec.agent_scoped else {}),
             "responses": {"default": error},
         }
         if spec.permission != PUBLIC:
             operation["security"] = [{"bearer": []}]
         parameters = [
             {"name": name, "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID} if f"<id:{name}>" in spec.rule
+             else {"type": "string"}}
             for name in rule.arguments
         ]
         if spec.query:

@@ -38,7 +38,7 @@ ABOUT: dict[str, str] = {
     "memory:write": "write agents' memories",
     "spend:read": "read the spend ledger",
     "spend:manage": "set spend caps",
-    "agents:manage": "manage agent profiles",
+    "agents:manage": "create, edit, roll back, delete and reload agent profiles",
     "federation:relay": "relay work between meshes",
     "webhooks:ingest": "turn GitHub and Uptime Kuma webhooks into tasks",
     "tokens:manage": "create, list and revoke tokens, and list the permissions they can hold",

@@ -4,8 +4,10 @@ needs only public keys; the HMAC check, which needs the node keys, is added here
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 
+from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, Param
 from commander.exceptions import Invalid
@@ -37,6 +39,29 @@ def check_signatures(key: NodeKey | None, document: bytes, ed25519_signature: st
         raise Invalid("bad_result_signature", "the result's Ed25519 signature does not match its content")
 
 
+def check_binding(cmdr: Commander, task: Task, result) -> None:
+    """Refuse a result that is not bound to what its task was leased with: the agent, the version
+    and the hash of the system prompt and prompt (wire.run_sha256). A N0D3 from before agents
+    sends none of these: its result is taken only for a profile that asks nothing of a runner
+    beyond the prompt (profile.restricts), since such a node could not have applied the rest."""
+    if task.agent is None:
+        return  # submitted before agents existed: leased with the prompt alone
+    version = agents.version_of(cmdr, task.agent, task.agent_version)
+    if result.run_sha256 is None:
+        if version.profile.restricts:
+            raise Invalid("unbound_result", f"task {task.id} runs as agent {task.agent} (version "
+                                            f"{task.agent_version}), whose system prompt and tools this N0D3 did not "
+                                            f"say it applied: it predates agent profiles; upgrade m3shd on it")
+        return
+    if (result.agent, result.agent_version) != (task.agent, task.agent_version):
+        raise Invalid("unbound_result", f"the result says agent {result.agent} version {result.agent_version}; task "
+                                        f"{task.id} was leased as {task.agent} version {task.agent_version}")
+    expected = wire.run_sha256(version.profile.system_prompt, task.prompt)
+    if not hmac.compare_digest(result.run_sha256.encode(), expected.encode()):
+        raise Invalid("unbound_result", f"the result answers another system prompt or prompt than task {task.id} "
+                                        f"was leased with")
+
+
 def record(task: Task, key: NodeKey | None, document: bytes, ed25519_signature: str | None) -> dict:
     """The provenance fields of a task's accepted final result, chained to its parents' hashes."""
     parent_ids = [dep["task_id"] for dep in task.depends_on]
@@ -63,10 +88,12 @@ def ancestry(task: Task, lookup: Callable[[int], Task]) -> list[Task]:
     return order
 
 
-def link(task: Task) -> dict:
+def link(cmdr: Commander, task: Task) -> dict:
+    system_prompt = agents.version_of(cmdr, task.agent, task.agent_version).profile.system_prompt \
+        if task.agent else None
     return dict(
         task_id=task.id, step=task.step_key, node_id=task.node_id, state=task.state, prompt=task.prompt,
-        output=task.output, error=task.error, parents=[dep["task_id"] for dep in task.depends_on],
+        agent=task.agent, agent_version=task.agent_version, system_prompt=system_prompt, output=task.output, error=task.error, parents=[dep["task_id"] for dep in task.depends_on],
         document=task.result_document, ed25519=task.result_ed25519, key_id=task.signed_with_id,
         chain_hash=task.chain_hash,
     )
@@ -78,7 +105,7 @@ def verify(cmdr: Commander, chain: list[Task]) -> tuple[list[dict], dict[str, st
     key_ids = {task.signed_with_id for task in chain if task.signed_with_id}
     keys = {key.id: key for key in NodeKey.select().where(NodeKey.id.in_(list(key_ids)))} if key_ids else {}
     public_keys = {str(key_id): key.public_key for key_id, key in keys.items() if key.public_key}
-    links = [link(task) for task in chain]
+    links = [link(cmdr, task) for task in chain]
     problems = provenance.check_links(links, public_keys)
     for task, entry in zip(chain, links):
         entry["problems"] = problems[task.id]

@@ -43,6 +43,7 @@ class RouteSpec:
     also: tuple[int, ...] = ()     # other success statuses the response model also answers with
     signed: bool = False           # a node request: HMAC headers, and only the token's own node
     stream: str | None = None      # media type of a streamed response
+    agent_scoped: bool = False     # open to a token scoped to one agent (the route keeps it to that agent)
 
 
 def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **options):
@@ -54,7 +55,7 @@ def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **optio
         @functools.wraps(handler)
         def view(**path):
             g.principal = None if route.permission == PUBLIC else authenticate(
-                commander(), route.permission, path, signed=route.signed)
+                commander(), route.permission, path, signed=route.signed, agent_scoped=route.agent_scoped)
             kwargs = dict(path)
             if route.body:
                 kwargs["body"] = parse_body(route.body)

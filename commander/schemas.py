@@ -37,6 +37,7 @@ class Response(BaseModel):
                                    for name in cls.model_fields})
 
 
+AgentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,39}$")]
 Capability = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/@+=-]+$")]
 Capabilities = Annotated[list[Capability], Field(max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -156,6 +157,13 @@ class LeaseOut(Response):
     prompt: str
     model: str | None
     requires: list[str]
+    agent: str | None = Field(description="the agent the task runs as (null: a task from before agents)")
+    agent_version: int | None
+    system_prompt: str | None = Field(description="the agent version's system prompt, appended to the runner's own")
+    allowed_tools: list[str] = Field(description="Claude Code tools it may use without asking (--allowedTools)")
+    disallowed_tools: list[str] = Field(description="Claude Code tools it may not use at all (--disallowedTools)")
+    max_turns: int | None
+    timeout_s: int | None = Field(description="the agent's time limit in seconds (the node's own limit may be lower)")
 
 
 class ClaimOut(Response):
@@ -185,6 +193,12 @@ class ResultIn(Request):
     finished_at: Annotated[float, Field(ge=0)] | None = None
     duration_ms: Count | None = None
     prompt_sha256: Sha256Hex | None = Field(None, description="SHA-256 of the prompt the node answered")
+    agent: AgentName | None = Field(None, description="the agent its lease named")
+    agent_version: Id | None = None
+    run_sha256: Sha256Hex | None = Field(
+        None, description="m3shd.wire.run_sha256 of the system prompt and prompt the node ran, as leased")
+    runner_notes: Annotated[list[Annotated[str, StringConstraints(max_length=500)]], Field(max_length=20)] = Field(
+        [], description="what the runner could not apply of the agent's profile")
     signature: Sha256Hex = Field(description="HMAC-SHA256 with the node key over the canonical JSON of the rest")
     ed25519_signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")] | None = Field(
         None, description="Ed25519 over the same bytes; required from a node that registered a public key")
@@ -308,6 +322,7 @@ class TaskSubmit(Request):
     retry_on_lost: bool = Field(True, description="retry when the node running it is lost (else the task fails)")
     backoff: Annotated[float, Field(ge=0, le=3600)] | None = Field(
         None, description="seconds before a retry, doubling each attempt (default: the Commander's retry_backoff)")
+    agent: AgentName | None = Field(None, description="the agent it runs as (default: the token's agent, else general)")
 
 
 class RejectIn(Request):
@@ -337,10 +352,13 @@ class TaskOut(Response):
     not_before: float | None = Field(description="a retry waits until then")
     tried_nodes: list[int] = Field(description="nodes whose attempts broke; a retry prefers others")
     model: str | None
+    agent: str | None = Field(description="the agent it runs as (null: submitted before agents existed)")
+    agent_version: int | None
     attempt: int
     max_attempts: int
     node_id: int | None
     runner: str | None
+    runner_notes: list[str] = Field(description="what the runner could not apply of the agent's profile")
     output: str | None
     error: str | None
     usage: TaskUsage
@@ -369,6 +387,7 @@ class TaskQuery(Request):
     model_config = ConfigDict(extra="forbid")  # query strings are text: let pydantic parse numbers
     state: Literal[TASK_STATES] | None = None  # type: ignore[valid-type]
     node_id: Id | None = None
+    agent: AgentName | None = None
     before_id: Id | None = None
     limit: Annotated[int, Field(ge=1, le=500)] = 50
 
@@ -404,6 +423,7 @@ class PipelineStep(Request):
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
     model: Model | None = Field(None, description="a Claude model id or alias, e.g. claude-sonnet-5-5")
     max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+    agent: AgentName | None = Field(None, description="the agent it runs as (default: the token's agent, else general)")
     depends_on: Annotated[list[StepKey | Dependency], Field(max_length=MAX_PIPELINE_STEPS)] = Field(
         [], description="parent step keys, or {step, allow_failure} objects")
 
@@ -455,6 +475,9 @@ class ProvenanceLink(Response):
     node_id: int | None
     state: str
     prompt: str
+    agent: str | None = Field(None, description="the agent it ran as")
+    agent_version: int | None = None
+    system_prompt: str | None = Field(None, description="that agent version's system prompt, which the result is bound to")
     output: str | None
     error: str | None
     parents: list[int]
@@ -485,12 +508,16 @@ class TokenCreate(Request):
         None, description="seconds until the token expires; without it a join token, or an API token of the worker "
                           "preset or less, lasts a day, any other API token never expires"
     )
+    agent: AgentName | None = Field(
+        None, description="an API token that may only submit tasks as this agent and read its own tasks "
+                          "(without a role or permissions: tasks:submit and tasks:read)")
 
 
 class TokenCreated(Response):
     id: int
     kind: str
     name: str
+    agent: str | None
     token: str = Field(description="shown once; only its hash is stored")
     permissions: list[str]
     expires_at: float | None
@@ -505,6 +532,93 @@ class PermissionOut(Response):
 
 class PermissionList(Response):
     permissions: list[PermissionOut]
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+class AgentStats(Response):
+    queued: int
+    running: int
+    window: int = Field(description="its latest finished (succeeded or failed) tasks counted here, at most 100")
+    succeeded: int
+    failed: int
+    success_rate: float | None = Field(description="succeeded / window; null before any finished")
+    median_duration_ms: int | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class AgentSettings(Response):
+    title: str
+    description: str
+    model: str | None = Field(description="the default model (null: the node's)")
+    allowed_models: list[str] = Field(description="models a task may ask for (empty: any)")
+    requires: list[str] = Field(description="capabilities a node must have to run it")
+    prefers: list[str]
+    allowed_tools: list[str]
+    disallowed_tools: list[str]
+    max_turns: int | None
+    timeout: int | None = Field(description="seconds")
+    memory: Literal["own", "shared", "off"] = Field(description="kept for agent memory, a feature still to come")
+
+
+class AgentOut(AgentSettings):
+    name: str
+    state: Literal["ready", "broken", "deleted"] = Field(
+        description="broken: its profile file does not parse (see error); it keeps serving its current version, if any")
+    error: str | None
+    version: int = Field(description="the current version (0: none works yet)")
+    origin: str | None = Field(description="the profile file it was last loaded from (null: made through the API)")
+    updated_at: float
+    stats: AgentStats
+    system_prompt: str | None = Field(None, description="the current version's (one agent's view only)")
+    text: str | None = Field(None, description="the current version's profile as written (one agent's view only)")
+
+
+class AgentList(Response):
+    agents: list[AgentOut]
+
+
+class AgentVersionOut(AgentSettings):
+    version: int
+    cause: str = Field(description="where it came from: a file, an edit, a rollback")
+    created_at: float
+    system_prompt: str
+    text: str
+
+
+class AgentVersionList(Response):
+    name: str
+    current: int
+    versions: list[AgentVersionOut] = Field(description="newest first")
+
+
+class AgentPut(Request):
+    profile: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] = Field(
+        description="the whole profile: Markdown with TOML front matter (+++), or TOML (docs/agents.md)")
+
+
+class AgentRollback(Request):
+    version: Id
+
+
+class AgentDeleteQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    fallback: bool = Field(False, description="move its waiting tasks to general instead of refusing")
+
+
+class AgentProblem(Response):
+    name: str
+    error: str
+
+
+class AgentReloadOut(Response):
+    created: list[str]
+    updated: list[str]
+    unchanged: int
+    broken: list[AgentProblem]
+    missing: list[str] = Field(description="agents whose file is gone: they stay as they were")
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -565,6 +679,7 @@ class TokenOut(Response):
     prefix: str
     permissions: list[str]
     node_id: int | None
+    agent: str | None
     created_at: float
     expires_at: float | None
     revoked_at: float | None

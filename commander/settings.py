@@ -66,6 +66,9 @@ class CommanderSettings(Settings):
     advertise: bool = setting(True, "mDNS/DNS-SD on the LAN, when bound beyond loopback")
     mdns_type: str = setting(MDNS_TYPE, "another type keeps two meshes on one LAN apart")
     max_pending_nodes: int = setting(16, "tokenless joins waiting for approval, all addresses together")
+    agents_dir: str = setting("", 'your agent profiles; `""` → `<config dir>/agents` (they override the shipped ones)')
+    agents_check_every: float = setting(2.0, "seconds between looks for edited profile files (0: only at start and "
+                                             "reload)")
     capability_facts: tuple[str, ...] = setting(("os=", "arch=", "runner="), "capability label prefixes that are "
                                                 "facts of the machine, which a node changes by itself; any other "
                                                 "label a node adds waits for an operator")

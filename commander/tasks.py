@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from commander import audit, events
+from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, CompiledInsert, Param
 from commander.exceptions import Conflict, Forbidden, NotFound
@@ -30,15 +31,19 @@ class TaskSpec:
     requires: Sequence[str] = ()
     prefer: Sequence[str] = ()       # capabilities that make a node a better choice
     priority: int = 0
-    model: str | None = None
+    model: str | None = None         # None: its agent's default model, else the node's
     max_attempts: int | None = None  # None: the Commander's max_attempts
+    agent: str | None = None         # the agent it runs as (None: general); agents.chosen picks it for a caller
 
 
 def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submitter: str) -> dict:
-    """The columns a new task takes from its spec."""
+    """The columns a new task takes from its spec and from its agent's current version, whose
+    required and preferred capabilities join the task's own."""
+    assigned = agents.assign(cmdr, spec.agent or agents.GENERAL, spec.model)
     return dict(
-        prompt=spec.prompt, requires=sorted(set(spec.requires)), prefer=sorted(set(spec.prefer)),
-        priority=spec.priority, model=spec.model, submitted_by=token_id, submitter=submitter,
+        prompt=spec.prompt, requires=sorted(set(spec.requires) | set(assigned.requires)),
+        prefer=sorted(set(spec.prefer) | set(assigned.prefers)), priority=spec.priority, model=assigned.model,
+        agent=assigned.agent, agent_version=assigned.version, submitted_by=token_id, submitter=submitter,
         max_attempts=spec.max_attempts or cmdr.settings.max_attempts,
     )
 
@@ -80,7 +85,7 @@ def submit(cmdr: Commander, spec: TaskSpec, *, submitter: str, token_id: int | N
                 return existing, False
         task = TASK_INSERT.create(**fields)
         events.publish(f"task.{task.state}", task=task.id, priority=task.priority, requires=task.requires,
-                       submitter=task.submitter)
+                       submitter=task.submitter, agent=task.agent)
     return task, True
 
 
@@ -157,9 +162,14 @@ def wait_final(cmdr: Commander, task_id: int, timeout: float) -> Task:
 
 
 def listing(state: str | None = None, node_id: int | None = None, before_id: int | None = None,
-            limit: int = 50) -> list[Task]:
-    """Tasks, newest first, in `state`, of `node_id`, older than `before_id`."""
+            limit: int = 50, agent: str | None = None, token_id: int | None = None) -> list[Task]:
+    """Tasks, newest first, in `state`, of `node_id`, run as `agent`, submitted with the token
+    `token_id`, older than `before_id`."""
     select = Task.select().order_by(Task.id.desc()).limit(limit)
+    if agent:
+        select = select.where(Task.agent == agent)
+    if token_id:
+        select = select.where(Task.submitted_by == token_id)
     if state:
         select = select.where(Task.state == state)
     if node_id:
@@ -204,6 +214,7 @@ class WaitingReasons:
     the look is reused for a second, so a fleet of a thousand is not read on every submit)."""
 
     def __init__(self, cmdr: Commander):
+        self.cmdr = cmdr
         self.nodes = cmdr.cached("active-nodes", 1.0, lambda: [
             (node.name, set(node.capabilities), node.problem)
             for node in Node.select(Node.name, Node.capabilities, Node.problem).where(Node.state == ACTIVE)
@@ -217,7 +228,14 @@ class WaitingReasons:
         if not self.nodes:
             return "no N0D3 is connected; start one with `m3shd n0d3 run` or `m3shd up`"
         if not able:
-            return f"no connected N0D3 has all of: {', '.join(sorted(needed))}"
+            return f"no connected N0D3 has all of: {', '.join(sorted(needed))}" + self.agent_needs(task, needed)
         if all(problem for _, problem in able):
             return "; ".join(f"N0D3 {name}: {problem}" for name, problem in able)
         return "waiting for a free slot"
+
+    def agent_needs(self, task: Task, needed: set[str]) -> str:
+        """Which of the missing capabilities the task's agent asks for, if any."""
+        if task.agent is None:
+            return ""
+        wanted = set(agents.version_of(self.cmdr, task.agent, task.agent_version).profile.requires) & needed
+        return f" (agent {task.agent} requires {', '.join(sorted(wanted))})" if wanted else ""

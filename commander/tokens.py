@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from commander import audit
+from commander.agents import service as agents
 from commander.db import Compiled, Param
 from commander.exceptions import Invalid, NotFound
 from commander.models import Token, now
@@ -12,12 +13,21 @@ from m3shd.wire import Role
 
 
 JOIN_TOKEN_TTL_S = 86_400
+AGENT_PERMISSIONS = ("tasks:read", "tasks:submit")  # an agent's token unless told otherwise
 
 
 def create(name: str, actor: str, kind: str = "api", permissions=None, role: str | None = None,
-           expires_in: float | None = None, granter: frozenset[str] | None = None) -> tuple[Token, str]:
+           expires_in: float | None = None, granter: frozenset[str] | None = None,
+           agent: str | None = None) -> tuple[Token, str]:
     """Create a token (inside a write transaction); `granter`, the creator's permissions, bounds
-    what it may hold."""
+    what it may hold. With `agent`, an API token that may only submit tasks as that agent and
+    read its own tasks."""
+    if agent is not None:
+        if kind != "api":
+            raise Invalid("invalid_request", "only an API token can be scoped to an agent")
+        agents.get(agent)
+        if permissions is None and role is None:
+            permissions = AGENT_PERMISSIONS
     if kind == "join":
         wanted = set(JOIN_PERMISSIONS)
     elif permissions is not None:
@@ -34,10 +44,10 @@ def create(name: str, actor: str, kind: str = "api", permissions=None, role: str
     secret = new_token(kind)
     token = Token.create(
         kind=kind, name=name, token_hash=token_hash(secret), prefix=secret[:8], permissions=sorted(wanted),
-        expires_at=now() + expires_in if expires_in else None,
+        expires_at=now() + expires_in if expires_in else None, agent=agent,
     )
     audit.record(actor, "token.created", f"{kind} token {token.id} {name}", permissions=token.permissions,
-                 expires_at=token.expires_at)
+                 expires_at=token.expires_at, agent=agent)
     return token, secret
 
 
@@ -96,5 +106,5 @@ def listing() -> list[Token]:
 
 def as_created(token: Token, secret: str) -> dict:
     """A token just created, with its secret: shown this once (the API's TokenCreated)."""
-    return dict(id=token.id, kind=token.kind, name=token.name, token=secret,
+    return dict(id=token.id, kind=token.kind, name=token.name, token=secret, agent=token.agent,
                 permissions=token.permissions, expires_at=token.expires_at)

@@ -35,15 +35,16 @@ def local_commander(config_file):
     return build_commander(config.load(CommanderSettings, config_file))
 
 
-def create_token(cmdr, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
+def create_token(cmdr, name, kind="api", permissions=None, role=None, expires_in=None, agent=None) -> dict:
     """Create a token straight in the Commander's database (bootstrap: no API token yet)."""
     with cmdr.db.connection_context(), cmdr.writing():
-        token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in)
+        token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in, agent=agent)
     return tokens.as_created(token, secret)
 
 
-def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None) -> dict:
-    return create_token(local_commander(config_file), name, kind, permissions, role, expires_in)
+def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None,
+                         agent=None) -> dict:
+    return create_token(local_commander(config_file), name, kind, permissions, role, expires_in, agent)
 
 
 def ensure_first_admin(cmdr) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 import requests
 
@@ -148,6 +149,28 @@ class ApiClient(_Base):
 
     def revoke_token(self, token_id: int) -> dict:
         return self._send("DELETE", f"/api/tokens/{token_id}")
+
+    def list_agents(self) -> list[dict]:
+        return self._send("GET", "/api/agents")["agents"]
+
+    def get_agent(self, name: str) -> dict:
+        return self._send("GET", f"/api/agents/{quote(name, safe='')}")
+
+    def agent_versions(self, name: str) -> dict:
+        return self._send("GET", f"/api/agents/{quote(name, safe='')}/versions")
+
+    def put_agent(self, name: str, profile: str) -> dict:
+        """Create the agent or give it a new version with this profile text."""
+        return self._send("PUT", f"/api/agents/{quote(name, safe='')}", {"profile": profile})
+
+    def rollback_agent(self, name: str, version: int) -> dict:
+        return self._send("POST", f"/api/agents/{quote(name, safe='')}/rollback", {"version": version})
+
+    def delete_agent(self, name: str, fallback: bool = False) -> None:
+        self._send("DELETE", f"/api/agents/{quote(name, safe='')}", params={"fallback": "true"} if fallback else None)
+
+    def reload_agents(self) -> dict:
+        return self._send("POST", "/api/agents/reload")
 
     def register(self, **fields) -> dict:
         return self._send("POST", "/api/nodes/register", fields)

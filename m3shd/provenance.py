@@ -87,7 +87,8 @@ def check_links(links: list[dict], public_keys: dict[str, str]) -> dict[int, lis
     """Verify links ordered parents first (as in a bundle); returns each task's problems (none: ok).
 
     A link is {task_id, state, prompt, output, error, parents: [task ids], document, ed25519,
-    key_id, chain_hash} with those types (`link_problems`). Each chain hash is recomputed from the
+    key_id, chain_hash}, and for a task run as an agent {agent, agent_version, system_prompt},
+    with those types (`link_problems`). Each chain hash is recomputed from the
     document and the parents' *recomputed* hashes, so an edited hash is pinned on the link that
     carries it and every descendant reports the broken ancestor. Fail closed: a link is judged by
     what it carries, never by its own `state`: an output, signature, key or chain hash without a
@@ -168,6 +169,22 @@ def _content_problems(link: dict, document: bytes) -> list[str]:
         found.append("the signed result does not say which prompt it answered")
     elif not _same(prompt_hash, wire.sha256_hex(_utf8(link["prompt"]))):
         found.append("the prompt differs from the one the node answered")
+    found.extend(_agent_problems(link, signed))
+    return found
+
+
+def _agent_problems(link: dict, signed: dict) -> list[str]:
+    """Is the result bound to the agent, version and system prompt the task names? Results from
+    before agents (and from N0D3s that predate them, for a profile with no system prompt) carry
+    no `run_sha256`: there is nothing to bind, as there was nothing beyond the prompt to apply."""
+    run_hash = signed.get("run_sha256")
+    if run_hash is None:
+        return ["the signed result is not bound to its agent's system prompt"] if link.get("system_prompt") else []
+    found = []
+    if (signed.get("agent"), signed.get("agent_version")) != (link.get("agent"), link.get("agent_version")):
+        found.append("the agent or its version differs from the signed result")
+    if not _same(run_hash, wire.run_sha256(link.get("system_prompt") or "", link.get("prompt") or "")):
+        found.append("the system prompt or prompt differs from the ones the node answered")
     return found
 
 

@@ -96,6 +96,22 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def run_sha256(system_prompt: str, prompt: str) -> str:
+    """What a result is bound to: the exact system prompt (its agent's) and prompt its node ran.
+    Both go in as one canonical JSON object, so no two different pairs hash alike."""
+    return sha256_hex(canonical_json({"prompt": prompt, "system_prompt": system_prompt}))
+
+
+def binding(lease: dict) -> dict:
+    """The fields that bind a result to the lease it answers: the agent, its version and the
+    run_sha256 of the system prompt and prompt. None for a lease from a Commander that predates
+    agents (it names none, and would refuse fields it does not know)."""
+    if "agent" not in lease:
+        return {}
+    return dict(agent=lease["agent"], agent_version=lease["agent_version"],
+                run_sha256=run_sha256(lease.get("system_prompt") or "", lease["prompt"]))
+
+
 def _hmac_hex(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 

@@ -383,7 +383,9 @@ class Agent:
 
     def execute(self, item: Running) -> None:
         lease = item.lease
-        spec = TaskSpec.from_lease(dict(lease, timeout_s=self.settings.task_timeout))
+        # The agent's time limit, within this node's own.
+        timeout = min(lease.get("timeout_s") or self.settings.task_timeout, self.settings.task_timeout)
+        spec = TaskSpec.from_lease(dict(lease, timeout_s=timeout))
         started = time.time()
         try:
             result = self.detection.runner.run(spec, item.cancel)
@@ -397,7 +399,8 @@ class Agent:
                 status=result.status, output=result.output, error=result.error, infra_failure=result.infra_failure,
                 usage=result.usage, cost_usd=result.cost_usd, runner=self.detection.runner.name, model=result.model,
                 started_at=started, finished_at=finished, duration_ms=int((finished - started) * 1000),
-                prompt_sha256=wire.sha256_hex(lease["prompt"].encode()),
+                prompt_sha256=wire.sha256_hex(lease["prompt"].encode()), **wire.binding(lease),
+                **(dict(runner_notes=result.notes) if result.notes else {}),
             ))
             log.info("task %s attempt %s: %s in %.1f s", lease["task_id"], lease["attempt"], result.status,
                      finished - started)

@@ -28,6 +28,18 @@ from dataclasses import dataclass, field, fields
 from m3shd import wire
 
 DEFAULT_SDK_MODEL = "claude-sonnet-5-5"  # the current Sonnet
+DEFAULT_SDK_TURNS = 10  # Messages API requests per task when the agent sets no max_turns (see AnthropicSdkRunner)
+
+# The Claude Code tools the Messages API can run itself (server tools), as the SDK runner offers
+# them. Types as anthropic 2.15 names them (types/web_search_tool_20250305_param.py,
+# web_fetch_tool_20250910_param.py): the first versions, which every current model takes; the
+# later ones (…_20260318) add options a profile has no way to set. Every other Claude Code tool
+# (Read, Edit, Bash, Grep, …) acts on the node's own files and has no such equivalent.
+SERVER_TOOLS = {
+    "WebSearch": {"type": "web_search_20250305", "name": "web_search"},
+    "WebFetch": {"type": "web_fetch_20250910", "name": "web_fetch"},
+}
+WEB_SEARCH_USD = 0.01  # per search (list price: $10 per 1,000), on top of the tokens
 
 NO_RUNNER = (
     "no Claude runner: install Claude Code (npm install -g @anthropic-ai/claude-code) "
@@ -82,6 +94,7 @@ class RunResult:
     model: str | None
     infra_failure: bool = False
     cancelled: bool = False
+    notes: list[str] = field(default_factory=list)  # what the runner could not apply of the profile
 
 
 @dataclass
@@ -89,8 +102,9 @@ class TaskSpec:
     prompt: str
     model: str | None = None
     max_turns: int | None = None
-    allowed_tools: list[str] = field(default_factory=list)
-    system_prompt: str | None = None  # appended to the runner's own system prompt
+    allowed_tools: list[str] = field(default_factory=list)     # may use without asking
+    disallowed_tools: list[str] = field(default_factory=list)  # may not use at all
+    system_prompt: str | None = None  # the agent's; the CLI appends it to Claude Code's own
     timeout_s: float = 1800
 
     @classmethod
@@ -203,8 +217,16 @@ class ClaudeCliRunner:
             argv += ["--model", model]
         if spec.max_turns:
             argv += ["--max-turns", str(spec.max_turns)]
+        # One argument per tool, as the CLI documents it: a rule such as `Bash(git diff:*)` has
+        # a space, which a joined list would split. The prompt goes on stdin, so no positional
+        # argument follows for these variadic options to swallow.
         if spec.allowed_tools:
-            argv += ["--allowedTools", ",".join(spec.allowed_tools)]
+            argv += ["--allowedTools", *spec.allowed_tools]
+        if spec.disallowed_tools:
+            argv += ["--disallowedTools", *spec.disallowed_tools]
+        # Appended, not replacing (--system-prompt): Claude Code's own system prompt tells the
+        # model how to use its tools, the working directory and the platform; without it the
+        # tools an agent is allowed would be offered with no instructions.
         if spec.system_prompt:
             argv += ["--append-system-prompt", spec.system_prompt]
         return argv
@@ -314,7 +336,8 @@ def _parse_cli_json(text: str) -> dict | None:
 
 
 class AnthropicSdkRunner:
-    """Sends the prompt as one Messages API request, streamed so it can be cancelled."""
+    """Sends the prompt to the Messages API, streamed so it can be cancelled, with the agent's
+    system prompt, model and server tools (see `sdk_tools`)."""
 
     name = "anthropic-sdk"
 
@@ -358,32 +381,67 @@ class AnthropicSdkRunner:
 
     def _run(self, anthropic, spec: TaskSpec, cancel: threading.Event, model: str,
              deadline: float) -> RunResult:
+        """The agent's turn loop: one request, then more only while the API pauses a long turn
+        of its server tools (stop_reason pause_turn: the answer so far goes back as-is and the
+        model carries on), at most `max_turns` requests in all."""
         if cancel.is_set():
             return _cancelled(model)
         request = {
             "model": model,
             "max_tokens": self.max_tokens,
-            "messages": [{"role": "user", "content": spec.prompt}],
             "timeout": spec.timeout_s,  # bounds each wait for the server
         }
         if spec.system_prompt:
             request["system"] = spec.system_prompt
-        # max_turns and allowed_tools do not apply: this runner offers Claude no tools.
+        tools, notes = sdk_tools(spec.allowed_tools, spec.disallowed_tools)
+        if tools:
+            request["tools"] = tools
+        messages = [{"role": "user", "content": spec.prompt}]
+        turns = spec.max_turns or DEFAULT_SDK_TURNS
+        usage, searches, texts = _usage(), 0, []
         with anthropic.Anthropic(api_key=self.api_key, base_url=self.base_url) as client:
-            with client.messages.stream(**request) as stream:
-                # Cancel and the deadline are seen between events; the API pings while busy.
-                for _event in stream:
-                    if cancel.is_set():
-                        return _cancelled(model)
-                    if time.monotonic() >= deadline:
-                        return _timed_out(spec.timeout_s, model)
-                message = stream.get_final_message()
+            for _turn in range(turns):
+                with client.messages.stream(**request, messages=messages) as stream:
+                    # Cancel and the deadline are seen between events; the API pings while busy.
+                    for _event in stream:
+                        if cancel.is_set():
+                            return _cancelled(model)
+                        if time.monotonic() >= deadline:
+                            return _timed_out(spec.timeout_s, model)
+                    message = stream.get_final_message()
+                u = message.usage
+                for name, value in _usage(u.input_tokens, u.output_tokens, u.cache_read_input_tokens,
+                                          u.cache_creation_input_tokens).items():
+                    usage[name] += value
+                searches += getattr(u.server_tool_use, "web_search_requests", 0) or 0
+                texts += [block.text for block in message.content if block.type == "text"]
+                if message.stop_reason != "pause_turn":
+                    break
+                messages = [*messages, {"role": "assistant",
+                                        "content": [block.to_dict(mode="json") for block in message.content]}]
+            else:
+                notes.append(f"stopped after {turns} requests (the agent's max_turns): the answer may be unfinished")
+        cost = price_usd(model, usage)
+        if cost is not None:
+            cost += searches * WEB_SEARCH_USD
+        return RunResult("succeeded", "".join(texts), None, usage, cost, model, notes=notes)
 
-        u = message.usage
-        usage = _usage(u.input_tokens, u.output_tokens,
-                       u.cache_read_input_tokens, u.cache_creation_input_tokens)
-        output = "".join(block.text for block in message.content if block.type == "text")
-        return RunResult("succeeded", output, None, usage, price_usd(model, usage), model)
+
+def sdk_tools(allowed: list[str], disallowed: list[str]) -> tuple[list[dict], list[str]]:
+    """The server tools the Messages API gets for an agent's allowed tools, and a note naming the
+    allowed tools it has no equivalent for (dropped, and said so in the result). A rule with an
+    argument (`WebFetch(domain:x)`) is dropped too: the runner cannot hold the tool to it."""
+    tools, dropped = [], []
+    for name in allowed:
+        if name in disallowed:
+            continue
+        if name in SERVER_TOOLS:
+            tools.append(SERVER_TOOLS[name])
+        else:
+            dropped.append(name)
+    notes = [f"the anthropic-sdk runner cannot offer {', '.join(dropped)} (no Messages API equivalent); "
+             f"the task ran without {'it' if len(dropped) == 1 else 'them'}"] if dropped else []
+    return tools, notes
 
 
 def _api_error(exc) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 
 from commander.settings import CommanderSettings
+from m3shd import wire
 from m3shd.client import ApiClient, CommanderUnreachable, NodeClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,10 +155,12 @@ class Commander:
             self.stop()
             raise
 
-    def token(self, name: str, kind: str = "api", role: str | None = None, permissions: str | None = None) -> str:
+    def token(self, name: str, kind: str = "api", role: str | None = None, permissions: str | None = None,
+              agent: str | None = None) -> str:
         args = ["token", "create", name, "--local", "--json", "--kind", kind]
         args += ["--role", role] if role else []
         args += ["--permissions", permissions] if permissions else []
+        args += ["--agent", agent] if agent else []
         return json.loads(m3shd(*args, env=self.env).stdout)["token"]
 
     def stop(self) -> None:
@@ -233,7 +236,8 @@ def result_for(lease: dict, output: str = "ok", runner: str = "simulated") -> di
     lease and output give the same result, so sending it again is a duplicate."""
     return dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
                 status="succeeded", output=output, runner=runner, duration_ms=0,
-                usage=dict(input_tokens=1, output_tokens=1, cache_read_tokens=0, cache_write_tokens=0))
+                usage=dict(input_tokens=1, output_tokens=1, cache_read_tokens=0, cache_write_tokens=0),
+                **wire.binding(lease))
 
 
 def sse_events(commander: Commander, after: int = 0, until: str | None = None, idle: float = 1.0) -> list[dict]:

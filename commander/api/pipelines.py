@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from commander import pipelines
+from commander.agents import service as agents
 from commander.auth import principal
 from commander.models import Pipeline
 from commander.routes import api_route, commander
@@ -11,10 +12,11 @@ from commander.schemas import PipelineOut, PipelineStep, PipelineSubmit
 bp = Blueprint("pipelines", __name__)
 
 
-def step_of(step: PipelineStep) -> pipelines.Step:
+def step_of(step: PipelineStep, token_agent: str | None) -> pipelines.Step:
     edges = tuple(pipelines.Edge(dep) if isinstance(dep, str) else pipelines.Edge(dep.step, dep.allow_failure)
                   for dep in step.depends_on)
-    return pipelines.Step(**step.model_dump(exclude={"depends_on"}), depends_on=edges)
+    return pipelines.Step(**step.model_dump(exclude={"depends_on", "agent"}), depends_on=edges,
+                          agent=agents.chosen(step.agent, token_agent))
 
 
 def pipeline_out(pipeline: Pipeline) -> PipelineOut:
@@ -25,7 +27,8 @@ def pipeline_out(pipeline: Pipeline) -> PipelineOut:
 def submit(body: PipelineSubmit):
     """Submit a graph of steps in one call; a step runs once its parents are final and acceptable."""
     caller = principal()
-    pipeline = pipelines.submit(commander(), [step_of(step) for step in body.steps], name=body.name,
+    agents.check_files(commander())
+    pipeline = pipelines.submit(commander(), [step_of(step, caller.agent) for step in body.steps], name=body.name,
                                 submitter=caller.actor, token_id=caller.token_id)
     return pipeline_out(pipeline), 201
 

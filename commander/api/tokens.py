@@ -15,7 +15,7 @@ def create(body: TokenCreate):
     """Create an API token (a role or a subset of your permissions) or a join token; shown once."""
     with commander().writing():
         token, secret = tokens.create(body.name, principal().actor, body.kind, body.permissions, body.role,
-                                      body.expires_in, granter=principal().permissions)
+                                      body.expires_in, granter=principal().permissions, agent=body.agent)
     return TokenCreated(**tokens.as_created(token, secret))
 
 

@@ -30,6 +30,7 @@ STATE_LABELS = {
     "disabled": ("disabled", "⊘"), "lost": ("lost", "?"), "offline": ("offline", "○"),
     "closed": ("closed", "✓"), "open": ("open", "✗"), "half_open": ("half-open", "◐"),
     "verified": ("verified", "✓"), "unverified": ("does not verify", "✗"),
+    "ready": ("ready", "✓"), "broken": ("broken", "✗"), "deleted": ("deleted", "⊘"), "current": ("current", "●"),
 }
 
 

@@ -3,12 +3,15 @@ actions that work without JavaScript (static/live.js adds live updates and in-pl
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from flask import Blueprint, redirect, request, send_from_directory, url_for
 from pydantic import ValidationError
 
 from commander import accounts, events, nodes, pending, pipelines, provenance, tasks, tokens
+from commander.agents import service as agents
+from commander.agents.api import agent_views
 from commander.api import tasks as tasks_api
 from commander.api.nodes import node_views
 from commander.api.pending import pending_out
@@ -19,7 +22,10 @@ from commander.exceptions import TooManyRequests, Unauthenticated
 from commander.models import AWAITING_APPROVAL, Node, Task
 from commander.permissions import PUBLIC, ROLES
 from commander.routes import commander, parse_query
-from commander.schemas import CapabilitiesApproveIn, LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit, TokenCreate, TokenOut
+from commander.schemas import (
+    AgentRollback, AgentVersionOut, CapabilitiesApproveIn, LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit,
+    TokenCreate, TokenOut,
+)
 from commander.web import graph, site
 from commander.web.site import local_path, page_route, render
 
@@ -127,14 +133,14 @@ def task_list():
     query = parse_query(TaskQuery)
     listed = tasks.listing(**query.model_dump())
     return render("tasks.html", parts=("tasks",), tasks=task_views(listed), state=query.state,
-                  counts=tasks.counts(), node_names=node_names())
+                  counts=tasks.counts(), node_names=node_names(), agent_names=agents.live_names())
 
 
 @page_route(bp, "POST", "/tasks", permission="tasks:submit")
 def submit_task():
     """Queue a prompt from the form; then its page."""
     requires = [label.strip() for label in request.form.get("requires", "").split(",") if label.strip()]
-    body = TaskSubmit(prompt=request.form.get("prompt", ""), requires=requires,
+    body = TaskSubmit(prompt=request.form.get("prompt", ""), requires=requires, agent=request.form.get("agent") or None,
                       approval_required=request.form.get("approval_required") == "on")
     task, _ = tasks_api.submit_task(body)
     return redirect(url_for(".task", task_id=task.id), 303)
@@ -194,6 +200,50 @@ def cancel_pipeline(pipeline_id: int):
     """Cancel a running pipeline: steps not yet final end."""
     pipelines.cancel(commander(), pipeline_id)
     return back(url_for(".pipeline", pipeline_id=pipeline_id))
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+VERSIONS_SHOWN = 20  # the latest versions on an agent's page, each with its diff from the one before
+
+
+@page_route(bp, "GET", "/agents", permission="tasks:read")
+def agent_list():
+    """Every agent: state, version, model, required capabilities, queue and recent results."""
+    agents.check_files(commander())
+    return render("agents.html", parts=("agents",), agents=[view.model_dump() for view in agent_views(agents.listing())])
+
+
+@page_route(bp, "GET", "/agents/<name>", permission="tasks:read")
+def agent(name: str):
+    """One agent: its settings and live state, its system prompt, its versions with what each
+    changed, and its recent tasks; roll back to an old version."""
+    agents.check_files(commander())
+    found = agents.get(name, deleted=True)
+    rows = agents.versions(found)[:VERSIONS_SHOWN + 1]
+    versions = [dict(AgentVersionOut.from_row(row).model_dump(),
+                     diff=diff_lines(older.text if older else "", row.text, older.version if older else None))
+                for row, older in zip(rows, rows[1:] + [None])][:VERSIONS_SHOWN]
+    return render("agent.html", parts=("agent",), agent=agent_views([found], full=True)[0].model_dump(),
+                  versions=versions, tasks=task_views(tasks.listing(agent=name, limit=20)))
+
+
+def diff_lines(before: str, after: str, before_version: int | None) -> list[tuple[str, str]]:
+    """(kind, line) of a unified diff from `before` to `after`, kind add, del, hunk or same,
+    for the template to mark up (the first version: all of it, added)."""
+    if before_version is None:
+        return [("add", "+" + line) for line in after.splitlines()]
+    kinds = {"+": "add", "-": "del", "@": "hunk"}
+    return [(kinds.get(line[:1], "same"), line) for line in difflib.unified_diff(
+        before.splitlines(), after.splitlines(), f"version {before_version}", "this version", lineterm="")][2:]
+
+
+@page_route(bp, "POST", "/agents/<name>/rollback", permission="agents:manage")
+def rollback_agent(name: str):
+    """Make an old version's profile current again (as a new version)."""
+    body = AgentRollback.model_validate(dict(version=request.form.get("version") or None), strict=False)
+    agents.rollback(commander(), name, body.version, principal().actor)
+    return back(url_for(".agent", name=name))
 
 
 # --- approvals and machines asking to join ---------------------------------------------------

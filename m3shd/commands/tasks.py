@@ -60,7 +60,7 @@ def finish(args, task: dict) -> int:
 
 def cmd_task_submit(args) -> int:
     client = api(args)
-    task = client.submit_task(args.prompt, requires=listed(args.requires), prefer=listed(args.prefer),
+    task = client.submit_task(args.prompt, agent=args.agent, requires=listed(args.requires), prefer=listed(args.prefer),
                               priority=args.priority, model=args.model, idempotency_key=args.idempotency_key,
                               max_attempts=args.max_attempts, backoff=args.backoff,
                               approval_required=args.approval or None,
@@ -125,6 +125,7 @@ def register(line: CommandLine) -> None:
     task = line.group("task", help="submit and follow tasks")
     p = task.add_parser("submit", parents=[client], help="send a prompt to the mesh and print the answer")
     p.add_argument("prompt")
+    p.add_argument("--agent", metavar="NAME", help="the agent it runs as (default general; `m3shd agents list`)")
     p.add_argument("--requires", help="comma-separated capabilities a node must have, e.g. arch=arm64,gpu")
     p.add_argument("--priority", type=int, help="-100..100, higher runs first (default 0)")
     p.add_argument("--model", help="Claude model id or alias, e.g. claude-sonnet-5-5 or sonnet")

@@ -11,7 +11,7 @@ from m3shd.wire import Role
 
 def cmd_token_create(args) -> int:
     created = api(args).create_token(args.name, kind=args.kind, role=args.role, permissions=token_permissions(args),
-                                     expires_in=args.expires_in)
+                                     expires_in=args.expires_in, agent=args.agent)
     return show_token(args, created)
 
 
@@ -21,8 +21,10 @@ def token_permissions(args) -> list[str] | None:
 
 def show_token(args, created: dict) -> int:
     """A new token: the secret alone on stdout (for scripts), what it may do on stderr."""
+    scope = f" as agent {created['agent']} only" if created.get("agent") else ""
     emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
-                                                          f"{', '.join(t['permissions'])}; shown once, store it now")))
+                                                          f"{', '.join(t['permissions'])}{scope}; shown once, "
+                                                          f"store it now")))
     return 0
 
 
@@ -61,6 +63,8 @@ def register(line: CommandLine) -> None:
     p.add_argument("--permissions", help="comma-separated permissions instead of a role")
     p.add_argument("--expires-in", type=float, metavar="SECONDS",
                    help="lifetime; API tokens default to none, join tokens to one day")
+    p.add_argument("--agent", metavar="NAME", help="may only submit tasks as this agent and read its own tasks "
+                                                   "(default permissions: tasks:submit,tasks:read)")
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("list", parents=[client], help="list API and join tokens (never their secrets)")
     p.set_defaults(func=cmd_token_list)

@@ -52,7 +52,9 @@ class TaskSummary(View):
 
 class Task(TaskSummary):
     prefer: list[str] = Field(description="capabilities that make a node a better choice")
-    model: str | None = Field(description="Claude model asked for (null: the node's default)")
+    model: str | None = Field(description="Claude model it runs on (null: the node's default)")
+    agent: str | None = Field(None, description="the agent it runs as (list_agents)")
+    agent_version: int | None = Field(None, description="which version of that agent's profile")
     approval_required: bool
     decided_by: str | None = Field(description="who approved or rejected it")
     attempt: int
@@ -101,6 +103,41 @@ class NodeList(View):
     nodes: list[Node]
 
 
+class AgentStats(View):
+    queued: int
+    running: int
+    window: int = Field(description="its latest finished tasks counted below (at most 100)")
+    succeeded: int
+    failed: int
+    success_rate: float | None = Field(description="succeeded / window; null before any finished")
+    median_duration_ms: int | None
+    cost_usd: float = Field(description="what those finished tasks cost")
+
+
+class AgentSummary(View):
+    name: str = Field(description="pass it as dispatch_task's `agent`")
+    title: str
+    description: str = Field(description="what it is for")
+    state: str = Field(description="ready; broken (its profile file does not parse: see error); deleted")
+    error: str | None
+    version: int = Field(description="its current profile version")
+    model: str | None = Field(description="its default model (null: the node's)")
+    allowed_models: list[str] = Field(description="models a task may ask for (empty: any)")
+    requires: list[str] = Field(description="capabilities a node must have to run it")
+    allowed_tools: list[str] = Field(description="Claude Code tools it may use without asking")
+    disallowed_tools: list[str] = Field(description="tools it may not use at all")
+    max_turns: int | None
+    stats: AgentStats
+
+
+class Agent(AgentSummary):
+    system_prompt: str | None = Field(description="what it is told before every task")
+
+
+class AgentList(View):
+    agents: list[AgentSummary]
+
+
 # --- pipelines (issue 5) -----------------------------------------------------------------------
 
 StepKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -")]
@@ -121,7 +158,8 @@ class StepIn(BaseModel):
     requires: list[str] = Field([], description="capabilities a node must have")
     prefer: list[str] = Field([], description="capabilities that make a node a better choice")
     priority: int = Field(0, ge=-100, le=100)
-    model: str | None = Field(None, description="Claude model id; omit for the node's default")
+    model: str | None = Field(None, description="Claude model id; omit for the agent's (or the node's) default")
+    agent: str | None = Field(None, description="the agent it runs as (list_agents); omit for general")
     depends_on: list[StepKey | Parent] = Field([], description="parent keys, or {step, allow_failure}")
 
 

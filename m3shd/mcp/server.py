@@ -21,15 +21,18 @@ from pydantic import Field
 from m3shd import __version__
 from m3shd.client import ApiClient
 from m3shd.errors import CommanderError, CommanderUnreachable
-from m3shd.mcp.models import Node, NodeList, Pipeline, StepIn, Task, TaskList
+from m3shd.mcp.models import Agent, AgentList, Node, NodeList, Pipeline, StepIn, Task, TaskList
 from m3shd.wire import TaskState
 
 INSTRUCTIONS = """\
 M3SHD runs Claude tasks on the user's own machines (Macs, Raspberry Pi boards). dispatch_task
 queues a prompt and returns at once; wait_for_task blocks (bounded) until it is final; a task
-that needs approval waits in awaiting_approval until approve_task or reject_task. create_pipeline
-submits several steps that feed one another, each an ordinary task; get_pipeline follows it. list_nodes
-shows which machines can take work (free slots, health). Every task costs real tokens."""
+that needs approval waits in awaiting_approval until approve_task or reject_task. A task runs as
+an agent: a specialist profile (system prompt, model, tools) such as code-reviewer or
+researcher; list_agents shows them and get_agent one in full; omit `agent` for general.
+create_pipeline submits several steps that feed one another, each an ordinary task; get_pipeline
+follows it. list_nodes shows which machines can take work (free slots, health). Every task costs
+real tokens."""
 
 # The longest one wait_for_task call blocks: MCP clients time out requests that run for many
 # minutes, and a model that wants longer calls again (the result says `final: false`).
@@ -64,6 +67,8 @@ def explain(exc: CommanderError | CommanderUnreachable) -> str:
         return (f"the Commander refused: {exc.message}. Ask an admin for a token that has it "
                 f"(`m3shd token create claude --role mobile` covers tasks and nodes).")
     if exc.status == 404:
+        if exc.code == "unknown_agent":
+            return exc.message
         return f"{exc.message} (list_tasks and list_nodes show the ids there are)"
     if exc.status >= 500:
         return f"the Commander failed ({exc.status} {exc.code}): {exc.message}; its log says more"
@@ -111,16 +116,20 @@ def build_server(client: ApiClient) -> MCPServer:
         approval_required: Annotated[bool, Field(
             description="hold it in awaiting_approval until someone approves it")] = False,
         model: Annotated[str | None, Field(
-            min_length=1, max_length=128, description="Claude model id; omit for the node's default")] = None,
+            min_length=1, max_length=128,
+            description="Claude model id; omit for the agent's default (else the node's)")] = None,
+        agent: Annotated[str | None, Field(
+            min_length=1, max_length=40, description="the agent it runs as (list_agents); omit for general")] = None,
     ) -> Task:
         """Queue a prompt for one of the mesh's machines to run with Claude. Returns at once with the
         task (state queued, or awaiting_approval); follow it with wait_for_task or get_task.
+        `agent`: the specialist it runs as (its system prompt, model and tools; list_agents);
         `requires`: capabilities a node must have (the task waits until one can run it);
         `prefer`: capabilities that make a node a better choice but are not required."""
         with commander_errors():
             return Task.model_validate(client.submit_task(
                 prompt, requires=requires or None, prefer=prefer or None, priority=priority or None,
-                approval_required=approval_required or None, model=model))
+                approval_required=approval_required or None, model=model, agent=agent))
 
     @server.tool(annotations=READ_ONLY)
     def wait_for_task(
@@ -170,6 +179,20 @@ def build_server(client: ApiClient) -> MCPServer:
         and reputation (mean reward in [0, 1] of recent attempts, and the scheduler's score)."""
         with commander_errors():
             return NodeList.model_validate({"nodes": client.list_nodes()})
+
+    @server.tool(annotations=READ_ONLY)
+    def list_agents() -> AgentList:
+        """The agents a task can run as: each specialist's name, what it is for, its model, tools and required
+        capabilities, and how its recent tasks went (queued, running, success rate, median duration, cost)."""
+        with commander_errors():
+            return AgentList.model_validate({"agents": client.list_agents()})
+
+    @server.tool(annotations=READ_ONLY)
+    def get_agent(name: Annotated[str, Field(min_length=1, max_length=40, description="as list_agents names it")]
+                  ) -> Agent:
+        """One agent in full: its system prompt, model, tools, required capabilities and recent results."""
+        with commander_errors():
+            return Agent.model_validate(client.get_agent(name))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
     def create_pipeline(

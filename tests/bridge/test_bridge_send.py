@@ -150,9 +150,23 @@ def test_a_paragraph_break_too_early_is_passed_over_for_a_later_line_break():
         "prompt", text="status of the build server and its disks")),
     ("Write a haiku about meshes", commands.Command("prompt", text="Write a haiku about meshes")),
     ("no way that is right, check again", commands.Command("prompt", text="no way that is right, check again")),
+    ("agents", commands.Command("agents")),
+    ("@code-reviewer check this diff", commands.Command("prompt", text="check this diff", agent="code-reviewer")),
+    ("@Researcher who\nwon?", commands.Command("prompt", text="who\nwon?", agent="researcher")),
+    ("@reviewer", commands.Command("usage", text="@reviewer your request: run it as agent reviewer")),
+    ("ask summarizer: this thread", commands.Command("ask", text="this thread", agent="summarizer",
+                                                     whole="ask summarizer: this thread")),
+    ("ask", commands.Command("prompt", text="ask")),
+    ("email me @noon", commands.Command("prompt", text="email me @noon")),
 ])
 def test_parse(text, expected):
     assert commands.parse(text) == expected
+
+
+def test_the_mention_is_no_agent():
+    assert commands.parse("@mesh hello there", "@mesh") == commands.Command("prompt", text="hello there")
+    assert commands.parse("@mesh @researcher who won?", "@mesh") == commands.Command(
+        "prompt", text="who won?", agent="researcher")
 
 
 def test_usage_and_unknown_replies_point_to_help():

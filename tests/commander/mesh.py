@@ -50,7 +50,7 @@ def lease_of(cmdr, node: Node, task: Task) -> dict:
 def result(lease: dict, status: str = "succeeded", **fields) -> leases.Result:
     """A result for `lease` as a node would send it, with a stand-in signature (see `report` for a real one)."""
     return leases.Result(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                         status=status, signature=fields.pop("signature", "ab" * 32), **fields)
+                         status=status, signature=fields.pop("signature", "ab" * 32), **wire.binding(lease), **fields)
 
 
 def apply(cmdr, node: Node, sent: leases.Result) -> tuple[Task, bool]:
@@ -63,7 +63,7 @@ def report(cmdr, node: Node, lease: dict, status: str = "succeeded", signer: Sig
     registered the public half of) and apply it as the results route does. `fields` are the
     result's JSON fields (`usage` a dict). Like a N0D3, it names the prompt it answered."""
     payload = dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                   status=status, prompt_sha256=wire.sha256_hex(lease["prompt"].encode()),
+                   status=status, prompt_sha256=wire.sha256_hex(lease["prompt"].encode()), **wire.binding(lease),
                    **{"output": "", **fields})
     node = Node.get_by_id(node.id)
     document = wire.result_document(payload)

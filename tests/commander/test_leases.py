@@ -136,7 +136,7 @@ def test_a_success_is_stored_with_its_usage_cost_and_chained_provenance(cmdr):
         10, 5, 3, 2)
     assert finished.finished_at is not None and finished.error is None
     payload = dict(task_id=task.id, attempt=1, lease_token=lease["lease_token"], status="succeeded",
-                   prompt_sha256=wire.sha256_hex(b"what is six times seven"), **fields)
+                   prompt_sha256=wire.sha256_hex(b"what is six times seven"), **wire.binding(lease), **fields)
     document = wire.result_document(payload)
     assert finished.result_document == document.decode()
     assert finished.chain_hash == provenance.chain_hash(document, [])

@@ -72,10 +72,11 @@ def test_a_bad_graph_is_refused_naming_its_problem(steps, message):
 
 
 def test_a_bad_graph_stores_nothing(cmdr):
+    events_before = Event.select().count()  # the agents loaded at start published theirs
     with pytest.raises(Invalid):
         pipelines.submit(cmdr, [Step(key="a", prompt="x"), Step(key="b", prompt="y", depends_on=after("ghost"))],
                          submitter="test")
-    assert Pipeline.select().count() == Task.select().count() == Event.select().count() == 0
+    assert Pipeline.select().count() == Task.select().count() == Event.select().count() - events_before == 0
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_a_task_takes_its_spec_and_the_commanders_defaults(cmdr):
     assert (stored.state, stored.prompt, stored.requires, stored.prefer, stored.priority, stored.model,
             stored.submitter) == ("queued", "summarise", ["a", "b"], ["gpu"], 3, "haiku", "user:ops")
     assert (stored.max_attempts, stored.backoff, stored.retry_on_lost, stored.attempt) == (5, 2.5, True, 0)
-    assert events_of(task) == [("task.queued", dict(priority=3, requires=["a", "b"], submitter="user:ops"))]
+    assert events_of(task) == [("task.queued", dict(priority=3, requires=["a", "b"], submitter="user:ops", agent="general"))]
 
 
 def test_a_tasks_own_policy_overrides_the_defaults_even_when_it_is_zero(cmdr):

@@ -154,6 +154,31 @@ def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db, start_b
     assert bridge.sent(stranger_guid) == [] and len(commander.api.list_tasks()) == 1
 
 
+def test_a_text_names_its_agent_with_at_or_ask(commander, spawn_n0d3, chat_db, start_bridge):
+    commander.api.put_agent("reviewer", '+++\nname = "reviewer"\ntitle = "Reviewer"\ndescription = "Reviews diffs."\n'
+                                        '+++\nYou review diffs.')
+    spawn_n0d3()
+    direct, guid = chat_db.chat([ME])
+    group, group_guid = chat_db.chat([ME, FRIEND], group_id="chat777")
+    bridge = start_bridge(groups=[group_guid])
+
+    chat_db.message(direct, ME, "@reviewer check this diff")
+    assert bridge.wait_reply(guid, "Task 1") == "Task 1: succeeded.\n\necho: check this diff"
+    chat_db.message(group, FRIEND, "@mesh ask reviewer: look again")  # the group's mention first, then the agent
+    assert bridge.wait_reply(group_guid, "Task 2") == "Task 2: succeeded.\n\necho: look again"
+    chat_db.message(direct, ME, "ask my landlord about the rent")  # no agent called `my`: a plain prompt
+    assert bridge.wait_reply(guid, "Task 3") == "Task 3: succeeded.\n\necho: ask my landlord about the rent"
+    assert [(t["id"], t["agent"]) for t in commander.api.list_tasks()] == [(3, "general"), (2, "reviewer"),
+                                                                         (1, "reviewer")]
+
+    chat_db.message(direct, ME, "@ghost hello")
+    assert bridge.wait_reply(guid, "there is no agent") == (
+        "there is no agent named 'ghost'; the agents are: general, reviewer. Send agents for what each one does.")
+    chat_db.message(direct, ME, "agents")
+    listed = bridge.wait_reply(guid, "Start a text with @NAME")
+    assert "@reviewer: Reviews diffs." in listed.splitlines() and len(commander.api.list_tasks()) == 3
+
+
 def test_messages_that_arrive_while_it_is_down_are_answered_once_after_a_restart(commander, spawn_n0d3, chat_db, start_bridge):
     bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db)
     bridge.process.stop()

@@ -42,6 +42,9 @@ EXPECTED = {
     ("GET", "/pipelines"): "tasks:read",
     ("GET", "/pipelines/<id:pipeline_id>"): "tasks:read",
     ("POST", "/pipelines/<id:pipeline_id>/cancel"): "tasks:cancel",
+    ("GET", "/agents"): "tasks:read",
+    ("GET", "/agents/<name>"): "tasks:read",
+    ("POST", "/agents/<name>/rollback"): "agents:manage",
     ("GET", "/pending"): "tasks:read",
     ("POST", "/pending/<id:pending_id>/approve"): "nodes:manage",
     ("POST", "/pending/<id:pending_id>/reject"): "nodes:manage",
@@ -87,11 +90,11 @@ def things(cmd):
         {"key": "first", "prompt": "one", "requires": ["nowhere"]},
         {"key": "second", "prompt": "two: {{ steps.first.output }}", "depends_on": ["first"]}]})
     return {"node_id": registered["node_id"], "task_id": task["id"], "pipeline_id": pipeline["id"],
-            "pending_id": 999_999, "token_id": 999_999}
+            "pending_id": 999_999, "token_id": 999_999, "name": "general"}
 
 
 def fill(rule: str, ids: dict) -> str:
-    path = rule.replace("<path:filename>", "dashboard.css")
+    path = rule.replace("<path:filename>", "dashboard.css").replace("<name>", str(ids["name"]))
     return re.sub(r"<id:([a-z_]+)>", lambda m: str(ids[m[1]]), path)
 
 
@@ -220,6 +223,16 @@ def test_submit_and_cancel_a_task_and_a_pipeline_from_forms(cmd, sessions):
     assert task["submitter"].startswith("user:commander-")
     empty = operator.post(f"{cmd.url}/tasks", data={"csrf_token": operator.csrf, "prompt": ""}, timeout=15)
     assert empty.status_code == 400 and "prompt" in empty.text
+    cmd.api.put_agent("form-agent", 'name = "form-agent"\nsystem_prompt = "Be formal."')
+    assert '<option>form-agent</option>' in operator.get(f"{cmd.url}/tasks", timeout=15).text
+    as_agent = operator.post(f"{cmd.url}/tasks", data={"csrf_token": operator.csrf, "prompt": "agent form",
+                                                       "agent": "form-agent", "requires": "nowhere"},
+                             allow_redirects=False, timeout=15)
+    shown = operator.get(cmd.url + as_agent.headers["Location"], timeout=15).text
+    assert 'href="/agents/form-agent">form-agent</a> <small class="muted">v1</small>' in shown
+    unknown = operator.post(f"{cmd.url}/tasks", data={"csrf_token": operator.csrf, "prompt": "x", "agent": "ghost"},
+                            timeout=15)
+    assert unknown.status_code == 404 and "there is no agent named" in unknown.text
 
     cancelled = operator.post(f"{cmd.url}/tasks/{task_id}/cancel", data={"csrf_token": operator.csrf}, timeout=15)
     assert cancelled.status_code == 200 and cmd.api.get_task(task_id)["state"] == "cancelled"

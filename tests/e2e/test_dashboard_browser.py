@@ -253,6 +253,48 @@ def test_a_lost_connection_shows_a_banner_and_resumes_from_the_last_event(chromi
     tab.close(network_errors=True)
 
 
+def test_the_agents_pages_follow_their_tasks_and_show_versions_diffs_and_a_broken_profile(chromium, fleet, tmp_path):
+    commander, n0d3 = fleet
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "reviewer.md").write_text(
+        '+++\nname = "reviewer"\ntitle = "Code reviewer"\ndescription = "Reviews a diff: findings first."\n'
+        'model = "claude-opus-5-5"\nallowed_tools = ["Read", "Grep", "Bash(git diff:*)"]\nmax_turns = 12\n+++\n'
+        "## Role\nYou review diffs.\n\n## Output\nFindings first, most serious first.\n")
+    (profiles / "half-written.md").write_text('+++\nname = "half-written"\ntitle = "Unfinished"\n')
+    cmd = commander(M3SHD_COMMANDER_AGENTS_DIR=str(profiles))
+    n0d3(cmd, "alpha")
+    cmd.api.put_agent("reviewer", (profiles / "reviewer.md").read_text().replace("max_turns = 12", "max_turns = 20")
+                      .replace("most serious first.", "most serious first, each with its file and line."))
+    tab = Tab(chromium, cmd, role="commander")
+    tab.log_in()
+    tab.page.get_by_role("link", name="Agents").click()
+    tab.page.evaluate("window.stayed = true")
+    broken = tab.page.locator("#agent-half-written")
+    expect(broken).to_have_attribute("data-state", "broken")
+    expect(broken).to_contain_text("never closed by a +++ line")
+    row = tab.page.locator("#agent-reviewer")
+    expect(row).to_contain_text("none yet")
+    cmd.wait_task(cmd.api.submit_task("[sleep=1] check this diff", agent="reviewer")["id"])
+    expect(row).to_contain_text("100 % of 1", timeout=15_000)  # live: no reload
+    assert tab.stayed()
+    tab.shot("agents")
+
+    tab.page.get_by_role("link", name="reviewer", exact=True).click()
+    expect(tab.page.locator("#system-prompt")).to_contain_text("each with its file and line.")
+    diff = tab.page.locator("#version-2 pre.diff")
+    expect(diff.locator(".del")).to_contain_text(["-max_turns = 12", "-Findings first, most serious first."])
+    expect(diff.locator(".add")).to_contain_text(["+max_turns = 20"])
+    tab.shot("agent")
+    tab.page.get_by_role("button", name="Roll back to v1").click()
+    expect(tab.page.locator("#notice")).to_have_text("reviewer: version 1 is current again")
+    expect(tab.page.locator("#version-3")).to_contain_text("rollback to version 1 by user:")
+    expect(tab.page.locator("#system-prompt")).not_to_contain_text("each with its file and line.")
+    assert cmd.api.get_agent("reviewer")["max_turns"] == 12
+    tab.shot("agent-rolled-back")
+    tab.close()
+
+
 def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
     commander, n0d3 = fleet
     cmd = commander()
@@ -275,7 +317,7 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
     wait_until(lambda: cmd.api.get_task(running["id"])["state"] == "leased", 20, what="the long task to start")
     views = {"fleet": "/", "queue": "/tasks", "task-detail": f"/tasks/{running['id']}",
              "pipelines": "/pipelines", "pipeline-graph": f"/pipelines/{pipeline['id']}", "approvals": "/pending",
-             "tokens": "/tokens", "node": "/nodes/1"}
+             "tokens": "/tokens", "node": "/nodes/1", "agents": "/agents", "agent": "/agents/general"}
 
     for name, context in (("desktop", dict(viewport={"width": 1280, "height": 800})), ("phone", PHONE),
                           ("dark", dict(viewport={"width": 1280, "height": 800}, color_scheme="dark"))):

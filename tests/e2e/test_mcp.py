@@ -22,7 +22,7 @@ from m3shd.client import ApiClient
 from m3shd.mcp.server import build_server
 from harness import Commander, N0D3, Process, free_port, m3shd, wait_until
 
-TOOLS = {"dispatch_task", "get_task", "wait_for_task", "list_tasks", "cancel_task", "approve_task",
+TOOLS = {"dispatch_task", "get_task", "wait_for_task", "list_tasks", "cancel_task", "approve_task", "list_agents", "get_agent",
          "reject_task", "list_nodes", "create_pipeline", "get_pipeline"}
 
 
@@ -80,7 +80,8 @@ async def test_every_tool_has_a_description_and_typed_input_and_output(mesh):
         assert dispatch["required"] == ["prompt"]
         assert dispatch["properties"]["priority"]["minimum"] == -100
         assert dispatch["properties"]["priority"]["maximum"] == 100
-        assert set(dispatch["properties"]) == {"prompt", "requires", "prefer", "priority", "approval_required", "model"}
+        assert set(dispatch["properties"]) == {"prompt", "requires", "prefer", "priority", "approval_required", "model",
+                                               "agent"}
         wait = tools["wait_for_task"].input_schema
         assert wait["required"] == ["task_id"] and set(wait["properties"]) == {"task_id", "timeout_seconds"}
         assert wait["properties"]["timeout_seconds"]["maximum"] == 300
@@ -134,6 +135,28 @@ async def test_dispatch_passes_every_option_and_approval_then_runs_it(mesh):
     async with connected(mesh.url, mesh.admin_token) as client:
         done = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=30)
         assert done["state"] == "succeeded" and done["model"] == "claude-test-1"
+
+
+@pytest.mark.anyio
+async def test_list_and_get_agents_and_dispatch_as_one(mesh):
+    mesh.api.put_agent("mcp-helper", '+++\nname = "mcp-helper"\ntitle = "Helper"\ndescription = "Helps in tests."\n'
+                                     'model = "claude-haiku-5-5"\nallowed_tools = ["Read"]\n+++\nYou help briefly.')
+    async with connected(mesh.url, mesh.admin_token) as client:
+        listed = await call(client, "list_agents")
+        helper = next(agent for agent in listed["agents"] if agent["name"] == "mcp-helper")
+        assert (helper["title"], helper["model"], helper["allowed_tools"], helper["state"]) == (
+            "Helper", "claude-haiku-5-5", ["Read"], "ready")
+        assert "general" in [agent["name"] for agent in listed["agents"]] and "system_prompt" not in helper
+        full = await call(client, "get_agent", name="mcp-helper")
+        assert full["system_prompt"] == "You help briefly." and full["stats"]["queued"] == 0
+        task = await call(client, "dispatch_task", prompt="be helpful", agent="mcp-helper")
+        assert (task["agent"], task["agent_version"], task["model"]) == ("mcp-helper", 1, "claude-haiku-5-5")
+        done = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=30)
+        assert done["state"] == "succeeded"
+        assert (await call(client, "get_agent", name="mcp-helper"))["stats"]["succeeded"] == 1
+        unknown = await call_error(client, "dispatch_task", prompt="x", agent="nobody")
+        assert unknown.endswith("there is no agent named 'nobody'; the agents are: general, mcp-helper")
+        assert "there is no agent named 'ghost'" in await call_error(client, "get_agent", name="ghost")
 
 
 @pytest.mark.anyio

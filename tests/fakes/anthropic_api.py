@@ -5,6 +5,10 @@ anthropic-version, the body) and answers "echo: <last user text>", whole or as t
 real SSE event sequence. A "[sleep=N]" directive in the prompt delays the answer,
 and for streams each chunk, so cancellation can be observed; "[overloaded]" makes a
 stream end in an overloaded_error event after its first chunk, as the real API can.
+"[pause=N]", when the request offers the web search server tool, makes the first N answers
+a web search that pauses the turn (stop_reason pause_turn, with the server_tool_use and
+web_search_tool_result blocks the real API sends); each request that sends such an answer
+back as the assistant's turn moves it on, and the N+1th is the echo.
 Every request is recorded on `server.requests` (headers without the key, and the
 body) for assertions.
 
@@ -52,6 +56,11 @@ def _user_text(messages: list) -> str:
     return ""
 
 
+# The server tools the real API knows (anthropic 2.15's types); any other typed tool is refused.
+SERVER_TOOL_TYPES = {"web_search_20250305", "web_search_20260209", "web_search_20260318", "web_fetch_20250910",
+                     "web_fetch_20260209", "web_fetch_20260309", "web_fetch_20260318"}
+
+
 def _validate(body) -> str | None:
     """The first thing wrong with a request body, worded like the real API, or None."""
     if not isinstance(body, dict):
@@ -77,7 +86,34 @@ def _validate(body) -> str | None:
         if isinstance(content, list) and not all(isinstance(b, dict) and "type" in b
                                                  for b in content):
             return f"messages.{i}.content: each block needs a type"
+    system = body.get("system", "")
+    if not isinstance(system, (str, list)):
+        return "system: Input should be a valid string or list of text blocks"
+    for i, tool in enumerate(body.get("tools", [])):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            return f"tools.{i}.name: Field required"
+        if "type" in tool and tool["type"] not in SERVER_TOOL_TYPES | {"custom"}:
+            return f"tools.{i}: Input tag '{tool['type']}' found using 'type' does not match any of the expected tags"
+        if "type" not in tool and "input_schema" not in tool:
+            return f"tools.{i}.input_schema: Field required"
     return None
+
+
+def _pause(text: str, body: dict) -> dict | None:
+    """The content and usage of a web search that pauses the turn, if this request gets one."""
+    wanted = re.search(r"\[pause=(\d+)\]", text)
+    offered = {tool.get("name") for tool in body.get("tools", [])}
+    resumed = sum(1 for message in body["messages"] if message["role"] == "assistant")
+    if not wanted or "web_search" not in offered or resumed >= int(wanted.group(1)):
+        return None
+    use = "srvtoolu_" + uuid.uuid4().hex[:24]
+    return {"content": [
+        {"type": "server_tool_use", "id": use, "name": "web_search", "input": {"query": f"search {resumed + 1}"}},
+        {"type": "web_search_tool_result", "tool_use_id": use, "content": [
+            {"type": "web_search_result", "url": "https://example.com/", "title": "Example",
+             "encrypted_content": "e30=", "page_age": None}]},
+        {"type": "text", "text": f"(searched {resumed + 1}) "},
+    ], "server_tool_use": {"web_search_requests": 1}}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,6 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_sequence": None,
             "usage": usage,
         }
+        paused = _pause(text, body)
+        if paused:
+            message.update(content=paused["content"], stop_reason="pause_turn",
+                           usage={**usage, "server_tool_use": paused["server_tool_use"]})
         if body.get("stream"):
             return self._stream(message, delay, overloaded="[overloaded]" in text)
         time.sleep(delay)
@@ -157,30 +197,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, message: dict, delay: float, overloaded: bool):
         usage = message["usage"]
-        text = message["content"][0]["text"]
         start = {**message, "content": [], "stop_reason": None,
                  "usage": {**usage, "output_tokens": 1}}
-        head = [
-            ("message_start", {"type": "message_start", "message": start}),
-            ("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": {"type": "text", "text": ""}}),
-            ("ping", {"type": "ping"}),
-        ]
-        deltas = [
-            ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                     "delta": {"type": "text_delta", "text": text[i:i + 8]}})
-            for i in range(0, len(text), 8)
-        ]
+        head = [("message_start", {"type": "message_start", "message": start}), ("ping", {"type": "ping"})]
+        blocks = [_block_events(index, block) for index, block in enumerate(message["content"])]
+        deltas = [event for events in blocks for event in events]
         if overloaded:
-            deltas = deltas[:1]
+            deltas = deltas[:2]
             tail = [("error", {"type": "error",
                                "error": {"type": "overloaded_error", "message": "Overloaded"}})]
         else:
             tail = [
-                ("content_block_stop", {"type": "content_block_stop", "index": 0}),
                 # Usage on message_delta is cumulative, as the real API sends it.
                 ("message_delta", {"type": "message_delta",
-                                   "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                   "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                                    "usage": usage}),
                 ("message_stop", {"type": "message_stop"}),
             ]
@@ -199,6 +229,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client hung up: a cancelled stream
+
+
+def _block_events(index: int, block: dict) -> list[tuple[str, dict]]:
+    """One content block as the stream sends it: text in chunks of 8 characters, a tool's input
+    as JSON deltas, anything else whole in its start event."""
+    def delta(payload: dict) -> tuple[str, dict]:
+        return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": payload}
+
+    if block["type"] == "text":
+        first, pieces = {"type": "text", "text": ""}, [
+            delta({"type": "text_delta", "text": block["text"][i:i + 8]}) for i in range(0, len(block["text"]), 8)]
+    elif block["type"] == "server_tool_use":
+        first = {**block, "input": {}}
+        pieces = [delta({"type": "input_json_delta", "partial_json": json.dumps(block["input"])})]
+    else:
+        first, pieces = block, []
+    return [("content_block_start", {"type": "content_block_start", "index": index, "content_block": first}),
+            *pieces, ("content_block_stop", {"type": "content_block_stop", "index": index})]
 
 
 def main():

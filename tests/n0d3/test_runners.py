@@ -16,10 +16,13 @@ from harness import FAKES, ROOT
 from n0d3.agent import Agent
 from n0d3.runners import (
     NO_RUNNER,
+    SERVER_TOOLS,
     AnthropicSdkRunner,
     ClaudeCliRunner,
     TaskSpec,
     detect,
+    price_usd,
+    sdk_tools,
     stop_process_group,
 )
 from n0d3.settings import N0d3Settings
@@ -128,8 +131,8 @@ def test_task_spec_from_lease_ignores_unknown_keys_and_nulls():
 
 def test_cli_success_parses_result_and_passes_flags_with_prompt_on_stdin(fake_path, cli_log):
     prompt = "summarise the mesh, please"
-    spec = TaskSpec(prompt=prompt, model="claude-opus-5-5", max_turns=3,
-                    allowed_tools=["Read", "Bash(git log:*)"], system_prompt="Be brief.")
+    spec = TaskSpec(prompt=prompt, model="claude-opus-5-5", max_turns=3, allowed_tools=["Read", "Bash(git log:*)"],
+                    disallowed_tools=["Bash(rm:*)", "WebFetch"], system_prompt="Be brief.")
     runner = ClaudeCliRunner("claude", default_model="claude-sonnet-5-5")
     result = runner.run(spec, threading.Event())
 
@@ -152,8 +155,10 @@ def test_cli_success_parses_result_and_passes_flags_with_prompt_on_stdin(fake_pa
     assert ("--output-format", "json") in pairs
     assert ("--model", "claude-opus-5-5") in pairs
     assert ("--max-turns", "3") in pairs
-    assert ("--allowedTools", "Read,Bash(git log:*)") in pairs
     assert ("--append-system-prompt", "Be brief.") in pairs
+    # One argument per tool (a rule may hold a space), read by the CLI as one list each.
+    assert call["options"]["allowedTools"] == ["Read", "Bash(git log:*)"]
+    assert call["options"]["disallowedTools"] == ["Bash(rm:*)", "WebFetch"]
     assert call["prompt"] == prompt  # read from stdin ...
     assert not any(prompt in arg for arg in argv)  # ... never passed in argv
 
@@ -359,6 +364,53 @@ def test_sdk_success_output_usage_and_cost(api):
     }
     assert request["headers"]["anthropic-version"]
     assert "x-api-key" not in request["headers"] and "authorization" not in request["headers"]
+
+
+def test_sdk_offers_the_server_tools_it_can_and_says_which_it_dropped(api):
+    server, base_url = api
+    spec = TaskSpec(prompt="look it up", system_prompt="You research.", model="claude-opus-5-5", max_turns=4,
+                    allowed_tools=["WebSearch", "WebFetch", "Read", "Bash(git log:*)", "WebFetch(domain:x.org)"],
+                    disallowed_tools=["WebFetch"])
+    result = AnthropicSdkRunner("test-key", base_url=base_url).run(spec, threading.Event())
+
+    assert result.status == "succeeded", result.error
+    [request] = server.requests
+    body = request["body"]
+    assert (body["system"], body["model"]) == ("You research.", "claude-opus-5-5")
+    # WebFetch is disallowed; the rest have no Messages API equivalent (a rule with an argument
+    # neither: the runner could not hold the tool to it).
+    assert body["tools"] == [SERVER_TOOLS["WebSearch"]] == [{"type": "web_search_20250305", "name": "web_search"}]
+    assert result.notes == ["the anthropic-sdk runner cannot offer Read, Bash(git log:*), WebFetch(domain:x.org) "
+                            "(no Messages API equivalent); the task ran without them"]
+
+
+def test_sdk_without_tools_sends_none():
+    assert sdk_tools([], []) == ([], [])
+    assert sdk_tools(["WebFetch"], []) == ([SERVER_TOOLS["WebFetch"]], [])
+
+
+def test_sdk_continues_a_paused_turn_and_stops_at_max_turns(api):
+    server, base_url = api
+    runner = AnthropicSdkRunner("test-key", base_url=base_url, default_model="claude-sonnet-5-5")
+    done = runner.run(TaskSpec(prompt="[pause=2] news", allowed_tools=["WebSearch"], max_turns=5), threading.Event())
+    assert done.status == "succeeded", done.error
+    assert done.output == "(searched 1) (searched 2) echo: [pause=2] news"
+    assert done.notes == []
+    assert len(server.requests) == 3
+    resent = server.requests[2]["body"]["messages"]
+    # The paused answers go back as the assistant's turns, as they came: the search and its result.
+    assert [m["role"] for m in resent] == ["user", "assistant", "assistant"]
+    assert [b["type"] for b in resent[1]["content"]] == ["server_tool_use", "web_search_tool_result", "text"]
+    one = fake_usage("[pause=2] news", "echo: [pause=2] news")["input_tokens"]
+    assert done.usage["input_tokens"] == 3 * one  # every request is billed
+    sonnet = price_usd("claude-sonnet-5-5", done.usage)
+    assert done.cost_usd == pytest.approx(sonnet + 2 * 0.01)  # and each search
+
+    server.requests.clear()
+    cut = runner.run(TaskSpec(prompt="[pause=9] news", allowed_tools=["WebSearch"], max_turns=2), threading.Event())
+    assert len(server.requests) == 2
+    assert cut.status == "succeeded" and cut.output == "(searched 1) (searched 2) "
+    assert cut.notes == ["stopped after 2 requests (the agent's max_turns): the answer may be unfinished"]
 
 
 def test_sdk_unknown_model_has_no_cost(api):

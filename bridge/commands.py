@@ -38,6 +38,7 @@ class Command:
     name: str              # a USAGE key, or "prompt", "usage", "unknown"
     number: int | None = None
     text: str = ""
+    attachments: tuple[str, ...] = ()  # a prompt's images, by the SHA-256 the Commander stored them under
 
 
 def _number(word: str) -> int | None:
@@ -84,6 +85,8 @@ class Session:
 
     def prompt(self, command: Command) -> str:
         extra = {"approval_required": True} if self.settings.approval_required else {}
+        if command.attachments:
+            extra["attachments"] = list(command.attachments)
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}", **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())
         if task["state"] == TaskState.AWAITING_APPROVAL:

@@ -14,13 +14,14 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from commander.exceptions import (
-    CommanderError, Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthenticated,
+    CommanderError, Conflict, Forbidden, Invalid, NotFound, TooLarge, TooManyRequests, Unauthenticated,
 )
 
 log = logging.getLogger("m3shd.commander")
 
 
-STATUS = {Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooManyRequests: 429}
+STATUS = {Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
+          TooManyRequests: 429}
 
 def describe(exc: CommanderError) -> tuple[int, str, str, dict]:
     """(status, code, message, headers) of the answer to a refusal."""

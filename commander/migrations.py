@@ -178,6 +178,23 @@ def v6_key_rotation(database: pw.Database) -> None:
     apply(migrator.add_column("node", "next_signing_key", pw.TextField(null=True)))
 
 
+def v11_attachments(database: pw.Database) -> None:
+    """Images stored for tasks, and the list of them each task takes."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Attachment(Frozen):
+        sha256 = pw.CharField(max_length=64, unique=True)
+        media_type = pw.CharField(max_length=32)
+        size = pw.IntegerField()
+        created_at = pw.FloatField()
+        created_by = pw.CharField(max_length=200, default="")
+
+    database.create_tables([Attachment])
+    apply(SchemaMigrator.from_database(database).add_column("task", "attachments", pw.TextField(default="[]")))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -186,6 +203,7 @@ MIGRATIONS: list[Step] = [
     (4, "pending nodes", v4_pending_nodes),
     (5, "pipelines and provenance", v5_pipelines_provenance),
     (6, "node key rotation", v6_key_rotation),
+    (11, "task attachments", v11_attachments),
 ]
 
 

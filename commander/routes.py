@@ -41,7 +41,8 @@ class RouteSpec:
     status: int = 200
     also: tuple[int, ...] = ()     # other success statuses the response model also answers with
     signed: bool = False           # a node request: HMAC headers, and only the token's own node
-    stream: str | None = None      # media type of a streamed response
+    stream: str | None = None      # media type of a streamed (or raw, not JSON) response
+    accepts: tuple[str, ...] = ()  # media types of a raw (not JSON) request body
 
 
 def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **options):

@@ -125,6 +125,12 @@ class ClaimIn(Request):
     wait: Annotated[float, Field(ge=0, le=3600)] = 0
 
 
+class AttachmentOut(Response):
+    sha256: str = Field(description="SHA-256 of its bytes: the name a task submit uses")
+    media_type: str
+    size: int = Field(description="bytes")
+
+
 class LeaseOut(Response):
     task_id: int
     attempt: int
@@ -133,6 +139,12 @@ class LeaseOut(Response):
     prompt: str
     model: str | None
     requires: list[str]
+    attachments: list[AttachmentOut] = Field(
+        [], description="images the task takes: fetch each with POST /nodes/{node_id}/attachments and check its SHA-256")
+
+
+class AttachmentFetch(Request):
+    sha256: Sha256Hex
 
 
 class ClaimOut(Response):
@@ -273,6 +285,8 @@ class TaskSubmit(Request):
     retry_on_lost: bool = Field(True, description="retry when the node running it is lost (else the task fails)")
     backoff: Annotated[float, Field(ge=0, le=3600)] | None = Field(
         None, description="seconds before a retry, doubling each attempt (default: the Commander's retry_backoff)")
+    attachments: Annotated[list[Sha256Hex], Field(max_length=20)] = Field(
+        [], description="SHA-256 of images stored with POST /api/attachments, passed to Claude with the prompt")
 
 
 class RejectIn(Request):
@@ -318,6 +332,7 @@ class TaskOut(Response):
     pipeline_id: int | None = None
     step_key: str | None = None
     chain_hash: str | None = Field(None, description="provenance hash over this result and its parents' hashes")
+    attachments: list[AttachmentOut] = Field([], description="images the task takes, in order")
 
     @classmethod
     def of(cls, task, waiting_reason: str | None = None) -> TaskOut:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from commander import audit, events
+from commander import attachments, audit, events
 from commander.context import Commander
 from commander.db import Compiled, CompiledInsert, Param
 from commander.exceptions import Conflict, NotFound
@@ -27,6 +27,7 @@ class TaskSpec:
     priority: int = 0
     model: str | None = None
     max_attempts: int | None = None  # None: the Commander's max_attempts
+    attachments: Sequence[str] = ()  # SHA-256 of stored images (commander/attachments.py)
 
 
 def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submitter: str) -> dict:
@@ -34,7 +35,7 @@ def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submi
     return dict(
         prompt=spec.prompt, requires=sorted(set(spec.requires)), prefer=sorted(set(spec.prefer)),
         priority=spec.priority, model=spec.model, submitted_by=token_id, submitter=submitter,
-        max_attempts=spec.max_attempts or cmdr.settings.max_attempts,
+        max_attempts=spec.max_attempts or cmdr.settings.max_attempts, attachments=attachments.refs(list(spec.attachments)),
     )
 
 

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from m3shd import __version__, config
+from m3shd import __version__, config, images
 from m3shd.components import CommandLine, assemble
 from m3shd.errors import CommanderError, CommanderUnreachable
 from m3shd.wire import FINAL_STATES, NodeState, PipelineState, Role, TaskState
@@ -156,7 +156,9 @@ def cmd_mcp_install(args) -> int:
 
 def cmd_task_submit(args) -> int:
     client = api(args)
-    task = client.submit_task(args.prompt, requires=listed(args.requires), prefer=listed(args.prefer),
+    attachments = [upload(client, path)["sha256"] for path in args.attach or ()]
+    task = client.submit_task(args.prompt, attachments=attachments or None,
+                              requires=listed(args.requires), prefer=listed(args.prefer),
                               priority=args.priority, model=args.model, idempotency_key=args.idempotency_key,
                               max_attempts=args.max_attempts, backoff=args.backoff,
                               approval_required=args.approval or None,
@@ -169,6 +171,19 @@ def cmd_task_submit(args) -> int:
         return 0
     say(f"task {task['id']} {task['state']}; waiting for the answer (Ctrl-C stops waiting, not the task)")
     return finish(args, wait_for(client, task["id"], args.timeout))
+
+
+def upload(client: ApiClient, path: str) -> dict:
+    """Store an image file with the Commander for a task to take."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    media_type = images.media_type_of(data[:12])
+    if media_type is None:
+        raise CliError(f"{path} is not a {images.NAMES} image (the images Claude reads)")
+    return client.upload_attachment(data, media_type)
 
 
 def listed(text: str | None) -> list[str] | None:
@@ -472,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", type=float, metavar="SECONDS", help="wait before a retry, doubling each attempt")
     p.add_argument("--no-retry-on-lost", action="store_true", help="fail instead of retrying when the node is lost")
     p.add_argument("--approval", action="store_true", help="hold the task until someone approves it")
+    p.add_argument("--attach", action="append", metavar="FILE",
+                   help=f"an image for Claude to see ({images.NAMES}; at most the Commander's max_attachment_bytes); "
+                        "repeat for more")
     p.add_argument("--no-wait", action="store_true", help="print the task id and return")
     p.add_argument("--timeout", type=float, help="stop waiting after this many seconds")
     p.set_defaults(func=cmd_task_submit)

@@ -173,16 +173,14 @@ def cmd_task_submit(args) -> int:
     return finish(args, wait_for(client, task["id"], args.timeout))
 
 
-def upload(client: ApiClient, path: str) -> dict:
+def upload(client, path: str) -> dict:
     """Store an image file with the Commander for a task to take."""
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        data, media_type = images.read(path)
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    media_type = images.media_type_of(data[:12])
-    if media_type is None:
-        raise CliError(f"{path} is not a {images.NAMES} image (the images Claude reads)")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     return client.upload_attachment(data, media_type)
 
 

@@ -4,6 +4,8 @@ Commander, the bridge and the CLI share this one list."""
 
 from __future__ import annotations
 
+import os
+
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # HEIC and TIFF are not among them
 NAMES = "JPEG, PNG, GIF or WebP"
 
@@ -19,3 +21,13 @@ def media_type_of(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     return None
+
+
+def read(path: str | os.PathLike) -> tuple[bytes, str]:
+    """An image file's bytes and media type; OSError or ValueError with what is wrong."""
+    with open(path, "rb") as file:
+        data = file.read()
+    media_type = media_type_of(data[:12])
+    if media_type is None:
+        raise ValueError(f"{path} is not a {NAMES} image (the images Claude reads)")
+    return data, media_type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -78,6 +79,25 @@ def test_task_wait_and_get_from_the_cli(commander, spawn_n0d3):
     assert f"{task_id:>6}  succeeded" in listed
     nodes = cli(commander, "nodes", "list").stdout
     assert "alpha" in nodes and "claude-cli" in nodes
+
+
+def test_submit_attach_sends_images_the_n0d3_fetches_and_refuses_what_is_not_one(commander, spawn_n0d3, tmp_path):
+    png, jpeg = b"\x89PNG\r\n\x1a\n" + bytes(50), b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(90)
+    (tmp_path / "a.png").write_bytes(png)
+    (tmp_path / "b.jpg").write_bytes(jpeg)
+    (tmp_path / "notes.txt").write_text("not an image")
+    spawn_n0d3("alpha")
+    done = cli(commander, "task", "submit", "--attach", str(tmp_path / "a.png"), "--attach", str(tmp_path / "b.jpg"),
+               "--json", "what are these?", "--timeout", "30")
+    task = json.loads(done.stdout)
+    assert task["state"] == "succeeded"
+    assert [a["sha256"] for a in task["attachments"]] == [hashlib.sha256(png).hexdigest(), hashlib.sha256(jpeg).hexdigest()]
+    assert task["output"].endswith(f"- ./image-1.png (image/png, {len(png)} bytes)\n"
+                                   f"- ./image-2.jpeg (image/jpeg, {len(jpeg)} bytes)")
+    refused = cli(commander, "task", "submit", "--attach", str(tmp_path / "notes.txt"), "look", check=False)
+    assert refused.returncode == 2
+    assert f"{tmp_path / 'notes.txt'} is not a JPEG, PNG, GIF or WebP image" in refused.stderr
+    assert len(commander.api.list_tasks()) == 1  # nothing submitted
 
 
 def test_the_anthropic_sdk_runner_against_a_loopback_messages_api(commander, spawn_n0d3):

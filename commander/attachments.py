@@ -31,7 +31,7 @@ def path_of(cmdr: Commander, sha256: str) -> Path:
 
 def store(cmdr: Commander, data: bytes, media_type: str, actor: str) -> tuple[Attachment, bool]:
     """Keep `data` (declared as `media_type`); returns its row and whether it is new. The file is
-    written (atomically) before its row, so a row always has its file."""
+    written (atomically: whole or not at all) before its row, so a row always has its file."""
     check_size(cmdr, len(data))
     if media_type not in MEDIA_TYPES:
         raise Invalid("unsupported_media_type",
@@ -39,13 +39,14 @@ def store(cmdr: Commander, data: bytes, media_type: str, actor: str) -> tuple[At
     if media_type_of(data[:12]) != media_type:
         raise Invalid("media_type_mismatch", f"the body is not a {media_type} image (its first bytes say otherwise)")
     sha256 = wire.sha256_hex(data)
+    path = path_of(cmdr, sha256)
+    if not path.exists():  # (a file lost from the data directory comes back with the next upload)
+        for folder in (path.parent.parent, path.parent):
+            folder.mkdir(mode=0o700, exist_ok=True)
+        files.write_private(path, data)
     existing = Attachment.get_or_none(Attachment.sha256 == sha256)
     if existing:
         return existing, False
-    path = path_of(cmdr, sha256)
-    for folder in (path.parent.parent, path.parent):
-        folder.mkdir(mode=0o700, exist_ok=True)
-    files.write_private(path, data)
     with cmdr.write_turn():
         Attachment.insert(sha256=sha256, media_type=media_type, size=len(data), created_at=now(),
                           created_by=actor).on_conflict_ignore().execute()
@@ -92,4 +93,5 @@ def for_node(cmdr: Commander, node_id: int, sha256: str) -> tuple[Attachment, by
             return attachment, file.read()
     except FileNotFoundError:
         raise NotFound("attachment_missing", f"attachment {sha256} is recorded but its file is gone from "
-                                             f"{Path(cmdr.settings.data_dir) / FOLDER}") from None
+                                             f"{Path(cmdr.settings.data_dir) / FOLDER}; uploading the image "
+                                             "again restores it") from None

@@ -69,6 +69,9 @@ def test_an_upload_is_stored_once_under_its_sha256_readable_only_by_the_commande
     assert {stat.S_IMODE(p.stat().st_mode) for p in (root, stored.parent)} == {0o700}
     assert [p.name for p in root.rglob("*") if p.is_file()] == [digest]  # no temporary files left
 
+    stored.unlink()  # lost from the data directory: the next upload of the same bytes restores it
+    assert upload(client, headers, PNG).status_code == 200 and stored.read_bytes() == PNG
+
 
 def test_bad_uploads_get_clear_errors_and_store_nothing(app, client, bearer):
     headers = bearer(role="mobile")

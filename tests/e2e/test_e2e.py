@@ -100,6 +100,20 @@ def test_submit_attach_sends_images_the_n0d3_fetches_and_refuses_what_is_not_one
     assert len(commander.api.list_tasks()) == 1  # nothing submitted
 
 
+def test_an_image_the_commander_can_no_longer_serve_fails_the_task_saying_why(commander, spawn_n0d3):
+    """Not a fault of the node (its breaker stays shut): the task's own input is gone."""
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(90)
+    stored = commander.api.upload_attachment(jpeg, "image/jpeg")
+    (commander.home / "data" / "commander" / "attachments" / stored["sha256"][:2] / stored["sha256"]).unlink()
+    task = commander.api.submit_task("look", attachments=[stored["sha256"]], max_attempts=1)
+    spawn_n0d3("alpha")
+    done = commander.wait_task(task["id"])
+    assert done["state"] == "failed"
+    assert done["error"].startswith(f"could not fetch the task's images: attachment {stored['sha256']} is recorded "
+                                    "but its file is gone")
+    assert commander.nodes()[0]["breaker"]["failures"] == 0
+
+
 def test_the_anthropic_sdk_runner_against_a_loopback_messages_api(commander, spawn_n0d3):
     sys.path.insert(0, str(FAKES))
     import anthropic_api

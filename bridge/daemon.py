@@ -35,7 +35,7 @@ WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compa
 SETTLE = 0.05            # the extra look after a change
 LONG_REPLY = 6 * osascript.SPLIT_AT  # longer replies go as a file, not as a screenful of texts
 MAX_BACKOFF = 60.0       # the longest pause before a failed round is tried again
-IMAGES_ONLY = "(An image came without text: see the attached image.)"
+IMAGES_ONLY = "(Sent without text: the attached images are the message.)"  # a task needs a prompt
 NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messages → Settings → iMessage, "
                  "sign in with your Apple ID, then restart the bridge")
 

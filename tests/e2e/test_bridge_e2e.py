@@ -289,6 +289,16 @@ def test_images_are_uploaded_heic_as_jpeg_and_the_task_names_them_by_hash(comman
         for data in (JPEG, converted)]
 
 
+def test_images_without_text_still_make_a_task(commander, chat_db):
+    direct, _ = chat_db.chat([ME])
+    bridge = in_process(commander, chat_db)
+    chat_db.message(direct, ME, None, body="\ufffc", attachments=[chat_db.received_file("cat.jpeg", JPEG)])
+    bridge.poll_once()
+    assert bridge.outbox.get_nowait().text == "On it: task 1."
+    task = commander.api.get_task(1)
+    assert (task["prompt"], len(task["attachments"])) == (daemon.IMAGES_ONLY, 1)
+
+
 def test_an_image_the_commander_refuses_is_left_out_and_said_so(commander, chat_db):
     """The Commander's cap is the last word (a HEIC converted here can outgrow the bridge's check)."""
     commander.stop()

@@ -1,6 +1,8 @@
 """Images that arrive with a text: accepted only when finished downloading, within the size cap,
-and when their first bytes say they are JPEG, PNG, GIF, WebP, HEIC or TIFF (the name and the
-MIME type in chat.db are the sender's claim; the magic bytes are the file's)."""
+and when their first bytes say they are JPEG, PNG, GIF, WebP or HEIC (the name and the MIME type
+in chat.db are the sender's claim; the magic bytes are the file's). HEIC becomes JPEG here, so
+every image is one the Commander keeps and Claude reads; each is uploaded to the Commander, and
+the task names it by its SHA-256, so whichever N0D3 runs the task can fetch it."""
 
 from __future__ import annotations
 
@@ -8,27 +10,21 @@ import subprocess
 from pathlib import Path
 
 from bridge import staging
+from m3shd import images
+from m3shd.client import ApiClient, CommanderError
 
 TRANSFER_FINISHED = 5      # attachment.transfer_state once the file is complete on disk
 KEEP_CONVERTED = 86400     # seconds a converted image stays for the task that reads it
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+ACCEPTED = "JPEG, PNG, GIF, WebP or HEIC"  # the Commander's types (m3shd/images.py), and HEIC converted to JPEG
 
 
 def image_kind(head: bytes) -> str | None:
-    """The image format named by a file's first 16 bytes, or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
+    """The image format named by a file's first 16 bytes (jpeg, png, gif, webp or heic), or None."""
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
         return "heic"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return None
+    media_type = images.media_type_of(head)
+    return media_type.removeprefix("image/") if media_type else None
 
 
 def local_path(filename: str, messages_dir: Path) -> Path:
@@ -40,7 +36,8 @@ def local_path(filename: str, messages_dir: Path) -> Path:
 
 
 def describe(rows, messages_dir: Path, max_bytes: int) -> list[dict]:
-    """One entry per attachment: its name, kind and path, or `refused` with the reason."""
+    """One entry per attachment: its name, kind and path, or `refused` with the reason. `max_bytes`
+    is the Commander's cap (`[commander] max_attachment_bytes`), checked here to spare an upload."""
     found = []
     for row in rows:
         name = row["transfer_name"] or Path(row["filename"] or "attachment").name
@@ -61,9 +58,9 @@ def describe(rows, messages_dir: Path, max_bytes: int) -> list[dict]:
         if row["transfer_state"] not in (None, TRANSFER_FINISHED) or (row["total_bytes"] or size) != size:
             entry["refused"] = "still downloading"
         elif size > max_bytes:
-            entry["refused"] = f"larger than {max_bytes // 1_000_000} MB"
+            entry["refused"] = f"larger than {max_bytes:,} bytes"
         elif (kind := image_kind(head)) is None:
-            entry["refused"] = "not a JPEG, PNG, GIF, WebP, HEIC or TIFF image"
+            entry["refused"] = f"not a {ACCEPTED} image"
         else:
             entry.update(kind=kind, path=str(path))
     return found
@@ -91,10 +88,28 @@ def convert_heic(entries: list[dict], out_dir: Path, sips: str = "sips") -> None
         entry.update(kind="jpeg", path=str(out), bytes=out.stat().st_size)
 
 
+def upload(entries: list[dict], client: ApiClient) -> list[str]:
+    """Upload each accepted image to the Commander; returns their SHA-256s, by which the task names
+    them. An image the Commander refuses is marked refused with its reason; an outage (or a 5xx)
+    raises, so the message is tried again later (the same bytes upload to the same name)."""
+    hashes = []
+    for entry in entries:
+        if not entry["path"]:
+            continue
+        with open(entry["path"], "rb") as file:
+            data = file.read()
+        try:
+            hashes.append(client.upload_attachment(data, f"image/{entry['kind']}")["sha256"])
+        except CommanderError as exc:
+            if exc.status >= 500:
+                raise
+            entry.update(kind=None, path=None, refused=exc.message)
+    return hashes
+
+
 def refusal(entries: list[dict]) -> str | None:
     """The polite reply for what we could not take, or None."""
     refused = [f"{entry['name']} ({entry['refused']})" for entry in entries if entry["refused"]]
     if not refused:
         return None
-    return ("I can only take finished JPEG, PNG, GIF, WebP, HEIC or TIFF images; I left out: "
-            + "; ".join(refused) + ".")
+    return f"I can only take finished {ACCEPTED} images; I left out: " + "; ".join(refused) + "."

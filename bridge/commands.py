@@ -47,6 +47,7 @@ class Command:
     text: str = ""
     agent: str | None = None  # a prompt's agent; for "ask", the word that may name one
     whole: str = ""           # "ask": the whole text, the prompt if that word names no agent
+    attachments: tuple[str, ...] = ()  # a prompt's images, by the SHA-256 the Commander stored them under
 
 
 def _number(word: str) -> int | None:
@@ -118,6 +119,8 @@ class Session:
 
     def prompt(self, command: Command) -> str:
         extra = {"approval_required": True} if self.settings.approval_required else {}
+        if command.attachments:
+            extra["attachments"] = list(command.attachments)
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}",
                                        agent=command.agent, **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())

@@ -35,6 +35,7 @@ WATCH_TICK = 0.02        # how often the chat.db files' size and mtime are compa
 SETTLE = 0.05            # the extra look after a change
 LONG_REPLY = 6 * osascript.SPLIT_AT  # longer replies go as a file, not as a screenful of texts
 MAX_BACKOFF = 60.0       # the longest pause before a failed round is tried again
+IMAGES_ONLY = "(Sent without text: the attached images are the message.)"  # a task needs a prompt
 NOT_SIGNED_IN = ("Messages is not signed in to iMessage on this Mac: open Messages → Settings → iMessage, "
                  "sign in with your Apple ID, then restart the bridge")
 
@@ -124,13 +125,13 @@ class Bridge:
         address = session.reply_address()
         if command.name in ("prompt", "ask"):
             attachments.convert_heic(message.attachments, Path(self.settings.state_dir) / "images" / message.guid)
+            images = attachments.upload(message.attachments, self.client)
             refusal = attachments.refusal(message.attachments)
             if refusal:
                 self.say(message.chat_guid, address, refusal)
-            images = [entry for entry in message.attachments if entry["path"]]
             if not command.text and not images:
                 return
-            command = replace(command, text=with_images(command.text, images), whole=with_images(command.whole, images))
+            command = replace(command, text=command.text or IMAGES_ONLY, attachments=tuple(images))
         self.say(message.chat_guid, address, session.reply(command))
 
     # --- relay -------------------------------------------------------------------------------
@@ -180,15 +181,6 @@ class Bridge:
                 osascript.send("", outgoing.chat, outgoing.address, self.settings.osascript, file=path)
         except osascript.OsascriptError as exc:
             log.error("could not reply in chat %s: %s", outgoing.chat, exc)
-
-
-def with_images(text: str, images: list[dict]) -> str:
-    """Images reach a task as paths on this Mac (the Commander takes text only): a N0D3 on the
-    same machine, such as the one `m3shd up` starts, can open them."""
-    if not images:
-        return text
-    listed = "\n".join(f"- {entry['path']} ({entry['kind']}, {entry['bytes']} bytes)" for entry in images)
-    return f"{text}\n\nImages sent with this message, on the bridge's Mac:\n{listed}".strip()
 
 
 # --- supervision -----------------------------------------------------------------------------

@@ -27,7 +27,8 @@ class BridgeSettings(Settings):
     recheck_delay: float = setting(0.15, "wait this long, then re-read is_from_me (it can flip)")
     window: float = setting(600.0, "ignore messages older than this many seconds")
     approval_required: bool = setting(False, "tasks from texts wait for `yes` before they run")
-    max_attachment_bytes: int = setting(20_000_000, "a larger attachment is refused, and the task says so")
+    max_attachment_bytes: int = setting(3_932_160, "a larger image is refused, and the reply says so; keep it "
+                                                   "at most the Commander's `max_attachment_bytes`")
     osascript: str = setting("osascript", "the program that sends replies through Messages")
     log_level: str = setting("info", "debug, info, warning or error")
 

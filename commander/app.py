@@ -12,7 +12,8 @@ from werkzeug.exceptions import LengthRequired
 
 from commander import accounts, agents, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
 from commander.agents import api as agents_api
-from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
+from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
+from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
@@ -35,7 +36,7 @@ log = logging.getLogger("m3shd.commander")
 FEATURES = (events, outcomes, pipelines, agents)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
-              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp)
+              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:

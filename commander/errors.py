@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from commander.exceptions import (
-    CommanderError, Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthenticated,
+    CommanderError, Conflict, Forbidden, Invalid, NotFound, TooLarge, TooManyRequests, Unauthenticated,
 )
 
 log = logging.getLogger("m3shd.commander")
@@ -26,7 +26,8 @@ OVERLOAD_RETRY_S = 2        # what Retry-After tells a client the database pool 
 OVERLOAD_LOG_EVERY_S = 60   # at most one log line per this long about it, however many requests
 
 
-STATUS = {Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooManyRequests: 429}
+STATUS = {Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
+          TooManyRequests: 429}
 
 def describe(exc: CommanderError) -> tuple[int, str, str, dict]:
     """(status, code, message, headers) of the answer to a refusal."""

@@ -30,6 +30,10 @@ class NotFound(CommanderError):
     """What the request names does not exist (or is not visible to this caller)."""
 
 
+class TooLarge(CommanderError):
+    """What the request sends is bigger than the Commander keeps (an attachment over its cap)."""
+
+
 class Conflict(CommanderError):
     """The request does not fit the state things are in now (a stale lease, a final task, …)."""
 

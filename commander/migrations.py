@@ -243,6 +243,23 @@ def v9_approver_not_submitter(database: pw.Database) -> None:
     apply(migrator.add_column("task", "approver_must_differ", pw.BooleanField(default=False)))
 
 
+def v10_attachments(database: pw.Database) -> None:
+    """Images stored for tasks, and the list of them each task takes."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Attachment(Frozen):
+        sha256 = pw.CharField(max_length=64, unique=True)
+        media_type = pw.CharField(max_length=32)
+        size = pw.IntegerField()
+        created_at = pw.FloatField()
+        created_by = pw.CharField(max_length=200, default="")
+
+    database.create_tables([Attachment])
+    apply(SchemaMigrator.from_database(database).add_column("task", "attachments", pw.TextField(default="[]")))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -254,6 +271,7 @@ MIGRATIONS: list[Step] = [
     (7, "capabilities awaiting approval", v7_requested_capabilities),
     (8, "agents", v8_agents),
     (9, "approver other than the submitter", v9_approver_not_submitter),
+    (10, "task attachments", v10_attachments),
 ]
 
 

@@ -211,6 +211,8 @@ class Task(BaseModel):
     pipeline = pw.ForeignKeyField(Pipeline, null=True, backref="steps", on_delete="CASCADE")
     step_key = pw.CharField(max_length=64, null=True)
     depends_on = JSONField(default=list)
+    # Images the task takes (commander/attachments.py), in order: [{"sha256", "media_type", "size"}].
+    attachments = JSONField(default=list)
 
     class Meta:
         indexes = (
@@ -314,6 +316,17 @@ class PendingNode(BaseModel):
     approved_by = pw.CharField(max_length=200, null=True)
 
 
+class Attachment(BaseModel):
+    """An image stored for tasks, named by the SHA-256 of its bytes (commander/attachments.py);
+    the bytes are a file under the data directory, not in the database."""
+
+    sha256 = pw.CharField(max_length=64, unique=True)
+    media_type = pw.CharField(max_length=32)
+    size = pw.IntegerField()
+    created_at = pw.FloatField(default=now)
+    created_by = pw.CharField(max_length=200, default="")
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
@@ -321,6 +334,6 @@ class SchemaMigration(BaseModel):
 
 
 MODELS = (
-    Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry, PendingNode,
-    SchemaMigration,
+    Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
+    PendingNode, Attachment, SchemaMigration,
 )

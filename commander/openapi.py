@@ -59,6 +59,9 @@ def document(app: Flask) -> dict:
             operation["parameters"] = parameters
         if spec.body:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[spec.body]}}}
+        elif spec.accepts:
+            raw = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+            operation["requestBody"] = {"required": True, "content": {kind: raw for kind in spec.accepts}}
         if spec.signed:
             operation["description"] = ("Node request: also send X-M3SHD-Timestamp, X-M3SHD-Nonce and "
                                         "X-M3SHD-Signature (HMAC-SHA256 with the node's signing key).")

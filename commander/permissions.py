@@ -26,14 +26,14 @@ PERMISSIONS = (
 # What each permission lets its holder do; for a reserved one, what its feature will let it do.
 ABOUT: dict[str, str] = {
     "tasks:read": "read tasks, pipelines, provenance and the event stream",
-    "tasks:submit": "submit tasks and pipelines",
+    "tasks:submit": "submit tasks and pipelines, and upload the images tasks take",
     "tasks:cancel": "cancel tasks and pipelines",
     "tasks:approve": "approve or reject tasks that wait for approval",
     "nodes:read": "read nodes and the machines asking to join (not their machine ids)",
     "nodes:manage": "pause, drain or remove nodes, rotate their keys, approve their capabilities, approve or turn "
                     "away joins, and read machine ids",
     "nodes:join": "register a machine as a N0D3",
-    "work:execute": "a N0D3's heartbeats, claims and results, for its own node only",
+    "work:execute": "a N0D3's heartbeats, claims, results and its tasks' images, for its own node only",
     "memory:read": "read agents' memories",
     "memory:write": "write agents' memories",
     "spend:read": "read the spend ledger",

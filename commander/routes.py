@@ -42,7 +42,8 @@ class RouteSpec:
     status: int = 200
     also: tuple[int, ...] = ()     # other success statuses the response model also answers with
     signed: bool = False           # a node request: HMAC headers, and only the token's own node
-    stream: str | None = None      # media type of a streamed response
+    stream: str | None = None      # media type of a streamed (or raw, not JSON) response
+    accepts: tuple[str, ...] = ()  # media types of a raw (not JSON) request body
     agent_scoped: bool = False     # open to a token scoped to one agent (the route keeps it to that agent)
 
 

@@ -149,6 +149,12 @@ class ClaimIn(Request):
     wait: Annotated[float, Field(ge=0, le=3600)] = 0
 
 
+class AttachmentOut(Response):
+    sha256: str = Field(description="SHA-256 of its bytes: the name a task submit uses")
+    media_type: str
+    size: int = Field(description="bytes")
+
+
 class LeaseOut(Response):
     task_id: int
     attempt: int
@@ -164,6 +170,12 @@ class LeaseOut(Response):
     disallowed_tools: list[str] = Field(description="Claude Code tools it may not use at all (--disallowedTools)")
     max_turns: int | None
     timeout_s: int | None = Field(description="the agent's time limit in seconds (the node's own limit may be lower)")
+    attachments: list[AttachmentOut] = Field(
+        [], description="images the task takes: fetch each with POST /nodes/{node_id}/attachments and check its SHA-256")
+
+
+class AttachmentFetch(Request):
+    sha256: Sha256Hex
 
 
 class ClaimOut(Response):
@@ -323,6 +335,8 @@ class TaskSubmit(Request):
     backoff: Annotated[float, Field(ge=0, le=3600)] | None = Field(
         None, description="seconds before a retry, doubling each attempt (default: the Commander's retry_backoff)")
     agent: AgentName | None = Field(None, description="the agent it runs as (default: the token's agent, else general)")
+    attachments: Annotated[list[Sha256Hex], Field(max_length=20)] = Field(
+        [], description="SHA-256 of images stored with POST /api/attachments, passed to Claude with the prompt")
 
 
 class RejectIn(Request):
@@ -372,6 +386,7 @@ class TaskOut(Response):
     pipeline_id: int | None = None
     step_key: str | None = None
     chain_hash: str | None = Field(None, description="provenance hash over this result and its parents' hashes")
+    attachments: list[AttachmentOut] = Field([], description="images the task takes, in order")
 
     @classmethod
     def of(cls, task, waiting_reason: str | None = None) -> TaskOut:

@@ -65,6 +65,8 @@ class CommanderSettings(Settings):
     breaker_max_open: float = setting(0.34, "never more than this share of live nodes open at once")
     advertise: bool = setting(True, "mDNS/DNS-SD on the LAN, when bound beyond loopback")
     mdns_type: str = setting(MDNS_TYPE, "another type keeps two meshes on one LAN apart")
+    max_attachment_bytes: int = setting(3_932_160, "largest image a task may take; the default's base64 form is the "
+                                                   "Messages API's 5 MB image limit")
     max_pending_nodes: int = setting(16, "tokenless joins waiting for approval, all addresses together")
     agents_dir: str = setting("", 'your agent profiles; `""` → `<config dir>/agents` (they override the shipped ones)')
     agents_check_every: float = setting(2.0, "seconds between looks for edited profile files (0: only at start and "

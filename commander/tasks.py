@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from commander import audit, events
+from commander import attachments, audit, events
 from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, CompiledInsert, Param
@@ -34,6 +34,7 @@ class TaskSpec:
     model: str | None = None         # None: its agent's default model, else the node's
     max_attempts: int | None = None  # None: the Commander's max_attempts
     agent: str | None = None         # the agent it runs as (None: general); agents.chosen picks it for a caller
+    attachments: Sequence[str] = ()  # SHA-256 of stored images (commander/attachments.py)
 
 
 def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submitter: str) -> dict:
@@ -44,7 +45,7 @@ def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submi
         prompt=spec.prompt, requires=sorted(set(spec.requires) | set(assigned.requires)),
         prefer=sorted(set(spec.prefer) | set(assigned.prefers)), priority=spec.priority, model=assigned.model,
         agent=assigned.agent, agent_version=assigned.version, submitted_by=token_id, submitter=submitter,
-        max_attempts=spec.max_attempts or cmdr.settings.max_attempts,
+        max_attempts=spec.max_attempts or cmdr.settings.max_attempts, attachments=attachments.refs(list(spec.attachments)),
     )
 
 

@@ -30,7 +30,9 @@ class _Base:
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "m3shd"
 
-    def _send(self, method: str, path: str, body=None, headers=None, timeout=None, params=None, data=None):
+    def _send(self, method: str, path: str, body=None, headers=None, timeout=None, params=None, data=None,
+              raw: bool = False):
+        """The answer's JSON (`raw`: its bytes); a refusal raises CommanderError with its code."""
         if body is not None:
             data = wire.canonical_json(body)
         merged = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers
@@ -41,6 +43,8 @@ class _Base:
             raise CommanderUnreachable(f"cannot reach the Commander at {self.url}: {exc.__class__.__name__}") from None
         if response.status_code == 204:
             return None
+        if raw and response.status_code < 400:
+            return response.content
         try:
             document = response.json()
         except ValueError:
@@ -58,6 +62,10 @@ class ApiClient(_Base):
 
     def submit_task(self, prompt: str, **fields) -> dict:
         return self._send("POST", "/api/tasks", {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}})
+
+    def upload_attachment(self, data: bytes, media_type: str) -> dict:
+        """Store an image for tasks; answers its sha256, media_type and size."""
+        return self._send("POST", "/api/attachments", data=data, headers={"Content-Type": media_type})
 
     def get_task(self, task_id: int, wait: float = 0) -> dict:
         params = {"wait": wait} if wait else None
@@ -202,11 +210,11 @@ class NodeClient(_Base):
         self.key = bytes.fromhex(signing_key)
         self.sign_document = sign_document  # the node's Ed25519 signature over a result document
 
-    def _signed(self, action: str, body=None, timeout=None, key: bytes | None = None):
+    def _signed(self, action: str, body=None, timeout=None, key: bytes | None = None, raw: bool = False):
         path = f"/api/nodes/{self.node_id}/{action}"
         payload = wire.canonical_json(body if body is not None else {})
         headers = wire.sign_request(key or self.key, "POST", path, payload)
-        return self._send("POST", path, data=payload, headers=headers, timeout=timeout)
+        return self._send("POST", path, data=payload, headers=headers, timeout=timeout, raw=raw)
 
     def use_key(self, signing_key: str) -> None:
         """Sign every later request and result with this key (a rotation order's)."""
@@ -230,6 +238,13 @@ class NodeClient(_Base):
         if self.sign_document:
             signed["ed25519_signature"] = self.sign_document(wire.result_document(result))
         return self._signed("results", signed, key=key)
+
+    def fetch_attachment(self, sha256: str) -> bytes:
+        """An attachment of a task this node holds a lease on, checked against its SHA-256."""
+        data = self._signed("attachments", {"sha256": sha256}, raw=True)
+        if wire.sha256_hex(data) != sha256:
+            raise CommanderError(502, "attachment_corrupt", f"attachment {sha256} arrived with other content")
+        return data
 
     def deregister(self) -> None:
         self._signed("deregister")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from m3shd import __version__, loops, provenance, wire
 from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
-from n0d3.runners import TaskSpec, detect
+from n0d3.runners import Image, RunResult, TaskSpec, detect, failed
 from n0d3.settings import N0d3Settings
 from n0d3.state import State
 
@@ -388,7 +388,7 @@ class Agent:
         spec = TaskSpec.from_lease(dict(lease, timeout_s=timeout))
         started = time.time()
         try:
-            result = self.detection.runner.run(spec, item.cancel)
+            result = self.fetch_images(lease, spec) or self.detection.runner.run(spec, item.cancel)
             finished = time.time()
             if result.cancelled:
                 log.info("task %s attempt %s: cancelled", lease["task_id"], lease["attempt"])
@@ -409,6 +409,20 @@ class Agent:
             with self.lock:
                 self.running.pop(lease["lease_token"], None)
                 self.slot_freed.notify_all()
+
+    def fetch_images(self, lease: dict, spec: TaskSpec) -> RunResult | None:
+        """Fetch the lease's attachments into `spec` (signed requests; each checked against its
+        SHA-256); a failure to get them ends the attempt: this node's fault when the Commander
+        could not be reached or sent other bytes, the task's when it refused."""
+        try:
+            spec.images = [Image(ref["media_type"], self.client.fetch_attachment(ref["sha256"]))
+                           for ref in lease.get("attachments") or ()]
+        except CommanderUnreachable as exc:
+            return failed(f"could not fetch the task's images: {exc}", spec.model, infra=True)
+        except CommanderError as exc:
+            return failed(f"could not fetch the task's images: {exc.message}", spec.model,
+                          infra=exc.status >= 500)
+        return None
 
     def outbox_loop(self) -> None:
         backoff = loops.Backoff("delivering results", log)

@@ -13,6 +13,7 @@ would fail it the same way.
 
 from __future__ import annotations
 
+import base64
 import errno
 import importlib.util
 import json
@@ -21,9 +22,11 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from m3shd import wire
 
@@ -97,6 +100,16 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # what the runner could not apply of the profile
 
 
+@dataclass(frozen=True)
+class Image:
+    """An image the task takes, fetched from the Commander and checked against its SHA-256."""
+    media_type: str   # one of the Messages API's image types: image/jpeg, image/png, image/gif, image/webp
+    data: bytes
+
+    def file_name(self, number: int) -> str:
+        return f"image-{number}.{self.media_type.removeprefix('image/')}"
+
+
 @dataclass
 class TaskSpec:
     prompt: str
@@ -106,6 +119,7 @@ class TaskSpec:
     disallowed_tools: list[str] = field(default_factory=list)  # may not use at all
     system_prompt: str | None = None  # the agent's; the CLI appends it to Claude Code's own
     timeout_s: float = 1800
+    images: list[Image] = field(default_factory=list)  # the lease's attachments, once fetched
 
     @classmethod
     def from_lease(cls, lease: dict) -> TaskSpec:
@@ -152,18 +166,18 @@ def _usage(input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tok
     }
 
 
-def _failed(error: str, model: str | None, *, infra: bool = False, cancelled: bool = False,
+def failed(error: str, model: str | None, *, infra: bool = False, cancelled: bool = False,
             usage: dict | None = None, cost_usd: float | None = None) -> RunResult:
     return RunResult("failed", "", error, usage or _usage(), cost_usd, model,
                      infra_failure=infra, cancelled=cancelled)
 
 
 def _cancelled(model: str | None) -> RunResult:
-    return _failed("cancelled", model, cancelled=True)
+    return failed("cancelled", model, cancelled=True)
 
 
 def _timed_out(timeout_s: float, model: str | None) -> RunResult:
-    return _failed(f"timed out after {timeout_s:g} s", model, infra=True)
+    return failed(f"timed out after {timeout_s:g} s", model, infra=True)
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
@@ -233,14 +247,19 @@ class ClaudeCliRunner:
 
     def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
         if problem := input_problem(spec):
-            return _failed(problem, None)  # the task's own input: never its node's fault
+            return failed(problem, None)  # the task's own input: never its node's fault
         model = spec.model or self.default_model
         try:
-            return self._run(spec, cancel, model)
+            if not spec.images:
+                return self._run(spec, cancel, model)
+            # The images are files in a working directory of the task's own, which the prompt names.
+            with tempfile.TemporaryDirectory(prefix="m3shd-task-") as workdir:
+                return self._run(spec, cancel, model, workdir, with_files(spec, Path(workdir)))
         except Exception as exc:  # a runner bug must fail the task, not the agent loop
-            return _failed(f"claude-cli runner error: {exc!r}", model, infra=True)
+            return failed(f"claude-cli runner error: {exc!r}", model, infra=True)
 
-    def _run(self, spec: TaskSpec, cancel: threading.Event, model: str | None) -> RunResult:
+    def _run(self, spec: TaskSpec, cancel: threading.Event, model: str | None, workdir: str | None = None,
+             prompt: str | None = None) -> RunResult:
         if cancel.is_set():
             return _cancelled(model)
         try:
@@ -251,18 +270,19 @@ class ClaudeCliRunner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                cwd=workdir,
             )
         except ValueError as exc:  # an argument with a NUL byte, which no command line carries
-            return _failed(f"this task's arguments cannot be passed to claude: {exc}", model)
+            return failed(f"this task's arguments cannot be passed to claude: {exc}", model)
         except OSError as exc:  # FileNotFoundError, PermissionError, ...
             if exc.errno == errno.E2BIG:  # an argument (the system prompt) longer than the OS takes
-                return _failed("this task's arguments are too long for a command line", model)
-            return _failed(f"could not start {self.executable}: {exc}", model, infra=True)
+                return failed("this task's arguments are too long for a command line", model)
+            return failed(f"could not start {self.executable}: {exc}", model, infra=True)
 
         # A helper thread feeds stdin (any size) and drains stdout/stderr, so this one
         # is free to watch cancel and the deadline.
         done: dict = {}
-        talker = threading.Thread(target=_communicate, args=(proc, spec.prompt.encode(), done),
+        talker = threading.Thread(target=_communicate, args=(proc, (prompt or spec.prompt).encode(), done),
                                   daemon=True)
         talker.start()
         deadline = time.monotonic() + spec.timeout_s
@@ -284,10 +304,22 @@ class ClaudeCliRunner:
             if proc.poll() is None:
                 stop_process_group(proc, self.grace_s)
         if "error" in done:
-            return _failed(f"lost the claude process's output: {done['error']!r}", model,
+            return failed(f"lost the claude process's output: {done['error']!r}", model,
                            infra=True)
         stdout, stderr = done["output"]
         return _cli_result(proc.returncode, stdout, stderr, model)
+
+
+def with_files(spec: TaskSpec, workdir: Path) -> str:
+    """Write the task's images into `workdir` (0600) and return the prompt that names them."""
+    listed = []
+    for number, image in enumerate(spec.images, 1):
+        name = image.file_name(number)
+        fd = os.open(workdir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(image.data)
+        listed.append(f"- ./{name} ({image.media_type}, {len(image.data)} bytes)")
+    return f"{spec.prompt}\n\nImages for this task, in the working directory:\n" + "\n".join(listed)
 
 
 def _communicate(proc: subprocess.Popen, stdin: bytes, done: dict) -> None:
@@ -302,7 +334,7 @@ def _cli_result(returncode: int, stdout: bytes, stderr: bytes, model: str | None
     if data is None:
         tail = stderr.decode(errors="replace").strip()[-_STDERR_TAIL_CHARS:]
         reason = f"claude exited with code {returncode} and no JSON result"
-        return _failed(f"{reason}: {tail}" if tail else reason, model, infra=True)
+        return failed(f"{reason}: {tail}" if tail else reason, model, infra=True)
 
     raw = data.get("usage") or {}
     usage = _usage(raw.get("input_tokens"), raw.get("output_tokens"),
@@ -317,7 +349,7 @@ def _cli_result(returncode: int, stdout: bytes, stderr: bytes, model: str | None
         return RunResult("succeeded", output, None, usage, cost, model)
     error = output or "; ".join(map(str, data.get("errors") or [])) or str(data.get("subtype"))
     auth = data.get("api_error_status") in (401, 403) or bool(_CLI_AUTH_ERROR.search(error))
-    return _failed(error, model, infra=auth, usage=usage, cost_usd=cost)
+    return failed(error, model, infra=auth, usage=usage, cost_usd=cost)
 
 
 def _parse_cli_json(text: str) -> dict | None:
@@ -350,34 +382,34 @@ class AnthropicSdkRunner:
 
     def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
         if problem := input_problem(spec):
-            return _failed(problem, None)  # the task's own input: never its node's fault
+            return failed(problem, None)  # the task's own input: never its node's fault
         model = spec.model or self.default_model
         try:
             import anthropic  # lazily: heavy (pydantic, httpx) for a Pi that may use the CLI
         except ImportError:
-            return _failed("the anthropic package is missing: pip install 'm3shd[n0d3]'",
+            return failed("the anthropic package is missing: pip install 'm3shd[n0d3]'",
                            model, infra=True)
         deadline = time.monotonic() + spec.timeout_s
         try:
             return self._run(anthropic, spec, cancel, model, deadline)
         except anthropic.AuthenticationError as exc:
-            return _failed(f"{_api_error_text(exc)} (check the API key)", model, infra=True)
+            return failed(f"{_api_error_text(exc)} (check the API key)", model, infra=True)
         except (anthropic.PermissionDeniedError, anthropic.RateLimitError,
                 anthropic.InternalServerError) as exc:
-            return _failed(_api_error_text(exc), model, infra=True)
+            return failed(_api_error_text(exc), model, infra=True)
         except anthropic.APITimeoutError:
             return _timed_out(spec.timeout_s, model)
         except anthropic.APIConnectionError as exc:
-            return _failed(f"cannot reach the Anthropic API: {exc}", model, infra=True)
+            return failed(f"cannot reach the Anthropic API: {exc}", model, infra=True)
         except anthropic.APIStatusError as exc:
             # A 400 and the like: this task's request is wrong. An error event mid-stream
             # comes on a 200 response, so its type tells whether the service failed.
             infra = _api_error_type(exc) in _SERVICE_ERRORS
-            return _failed(_api_error_text(exc), model, infra=infra)
+            return failed(_api_error_text(exc), model, infra=infra)
         except Exception as exc:  # mid-stream transport errors arrive unwrapped
             if time.monotonic() >= deadline:  # e.g. a read timeout: the server went quiet
                 return _timed_out(spec.timeout_s, model)
-            return _failed(f"anthropic-sdk runner error: {exc!r}", model, infra=True)
+            return failed(f"anthropic-sdk runner error: {exc!r}", model, infra=True)
 
     def _run(self, anthropic, spec: TaskSpec, cancel: threading.Event, model: str,
              deadline: float) -> RunResult:
@@ -396,7 +428,7 @@ class AnthropicSdkRunner:
         tools, notes = sdk_tools(spec.allowed_tools, spec.disallowed_tools)
         if tools:
             request["tools"] = tools
-        messages = [{"role": "user", "content": spec.prompt}]
+        messages = [{"role": "user", "content": user_content(spec)}]
         turns = spec.max_turns or DEFAULT_SDK_TURNS
         usage, searches, texts = _usage(), 0, []
         with anthropic.Anthropic(api_key=self.api_key, base_url=self.base_url) as client:
@@ -442,6 +474,16 @@ def sdk_tools(allowed: list[str], disallowed: list[str]) -> tuple[list[dict], li
     notes = [f"the anthropic-sdk runner cannot offer {', '.join(dropped)} (no Messages API equivalent); "
              f"the task ran without {'it' if len(dropped) == 1 else 'them'}"] if dropped else []
     return tools, notes
+
+
+def user_content(spec: TaskSpec) -> str | list[dict]:
+    """The user message's content: the prompt alone, or image blocks (base64) and then the prompt,
+    the order the Messages API documents as working best."""
+    if not spec.images:
+        return spec.prompt
+    blocks = [{"type": "image", "source": {"type": "base64", "media_type": image.media_type,
+                                           "data": base64.b64encode(image.data).decode()}} for image in spec.images]
+    return [*blocks, {"type": "text", "text": spec.prompt}]
 
 
 def _api_error(exc) -> dict:

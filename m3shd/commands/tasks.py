@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from m3shd import images
 from m3shd.cli import EXIT_FAILED, EXIT_TIMEOUT, CliError, api, emit, say
 from m3shd.components import CommandLine
 from m3shd.wire import FINAL_STATES, TaskState
@@ -60,7 +61,9 @@ def finish(args, task: dict) -> int:
 
 def cmd_task_submit(args) -> int:
     client = api(args)
-    task = client.submit_task(args.prompt, agent=args.agent, requires=listed(args.requires), prefer=listed(args.prefer),
+    attachments = [upload(client, path)["sha256"] for path in args.attach or ()]
+    task = client.submit_task(args.prompt, agent=args.agent, attachments=attachments or None,
+                              requires=listed(args.requires), prefer=listed(args.prefer),
                               priority=args.priority, model=args.model, idempotency_key=args.idempotency_key,
                               max_attempts=args.max_attempts, backoff=args.backoff,
                               approval_required=args.approval or None,
@@ -73,6 +76,17 @@ def cmd_task_submit(args) -> int:
         return 0
     say(f"task {task['id']} {task['state']}; waiting for the answer (Ctrl-C stops waiting, not the task)")
     return finish(args, wait_for(client, task, args.timeout))
+
+
+def upload(client, path: str) -> dict:
+    """Store an image file with the Commander for a task to take."""
+    try:
+        data, media_type = images.read(path)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return client.upload_attachment(data, media_type)
 
 
 def listed(text: str | None) -> list[str] | None:
@@ -135,6 +149,9 @@ def register(line: CommandLine) -> None:
     p.add_argument("--backoff", type=float, metavar="SECONDS", help="wait before a retry, doubling each attempt")
     p.add_argument("--no-retry-on-lost", action="store_true", help="fail instead of retrying when the node is lost")
     p.add_argument("--approval", action="store_true", help="hold the task until someone approves it")
+    p.add_argument("--attach", action="append", metavar="FILE",
+                   help=f"an image for Claude to see ({images.NAMES}; at most the Commander's max_attachment_bytes); "
+                        "repeat for more")
     p.add_argument("--no-wait", action="store_true", help="print the task id and return")
     p.add_argument("--timeout", type=float, help="stop waiting after this many seconds")
     p.set_defaults(func=cmd_task_submit)

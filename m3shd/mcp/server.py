@@ -21,6 +21,7 @@ from pydantic import Field
 from m3shd import __version__
 from m3shd.client import ApiClient
 from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.images import read as read_image
 from m3shd.mcp.models import Agent, AgentList, Node, NodeList, Pipeline, StepIn, Task, TaskList
 from m3shd.wire import TaskState
 
@@ -120,16 +121,26 @@ def build_server(client: ApiClient) -> MCPServer:
             description="Claude model id; omit for the agent's default (else the node's)")] = None,
         agent: Annotated[str | None, Field(
             min_length=1, max_length=40, description="the agent it runs as (list_agents); omit for general")] = None,
+        images: Annotated[list[str], Field(max_length=20, description=(
+            "paths of image files on the machine this MCP server runs on (JPEG, PNG, GIF or WebP) for Claude "
+            "to see with the prompt"))] = [],
     ) -> Task:
         """Queue a prompt for one of the mesh's machines to run with Claude. Returns at once with the
         task (state queued, or awaiting_approval); follow it with wait_for_task or get_task.
         `agent`: the specialist it runs as (its system prompt, model and tools; list_agents);
         `requires`: capabilities a node must have (the task waits until one can run it);
-        `prefer`: capabilities that make a node a better choice but are not required."""
+        `prefer`: capabilities that make a node a better choice but are not required;
+        `images`: image files, uploaded to the Commander, that the node fetches for Claude."""
+        try:
+            files = [read_image(path) for path in images]
+        except (OSError, ValueError) as exc:
+            raise ToolError(f"cannot send that image: {exc}") from None
         with commander_errors():
+            hashes = [client.upload_attachment(data, media_type)["sha256"] for data, media_type in files]
             return Task.model_validate(client.submit_task(
                 prompt, requires=requires or None, prefer=prefer or None, priority=priority or None,
-                approval_required=approval_required or None, model=model, agent=agent))
+                approval_required=approval_required or None, model=model, agent=agent,
+                attachments=hashes or None))
 
     @server.tool(annotations=READ_ONLY)
     def wait_for_task(

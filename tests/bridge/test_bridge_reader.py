@@ -501,14 +501,16 @@ def test_attachments_need_magic_bytes_a_finished_download_and_the_size_cap(tmp_p
     db.message(chat, ME, None, body="\ufffc\ufffc\ufffc\ufffc\ufffc\ufffcwhat is this?", attachments=[
         db.received_file("cat.jpeg", JPEG), db.received_file("IMG_0001.HEIC", HEIC),
         db.received_file("invoice.jpg", PDF), db.received_file("big.jpeg", JPEG + bytes(2000)),
-        db.received_file("partial.jpeg", JPEG, transfer_state=3), gone])
+        db.received_file("partial.jpeg", JPEG, transfer_state=3), gone,
+        db.received_file("scan.tiff", b"II*\x00" + bytes(200))])
     (message,) = read_all(settings_for(db.path, max_attachment_bytes=1000))
     assert message.text == "what is this?"
+    # TIFF is not among the Commander's (and Claude's) image types: refused here, before any upload.
     assert [(a["name"], a["kind"], a["refused"]) for a in message.attachments] == [
         ("cat.jpeg", "jpeg", None), ("IMG_0001.HEIC", "heic", None),
-        ("invoice.jpg", None, "not a JPEG, PNG, GIF, WebP, HEIC or TIFF image"),
-        ("big.jpeg", None, "larger than 0 MB"), ("partial.jpeg", None, "still downloading"),
-        ("gone.png", None, "not downloaded")]
+        ("invoice.jpg", None, "not a JPEG, PNG, GIF, WebP or HEIC image"),
+        ("big.jpeg", None, "larger than 1,000 bytes"), ("partial.jpeg", None, "still downloading"),
+        ("gone.png", None, "not downloaded"), ("scan.tiff", None, "not a JPEG, PNG, GIF, WebP or HEIC image")]
     assert message.attachments[0]["path"] == str(tmp_path / "Messages" / "Attachments" / "a1" / "01" / "XYZ" / "cat.jpeg")
 
 

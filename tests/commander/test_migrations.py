@@ -80,6 +80,19 @@ def test_nodes_from_before_key_rotation_have_no_rotation_pending(tmp_path):
             ("sealed-key", None)]
 
 
+def test_tasks_from_before_attachments_take_none(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(FIXTURE.read_text())
+        conn.execute('INSERT INTO "task" ("id", "state", "prompt", "requires", "priority", "max_attempts", '
+                     '"created_at", "updated_at", "attempt", "input_tokens", "output_tokens", "cache_read_tokens", '
+                     '"cache_write_tokens") VALUES (3, "queued", "hi", "[]", 0, 3, 1.0, 1.0, 0, 0, 0, 0, 0)')
+    migrate(fresh(old))
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "attachments" FROM "task"').fetchall() == [("[]",)]
+        assert conn.execute('SELECT COUNT(*) FROM "attachment"').fetchone() == (0,)
+
+
 def test_pending_steps_run_in_order_and_a_failed_step_changes_nothing(tmp_path):
     db = fresh(tmp_path / "c.db")
     migrate(db)

@@ -3,6 +3,8 @@ fake `claude` on a live N0D3 → the answer sent by the fake `osascript` to the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import sys
@@ -13,8 +15,9 @@ from bridge import daemon, osascript
 from bridge.cursor import State
 from bridge.settings import BridgeSettings
 from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
-from harness import FAKES, Process, base_env, wait_until
-from m3shd.client import ApiClient
+from fakes import anthropic_api
+from harness import FAKES, Process, base_env, register_node, wait_until
+from m3shd.client import ApiClient, CommanderError
 
 ME = "+15551234567"
 FRIEND = "friend@example.com"
@@ -310,7 +313,9 @@ def test_a_followed_task_that_ends_skipped_gets_its_answer_and_is_forgotten(comm
     assert bridge.state.thread(then) is None
 
 
-def test_images_reach_the_task_as_paths_heic_as_jpeg_and_the_rest_is_refused(commander, chat_db, monkeypatch):
+def test_images_are_uploaded_heic_as_jpeg_and_the_task_names_them_by_hash(commander, chat_db, monkeypatch):
+    """No path on the bridge's Mac reaches the task (a N0D3 elsewhere could not open it): the
+    images are stored by the Commander and the task names them by SHA-256."""
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")  # the fake sips
     direct, guid = chat_db.chat([ME])
     bridge = in_process(commander, chat_db)
@@ -321,11 +326,96 @@ def test_images_reach_the_task_as_paths_heic_as_jpeg_and_the_rest_is_refused(com
                     attachments=[photo, heic, chat_db.received_file("invoice.jpg", PDF)])
     bridge.poll_once()
     replies = [bridge.outbox.get_nowait().text for _ in range(bridge.outbox.qsize())]
-    assert replies == ["I can only take finished JPEG, PNG, GIF, WebP, HEIC or TIFF images; I left out: "
-                       "invoice.jpg (not a JPEG, PNG, GIF, WebP, HEIC or TIFF image).", "On it: task 1."]
-    converted = state_dir / "images" / message_guid / "IMG_0002.jpg"
-    assert converted.read_bytes().startswith(b"\xff\xd8\xff")
-    received = chat_db.path.parent / "Attachments" / "a1" / "01" / "XYZ" / "cat.jpeg"
-    assert commander.api.get_task(1)["prompt"] == (
-        "what are these?\n\nImages sent with this message, on the bridge's Mac:\n"
-        f"- {received} (jpeg, {len(JPEG)} bytes)\n- {converted} (jpeg, {converted.stat().st_size} bytes)")
+    assert replies == ["I can only take finished JPEG, PNG, GIF, WebP or HEIC images; I left out: "
+                       "invoice.jpg (not a JPEG, PNG, GIF, WebP or HEIC image).", "On it: task 1."]
+    converted = (state_dir / "images" / message_guid / "IMG_0002.jpg").read_bytes()
+    assert converted.startswith(b"\xff\xd8\xff")
+    task = commander.api.get_task(1)
+    assert task["prompt"] == "what are these?"
+    assert task["attachments"] == [
+        {"sha256": hashlib.sha256(data).hexdigest(), "media_type": "image/jpeg", "size": len(data)}
+        for data in (JPEG, converted)]
+
+
+def test_images_without_text_still_make_a_task(commander, chat_db):
+    direct, _ = chat_db.chat([ME])
+    bridge = in_process(commander, chat_db)
+    chat_db.message(direct, ME, None, body="\ufffc", attachments=[chat_db.received_file("cat.jpeg", JPEG)])
+    bridge.poll_once()
+    assert bridge.outbox.get_nowait().text == "On it: task 1."
+    task = commander.api.get_task(1)
+    assert (task["prompt"], len(task["attachments"])) == (daemon.IMAGES_ONLY, 1)
+
+
+def test_an_image_the_commander_refuses_is_left_out_and_said_so(commander, chat_db):
+    """The Commander's cap is the last word (a HEIC converted here can outgrow the bridge's check)."""
+    commander.stop()
+    commander.env["M3SHD_COMMANDER_MAX_ATTACHMENT_BYTES"] = str(len(JPEG) - 1)
+    commander.start()
+    direct, _ = chat_db.chat([ME])
+    bridge = in_process(commander, chat_db)
+    chat_db.message(direct, ME, None, body="\ufffcwhat is this?", attachments=[chat_db.received_file("cat.jpeg", JPEG)])
+    bridge.poll_once()
+    replies = [bridge.outbox.get_nowait().text for _ in range(bridge.outbox.qsize())]
+    assert replies == [f"I can only take finished JPEG, PNG, GIF, WebP or HEIC images; I left out: cat.jpeg "
+                       f"(an attachment may be at most {len(JPEG) - 1:,} bytes; this one is {len(JPEG):,}).",
+                       "On it: task 1."]
+    assert commander.api.get_task(1)["attachments"] == []
+
+
+def test_an_image_texted_to_the_bridge_reaches_claude_on_a_n0d3_as_a_file(commander, spawn_n0d3, chat_db,
+                                                                          start_bridge):
+    claude_log = commander.home / "claude.jsonl"
+    spawn_n0d3(env={"FAKE_CLAUDE_LOG": str(claude_log)})
+    direct, guid = chat_db.chat([ME])
+    bridge = start_bridge()
+    chat_db.message(direct, ME, None, body="\ufffcwhat is this?", attachments=[chat_db.received_file("cat.jpeg", JPEG)])
+    listed = f"Images for this task, in the working directory:\n- ./image-1.jpeg (image/jpeg, {len(JPEG)} bytes)"
+    assert bridge.wait_reply(guid, "Task 1") == f"Task 1: succeeded.\n\necho: what is this?\n\n{listed}"
+    [run] = [json.loads(line) for line in claude_log.read_text().splitlines()]
+    assert run["files"] == {"image-1.jpeg": hashlib.sha256(JPEG).hexdigest()}  # fetched from the Commander
+    assert str(chat_db.path.parent) not in run["prompt"]
+
+
+def test_an_image_texted_to_the_bridge_reaches_the_messages_api_as_an_image_block(commander, spawn_n0d3, chat_db,
+                                                                                  start_bridge):
+    server, base_url = anthropic_api.serve()
+    try:
+        spawn_n0d3("sdk", env={"PATH": str(FAKES.parent / "no-claude-here"), "ANTHROPIC_API_KEY": "test-key",
+                               "ANTHROPIC_BASE_URL": base_url, "M3SHD_N0D3_RUNNER": "anthropic-sdk"})
+        direct, guid = chat_db.chat([ME])
+        bridge = start_bridge()
+        chat_db.message(direct, ME, None, body="\ufffcwhat is this?",
+                        attachments=[chat_db.received_file("cat.jpeg", JPEG)])
+        answer = bridge.wait_reply(guid, "Task 1")
+    finally:
+        server.shutdown()
+    digest = hashlib.sha256(JPEG).hexdigest()
+    assert answer == f"Task 1: succeeded.\n\necho: [image image/jpeg {len(JPEG)} bytes sha256 {digest}] what is this?"
+    [sent] = [r for r in server.requests if r["path"].startswith("/v1/messages")]
+    assert sent["body"]["messages"] == [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
+                                     "data": base64.b64encode(JPEG).decode()}},
+        {"type": "text", "text": "what is this?"}]}]
+
+
+def test_only_the_node_holding_the_lease_may_fetch_a_tasks_image(commander):
+    photo = commander.api.upload_attachment(JPEG, "image/jpeg")
+    task = commander.api.submit_task("look", attachments=[photo["sha256"]])
+    holder = register_node(commander.url, commander.join_token, "holder")
+    stranger = register_node(commander.url, commander.join_token, "stranger")
+    [lease] = holder.claim(open_slots=1, wait=5)
+    assert lease["task_id"] == task["id"] and lease["attachments"] == [photo]
+    assert holder.fetch_attachment(photo["sha256"]) == JPEG
+    with pytest.raises(CommanderError) as refused:
+        stranger.fetch_attachment(photo["sha256"])
+    assert (refused.value.status, refused.value.code) == (403, "not_leased")
+    with pytest.raises(CommanderError) as unknown:
+        holder.fetch_attachment("0" * 64)
+    assert (unknown.value.status, unknown.value.code) == (404, "not_found")
+    with pytest.raises(CommanderError) as too_big:
+        commander.api.upload_attachment(JPEG + bytes(4_000_000), "image/jpeg")
+    assert (too_big.value.status, too_big.value.code) == (413, "attachment_too_large")
+    with pytest.raises(CommanderError) as unknown_hash:
+        commander.api.submit_task("look", attachments=["1" * 64])
+    assert (unknown_hash.value.status, unknown_hash.value.code) == (400, "unknown_attachment")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -64,6 +65,39 @@ def test_task_wait_and_get_from_the_cli(commander, spawn_n0d3):
     assert f"{task_id:>6}  succeeded" in listed
     nodes = cli(commander, "nodes", "list").stdout
     assert "alpha" in nodes and "claude-cli" in nodes
+
+
+def test_submit_attach_sends_images_the_n0d3_fetches_and_refuses_what_is_not_one(commander, spawn_n0d3, tmp_path):
+    png, jpeg = b"\x89PNG\r\n\x1a\n" + bytes(50), b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(90)
+    (tmp_path / "a.png").write_bytes(png)
+    (tmp_path / "b.jpg").write_bytes(jpeg)
+    (tmp_path / "notes.txt").write_text("not an image")
+    spawn_n0d3("alpha")
+    done = cli(commander, "task", "submit", "--attach", str(tmp_path / "a.png"), "--attach", str(tmp_path / "b.jpg"),
+               "--json", "what are these?", "--timeout", "30")
+    task = json.loads(done.stdout)
+    assert task["state"] == "succeeded"
+    assert [a["sha256"] for a in task["attachments"]] == [hashlib.sha256(png).hexdigest(), hashlib.sha256(jpeg).hexdigest()]
+    assert task["output"].endswith(f"- ./image-1.png (image/png, {len(png)} bytes)\n"
+                                   f"- ./image-2.jpeg (image/jpeg, {len(jpeg)} bytes)")
+    refused = cli(commander, "task", "submit", "--attach", str(tmp_path / "notes.txt"), "look", check=False)
+    assert refused.returncode == 2
+    assert f"{tmp_path / 'notes.txt'} is not a JPEG, PNG, GIF or WebP image" in refused.stderr
+    assert len(commander.api.list_tasks()) == 1  # nothing submitted
+
+
+def test_an_image_the_commander_can_no_longer_serve_fails_the_task_saying_why(commander, spawn_n0d3):
+    """Not a fault of the node (its breaker stays shut): the task's own input is gone."""
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(90)
+    stored = commander.api.upload_attachment(jpeg, "image/jpeg")
+    (commander.home / "data" / "commander" / "attachments" / stored["sha256"][:2] / stored["sha256"]).unlink()
+    task = commander.api.submit_task("look", attachments=[stored["sha256"]], max_attempts=1)
+    spawn_n0d3("alpha")
+    done = commander.wait_task(task["id"])
+    assert done["state"] == "failed"
+    assert done["error"].startswith(f"could not fetch the task's images: attachment {stored['sha256']} is recorded "
+                                    "but its file is gone")
+    assert commander.nodes()[0]["breaker"]["failures"] == 0
 
 
 def test_the_anthropic_sdk_runner_against_a_loopback_messages_api(commander, spawn_n0d3):

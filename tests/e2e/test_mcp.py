@@ -81,7 +81,7 @@ async def test_every_tool_has_a_description_and_typed_input_and_output(mesh):
         assert dispatch["properties"]["priority"]["minimum"] == -100
         assert dispatch["properties"]["priority"]["maximum"] == 100
         assert set(dispatch["properties"]) == {"prompt", "requires", "prefer", "priority", "approval_required", "model",
-                                               "agent"}
+                                               "agent", "images"}
         wait = tools["wait_for_task"].input_schema
         assert wait["required"] == ["task_id"] and set(wait["properties"]) == {"task_id", "timeout_seconds"}
         assert wait["properties"]["timeout_seconds"]["maximum"] == 300
@@ -96,6 +96,21 @@ async def test_every_tool_has_a_description_and_typed_input_and_output(mesh):
         assert {"slots", "running", "open_slots", "state", "breaker", "reputation", "heartbeat_age"} <= set(node_fields)
         assert tools["get_task"].annotations.read_only_hint is True
         assert tools["cancel_task"].annotations.destructive_hint is True
+
+
+@pytest.mark.anyio
+async def test_dispatch_sends_image_files_that_claude_on_the_node_sees(mesh, tmp_path):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(30)
+    (tmp_path / "chart.png").write_bytes(png)
+    (tmp_path / "notes.txt").write_text("not an image")
+    async with connected(mesh.url, mesh.admin_token) as client:
+        task = await call(client, "dispatch_task", prompt="explain the chart", images=[str(tmp_path / "chart.png")])
+        done = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=30)
+        assert done["state"] == "succeeded"
+        assert done["output"].endswith(f"- ./image-1.png (image/png, {len(png)} bytes)")
+        refused = await call_error(client, "dispatch_task", prompt="x", images=[str(tmp_path / "notes.txt")])
+        assert "is not a JPEG, PNG, GIF or WebP image" in refused
+    assert mesh.api.get_task(task["id"])["attachments"][0]["size"] == len(png)
 
 
 @pytest.mark.anyio

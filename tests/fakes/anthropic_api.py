@@ -2,7 +2,9 @@
 
 It checks requests as the real API does (the key as x-api-key or a bearer token,
 anthropic-version, the body) and answers "echo: <last user text>", whole or as the
-real SSE event sequence. A "[sleep=N]" directive in the prompt delays the answer,
+real SSE event sequence. Image blocks are checked as the real API checks them (base64 source,
+one of its four media types, bytes that are that type, at most 5 MB of base64) and the answer
+names each: "echo: [image image/png 68 bytes sha256 ab12…] <text>". A "[sleep=N]" directive in the prompt delays the answer,
 and for streams each chunk, so cancellation can be observed; "[overloaded]" makes a
 stream end in an overloaded_error event after its first chunk, as the real API can.
 "[pause=N]", when the request offers the web search server tool, makes the first N answers
@@ -18,6 +20,9 @@ body) for assertions.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hashlib
 import json
 import re
 import threading
@@ -26,6 +31,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SECRET_HEADERS = {"x-api-key", "authorization"}
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+MAX_IMAGE_BASE64 = 5 * 1024 * 1024
+MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",), "image/gif": (b"GIF87a", b"GIF89a"),
+         "image/webp": (b"RIFF",)}
 
 
 class FakeAnthropicServer(ThreadingHTTPServer):
@@ -46,19 +55,47 @@ def serve(port: int = 0, api_key: str = "test-key") -> tuple[FakeAnthropicServer
 
 
 def _user_text(messages: list) -> str:
+    """The last user message's text, each image block in it named where it stands."""
     for message in reversed(messages):
         if message.get("role") != "user":
             continue
         content = message.get("content")
         if isinstance(content, str):
             return content
-        return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+        return "".join(b.get("text", "") if b["type"] == "text" else _describe_image(b["source"])
+                       for b in content if b["type"] in ("text", "image"))
     return ""
 
 
 # The server tools the real API knows (anthropic 2.15's types); any other typed tool is refused.
 SERVER_TOOL_TYPES = {"web_search_20250305", "web_search_20260209", "web_search_20260318", "web_fetch_20250910",
                      "web_fetch_20260209", "web_fetch_20260309", "web_fetch_20260318"}
+
+
+def _describe_image(source: dict) -> str:
+    data = base64.b64decode(source["data"])
+    return f"[image {source['media_type']} {len(data)} bytes sha256 {hashlib.sha256(data).hexdigest()}] "
+
+
+def _image_problem(where: str, block: dict) -> str | None:
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        return f"{where}.source: this stand-in takes only base64 image sources"
+    if source.get("media_type") not in IMAGE_TYPES:
+        return (f"{where}.source.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' "
+                "or 'image/webp'")
+    data = source.get("data")
+    if not isinstance(data, str):
+        return f"{where}.source.base64.data: Input should be a valid string"
+    if len(data) > MAX_IMAGE_BASE64:
+        return f"{where}.source.base64: image exceeds 5 MB maximum: {len(data)} bytes > {MAX_IMAGE_BASE64} bytes"
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        return f"{where}.source.base64.data: invalid base64 data"
+    if not raw.startswith(MAGIC[source["media_type"]]):
+        return f"{where}.source.base64.data: Image does not match the provided media type {source['media_type']}"
+    return None
 
 
 def _validate(body) -> str | None:
@@ -86,6 +123,9 @@ def _validate(body) -> str | None:
         if isinstance(content, list) and not all(isinstance(b, dict) and "type" in b
                                                  for b in content):
             return f"messages.{i}.content: each block needs a type"
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if block["type"] == "image" and (problem := _image_problem(f"messages.{i}.content.{j}.image", block)):
+                return problem
     system = body.get("system", "")
     if not isinstance(system, (str, list)):
         return "system: Input should be a valid string or list of text blocks"

@@ -1,5 +1,7 @@
 """The N0D3 runners against real processes: the fake `claude` CLI and a loopback API."""
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ from n0d3.runners import (
     SERVER_TOOLS,
     AnthropicSdkRunner,
     ClaudeCliRunner,
+    Image,
     TaskSpec,
     detect,
     price_usd,
@@ -28,6 +31,8 @@ from n0d3.runners import (
 from n0d3.settings import N0d3Settings
 
 FAKE_CLAUDE = FAKES / "claude"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(80)
 
 
 def fake_usage(prompt: str, answer: str) -> dict:
@@ -161,6 +166,20 @@ def test_cli_success_parses_result_and_passes_flags_with_prompt_on_stdin(fake_pa
     assert call["options"]["disallowedTools"] == ["Bash(rm:*)", "WebFetch"]
     assert call["prompt"] == prompt  # read from stdin ...
     assert not any(prompt in arg for arg in argv)  # ... never passed in argv
+
+
+def test_cli_images_are_files_in_the_tasks_own_working_directory_named_by_the_prompt(fake_path, cli_log):
+    spec = TaskSpec(prompt="what is in these?", images=[Image("image/png", PNG), Image("image/jpeg", JPEG)])
+    result = ClaudeCliRunner("claude").run(spec, threading.Event())
+
+    assert result.status == "succeeded", result.error
+    [run] = cli_log()
+    assert run["prompt"] == ("what is in these?\n\nImages for this task, in the working directory:\n"
+                             f"- ./image-1.png (image/png, {len(PNG)} bytes)\n- ./image-2.jpeg (image/jpeg, {len(JPEG)} bytes)")
+    assert run["files"] == {"image-1.png": hashlib.sha256(PNG).hexdigest(),
+                            "image-2.jpeg": hashlib.sha256(JPEG).hexdigest()}
+    assert Path(run["cwd"]).name.startswith("m3shd-task-") and run["cwd"] != os.getcwd()
+    assert not Path(run["cwd"]).exists()  # removed once the task is done
 
 
 def test_cli_omits_unset_flags_and_uses_default_model(fake_path, cli_log):
@@ -411,6 +430,29 @@ def test_sdk_continues_a_paused_turn_and_stops_at_max_turns(api):
     assert len(server.requests) == 2
     assert cut.status == "succeeded" and cut.output == "(searched 1) (searched 2) "
     assert cut.notes == ["stopped after 2 requests (the agent's max_turns): the answer may be unfinished"]
+
+
+def test_sdk_images_go_as_base64_image_blocks_before_the_prompt(api):
+    server, base_url = api
+    spec = TaskSpec(prompt="what is this?", images=[Image("image/png", PNG)])
+    result = AnthropicSdkRunner("test-key", base_url=base_url).run(spec, threading.Event())
+
+    assert result.status == "succeeded", result.error
+    assert result.output == f"echo: [image image/png {len(PNG)} bytes sha256 {hashlib.sha256(PNG).hexdigest()}] what is this?"
+    [request] = server.requests
+    assert request["body"]["messages"] == [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": base64.b64encode(PNG).decode()}},
+        {"type": "text", "text": "what is this?"}]}]
+
+
+def test_sdk_an_image_the_api_refuses_fails_the_task_not_the_node(api):
+    """The stand-in checks image blocks as the API does: here, bytes that are not the declared type."""
+    _, base_url = api
+    spec = TaskSpec(prompt="what is this?", images=[Image("image/jpeg", PNG)])
+    result = AnthropicSdkRunner("test-key", base_url=base_url).run(spec, threading.Event())
+    assert (result.status, result.infra_failure) == ("failed", False)
+    assert "Image does not match the provided media type image/jpeg" in result.error
 
 
 def test_sdk_unknown_model_has_no_cost(api):

@@ -203,7 +203,7 @@ BAD_GRAPHS = [
     ("an unknown parent", [{"key": "a", "prompt": "x", "depends_on": ["ghost"]}],
      "step 'a' depends on unknown step 'ghost'"),
     ("a duplicate key", [{"key": "a", "prompt": "x"}, {"key": "a", "prompt": "y"}], "duplicate step key 'a'"),
-    ("an empty prompt", [{"key": "a", "prompt": "  \n "}], "step 'a' has an empty prompt"),
+    ("an empty prompt", [{"key": "a", "prompt": "  \n "}], "steps.0.prompt: Value error, a prompt needs some text"),
     ("a parent named twice", [{"key": "a", "prompt": "x"}, {"key": "b", "prompt": "y", "depends_on": ["a", "a"]}],
      "step 'b' names the same parent twice"),
     ("a template naming a non-parent", [{"key": "a", "prompt": "x"}, {"key": "b", "prompt": "{{ steps.a.output }}"}],

@@ -171,7 +171,7 @@ def test_a_task_whose_own_input_breaks_the_runner_cannot_open_a_healthy_nodes_br
     task = commander.api.submit_task("run me with a broken model", max_attempts=20, approval_required=True)
     with sqlite3.connect(commander.home / "data" / "commander" / "commander.db", timeout=10) as database:
         database.execute("UPDATE task SET model = ? WHERE id = ?", ("claude\x00sonnet", task["id"]))
-    commander.api.approve_task(task["id"])
+    client(commander, "approver", role="admin").approve_task(task["id"])  # not the submitter's own token
     done = commander.wait_task(task["id"], timeout=30)
     assert (done["state"], done["attempt"]) == ("failed", 1), done
     assert done["error"].startswith("invalid model name 'claude\\x00sonnet'")

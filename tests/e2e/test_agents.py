@@ -18,7 +18,7 @@ from commander.permissions import ROLES
 from harness import FAKES, ROOT, Commander, N0D3, m3shd, wait_until
 from m3shd import wire
 from m3shd.client import ApiClient, CommanderError
-from test_access import call, operations
+from e2e.test_access import call, operations
 
 FIXTURES = ROOT / "tests" / "fixtures" / "agents"
 REVIEWER = (FIXTURES / "test-reviewer.md").read_text()

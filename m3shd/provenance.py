@@ -69,6 +69,11 @@ LINK_FIELDS: dict[str, tuple[type, ...]] = {
     "error": (str, type(None)), "document": (str, type(None)), "ed25519": (str, type(None)),
     "key_id": (int, type(None)), "chain_hash": (str, type(None)),
 }
+# A task run as an agent also names it, its version and the system prompt it ran with; the
+# signed result binds them (run_sha256). Bundles from before agents have none of them.
+AGENT_FIELDS: dict[str, tuple[type, ...]] = {
+    "agent": (str, type(None)), "agent_version": (int, type(None)), "system_prompt": (str, type(None)),
+}
 # What the Commander adds for people to read, which no signature covers: the step's name, the
 # node it ran on, and the Commander's own verdict. They are shown, never vouched for.
 LINK_LABELS: dict[str, tuple[type, ...]] = {
@@ -201,8 +206,9 @@ def link_problems(link) -> list[str]:
     """What is wrong with a link's shape: a missing or unknown field, or a value of the wrong type."""
     if not isinstance(link, dict):
         return ["a link must be a JSON object"]
-    found = [f"unknown field {name!r}" for name in link if name not in LINK_FIELDS and name not in LINK_LABELS]
-    for fields, required in ((LINK_FIELDS, True), (LINK_LABELS, False)):
+    known = LINK_FIELDS.keys() | AGENT_FIELDS.keys() | LINK_LABELS.keys()
+    found = [f"unknown field {name!r}" for name in link if name not in known]
+    for fields, required in ((LINK_FIELDS, True), (AGENT_FIELDS, False), (LINK_LABELS, False)):
         for name, types in fields.items():
             if name not in link:
                 if required:

@@ -123,8 +123,9 @@ def test_a_task_whose_agent_needs_a_capability_no_node_has_waits_saying_so(mesh)
 
 def test_an_unknown_agent_is_refused_with_the_names(mesh):
     refused = cli(mesh, "task", "submit", "--agent", "nobody", "hello", check=False)
-    assert refused.returncode == 1
-    assert "there is no agent named 'nobody'; the agents are: general, " in refused.stderr and "(404)" in refused.stderr
+    assert refused.returncode == 6  # not found (m3shd --help lists the exit statuses)
+    named = refused.stderr.partition("there is no agent named 'nobody'; the agents are: ")[2]
+    assert "general" in named.split(", ") and "(404)" in refused.stderr
 
 
 # --- profiles change without a restart -------------------------------------------------------
@@ -173,7 +174,7 @@ def test_edit_versions_rollback_and_show_from_the_command_line(mesh):
     # A profile the Commander refuses: said so, and nothing changes.
     replacement.write_text('name = "test-scribe"\nmax_turns = 0')
     refused = cli(mesh, "agents", "edit", "test-scribe", "--file", str(replacement), check=False)
-    assert refused.returncode == 1 and "max_turns: Input should be greater than or equal to 1" in refused.stderr
+    assert refused.returncode == 2 and "max_turns: Input should be greater than or equal to 1" in refused.stderr
     assert mesh.api.get_agent("test-scribe")["version"] == 4
 
     table = cli(mesh, "agents", "list").stdout
@@ -190,7 +191,7 @@ def test_a_token_made_for_an_agent_submits_as_it_only(mesh):
     task = bot.submit_task("look at this")
     assert task["agent"] == "test-reviewer"
     refused = cli(mesh, "task", "submit", "--agent", "general", "--no-wait", "hi", token=secret, check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 5  # refused
     assert "this token may only submit tasks as agent `test-reviewer`, not `general` (403)" in refused.stderr
     assert [t["id"] for t in bot.list_tasks()] == [task["id"]]
     with pytest.raises(CommanderError) as other:

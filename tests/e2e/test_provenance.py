@@ -250,7 +250,7 @@ def test_a_result_without_a_valid_ed25519_signature_is_refused(commander):
     task = commander.api.submit_task("sign me")
     lease = NodeClient(commander.url, reply["node_id"], reply["node_token"], reply["signing_key"]).claim(1, 5)[0]
     result = dict(task_id=task["id"], attempt=lease["attempt"], lease_token=lease["lease_token"], status="succeeded",
-                  output="done", prompt_sha256=wire.sha256_hex(lease["prompt"].encode()))
+                  output="done", prompt_sha256=wire.sha256_hex(lease["prompt"].encode()), **wire.binding(lease))
     stranger = Ed25519PrivateKey.generate()
     for signer, message in ((None, "the result has no Ed25519 signature"),
                             (lambda doc: stranger.sign(doc).hex(), "Ed25519 signature does not match")):

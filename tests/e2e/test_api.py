@@ -21,6 +21,7 @@ import requests
 
 import harness
 from commander.permissions import PERMISSIONS, PUBLIC, ROLES
+from m3shd import wire
 from m3shd.client import ApiClient, CommanderError, NodeClient
 
 PARKED = ["parked"]
@@ -249,7 +250,8 @@ def test_cancel_queued_then_final_is_409(cmd):
     done = node.submit("finish me")
     [lease] = node.client.claim(1, 0)
     node.client.post_result(dict(task_id=lease["task_id"], attempt=lease["attempt"],
-                                 lease_token=lease["lease_token"], status="succeeded", output="finished"))
+                                 lease_token=lease["lease_token"], status="succeeded", output="finished",
+                                 **wire.binding(lease)))
     finished = cmd.api.get_task(done["id"])
     assert finished["state"] == "succeeded"
     refused = requests.post(cmd.url + f"/api/tasks/{done['id']}/cancel", headers=auth(cmd.admin_token), timeout=15)
@@ -441,8 +443,12 @@ def test_openapi_document_is_well_formed(openapi_doc):
             declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert templated == declared, where
             for parameter in (p for p in op.get("parameters", []) if p["in"] == "path"):
+                assert parameter["required"], where
+                if parameter["name"] == "name":  # an agent's name: a slug
+                    assert parameter["schema"]["type"] == "string", where
+                    continue
                 # ids are positive and fit the database's INTEGER
-                assert parameter["required"] and parameter["schema"]["type"] == "integer", where
+                assert parameter["schema"]["type"] == "integer", where
                 assert parameter["schema"]["minimum"] == 1 and parameter["schema"]["maximum"] <= 2**63 - 1, where
     assert len(operation_ids) == len(set(operation_ids))
     for ref in refs(doc):

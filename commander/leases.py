@@ -197,7 +197,9 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
     finished = None
     with cmdr.writing(wake=False):
         task = tasks.get(result.task_id)
-        provenance.check_binding(cmdr, task, result)
+        if (task.state, task.node_id, task.attempt, task.lease_token) == (LEASED, node.id, result.attempt,
+                                                                          result.lease_token):
+            provenance.check_binding(cmdr, task, result)  # a stale result is refused as stale first (409)
         retry = infra and result.attempt < task.max_attempts
         if retry:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.

@@ -116,7 +116,7 @@ class FakeNode:
     def result(self, lease: dict, *, key: bytes | None = None, **fields) -> bytes:
         """A result document for `lease`, signed over its canonical JSON unless `signature` is given."""
         document = dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
-                        status="succeeded", output="done")
+                        status="succeeded", output="done", **wire.binding(lease))
         document.update({k: v for k, v in fields.items() if k != "signature"})
         document["signature"] = fields.get("signature") or wire.sign_result(key or self.key, document)
         return wire.canonical_json(document)

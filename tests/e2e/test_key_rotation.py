@@ -74,7 +74,8 @@ def test_a_result_finished_before_the_rotation_is_accepted_after_it(commander):
     lease = wait_until(lambda: client.claim(1, 1), 10, what="the lease")[0]
     held = dict(task_id=lease["task_id"], attempt=lease["attempt"], lease_token=lease["lease_token"],
                 status="succeeded", output="done", usage={"input_tokens": 1, "output_tokens": 1}, cost_usd=0.0,
-                prompt_sha256=wire.sha256_hex(lease["prompt"].encode()))  # as a N0D3 names what it answered
+                prompt_sha256=wire.sha256_hex(lease["prompt"].encode()),  # as a N0D3 names what it answered
+                **wire.binding(lease))
 
     commander.api.rotate_node_key(node_id)
     first = client.heartbeat(open_slots=0)["orders"]["rotate_key"]

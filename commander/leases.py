@@ -197,9 +197,6 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
     finished = None
     with cmdr.writing(wake=False):
         task = tasks.get(result.task_id)
-        if (task.state, task.node_id, task.attempt, task.lease_token) == (LEASED, node.id, result.attempt,
-                                                                          result.lease_token):
-            provenance.check_binding(cmdr, task, result)  # a stale result is refused as stale first (409)
         retry = infra and result.attempt < task.max_attempts
         if retry:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.
@@ -209,6 +206,9 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
             chained = provenance.record(task, key, document, result.ed25519_signature)
             applied = APPLY_FINAL.execute(fence, state=state, finished_at=t, **fields, **chained)
         if applied:
+            # Checked once the fence held (a stale result is refused as stale, 409); a refusal here
+            # rolls the UPDATE back with the transaction.
+            provenance.check_binding(cmdr, task, result)
             finished = tasks.get(result.task_id)
             details = dict(node=node.id, attempt=result.attempt, cost_usd=result.cost_usd, error=result.error)
             if retry:

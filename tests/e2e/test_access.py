@@ -269,11 +269,11 @@ def test_password_hashing_never_holds_the_write_lock(cmd):
     headers = {"Authorization": f"Bearer {cmd.admin_token}"}
 
     def create(i):
-        return requests.post(f"{cmd.url}/api/users", headers=headers, timeout=8,
+        return requests.post(f"{cmd.url}/api/users", headers=headers, timeout=30,
                              json={"username": f"crowd-{uuid.uuid4().hex[:6]}-{i}", "password": PASSWORD}).status_code
 
     def submit(i):
-        return requests.post(f"{cmd.url}/api/tasks", headers=headers, timeout=8,
+        return requests.post(f"{cmd.url}/api/tasks", headers=headers, timeout=30,
                              json={"prompt": f"meanwhile {i}", "requires": ["nowhere"]}).status_code
 
     with ThreadPoolExecutor(16) as pool:

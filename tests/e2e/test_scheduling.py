@@ -105,16 +105,22 @@ def test_an_unanswered_approval_expires_when_a_timeout_is_set(tmp_path):
 # --- breakers and reputation -----------------------------------------------------------------
 
 def test_a_sick_nodes_breaker_opens_and_its_work_goes_to_healthy_nodes(commander, spawn_n0d3):
-    sick = spawn_n0d3("sick", env=BROKEN).node()
+    # The healthy nodes join paused: they count in the fleet (a third of three may open) but take
+    # nothing, so the sick node surely gets its three tries; raced, it sometimes got only two.
     healthy = [spawn_n0d3(name).node() for name in ("good-1", "good-2")]
+    for node in healthy:
+        commander.api.set_node_state(node["id"], "paused")
+    sick = spawn_n0d3("sick", env=BROKEN).node()
     ids = [commander.api.submit_task(f"job {i}", max_attempts=5)["id"] for i in range(8)]
+    shown = wait_until(lambda: (n := commander.api.get_node(sick["id"]))["breaker"]["state"] != "closed" and n,
+                       30, what="the sick node's breaker to open")
+    for node in healthy:
+        commander.api.set_node_state(node["id"], "active")
     for task_id in ids:
         done = commander.wait_task(task_id, timeout=40)
         assert done["state"] == "succeeded", done
         assert done["node_id"] != sick["id"]
 
-    shown = wait_until(lambda: (n := commander.api.get_node(sick["id"]))["breaker"]["state"] != "closed" and n,
-                       30, what="the sick node's breaker to open")
     assert shown["breaker"]["failures"] >= 3
     assert {o["kind"] for o in shown["reputation"]["window"]} == {"infra"}
     assert shown["reputation"]["mean"] == 0.0

@@ -178,6 +178,15 @@ def v6_key_rotation(database: pw.Database) -> None:
     apply(migrator.add_column("node", "next_signing_key", pw.TextField(null=True)))
 
 
+def v11_pending_node_key(database: pw.Database) -> None:
+    """The key a pending machine will sign results with, so the operator can compare its
+    fingerprint before approving it (a tokenless join trusts on first use)."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("pending_node", "public_key", pw.CharField(max_length=64, null=True)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -186,6 +195,7 @@ MIGRATIONS: list[Step] = [
     (4, "pending nodes", v4_pending_nodes),
     (5, "pipelines and provenance", v5_pipelines_provenance),
     (6, "node key rotation", v6_key_rotation),
+    (11, "pending nodes show their key", v11_pending_node_key),
 ]
 
 

@@ -20,7 +20,7 @@ import time
 
 from m3shd import __version__, config
 from m3shd.components import CommandLine, assemble
-from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.errors import CommanderError, CommanderUnreachable, CommanderUntrusted
 from m3shd.wire import FINAL_STATES, NodeState, PipelineState, Role, TaskState
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
@@ -57,7 +57,7 @@ def api(args):
     settings = config.load("client", args.config, url=args.url, token=args.token)
     if not settings["token"]:
         raise CliError("no API token: pass --token, set M3SHD_CLIENT_TOKEN, or run `m3shd up` (it saves one)")
-    return ApiClient(settings["url"], settings["token"])
+    return ApiClient(settings["url"], settings["token"], ca_file=settings["ca_file"])
 
 
 def emit(args, document, human) -> None:
@@ -145,7 +145,8 @@ def cmd_mcp_install(args) -> int:
     targets += [(claude_desktop_config(), False, "Claude Desktop")] if args.claude_desktop else []
     for path, stdio_type, app in targets:
         try:
-            outcome, backup = install(path, args.name, server_entry(settings["url"], settings["token"], stdio_type))
+            outcome, backup = install(path, args.name, server_entry(settings["url"], settings["token"], stdio_type,
+                                                                     settings["ca_file"]))
         except InstallError as exc:
             raise CliError(str(exc)) from None
         kept = f"; the previous file is {backup}" if backup else ""
@@ -268,11 +269,12 @@ def cmd_nodes_pending(args) -> int:
     found = api(args).list_pending()
 
     def table(items):
-        print(f"{'ID':>4}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     CAPABILITIES")
+        print(f"{'ID':>4}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     {'KEY':<50} CAPABILITIES")
         for p in items:
             waiting = f"{max(0.0, time.time() - p['requested_at']) / 60:.0f} min"
             print(f"{p['id']:>4}  {p['name'][:20]:<20} {(p['address'] or '?')[:16]:<16} {waiting:>8}  "
-                  f"{'approved' if p['approved'] else 'pending':<9} {', '.join(p['capabilities'])}")
+                  f"{'approved' if p['approved'] else 'pending':<9} {p['key_fingerprint'] or '-':<50} "
+                  f"{', '.join(p['capabilities'])}")
 
     emit(args, found, table)
     return 0
@@ -301,9 +303,15 @@ def token_permissions(args) -> list[str] | None:
 
 
 def show_token(args, created: dict) -> int:
-    """A new token: the secret alone on stdout (for scripts), what it may do on stderr."""
-    emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
-                                                          f"{', '.join(t['permissions'])}; shown once, store it now")))
+    """A new token: the secret alone on stdout (for scripts), what it may do on stderr. A join
+    token shows as its join string, TOKEN#sha256:HASH, which pins the Commander's CA."""
+    def human(t):
+        print(t.get("join") or t["token"])
+        say(f"{t['kind']} token {t['id']} `{t['name']}`: {', '.join(t['permissions'])}; shown once, store it now")
+        if t.get("join") and t["join"] != t["token"]:
+            say("after the # is the hash of the Commander's CA: `m3shd n0d3 join URL` with all of it pins that CA")
+
+    emit(args, created, human)
     return 0
 
 
@@ -563,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_token_revoke)
 
+    from m3shd.commands import login  # it imports this module's helpers
+
+    login.register(line)
+
     absent = assemble(line)
     if absent:
         parser.epilog = "not installed here:\n" + "\n".join(f"  {hint}" for hint in absent)
@@ -601,6 +613,9 @@ def run_command(argv: list[str] | None) -> int:
     except config.ConfigError as exc:
         say(f"m3shd: configuration: {exc}")
         return EXIT_USAGE
+    except CommanderUntrusted as exc:
+        say(f"m3shd: {exc}")
+        return EXIT_UNREACHABLE
     except CommanderUnreachable as exc:
         say(f"m3shd: {exc}; is it running? (`m3shd up` starts one here)")
         return EXIT_UNREACHABLE

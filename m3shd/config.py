@@ -83,11 +83,18 @@ DEFAULTS: dict[str, dict] = {
         "advertise": True,          # mDNS/DNS-SD on the LAN, when bound beyond loopback
         "mdns_type": "_m3shd._tcp.local.",  # another type keeps two meshes on one LAN apart
         "max_pending_nodes": 16,    # tokenless joins waiting for approval, all addresses together
+        "tls": "auto",              # auto: HTTPS from the mesh CA once bound beyond loopback; on; off (plain HTTP)
+        "tls_names": [],            # more names or addresses the mesh-issued certificate carries (e.g. a DNS alias)
+        "tls_cert_lifetime": 7_776_000.0,  # seconds a mesh-issued certificate lasts (90 days); renewed at 2/3
+        "tls_cert": "",             # your own certificate chain (PEM) instead of the mesh CA's, e.g. from ACME
+        "tls_key": "",              # its private key (PEM); "" → in tls_cert's file
     },
     "n0d3": {
         "url": "",                 # the Commander, e.g. http://127.0.0.1:8470; "" → found with mDNS
         "mdns_type": "_m3shd._tcp.local.",
-        "join_token": "",
+        "join_token": "",          # a join token, or a join string TOKEN#sha256:HASH that pins the Commander's CA
+        "ca_hash": "",             # sha256:HASH of the Commander's CA key, checked when the CA is first fetched
+        "ca_file": "",             # the Commander's CA (PEM) to verify it with; "" → the one pinned in state_dir
         "state_dir": "",           # "" → <data dir>/n0d3
         "name": "",                # "" → host name
         "slots": 2,
@@ -121,6 +128,7 @@ DEFAULTS: dict[str, dict] = {
     "client": {
         "url": f"http://127.0.0.1:{DEFAULT_PORT}",
         "token": "",
+        "ca_file": "",             # the Commander's CA (PEM), pinned by `m3shd login`; "" → the system's trust store
     },
 }
 

@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from m3shd import __version__, loops, provenance, wire
-from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
+from m3shd import __version__, loops, provenance, trust, wire
+from m3shd.client import ApiClient, CommanderError, CommanderUnreachable, CommanderUntrusted, NodeClient
 from n0d3.runners import TaskSpec, detect
 from n0d3.state import State
 
@@ -58,6 +58,7 @@ class Agent:
         self.node_state = wire.NodeState.ACTIVE  # as the Commander last said; claims only while active
         self.heartbeat_interval = 5.0          # as the Commander last said
         self.detection = None
+        self.ca_file: str | None = None          # the Commander's pinned CA (see trusted_ca)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -90,13 +91,24 @@ class Agent:
         s = self.settings
         url = s["url"] or self.discover()
         identity = self.state.identity()
-        if s["join_token"]:
+        try:
+            join_token, pinned = trust.split_join(s["join_token"])
+            expected = pinned or (trust.check_hash(s["ca_hash"], "[n0d3] ca_hash") if s["ca_hash"] else None)
+        except ValueError as exc:
+            raise FatalConfig(str(exc)) from None
+        self.ca_file = self.trusted_ca(url, expected, first_use=not join_token and identity is None)
+        if join_token:
             backoff = loops.Backoff("registering", log)
             while not self.stopping.is_set():
                 try:
-                    identity = self.adopt(url, ApiClient(url, s["join_token"]).register(**self.registration()))
+                    joiner = ApiClient(url, join_token, ca_file=self.ca_file)
+                    identity = self.adopt(url, joiner.register(**self.registration()))
                     backoff.ok()
                     break
+                except CommanderUntrusted as exc:
+                    if not fall_back:  # `n0d3 join` says so at once; a running N0D3 keeps trying
+                        raise FatalConfig(str(exc)) from None
+                    self.stopping.wait(backoff.failed(exc))
                 except CommanderUnreachable as exc:
                     self.stopping.wait(backoff.failed(exc))
                 except CommanderError as exc:
@@ -110,12 +122,54 @@ class Agent:
                 raise FatalConfig("stopped while waiting for approval")
         if not identity:
             raise FatalConfig("no join token and no saved identity: run `m3shd n0d3 join URL TOKEN` first")
-        if not s["url"]:
-            identity = dict(identity, url=url)  # found on the LAN: it may have moved since
+        identity = dict(identity, url=url)  # as configured or found now: it may have moved, or turned TLS on
         self.identity = identity
         self.client = NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
-                                 sign_document=functools.partial(provenance.sign, self.result_key))
+                                 sign_document=functools.partial(provenance.sign, self.result_key),
+                                 ca_file=self.ca_file)
         log.info("N0D3 %s is node %s at %s (%d slots)", s["name"], identity["node_id"], identity["url"], self.slots)
+
+    def trusted_ca(self, url: str, expected: str | None, first_use: bool) -> str | None:
+        """The CA file every connection to `url` is verified against (m3shd/trust.py); None for
+        plain HTTP or the system's trust store. `expected`: the hash a join string or [n0d3]
+        ca_hash pins; the CA is fetched and checked against it (again, when it differs from the
+        one kept). `first_use`: a tokenless join with nothing to check the CA against keeps the
+        one it is shown first, and says so."""
+        s = self.settings
+        if not url.startswith("https://"):
+            if expected:
+                raise FatalConfig(f"a CA hash pins the Commander's TLS certificate, but {url} is plain HTTP: "
+                                  "use its https:// URL")
+            return None
+        if s["ca_file"]:
+            if expected and trust.file_hash(s["ca_file"]) != expected:
+                raise FatalConfig(str(trust.mismatch(url, expected, trust.file_hash(s["ca_file"]))))
+            return s["ca_file"]
+        kept = self.state.dir / "ca.pem"
+        if kept.exists() and expected in (None, trust.file_hash(kept)):
+            return str(kept)
+        if expected is None and not first_use:
+            return None
+        backoff = loops.Backoff("fetching the Commander's CA", log)
+        while not self.stopping.is_set():
+            try:
+                seen = trust.pin(url, kept, expected)
+            except CommanderUntrusted as exc:
+                raise FatalConfig(str(exc)) from None
+            except trust.NoMeshCa as exc:
+                if expected:
+                    raise FatalConfig(f"{exc}; a CA hash cannot be checked against it") from None
+                return None
+            except CommanderUnreachable as exc:
+                self.stopping.wait(backoff.failed(exc))
+                continue
+            if expected:
+                log.info("the Commander's CA matches the join's hash %s; every connection is verified with it", seen)
+            else:
+                log.warning("trusting the Commander's CA %s on first use: nothing came with this N0D3 to check it "
+                            "against. `m3shd commander ca` on the Commander prints its own; compare them.", seen)
+            return str(kept)
+        raise FatalConfig("stopped before the Commander's CA was fetched")
 
     def adopt(self, url: str, reply: dict) -> dict:
         """Keep the secrets a registration returned: this machine's identity from now on."""
@@ -142,7 +196,7 @@ class Agent:
     def wait_for_approval(self, url: str) -> dict | None:
         """A tokenless join: ask once (the request survives restarts), then poll until an operator
         approves it; the approving answer carries this node's secrets."""
-        client = ApiClient(url, "")
+        client = ApiClient(url, "", ca_file=self.ca_file)
         backoff = loops.Backoff("asking to join", log)
         said = False
         while not self.stopping.is_set():
@@ -168,8 +222,9 @@ class Agent:
                 log.info("approved")
                 return self.adopt(url, answer["registration"])
             if not said:
-                log.warning("waiting for approval as pending node %s: on the Commander, `m3shd nodes approve %s`",
-                            request["id"], request["id"])
+                log.warning("waiting for approval as pending node %s with key %s: on the Commander, check that "
+                            "`m3shd nodes pending` shows this key, then `m3shd nodes approve %s`", request["id"],
+                            trust.key_fingerprint(provenance.public_key_hex(self.result_key)), request["id"])
                 said = True
             self.stopping.wait(3.0)
         return None

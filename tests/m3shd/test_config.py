@@ -58,4 +58,4 @@ def test_written_sections_are_private_and_read_back(dirs):
     path = dirs / "conf" / "client.toml"
     config.write_section(path, "client", {"url": "http://h:1", "token": 'a"b\\c'})
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert config.load("client", path) == {"url": "http://h:1", "token": 'a"b\\c'}
+    assert config.load("client", path) == {"url": "http://h:1", "token": 'a"b\\c', "ca_file": ""}

@@ -159,14 +159,16 @@ class Commander:
     `timings` go into its environment before `extra_env`.
 
     `tls` (default: `pytest --tls`): HTTPS from a mesh CA, the shared one unless `own_ca`, in
-    which case the Commander makes its own at first start, as a new install does."""
+    which case the Commander makes its own at first start, as a new install does. `port`: a
+    given one (another Commander's, once that one has stopped) instead of a free one."""
 
     wake_dir: Path | None = None  # where its workers bind their wake sockets: if set, start() waits for all
 
     def __init__(self, home: Path, extra_env: dict | None = None, timings: dict = FAST, tls: bool | None = None,
-                 own_ca: bool = False):
+                 own_ca: bool = False, port: int | None = None):
         self.home = home
-        self.port = free_port()
+        home.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
         self.tls = tls_by_default() if tls is None else tls
         self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         self.ca_file = ca_file_under(home) if self.tls else None

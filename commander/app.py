@@ -10,10 +10,10 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
+from commander import accounts, events, intake, leases, nodes, outcomes, pipelines, pki, planning, tasks
 from commander.api import accounts as accounts_api, audit as audit_api, events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
-from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
+from commander.api import permissions as permissions_api, pki as pki_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import register_error_handlers
@@ -33,7 +33,7 @@ log = logging.getLogger("m3shd.commander")
 FEATURES = (events, outcomes, pipelines)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
-              permissions_api.bp, accounts_api.bp, audit_api.bp)
+              permissions_api.bp, accounts_api.bp, audit_api.bp, pki_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:
@@ -118,6 +118,7 @@ def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
     (the OS releases it if that worker dies, and another takes over)."""
     lock = os.open(cmdr.notifier.run_dir / "reaper.lock", os.O_RDWR | os.O_CREAT, 0o600)
     flock_when_free(lock, every, every)
+    pki.start_renewal(cmdr.settings)
 
     def reap() -> None:
         time.sleep(every)

@@ -195,6 +195,15 @@ def v9_approver_not_submitter(database: pw.Database) -> None:
     apply(migrator.add_column("task", "approver_must_differ", pw.BooleanField(default=False)))
 
 
+def v11_pending_node_key(database: pw.Database) -> None:
+    """The key a pending machine will sign results with, so the operator can compare its
+    fingerprint before approving it (a tokenless join trusts on first use)."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("pending_node", "public_key", pw.CharField(max_length=64, null=True)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -205,6 +214,7 @@ MIGRATIONS: list[Step] = [
     (6, "node key rotation", v6_key_rotation),
     (7, "capabilities awaiting approval", v7_requested_capabilities),
     (9, "approver other than the submitter", v9_approver_not_submitter),
+    (11, "pending nodes show their key", v11_pending_node_key),
 ]
 
 

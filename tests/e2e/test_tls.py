@@ -1,7 +1,8 @@
 """HTTPS from the mesh CA, end to end: Commanders under gunicorn that make their own CA, real
 N0D3 processes, and the real CLI, MCP server and bridge.
 
-A join pins the CA by its hash and a wrong hash is refused; every client refuses a Commander
+A join pins the CA by its hash and a wrong hash is refused; `m3shd login` shows the CA's hash and
+pins it only after a yes at the terminal; every client refuses a Commander
 with another CA on the same address, and carries on once the real one is back; a certificate
 renewed while nodes are connected changes nothing for them; a tokenless join trusts on first use
 and shows its key; binding beyond loopback turns HTTPS on, and turning it off is said loudly.
@@ -9,10 +10,16 @@ and shows its key; binding beyond loopback turns HTTPS on, and turning it off is
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import select
 import socket
 import ssl
+import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
 import requests
@@ -20,6 +27,7 @@ from cryptography import x509
 from mcp import Client, StdioServerParameters
 
 from chatdb_fixtures import ChatDb
+from e2e.test_access import PASSWORD, make_user
 from commander.discovery import addresses_for
 from harness import Commander, N0D3, Process, base_env, free_port, m3shd, wait_until
 from m3shd import trust
@@ -87,6 +95,59 @@ def test_a_join_string_pins_the_ca_and_a_wrong_hash_is_refused_naming_both(mesh,
         assert mesh.wait_task(task["id"])["output"] == "echo: over the pinned connection"
     finally:
         node.stop()
+
+
+# --- m3shd login ------------------------------------------------------------------------------------
+
+def asked_at_a_terminal(argv: list[str], env: dict, answer: str, before_answering) -> subprocess.CompletedProcess:
+    """Run `m3shd ARGV` with a terminal as its standard input; once its question is on stderr,
+    call `before_answering(question)`, then type `answer`."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "m3shd", *argv], env=env, stdin=terminal,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(terminal)
+    try:
+        question, deadline = b"", time.monotonic() + 30
+        while not question.endswith(b"[y/N] "):
+            assert time.monotonic() < deadline and process.poll() is None, question
+            if select.select([process.stderr], [], [], 0.5)[0]:
+                question += os.read(process.stderr.fileno(), 4096)
+        before_answering(question.decode())
+        os.write(controller, answer.encode() + b"\n")
+        out, err = process.communicate(timeout=30)
+        return subprocess.CompletedProcess(argv, process.returncode, out.decode(), question.decode() + err.decode())
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+
+
+def test_login_shows_the_cas_hash_and_pins_it_only_after_a_yes(mesh, tmp_path):
+    laptop = base_env(tmp_path / "laptop")
+    kept, client_toml = tmp_path / "laptop" / "conf" / "commander-ca.pem", tmp_path / "laptop" / "conf" / "client.toml"
+    argv = ["login", mesh.url, "--token", mesh.admin_token]
+
+    def nothing_kept_yet(question):
+        assert f"The Commander at {mesh.url} presents the mesh CA\n  {ca_hash(mesh)}\n" in question
+        assert "m3shd commander ca" in question
+        assert not kept.exists() and not client_toml.exists()
+
+    declined = asked_at_a_terminal(argv, laptop, "n", nothing_kept_yet)
+    assert declined.returncode == 2 and "not trusted; nothing saved" in declined.stderr
+    assert not kept.exists() and not client_toml.exists()
+
+    # No terminal to ask at: refused, naming the hash and the way to pass it.
+    unasked = m3shd(*argv, env=laptop, check=False)
+    assert unasked.returncode == 2 and ca_hash(mesh) in unasked.stderr and "--ca-hash" in unasked.stderr
+    assert not kept.exists()
+
+    accepted = asked_at_a_terminal(argv, laptop, "y", nothing_kept_yet)
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"its CA pinned in {kept}" in accepted.stderr
+    assert kept.read_bytes() == mesh.ca_file.read_bytes() and oct(kept.stat().st_mode & 0o777) == "0o600"
+    saved = tomllib.loads(client_toml.read_text())["client"]
+    assert saved == {"url": mesh.url, "token": mesh.admin_token, "ca_file": str(kept)}
+    assert json.loads(m3shd("task", "list", "--json", env=laptop).stdout) == []
 
 
 # --- an impostor on the Commander's address ---------------------------------------------------------
@@ -215,8 +276,6 @@ def test_binding_beyond_loopback_serves_https_for_its_lan_names_and_plain_http_i
 
 
 def test_the_dashboards_session_cookie_is_secure_over_https(mesh):
-    from test_access import PASSWORD, make_user
-
     user = make_user(mesh, "admin")
     login = requests.post(f"{mesh.url}/api/session", json={"username": user, "password": PASSWORD},
                           verify=mesh.ca_file, timeout=10)

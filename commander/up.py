@@ -91,7 +91,8 @@ def point_client_here(cmdr, client_file: Path, url: str, token: str, ca_file: st
             return f"{client_file} holds more than a Commander URL and token, so it is left as it is"
         if saved.get("url") != url and not _accepted(cmdr, saved.get("token")):
             return f"{client_file} points at another Commander ({saved.get('url')}), so it is left as it is"
-    config.write_section(client_file, "client", {"url": url, "token": token, "ca_file": ca_file})
+    # The whole file is rewritten: a CA pinned by an earlier `up` with TLS goes when this one has none.
+    config.write_section(client_file, "client", {"url": url, "token": token} | ({"ca_file": ca_file} if ca_file else {}))
     return None
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import atexit
 import base64
+import http.client
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -232,6 +234,20 @@ class Commander:
         """gunicorn's quick shutdown (SIGINT): nobody waits out idle keep-alive connections."""
         if self.process:
             self.process.stop(sig=signal.SIGINT)
+
+    def open_socket(self, timeout: float) -> socket.socket:
+        """A raw connection to it, for requests no HTTP client would send: over TLS (verified
+        against its CA) when it serves HTTPS."""
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return ssl.create_default_context(cafile=self.ca_file).wrap_socket(raw, server_hostname="127.0.0.1") \
+            if self.tls else raw
+
+    def http_connection(self, timeout: float) -> http.client.HTTPConnection:
+        """http.client's connection to it (it sends a path byte for byte), HTTPS when it serves that."""
+        if self.tls:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=ssl.create_default_context(cafile=self.ca_file))
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def nodes(self) -> list[dict]:
         return self.api.list_nodes()

@@ -36,6 +36,7 @@ import fcntl
 import hashlib
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -233,15 +234,17 @@ class _Locked:
     `m3shd commander ca` run beside it), so two never make two different CAs."""
 
     def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.file = open(folder / ".lock", "w")
+        # The data dir too, when this makes it first: private like everything under it.
+        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.mkdir(exist_ok=True, mode=0o700)
+        self.fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def __enter__(self):
-        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *_):
-        self.file.close()  # releases the lock
+        os.close(self.fd)  # releases the lock
 
 
 def _load_ca(folder: Path):

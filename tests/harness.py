@@ -175,7 +175,8 @@ class Commander:
         self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         self.ca_file = ca_file_under(home) if self.tls else None
         if self.tls and not own_ca:
-            self.ca_file.parent.mkdir(parents=True, mode=0o700)
+            self.ca_file.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the Commander makes it
+            self.ca_file.parent.mkdir(mode=0o700)
             for name in ("ca.pem", "ca.key"):
                 shutil.copy(shared_ca().parent / name, self.ca_file.parent / name)
         tls_env = {"M3SHD_COMMANDER_TLS": "on", "M3SHD_CLIENT_CA_FILE": str(self.ca_file)} if self.tls else {}

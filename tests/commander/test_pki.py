@@ -88,8 +88,10 @@ def test_first_start_makes_a_p256_ca_and_a_certificate_for_every_name(settings):
     assert pki.ensure_server(settings) == "there is none yet"
     folder = pki.directory(settings)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["ca.key", "ca.pem", "server.pem"]
-    for name in ("ca.key", "ca.pem", "server.pem"):
+    for name in ("ca.key", "ca.pem", "server.pem", ".lock"):
         assert oct((folder / name).stat().st_mode & 0o777) == "0o600", name
+    for made in (folder, folder.parent):  # the data dir too: TLS makes it first on a new install
+        assert oct(made.stat().st_mode & 0o777) == "0o700", made
     ca = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
     constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value

@@ -153,8 +153,10 @@ def test_login_shows_the_cas_hash_and_pins_it_only_after_a_yes(mesh, tmp_path):
 # --- an impostor on the Commander's address ---------------------------------------------------------
 
 @pytest.mark.anyio
-async def test_every_client_refuses_a_commander_with_another_ca_and_comes_back_to_the_real_one(mesh, tmp_path):
+async def test_every_client_refuses_a_commander_with_another_ca_and_comes_back_to_the_real_one(mesh, tmp_path,
+                                                                                               request):
     node = N0D3(mesh, "alpha")
+    request.addfinalizer(node.process.stop)
     node.wait_registered()
     laptop = base_env(tmp_path / "laptop")  # the CLI, MCP server and bridge: pinned by `m3shd login`
     m3shd("login", mesh.url, "--ca-hash", ca_hash(mesh), "--token", mesh.admin_token, env=laptop)

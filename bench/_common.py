@@ -34,9 +34,13 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (Commander log, database)")
     parser.add_argument("--workers", type=int, default=CommanderSettings().workers,
                         help="Commander gunicorn workers (default: the product's default)")
+    parser.add_argument("--tls", action="store_true", help="the Commander serves HTTPS from a mesh CA, which this "
+                                                         "process's clients trust (as under `pytest --tls`)")
     if extra:
         extra(parser)
     args = parser.parse_args()
+    if args.tls:
+        os.environ["M3SHD_TEST_TLS"] = "1"  # harness.tls_by_default: every Commander started here
     # A TERM (a CI timeout, kill) unwinds like Ctrl-C, so the Commander we started is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return args

@@ -10,12 +10,12 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, agents, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
+from commander import accounts, agents, events, intake, leases, nodes, outcomes, pipelines, pki, planning, tasks
 from commander.agents import api as agents_api
 from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
 from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
-from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
+from commander.api import permissions as permissions_api, pki as pki_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
 from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
 from commander.errors import register_error_handlers
@@ -36,7 +36,7 @@ log = logging.getLogger("m3shd.commander")
 FEATURES = (events, outcomes, pipelines, agents)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
-              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp)
+              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:
@@ -121,6 +121,7 @@ def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
     (the OS releases it if that worker dies, and another takes over)."""
     lock = os.open(cmdr.notifier.run_dir / "reaper.lock", os.O_RDWR | os.O_CREAT, 0o600)
     flock_when_free(lock, every, every)
+    pki.start_renewal(cmdr.settings)
 
     def reap() -> None:
         time.sleep(every)

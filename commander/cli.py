@@ -10,7 +10,7 @@ import os
 import sys
 
 from m3shd import config
-from m3shd.cli import CliError, say
+from m3shd.cli import CliError, emit, say
 from m3shd.commands import tokens
 from m3shd.components import CommandLine, Commands
 from m3shd.wire import Role
@@ -35,6 +35,23 @@ def cmd_commander_serve(args) -> int:
     from commander.server import serve
 
     serve(settings)
+    return 0
+
+
+def cmd_commander_ca(args) -> int:
+    """The mesh CA's hash (made now if this Commander will serve HTTPS from it and has none yet)."""
+    from commander import pki
+    from commander.settings import CommanderSettings
+
+    settings = config.load(CommanderSettings, args.config)
+    if not pki.mesh_issued(settings):
+        why = "it serves the certificate in [commander] tls_cert" if settings.tls_cert else \
+            f"TLS is off for bind {settings.bind} ([commander] tls = {settings.tls!r})"
+        raise CliError(f"this Commander has no mesh CA: {why}")
+    certificate = pki.ensure_ca(settings)
+    found = {"ca_hash": pki.spki_hash(certificate), "file": str(pki.directory(settings) / "ca.pem")}
+    emit(args, found, lambda f: (print(f["ca_hash"]), say(f"the mesh CA, in {f['file']}: joins and "
+                                                            "`m3shd login` pin it by this hash")))
     return 0
 
 
@@ -105,6 +122,10 @@ def register(line: CommandLine) -> None:
     p.add_argument("--bind", help="HOST:PORT")
     p.add_argument("--workers", type=int, help="worker processes (default 2)")
     p.set_defaults(func=cmd_commander_serve)
+    p = line.groups["commander"].add_parser(
+        "ca", parents=[common], help="print the hash of the mesh CA that joins and `m3shd login` pin")
+    p.add_argument("--json", action="store_true", help="print JSON (ca_hash, file)")
+    p.set_defaults(func=cmd_commander_ca)
 
     admin = line.group("admin", help="operator accounts, on the Commander's machine")
     p = admin.add_parser("create-user", parents=[common], help="create a dashboard account")

@@ -46,8 +46,12 @@ def start(settings: CommanderSettings) -> subprocess.Popen | None:
     if not addresses:
         log.info("not advertising on the LAN: the Commander listens on loopback only")
         return None
-    log.info("advertising %s on port %s at %s", settings.mdns_type, port, ", ".join(addresses))
-    return subprocess.Popen([sys.executable, "-m", "commander.discovery", settings.mdns_type, port, *addresses])
+    from commander import pki   # here: the advertiser process itself needs none of it
+
+    scheme = "https" if pki.enabled(settings) else "http"
+    log.info("advertising %s (%s) on port %s at %s", settings.mdns_type, scheme, port, ", ".join(addresses))
+    return subprocess.Popen([sys.executable, "-m", "commander.discovery", settings.mdns_type, scheme, port,
+                             *addresses])
 
 
 def stop(advertiser: subprocess.Popen | None) -> None:
@@ -56,7 +60,7 @@ def stop(advertiser: subprocess.Popen | None) -> None:
         advertiser.wait(10)
 
 
-def advertise(service_type: str, port: int, addresses: list[str]) -> None:
+def advertise(service_type: str, scheme: str, port: int, addresses: list[str]) -> None:
     """Announce until SIGTERM, or until the master that started us is gone."""
     from zeroconf import ServiceInfo, Zeroconf
 
@@ -64,7 +68,7 @@ def advertise(service_type: str, port: int, addresses: list[str]) -> None:
 
     host = socket.gethostname().split(".")[0]
     info = ServiceInfo(service_type, f"M3SHD Commander on {host}.{service_type}", port=port,
-                       properties={"version": __version__},
+                       properties={"version": __version__, "scheme": scheme},
                        addresses=[socket.inet_aton(a) for a in addresses], server=f"{host}.local.")
     zc = Zeroconf(interfaces=addresses)
     zc.register_service(info, allow_name_change=True)
@@ -80,4 +84,4 @@ def advertise(service_type: str, port: int, addresses: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    advertise(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    advertise(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:])

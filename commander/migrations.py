@@ -260,6 +260,15 @@ def v10_attachments(database: pw.Database) -> None:
     apply(SchemaMigrator.from_database(database).add_column("task", "attachments", pw.TextField(default="[]")))
 
 
+def v11_pending_node_key(database: pw.Database) -> None:
+    """The key a pending machine will sign results with, so the operator can compare its
+    fingerprint before approving it (a tokenless join trusts on first use)."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("pending_node", "public_key", pw.CharField(max_length=64, null=True)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -272,6 +281,7 @@ MIGRATIONS: list[Step] = [
     (8, "agents", v8_agents),
     (9, "approver other than the submitter", v9_approver_not_submitter),
     (10, "task attachments", v10_attachments),
+    (11, "pending nodes show their key", v11_pending_node_key),
 ]
 
 

@@ -311,6 +311,7 @@ class PendingNode(BaseModel):
     version = pw.CharField(max_length=32, default="")
     address = pw.CharField(max_length=64, null=True, index=True)   # where the request came from
     poll_hash = pw.CharField(max_length=64, unique=True)          # SHA-256 of the node's poll token
+    public_key = pw.CharField(max_length=64, null=True)           # hex Ed25519 key it will sign results with
     requested_at = pw.FloatField(default=now, index=True)
     approved_at = pw.FloatField(null=True)
     approved_by = pw.CharField(max_length=200, null=True)

@@ -75,6 +75,12 @@ class Health(Response):
     schema_version: int
 
 
+class CaOut(Response):
+    certificate: str = Field(description="the mesh CA certificate (PEM) the Commander's own certificate is issued by")
+    ca_hash: str = Field(description="sha256: of the CA's public key (SubjectPublicKeyInfo DER), what joins pin; "
+                                     "a client computes it itself rather than trust this copy")
+
+
 # --- nodes -----------------------------------------------------------------------------------
 
 class RegisterIn(Request):
@@ -314,6 +320,9 @@ class PendingNodeOut(Response):
     address: str | None
     requested_at: float
     approved: bool
+    key_fingerprint: str | None = Field(
+        None, description="SHA256: fingerprint of the key it will sign results with; the machine logs the same "
+                          "while it waits, so an operator can tell it is the one they expect")
 
 
 class PendingList(Response):
@@ -536,6 +545,8 @@ class TokenCreated(Response):
     token: str = Field(description="shown once; only its hash is stored")
     permissions: list[str]
     expires_at: float | None
+    join: str | None = Field(None, description="a join token's join string: the token and the hash of the mesh CA "
+                                               "it pins, TOKEN#sha256:HEX (the token alone without a mesh CA)")
 
 
 class PermissionOut(Response):

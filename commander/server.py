@@ -8,20 +8,22 @@ need a process per waiting node; gthread a thread each, bounded by `threads`.)
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 
 from gunicorn.app.base import BaseApplication
 
-from commander import discovery
+from commander import discovery, pki
 from commander.app import build_commander, create_app
 from commander.leases import grace_after_restart
 from commander.settings import CommanderSettings
 
 
 class CommanderServer(BaseApplication):
-    def __init__(self, settings: CommanderSettings):
+    def __init__(self, settings: CommanderSettings, tls: tuple[str, str] | None = None):
         self.settings = settings
+        self.tls = tls  # (certfile, keyfile), from pki.prepare
         self.advertiser = None
         super().__init__()
 
@@ -41,8 +43,21 @@ class CommanderServer(BaseApplication):
             "on_starting": self.on_starting,
             "on_exit": lambda _arbiter: discovery.stop(self.advertiser),
         }
+        if self.tls:
+            options |= {"certfile": self.tls[0], "keyfile": self.tls[1], "ssl_context": self.ssl_context}
         for key, value in options.items():
             self.cfg.set(key, value)
+
+    def ssl_context(self, _conf, default_context):
+        """Per worker, once: gunicorn's context (its certificate and key), kept on the newest
+        certificate file by a Reloader (commander/pki.py says why not restarting workers)."""
+        context = default_context()
+        # The handshake then happens in gunicorn's request handler, not in gevent's accept: a
+        # client that fails it (plain HTTP, or refusing our certificate) costs one debug line, as
+        # in gunicorn's other workers, instead of a traceback in the error log.
+        context.wrap_socket = functools.partial(context.wrap_socket, do_handshake_on_connect=False)
+        pki.Reloader(context, *self.tls).start(min(5.0, pki.check_every(self.settings)))
+        return context
 
     def on_starting(self, _arbiter):
         # Once, in the master, before any worker: migrate, then give leases a fresh term
@@ -54,8 +69,7 @@ class CommanderServer(BaseApplication):
         self.advertiser = discovery.start(self.settings)
 
     def load(self):
-        logging.basicConfig(level=self.settings.log_level.upper(),
-                            format="%(asctime)s commander %(levelname)s %(message)s")
+        configure_logging(self.settings)
         app = create_app(self.settings)
         settle_garbage_collector()
         return app
@@ -72,5 +86,10 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
+def configure_logging(settings: CommanderSettings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s commander %(levelname)s %(message)s")
+
+
 def serve(settings: CommanderSettings) -> None:
-    CommanderServer(settings).run()
+    configure_logging(settings)  # in the master too: what pki.prepare says about the certificate
+    CommanderServer(settings, pki.prepare(settings)).run()

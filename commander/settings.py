@@ -71,6 +71,11 @@ class CommanderSettings(Settings):
     agents_dir: str = setting("", 'your agent profiles; `""` → `<config dir>/agents` (they override the shipped ones)')
     agents_check_every: float = setting(2.0, "seconds between looks for edited profile files (0: only at start and "
                                              "reload)")
+    tls: str = setting("auto", "`auto`: HTTPS from the mesh CA once bound beyond loopback; `on`; `off` (plain HTTP)")
+    tls_names: tuple[str, ...] = setting((), "more names or addresses the mesh-issued certificate carries (e.g. a DNS alias)")
+    tls_cert_lifetime: float = setting(7_776_000.0, "seconds a mesh-issued certificate lasts (90 days); renewed at 2/3")
+    tls_cert: str = setting("", "your own certificate chain (PEM) instead of the mesh CA's, e.g. from ACME")
+    tls_key: str = setting("", 'its private key (PEM); `""` → in `tls_cert`\'s file')
     capability_facts: tuple[str, ...] = setting(("os=", "arch=", "runner="), "capability label prefixes that are "
                                                 "facts of the machine, which a node changes by itself; any other "
                                                 "label a node adds waits for an operator")

@@ -13,7 +13,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from commander import accounts, tokens
+from commander import accounts, pki, tokens
 from commander.app import build_commander
 from commander.models import Token, User
 from commander.secrets import token_hash
@@ -39,7 +39,8 @@ def create_token(cmdr, name, kind="api", permissions=None, role=None, expires_in
     """Create a token straight in the Commander's database (bootstrap: no API token yet)."""
     with cmdr.db.connection_context(), cmdr.writing():
         token, secret = tokens.create(name, cli_actor(), kind, permissions, role, expires_in, agent=agent)
-    return tokens.as_created(token, secret)
+    created = tokens.as_created(token, secret)
+    return created | {"join": pki.join_for(cmdr.settings, created)}
 
 
 def create_token_locally(config_file, name, kind="api", permissions=None, role=None, expires_in=None,
@@ -77,8 +78,8 @@ def _saved_token(cmdr, path: Path, name: str, kind: str, role: str | None) -> st
     return secret
 
 
-def point_client_here(cmdr, client_file: Path, url: str, token: str) -> str | None:
-    """Save [client] url and token in `client_file`, so the m3shd command uses this mesh; returns
+def point_client_here(cmdr, client_file: Path, url: str, token: str, ca_file: str = "") -> str | None:
+    """Save [client] url, token and CA file in `client_file`, so the m3shd command uses this mesh; returns
     None, or why the file was left as it is: it is another Commander's (its URL is elsewhere and
     this Commander does not know its token), or it holds more than this writes."""
     if client_file.exists():
@@ -87,11 +88,12 @@ def point_client_here(cmdr, client_file: Path, url: str, token: str) -> str | No
         except (tomllib.TOMLDecodeError, OSError) as exc:
             return f"{client_file} cannot be read ({exc}), so it is left as it is"
         saved = document.get("client")
-        if set(document) != {"client"} or not isinstance(saved, dict) or not set(saved) <= {"url", "token"}:
+        if set(document) != {"client"} or not isinstance(saved, dict) or not set(saved) <= {"url", "token", "ca_file"}:
             return f"{client_file} holds more than a Commander URL and token, so it is left as it is"
         if saved.get("url") != url and not _accepted(cmdr, saved.get("token")):
             return f"{client_file} points at another Commander ({saved.get('url')}), so it is left as it is"
-    config.write_section(client_file, "client", {"url": url, "token": token})
+    # The whole file is rewritten: a CA pinned by an earlier `up` with TLS goes when this one has none.
+    config.write_section(client_file, "client", {"url": url, "token": token} | ({"ca_file": ca_file} if ca_file else {}))
     return None
 
 
@@ -118,7 +120,9 @@ def _stop(process: subprocess.Popen, grace: float) -> None:
 def up(args) -> int:
     settings = config.load(CommanderSettings, args.config, bind=args.bind)
     host, _, port = settings.bind.rpartition(":")
-    url = f"http://{host}:{port}"
+    tls = pki.enabled(settings)
+    # This machine's clients reach a wildcard bind on loopback, which the certificate names.
+    url = f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
     if not _port_free(host, int(port)):
         say(f"m3shd up: {settings.bind} is already in use (another m3shd up?). "
             f"Stop it, or pick another address with --bind HOST:PORT.")
@@ -130,11 +134,16 @@ def up(args) -> int:
     admin = _saved_token(local, data / "admin.token", "admin (m3shd up)", "api", Role.ADMIN)
     join = _saved_token(local, data / "local-join.token", "local N0D3 (m3shd up)", "join", None)
     first_password = ensure_first_admin(local)
+    ca_file = ""
+    if pki.mesh_issued(settings):
+        pki.ensure_ca(settings)  # now: this machine's clients pin it before the Commander has started
+        ca_file = str(pki.directory(settings) / "ca.pem")
     client_file = config.config_dir() / "client.toml"
-    client_kept = point_client_here(local, client_file, url, admin)
+    client_kept = point_client_here(local, client_file, url, admin, ca_file)
     getattr(local.db, "close_all", local.db.close)()  # the Commander we start opens its own
 
-    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings.bind, M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join)
+    env = dict(os.environ, M3SHD_COMMANDER_BIND=settings.bind, M3SHD_N0D3_URL=url, M3SHD_N0D3_JOIN_TOKEN=join,
+               M3SHD_N0D3_CA_FILE=ca_file)
     if args.slots:
         env["M3SHD_N0D3_SLOTS"] = str(args.slots)
     extra = ["--config", args.config] if args.config else []
@@ -150,7 +159,7 @@ def up(args) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
     try:
-        api = ApiClient(url, admin, timeout=2)
+        api = ApiClient(url, admin, timeout=2, ca_file=ca_file)
         deadline = time.time() + 30
         while True:
             if commander.poll() is not None:
@@ -169,7 +178,8 @@ def up(args) -> int:
         children.append(subprocess.Popen([sys.executable, "-m", "m3shd", "n0d3", "run", *extra], env=env,
                                          start_new_session=True))
         node = _wait_for_node(api, children[-1])
-        _banner(url, admin, client_file, client_kept, node, first_password)
+        _banner(url, admin, client_file, client_kept, node, first_password, pki.ca_hash(settings) if tls else None,
+                pki.beyond_loopback(settings.bind))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         say("m3shd up: a part of the mesh exited; stopping the rest")
@@ -192,7 +202,7 @@ def _wait_for_node(api: ApiClient, process: subprocess.Popen) -> dict | None:
 
 
 def _banner(url: str, admin: str, client_file: Path, client_kept: str | None, node: dict | None,
-            first_password: str | None) -> None:
+            first_password: str | None, ca_hash: str | None, on_the_lan: bool) -> None:
     lines = ["", "M3SHD is up.",
              f"  Dashboard    {url}   (log in below; API description: {url}/api/openapi.json)",
              f"  Admin token  {admin}"]
@@ -202,6 +212,12 @@ def _banner(url: str, admin: str, client_file: Path, client_kept: str | None, no
         lines += [f"               NOT saved: {client_kept}.",
                   f"               Point the m3shd command here with --url {url} --token <the admin token>",
                   "               (or M3SHD_CLIENT_URL and M3SHD_CLIENT_TOKEN), or remove that file and start again."]
+    if ca_hash:
+        lines += [f"  TLS          from the mesh CA {ca_hash}",
+                  "               other machines pin it: `m3shd login URL`, and join with the string "
+                  "`m3shd token create NAME --kind join` prints"]
+    elif on_the_lan:
+        lines.append("  TLS          OFF: tokens, cookies, prompts and answers cross the network in clear")
     if first_password:
         lines += [f"  Login        admin / {first_password}",
                   "               shown once; change it with `m3shd admin reset-password admin`"]

@@ -20,7 +20,7 @@ import sys
 
 from m3shd import __version__, config
 from m3shd.components import CommandLine, assemble
-from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.errors import CommanderError, CommanderUnreachable, CommanderUntrusted
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMEOUT = 1, 2, 3, 4
 EXIT_REFUSED, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_INCOMPLETE = 5, 6, 7, 8
@@ -107,7 +107,7 @@ def api(args):
     settings = config.load(config.ClientSettings, args.config, url=args.url, token=args.token)
     if not settings.token:
         raise CliError("no API token: pass --token, set M3SHD_CLIENT_TOKEN, or run `m3shd up` (it saves one)")
-    return ApiClient(settings.url, settings.token)
+    return ApiClient(settings.url, settings.token, ca_file=settings.ca_file)
 
 
 def emit(args, document, human) -> None:
@@ -157,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
     line = CommandLine(top, common, connection, client)
     # Imported here: the command modules use this module's helpers.
-    from m3shd.commands import agents, mcp, membership, nodes, pipelines, provenance, tasks, tokens
+    from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, tasks, tokens
 
-    for commands in (mcp, tasks, pipelines, provenance, nodes, membership, tokens, agents):  # --help lists them in this order
+    # --help lists them in this order
+    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, agents):
         commands.register(line)
     absent = assemble(line)
     if absent:
@@ -202,6 +203,9 @@ def run_command(argv: list[str] | None) -> int:
     except config.ConfigError as exc:
         say(f"m3shd: configuration: {exc}")
         return EXIT_USAGE
+    except CommanderUntrusted as exc:
+        say(f"m3shd: {exc}")
+        return EXIT_UNREACHABLE
     except CommanderUnreachable as exc:
         say(f"m3shd: {exc}; is it running? (`m3shd up` starts one here)")
         return EXIT_UNREACHABLE

@@ -9,23 +9,34 @@ import json
 import time
 from collections.abc import Callable
 from urllib.parse import quote
+from pathlib import Path
 
 import requests
 
-from m3shd import wire
-from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd import trust, wire
+from m3shd.config import ConfigError
+from m3shd.errors import CommanderError, CommanderUnreachable, CommanderUntrusted
 from m3shd.wire import FINAL_STATES
 
-__all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable", "FINAL_STATES"]
+__all__ = ["ApiClient", "NodeClient", "CommanderError", "CommanderUnreachable", "CommanderUntrusted", "FINAL_STATES"]
 
 
 class _Base:
-    def __init__(self, url: str, token: str, timeout: float = 30.0):
+    """`ca_file`: the Commander's CA (PEM) every connection is verified against (m3shd/trust.py);
+    None: the system's trust store. One session, so connections (and TLS sessions) are reused."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0, ca_file: str | None = None):
         if not url:
             raise ValueError("no Commander URL configured")
+        if ca_file and not Path(ca_file).is_file():
+            raise ConfigError(f"the Commander's CA file {ca_file} does not exist: pin it again with `m3shd login URL`")
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file or None
+        # Given with each request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE in the
+        # environment (requests issue #3829), which would drop the pin on machines that set it.
+        self.verify = str(ca_file) if ca_file else None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = "m3shd"
@@ -38,7 +49,9 @@ class _Base:
         merged = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers
         try:
             response = self.session.request(method, self.url + path, data=data, headers=merged, params=params,
-                                            timeout=timeout or self.timeout)
+                                            timeout=timeout or self.timeout, verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            raise CommanderUntrusted(trust.explain(self.url, self.ca_file, exc)) from None
         except requests.RequestException as exc:
             raise CommanderUnreachable(f"cannot reach the Commander at {self.url}: {exc.__class__.__name__}") from None
         if response.status_code == 204:
@@ -59,6 +72,10 @@ class _Base:
 class ApiClient(_Base):
     def health(self) -> dict:
         return self._send("GET", "/api/health")
+
+    def ca(self) -> dict:
+        """The mesh CA this Commander serves (`certificate`, `ca_hash`); 404 when it has none."""
+        return self._send("GET", "/api/ca")
 
     def submit_task(self, prompt: str, **fields) -> dict:
         return self._send("POST", "/api/tasks", {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}})
@@ -116,7 +133,9 @@ class ApiClient(_Base):
         params = {"after": after} if after is not None else None
         try:
             response = self.session.get(self.url + "/api/events", params=params, stream=True,
-                                        timeout=(self.timeout, idle))
+                                        timeout=(self.timeout, idle), verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            raise CommanderUntrusted(trust.explain(self.url, self.ca_file, exc)) from None
         except requests.RequestException as exc:
             raise CommanderUnreachable(f"cannot reach the Commander at {self.url}: {exc.__class__.__name__}") from None
         with response:
@@ -204,8 +223,8 @@ class NodeClient(_Base):
     """Every request signed with the node key (DESIGN.md §3)."""
 
     def __init__(self, url: str, node_id: int, token: str, signing_key: str, timeout: float = 30.0,
-                 sign_document: Callable[[bytes], str] | None = None):
-        super().__init__(url, token, timeout)
+                 sign_document: Callable[[bytes], str] | None = None, ca_file: str | None = None):
+        super().__init__(url, token, timeout, ca_file)
         self.node_id = node_id
         self.key = bytes.fromhex(signing_key)
         self.sign_document = sign_document  # the node's Ed25519 signature over a result document

@@ -183,6 +183,7 @@ class ClientSettings(Settings):
     section: ClassVar[str] = "client"
     url: str = setting(f"http://127.0.0.1:{DEFAULT_PORT}", "the Commander's URL")
     token: str = setting("", "the API token sent as `Authorization: Bearer` (`m3shd up` saves the admin's)")
+    ca_file: str = setting("", 'the Commander\'s CA (PEM), pinned by `m3shd login`; `""` → the system\'s trust store')
 
 
 # --- the README's table of keys -----------------------------------------------------------------

@@ -11,3 +11,8 @@ class CommanderError(Exception):
 
 class CommanderUnreachable(Exception):
     """No answer from the Commander (down, wrong URL, network)."""
+
+
+class CommanderUntrusted(CommanderUnreachable):
+    """The Commander did not prove who it is: its certificate did not verify against the pinned
+    CA, or its CA is not the one a hash named (m3shd/trust.py). Nothing was sent to it."""

@@ -39,15 +39,18 @@ def retry_delay(failures: int, base: float = 1.0, cap: float = 30.0, rng: random
 
 class Backoff:
     """Retries of one kind of request: the next delay (full jitter), and one log line when
-    `what` starts failing and one when it works again, however many retries lie between."""
+    `what` starts failing, one each time it fails another way (a Commander that was down and
+    is now refused), and one when it works again, however many retries lie between."""
 
     def __init__(self, what: str, logger: logging.Logger = log, base: float = 1.0, cap: float = 30.0):
         self.what, self.log, self.base, self.cap = what, logger, base, cap
         self.failures = 0
+        self.failing_with: type | None = None
 
     def failed(self, error: Exception) -> float:
-        if not self.failures:
+        if not self.failures or type(error) is not self.failing_with:
             self.log.warning("%s: %s; retrying with back-off", self.what, error)
+            self.failing_with = type(error)
         delay = retry_delay(self.failures, self.base, self.cap)
         self.failures += 1
         return delay

@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from m3shd import __version__, loops, provenance, wire
-from m3shd.client import CommanderError, CommanderUnreachable, NodeClient, ApiClient
+from m3shd import __version__, loops, provenance, trust, wire
+from m3shd.client import ApiClient, CommanderError, CommanderUnreachable, CommanderUntrusted, NodeClient
 from n0d3.runners import Image, RunResult, TaskSpec, detect, failed
 from n0d3.settings import N0d3Settings
 from n0d3.state import State
@@ -60,6 +60,7 @@ class Agent:
         self.node_state = wire.NodeState.ACTIVE  # as the Commander last said; claims only while active
         self.heartbeat_interval = 5.0          # as the Commander last said
         self.detection = None
+        self.ca_file: str | None = None          # the Commander's pinned CA (see trusted_ca)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -94,10 +95,16 @@ class Agent:
         s = self.settings
         url = s.url or self.discover()
         identity = self.state.identity()
+        try:
+            join_token, pinned = trust.split_join(s.join_token)
+            expected = pinned or (trust.check_hash(s.ca_hash, "[n0d3] ca_hash") if s.ca_hash else None)
+        except ValueError as exc:
+            raise FatalConfig(str(exc)) from None
+        self.ca_file = self.trusted_ca(url, expected, first_use=not join_token and identity is None)
         if identity is not None:
             identity = self.register_again(url, identity, patient=fall_back)
-        if identity is None and s.join_token:
-            identity = self.register_new(url)
+        if identity is None and join_token:
+            identity = self.register_new(url, join_token, patient=fall_back)
         elif identity is None and fall_back:
             identity = self.wait_for_approval(url)
         if identity is None:
@@ -110,15 +117,22 @@ class Agent:
 
     def node_client(self, identity: dict) -> NodeClient:
         return NodeClient(identity["url"], identity["node_id"], identity["node_token"], identity["signing_key"],
-                          sign_document=functools.partial(provenance.sign, self.result_key))
+                          sign_document=functools.partial(provenance.sign, self.result_key), ca_file=self.ca_file)
 
-    def until_answered(self, what: str, call, retry=lambda exc: exc.status >= 500):
+    def until_answered(self, what: str, call, retry=lambda exc: exc.status >= 500, patient: bool = True):
         """`call()` until the Commander answers it, backing off while it is unreachable or gives a
-        refusal that `retry(exc)` says may pass; any other refusal is raised. None if stopped."""
+        refusal that `retry(exc)` says may pass; any other refusal is raised. None if stopped.
+        A Commander that cannot prove who it is (CommanderUntrusted) is retried while `patient`
+        (an impostor may leave), else fatal: `n0d3 join` says so at once."""
         backoff = loops.Backoff(what, log)
         while not self.stopping.is_set():
             try:
                 reply = call()
+            except CommanderUntrusted as exc:
+                if not patient:
+                    raise FatalConfig(str(exc)) from None
+                self.stopping.wait(backoff.failed(exc))
+                continue
             except CommanderUnreachable as exc:
                 self.stopping.wait(backoff.failed(exc))
                 continue
@@ -155,7 +169,7 @@ class Agent:
 
         try:
             reply = self.until_answered("registering again", lambda: client.register_again(**self.registration()),
-                                        retry=passing)
+                                        retry=passing, patient=patient)
         except CommanderError as exc:
             if exc.status == 401 and exc.code == "unauthenticated":
                 log.warning("the Commander at %s does not know node %s (it was removed, or this identity is another "
@@ -173,11 +187,11 @@ class Agent:
         self.state.save_identity(identity)
         return identity
 
-    def register_new(self, url: str) -> dict | None:
+    def register_new(self, url: str, join_token: str, patient: bool = True) -> dict | None:
         """Register this machine as a new node with the join token; None if stopped meanwhile."""
-        client = ApiClient(url, self.settings.join_token)
+        client = ApiClient(url, join_token, ca_file=self.ca_file)
         try:
-            reply = self.until_answered("registering", lambda: client.register(**self.registration()))
+            reply = self.until_answered("registering", lambda: client.register(**self.registration()), patient=patient)
         except CommanderError as exc:
             if exc.code == "machine_known":
                 raise FatalConfig(f"{exc.message}. (This N0D3 has no identity that proves it is that node: "
@@ -188,6 +202,48 @@ class Agent:
                                   f"(`m3shd n0d3 join URL TOKEN`)") from None
             raise FatalConfig(f"the Commander refused to register this N0D3: {exc.message}") from None
         return None if reply is None else self.adopt(url, reply)
+
+    def trusted_ca(self, url: str, expected: str | None, first_use: bool) -> str | None:
+        """The CA file every connection to `url` is verified against (m3shd/trust.py); None for
+        plain HTTP or the system's trust store. `expected`: the hash a join string or [n0d3]
+        ca_hash pins; the CA is fetched and checked against it (again, when it differs from the
+        one kept). `first_use`: a tokenless join with nothing to check the CA against keeps the
+        one it is shown first, and says so."""
+        s = self.settings
+        if not url.startswith("https://"):
+            if expected:
+                raise FatalConfig(f"a CA hash pins the Commander's TLS certificate, but {url} is plain HTTP: "
+                                  "use its https:// URL")
+            return None
+        if s.ca_file:
+            if expected and trust.file_hash(s.ca_file) != expected:
+                raise FatalConfig(str(trust.mismatch(url, expected, trust.file_hash(s.ca_file))))
+            return s.ca_file
+        kept = self.state.dir / "ca.pem"
+        if kept.exists() and expected in (None, trust.file_hash(kept)):
+            return str(kept)
+        if expected is None and not first_use:
+            return None
+        backoff = loops.Backoff("fetching the Commander's CA", log)
+        while not self.stopping.is_set():
+            try:
+                seen = trust.pin(url, kept, expected)
+            except CommanderUntrusted as exc:
+                raise FatalConfig(str(exc)) from None
+            except trust.NoMeshCa as exc:
+                if expected:
+                    raise FatalConfig(f"{exc}; a CA hash cannot be checked against it") from None
+                return None
+            except CommanderUnreachable as exc:
+                self.stopping.wait(backoff.failed(exc))
+                continue
+            if expected:
+                log.info("the Commander's CA matches the join's hash %s; every connection is verified with it", seen)
+            else:
+                log.warning("trusting the Commander's CA %s on first use: nothing came with this N0D3 to check it "
+                            "against. `m3shd commander ca` on the Commander prints its own; compare them.", seen)
+            return str(kept)
+        raise FatalConfig("stopped before the Commander's CA was fetched")
 
     def adopt(self, url: str, reply: dict) -> dict:
         """Keep the secrets a registration returned: this machine's identity from now on."""
@@ -214,7 +270,7 @@ class Agent:
     def wait_for_approval(self, url: str) -> dict | None:
         """A tokenless join: ask once (the request survives restarts), then poll until an operator
         approves it; the approving answer carries this node's secrets."""
-        client = ApiClient(url, "")
+        client = ApiClient(url, "", ca_file=self.ca_file)
         backoff = loops.Backoff("asking to join", log)
         said = False
         while not self.stopping.is_set():
@@ -240,9 +296,11 @@ class Agent:
                 log.info("approved")
                 return self.adopt(url, answer["registration"])
             if not said:
-                # p3, as `m3shd nodes pending` shows it: a pending id is not a node id.
-                log.warning("waiting for approval as pending machine p%s: on the Commander, `m3shd nodes approve p%s`",
-                            request["id"], request["id"])
+                # p3, as `m3shd nodes pending` shows it: a pending id is not a node id. The key lets the
+                # operator tell this machine from another asking under the same name.
+                log.warning("waiting for approval as pending machine p%s with key %s: on the Commander, check that "
+                            "`m3shd nodes pending` shows this key, then `m3shd nodes approve p%s`", request["id"],
+                            trust.key_fingerprint(provenance.public_key_hex(self.result_key)), request["id"])
                 said = True
             self.stopping.wait(3.0)
         return None

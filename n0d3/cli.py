@@ -23,6 +23,8 @@ def cmd_n0d3_join(args) -> int:
     from n0d3.settings import N0d3Settings
 
     values = {"url": args.url, "join_token": args.token}
+    if args.ca_hash:
+        values["ca_hash"] = args.ca_hash
     if args.name:
         values["name"] = args.name
     if args.slots:
@@ -38,7 +40,8 @@ def cmd_n0d3_join(args) -> int:
         raise CliError(str(exc)) from None
     path = config.config_dir() / "n0d3.toml"
     config.write_section(path, "n0d3", values)
-    say(f"joined as node {agent.identity['node_id']}; settings saved in {path}; start it with `m3shd n0d3 run`")
+    pinned = f"; the Commander's CA is pinned in {agent.ca_file}" if agent.ca_file else ""
+    say(f"joined as node {agent.identity['node_id']}{pinned}; settings saved in {path}; start it with `m3shd n0d3 run`")
     return 0
 
 
@@ -46,13 +49,16 @@ def register(line: CommandLine) -> None:
     n0d3 = line.group("n0d3", help="the agent on a worker machine")
     p = n0d3.add_parser("run", parents=[line.common], help="run the agent (SIGTERM drains: running tasks finish)")
     p.add_argument("--url", help="Commander URL")
-    p.add_argument("--join-token", help="join token (needed only until the node has registered)")
+    p.add_argument("--join-token", help="join string or token (needed only until the node has registered)")
     p.add_argument("--name", help="node name (default: host name)")
     p.add_argument("--slots", type=int, help="tasks run at once")
     p.set_defaults(func=cmd_n0d3_run)
-    p = n0d3.add_parser("join", help="register with a Commander and save its URL and join token")
+    p = n0d3.add_parser("join", help="register with a Commander, pin its CA, and save its URL and join token")
     p.add_argument("url", metavar="URL")
-    p.add_argument("token", metavar="TOKEN", help="a join token from `m3shd token create --kind join`")
+    p.add_argument("token", metavar="TOKEN", help="the join string `m3shd token create --kind join` prints "
+                                                  "(TOKEN#sha256:HASH: the hash pins the Commander's CA), or a bare token")
+    p.add_argument("--ca-hash", metavar="sha256:HEX", help="the Commander's CA hash, for a bare token: the CA fetched "
+                                                          "over the first connection must match it")
     p.add_argument("--name")
     p.add_argument("--slots", type=int)
     p.add_argument("--capabilities", help="comma-separated labels or key=value pairs")

@@ -22,7 +22,9 @@ def find_commander(service_type: str, timeout: float) -> str | None:
         info = zc.get_service_info(service_type, name, timeout=3000)
         if info is None or not info.parsed_addresses():
             return None
-        return f"http://{info.parsed_addresses()[0]}:{info.port}"
+        # A Commander serving TLS says so (older ones say nothing: plain HTTP).
+        scheme = "https" if (info.properties or {}).get(b"scheme") == b"https" else "http"
+        return f"{scheme}://{info.parsed_addresses()[0]}:{info.port}"
     except queue.Empty:
         return None
     finally:

@@ -20,7 +20,10 @@ class N0d3Settings(Settings):
     section: ClassVar[str] = "n0d3"
     url: str = setting("", 'the Commander, e.g. `http://127.0.0.1:8470`; `""` → found with mDNS')
     mdns_type: str = setting(MDNS_TYPE, "the mDNS service type browsed for when `url` is empty")
-    join_token: str = setting("", "a join token; needed only until the node has registered")
+    join_token: str = setting("", "a join token, or a join string `TOKEN#sha256:HASH` that pins the Commander's CA; "
+                                  "needed only until the node has registered")
+    ca_hash: str = setting("", "`sha256:HASH` of the Commander's CA key, checked when the CA is first fetched")
+    ca_file: str = setting("", 'the Commander\'s CA (PEM) to verify it with; `""` → the one pinned in `state_dir`')
     state_dir: str = setting("", 'identity and held results; `""` → `<data>/n0d3`')
     name: str = setting("", '`""` → the host name')
     slots: int = setting(2, "tasks run at once")

@@ -18,6 +18,16 @@ import pytest
 from harness import ROOT, Commander, N0D3
 
 
+def pytest_addoption(parser):
+    parser.addoption("--tls", action="store_true",
+                     help="every Commander the harness starts serves HTTPS from a mesh CA, and every client pins it")
+
+
+def pytest_configure(config):
+    if config.getoption("--tls"):
+        os.environ["M3SHD_TEST_TLS"] = "1"  # read by harness.tls_by_default, in this process only
+
+
 # --- in process ------------------------------------------------------------------------------
 
 @pytest.fixture

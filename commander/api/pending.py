@@ -9,13 +9,15 @@ from commander.permissions import PUBLIC
 from commander.routes import api_route, commander
 from commander.models import PendingNode
 from commander.schemas import PendingList, PendingNodeOut, PendingOut, PendingPollIn, PendingPollOut, RegisterIn
+from m3shd.trust import key_fingerprint
 
 bp = Blueprint("pending", __name__)
 
 
 def pending_out(row: PendingNode) -> PendingNodeOut:
     return PendingNodeOut.from_row(row, approved=row.approved_at is not None,
-                                   machine_id=row.machine_id if may_see_machine_ids() else None)
+                                   machine_id=row.machine_id if may_see_machine_ids() else None,
+                                   key_fingerprint=row.public_key and key_fingerprint(row.public_key))
 
 
 @api_route(bp, "POST", "/nodes/pending", permission=PUBLIC, body=RegisterIn, response=PendingOut, status=202)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from commander import tokens
+from commander import pki, tokens
 from commander.auth import principal
 from commander.routes import api_route, commander
 from commander.schemas import TokenCreate, TokenCreated, TokenList, TokenOut
@@ -16,7 +16,8 @@ def create(body: TokenCreate):
     with commander().writing():
         token, secret = tokens.create(body.name, principal().actor, body.kind, body.permissions, body.role,
                                       body.expires_in, granter=principal().permissions, agent=body.agent)
-    return TokenCreated(**tokens.as_created(token, secret))
+    created = tokens.as_created(token, secret)
+    return TokenCreated(**created, join=pki.join_for(commander().settings, created))
 
 
 @api_route(bp, "GET", "/tokens", permission="tokens:manage", response=TokenList)

@@ -44,7 +44,8 @@ def cmd_mcp_install(args) -> int:
     targets += [(claude_desktop_config(), False, "Claude Desktop")] if args.claude_desktop else []
     for path, stdio_type, app in targets:
         try:
-            outcome, backup = install(path, args.name, server_entry(settings.url, settings.token, stdio_type))
+            outcome, backup = install(path, args.name, server_entry(settings.url, settings.token, stdio_type,
+                                                                     settings.ca_file))
         except InstallError as exc:
             raise CliError(str(exc)) from None
         kept = f"; the previous file is {backup}" if backup else ""

@@ -85,11 +85,12 @@ def cmd_nodes_pending(args) -> int:
     found = api(args).list_pending()
 
     def table(items):
-        print(f"{'ID':>5}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     CAPABILITIES")
+        print(f"{'ID':>5}  {'NAME':<20} {'FROM':<16} {'WAITING':>8}  STATE     {'KEY':<50} CAPABILITIES")
         for p in items:
             waiting = duration(max(0.0, time.time() - p["requested_at"]))
             print(f"{pending_label(p['id']):>5}  {p['name'][:20]:<20} {(p['address'] or '?')[:16]:<16} {waiting:>8}  "
-                  f"{'approved' if p['approved'] else 'pending':<9} {', '.join(p['capabilities'])}")
+                  f"{'approved' if p['approved'] else 'pending':<9} {p['key_fingerprint'] or '-':<50} "
+                  f"{', '.join(p['capabilities'])}")
 
     emit(args, found, table)
     return 0

@@ -20,11 +20,17 @@ def token_permissions(args) -> list[str] | None:
 
 
 def show_token(args, created: dict) -> int:
-    """A new token: the secret alone on stdout (for scripts), what it may do on stderr."""
-    scope = f" as agent {created['agent']} only" if created.get("agent") else ""
-    emit(args, created, lambda t: (print(t["token"]), say(f"{t['kind']} token {t['id']} `{t['name']}`: "
-                                                          f"{', '.join(t['permissions'])}{scope}; shown once, "
-                                                          f"store it now")))
+    """A new token: the secret alone on stdout (for scripts), what it may do on stderr. A join
+    token shows as its join string, TOKEN#sha256:HASH, which pins the Commander's CA."""
+    def human(t):
+        print(t.get("join") or t["token"])
+        scope = f" as agent {t['agent']} only" if t.get("agent") else ""
+        say(f"{t['kind']} token {t['id']} `{t['name']}`: {', '.join(t['permissions'])}{scope}; shown once, "
+            f"store it now")
+        if t.get("join") and t["join"] != t["token"]:
+            say("after the # is the hash of the Commander's CA: `m3shd n0d3 join URL` with all of it pins that CA")
+
+    emit(args, created, human)
     return 0
 
 

@@ -31,15 +31,15 @@ def claude_desktop_config() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "Claude" / "claude_desktop_config.json"
 
 
-def server_entry(url: str, token: str, stdio_type: bool) -> dict:
+def server_entry(url: str, token: str, stdio_type: bool, ca_file: str = "") -> dict:
     """The command that starts `m3shd mcp` over stdio, with the Commander's URL and token in its
     environment (never on its command line, where `ps` would show it).
 
     This Python, not `m3shd` on PATH: Claude Desktop starts servers without the shell's PATH, so
     a virtualenv's `m3shd` would not be found. Claude Code records `"type": "stdio"`; Claude
-    Desktop's format has no `type`."""
-    entry = {"command": sys.executable, "args": ["-m", "m3shd", "mcp"],
-             "env": {"M3SHD_CLIENT_URL": url, "M3SHD_CLIENT_TOKEN": token}}
+    Desktop's format has no `type`. `ca_file`: the Commander's pinned CA, which it verifies with."""
+    env = {"M3SHD_CLIENT_URL": url, "M3SHD_CLIENT_TOKEN": token} | ({"M3SHD_CLIENT_CA_FILE": ca_file} if ca_file else {})
+    entry = {"command": sys.executable, "args": ["-m", "m3shd", "mcp"], "env": env}
     return {"type": "stdio", **entry} if stdio_type else entry
 
 

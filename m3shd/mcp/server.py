@@ -20,7 +20,7 @@ from pydantic import Field
 
 from m3shd import __version__
 from m3shd.client import ApiClient
-from m3shd.errors import CommanderError, CommanderUnreachable
+from m3shd.errors import CommanderError, CommanderUnreachable, CommanderUntrusted
 from m3shd.images import read as read_image
 from m3shd.mcp.models import Agent, AgentList, Node, NodeList, Pipeline, StepIn, Task, TaskList
 from m3shd.wire import TaskState
@@ -55,6 +55,8 @@ STOPS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_
 
 def explain(exc: CommanderError | CommanderUnreachable) -> str:
     """What went wrong, said so that the person reading it knows what to do next."""
+    if isinstance(exc, CommanderUntrusted):
+        return f"{exc}."
     if isinstance(exc, CommanderUnreachable):
         return (f"{exc}. Is the Commander running (`m3shd up` starts one), and is M3SHD_CLIENT_URL "
                 f"in this MCP server's environment its address?")

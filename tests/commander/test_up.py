@@ -36,6 +36,16 @@ def test_up_on_another_port_updates_the_config_it_wrote_before(cmdr, tmp_path):
     assert saved(client_file)["client"]["url"] == "http://127.0.0.1:18471"
 
 
+def test_the_mesh_cas_file_is_saved_with_the_url_and_goes_when_tls_does(cmdr, tmp_path):
+    admin = create_token(cmdr, "admin (m3shd up)", role="admin")["token"]
+    client_file = tmp_path / "client.toml"
+    ca_file = str(tmp_path / "data" / "tls" / "ca.pem")
+    assert point_client_here(cmdr, client_file, "https://127.0.0.1:18471", admin, ca_file) is None
+    assert saved(client_file) == {"client": {"url": "https://127.0.0.1:18471", "token": admin, "ca_file": ca_file}}
+    assert point_client_here(cmdr, client_file, "http://127.0.0.1:18471", admin) is None
+    assert saved(client_file) == {"client": {"url": "http://127.0.0.1:18471", "token": admin}}
+
+
 def test_another_commanders_config_is_kept_and_the_reason_given(cmdr, tmp_path):
     client_file = tmp_path / "client.toml"
     config.write_section(client_file, "client", {"url": "https://mesh.example:8470", "token": "m3a_someone-elses"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import http.client
 import json
 import re
 import stat
@@ -145,7 +144,7 @@ def test_session_cookie_flags_and_csrf(cmd):
     reply = requests.post(f"{cmd.url}/api/session", json={"username": name, "password": PASSWORD}, timeout=15)
     cookie = reply.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
-    assert "Secure" not in cookie  # plain HTTP here; see test_secure_cookie_over_tls
+    assert ("Secure" in cookie) is cmd.tls  # Secure only over HTTPS (`pytest --tls`); see test_secure_cookie_over_tls
     browser = login(cmd, name)
     csrf = browser.headers.pop("X-CSRF-Token")
     assert browser.get(f"{cmd.url}/api/tasks", timeout=15).status_code == 200  # reading needs no CSRF token
@@ -219,7 +218,7 @@ def test_parallel_guesses_are_counted_before_any_is_checked(tmp_path):
     try:
         def burst(name: str, passwords: list[str]) -> list[int]:
             """Every request on its own connection, all sent at once."""
-            connections = [http.client.HTTPConnection("127.0.0.1", fresh.port, timeout=60) for _ in passwords]
+            connections = [fresh.http_connection(timeout=60) for _ in passwords]
             for connection in connections:
                 connection.connect()
             start = threading.Barrier(len(passwords))

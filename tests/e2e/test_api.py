@@ -488,8 +488,9 @@ def test_every_api_route_declares_a_permission(app, openapi_doc):
     assert len(rules) >= 12
     assert unguarded(app) == []
     public = sorted(rule.rule for rule in rules if app.view_functions[rule.endpoint].route_spec.permission == PUBLIC)
-    # Log in, look, log out; and a tokenless machine asking to join, then asking whether it may.
-    assert public == ["/api/health", "/api/nodes/pending", "/api/nodes/pending/poll", "/api/openapi.json"] + [
+    # Log in, look, log out; a tokenless machine asking to join, then asking whether it may; and the
+    # mesh CA's certificate, which a joining machine fetches and checks against its pinned hash.
+    assert public == ["/api/ca", "/api/health", "/api/nodes/pending", "/api/nodes/pending/poll", "/api/openapi.json"] + [
         "/api/session"] * 3
     # the document describes exactly these routes, and the served one is the same document
     documented = {(path, method) for path, item in openapi.document(app)["paths"].items() for method in item}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ARTIFACTS, Commander, N0D3, wait_until
+from harness import ARTIFACTS, Commander, N0D3, shared_ca, spki_base64, tls_by_default, wait_until
 from e2e.test_access import PASSWORD, make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -32,7 +32,10 @@ def chromium():
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (tests/system-packages/browser.txt)")
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        # Under `pytest --tls` the browser trusts the tests' shared mesh CA by its key hash, as a
+        # client that pinned it would, rather than ignoring certificate errors altogether.
+        pinned = [f"--ignore-certificate-errors-spki-list={spki_base64(shared_ca())}"] if tls_by_default() else []
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS + pinned)
         yield browser
         browser.close()
 

@@ -198,19 +198,21 @@ def test_restarted_n0d3_gets_its_own_node_back(commander, spawn_n0d3):
 def test_join_saves_settings_and_run_uses_them(commander, tmp_path):
     env = dict(commander.env, M3SHD_N0D3_STATE_DIR=str(tmp_path / "joined"))
     name = 'joiner "one" \\ kitchen\nshelf'  # a quote, a backslash and a newline: TOML escapes each
-    done = m3shd("n0d3", "join", commander.url, commander.join_token, "--name", name, "--slots", "3", env=env)
+    # The join string: the token, and under `pytest --tls` the hash of the CA it pins.
+    done = m3shd("n0d3", "join", commander.url, commander.join_string, "--name", name, "--slots", "3", env=env)
     assert "joined as node" in done.stderr
     saved = Path(env["M3SHD_CONFIG_DIR"]) / "n0d3.toml"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
-    assert tomllib.loads(saved.read_text())["n0d3"] == {"url": commander.url, "join_token": commander.join_token,
+    assert tomllib.loads(saved.read_text())["n0d3"] == {"url": commander.url, "join_token": commander.join_string,
                                                         "name": name, "slots": 3}
     node = next(n for n in commander.api.list_nodes() if n["name"] == name)
     assert node["slots"] == 3
     # Joining again, its saved identity proves the node: no join token is needed, so none is checked.
-    again = m3shd("n0d3", "join", commander.url, "m3j_not-a-token", env=env)
+    not_a_token = commander.join_string.replace(commander.join_token, "m3j_not-a-token")
+    again = m3shd("n0d3", "join", commander.url, not_a_token, env=env)
     assert "joined as node" in again.stderr and [n["name"] for n in commander.api.list_nodes()].count(name) == 1
     stranger = dict(env, M3SHD_N0D3_STATE_DIR=str(tmp_path / "stranger"))  # a new machine needs a token that works
-    refused = m3shd("n0d3", "join", commander.url, "m3j_not-a-token", env=stranger, check=False)
+    refused = m3shd("n0d3", "join", commander.url, not_a_token, env=stranger, check=False)
     assert refused.returncode == 2 and "refused the join token" in refused.stderr
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
-import socket
 import sqlite3
 import time
 import uuid
@@ -134,7 +132,7 @@ def task_view(cmd, task_id: int) -> tuple:
 
 def raw_get(cmd, path: str, headers: dict | None = None) -> tuple[int, str, bytes]:
     """GET a path byte for byte (requests would normalise dot segments)."""
-    conn = http.client.HTTPConnection("127.0.0.1", cmd.port, timeout=15)
+    conn = cmd.http_connection(timeout=15)
     try:
         conn.putrequest("GET", path, skip_accept_encoding=True)
         for name, value in (headers or {}).items():
@@ -964,7 +962,7 @@ def test_slow_bodies_starve_nobody_and_end_in_408(tmp_path):
     trickling = []
     try:
         for _ in range(150):
-            connection = socket.create_connection(("127.0.0.1", slow.port), timeout=30)
+            connection = slow.open_socket(timeout=30)
             connection.sendall(b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                                b"Content-Length: 100\r\n\r\n{")
             trickling.append(connection)

@@ -351,8 +351,9 @@ def test_install_keeps_other_servers_backs_up_and_is_idempotent(mesh, tmp_path):
     written = json.loads(code_config.read_text())
     assert written["numStartups"] == 12 and written["mcpServers"]["github"] == theirs["mcpServers"]["github"]
     entry = written["mcpServers"]["m3shd"]
+    pinned = {"M3SHD_CLIENT_CA_FILE": str(mesh.ca_file)} if mesh.ca_file else {}  # under `pytest --tls`
     assert entry == {"type": "stdio", "command": sys.executable, "args": ["-m", "m3shd", "mcp"],
-                     "env": {"M3SHD_CLIENT_URL": mesh.url, "M3SHD_CLIENT_TOKEN": mesh.admin_token}}
+                     "env": {"M3SHD_CLIENT_URL": mesh.url, "M3SHD_CLIENT_TOKEN": mesh.admin_token} | pinned}
     (backup,) = tmp_path.glob(".claude.json.*.bak")
     assert json.loads(backup.read_text()) == theirs and stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert stat.S_IMODE(code_config.stat().st_mode) == 0o600

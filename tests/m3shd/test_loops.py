@@ -46,6 +46,19 @@ def test_backoff_says_once_when_it_starts_failing_and_once_when_it_works_again(c
     assert 0 <= first_again <= 1.0  # success starts the window afresh
 
 
+def test_backoff_says_so_again_when_the_failure_changes_kind(caplog):
+    """A Commander that was down and now answers but cannot prove who it is: the second reason
+    is the one to act on, so it is said too (once)."""
+    backoff = loops.Backoff("heartbeat", logging.getLogger("m3shd.test"))
+    with caplog.at_level("INFO", logger="m3shd.test"):
+        for error in (ConnectionError("refused"), ConnectionError("refused"), PermissionError("untrusted"),
+                      PermissionError("untrusted"), ConnectionError("refused")):
+            backoff.failed(error)
+    assert caplog.messages == ["heartbeat: refused; retrying with back-off",
+                               "heartbeat: untrusted; retrying with back-off",
+                               "heartbeat: refused; retrying with back-off"]
+
+
 def test_a_guarded_loop_survives_its_failures_and_says_each_distinct_one_once(caplog, monkeypatch):
     waits = []
     monkeypatch.setattr(loops, "retry_delay", lambda failures, base, cap: waits.append(failures) or 0.0)

@@ -167,7 +167,7 @@ class Mesh:
                                                 f"-o UserKnownHostsFile={self.work / 'known_hosts'}"},
             "children": {
                 "commander": {"hosts": {commander: host(commander) | {
-                    "commander_url": f"http://{self.boxes[commander].ip}:{PORT}"}}},
+                    "commander_url": self.url}}},
                 "n0d3s": {"children": {
                     "debians": {"hosts": {n: host(n) for n in self.groups["debians"]}},
                     # Shaped like a Pi 5: the labels a real one would declare (the agent adds arch=x86_64 here).
@@ -204,10 +204,23 @@ class Mesh:
             "/opt/m3shd/venv/bin/m3shd", *args)
 
     @property
+    def url(self) -> str:
+        """Bound beyond loopback, the Commander serves HTTPS from its mesh CA."""
+        return f"https://{self.boxes[self.groups['commander'][0]].ip}:{PORT}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The mesh CA as the roles installed it on the commander host, for this test's own client."""
+        path = self.work / "mesh-ca.pem"
+        if not path.exists():
+            path.write_text(self.boxes[self.groups["commander"][0]].exec("cat", "/etc/m3shd/mesh-ca.pem").stdout)
+        return path
+
+    @property
     def api(self) -> ApiClient:
         if self._api is None:
             token = json.loads(self.m3shd("token", "create", "tests", "--role", "admin", "--local", "--json").stdout)
-            self._api = ApiClient(f"http://{self.boxes[self.groups['commander'][0]].ip}:{PORT}", token["token"])
+            self._api = ApiClient(self.url, token["token"], ca_file=str(self.ca_file))
         return self._api
 
     def nodes(self) -> dict[str, dict]:
@@ -342,6 +355,10 @@ def test_site_converges_and_every_n0d3_joins(mesh):
         assert service_user(mesh.boxes[name], service) == "m3shd"
     worker = mesh.boxes["worker"]
     assert worker.exec("grep", "-r", "m3j_", "/etc/m3shd", "/var/lib/m3shd", check=False).returncode == 1
+    # Each N0D3 verifies the Commander with the mesh CA the play carried over from the hub.
+    for name in ("worker", "pi"):
+        assert mesh.boxes[name].exec("cat", "/etc/m3shd/mesh-ca.pem").stdout == mesh.ca_file.read_text()
+        assert 'ca_file = "/etc/m3shd/mesh-ca.pem"' in mesh.boxes[name].exec("cat", "/etc/m3shd/n0d3.toml").stdout
     # The API key from the vault reaches the service through a root-only environment file.
     assert worker.exec("stat", "-c", "%U %a", "/etc/m3shd/n0d3.env").stdout.split() == ["root", "600"]
     assert worker.exec("cat", "/etc/m3shd/n0d3.env").stdout == f"ANTHROPIC_API_KEY={mesh.api_key}\n"
@@ -359,10 +376,11 @@ def test_a_task_submitted_through_the_api_runs_on_a_node(mesh):
 def test_the_admin_password_from_the_vault_logs_in(mesh):
     import requests
 
-    url = f"http://{mesh.boxes['hub'].ip}:{PORT}/api/session"
-    good = requests.post(url, json={"username": "admin", "password": mesh.admin_password}, timeout=10)
+    url = f"{mesh.url}/api/session"
+    good = requests.post(url, json={"username": "admin", "password": mesh.admin_password}, timeout=10,
+                         verify=str(mesh.ca_file))
     assert good.status_code == 200, good.text
-    bad = requests.post(url, json={"username": "admin", "password": "wrong"}, timeout=10)
+    bad = requests.post(url, json={"username": "admin", "password": "wrong"}, timeout=10, verify=str(mesh.ca_file))
     assert bad.status_code == 401
 
 

@@ -267,6 +267,9 @@ def test_the_wifi_key_is_the_standard_wpa_derivation():
     (Spec(hostname="n0d3_{serial}"), "host name pattern"),
     (Spec(hostname="{serial}-{serial}"), "host name pattern"),
     (Spec(url="commander.lan:8470"), "Commander URL"),
+    (Spec(url="https://commander.lan:8470", join_token="m3j_abc"), "whole join string"),
+    (Spec(url="http://commander.lan:8470", join_token="m3j_abc#sha256:" + "0" * 64), "plain http"),
+    (Spec(join_token="m3j_abc#sha256:beef"), "CA hash"),
     (Spec(ssh_keys=("hello",)), "not an SSH public key"),
     (Spec(wifi=Wifi("home", "short", "GB")), "8 to 63"),
     (Spec(wifi=Wifi("home", PASSPHRASE, "Britain")), "two-letter"),
@@ -279,6 +282,7 @@ def test_bad_settings_are_refused(spec, words):
 def test_good_settings_pass():
     Spec(url="http://10.0.0.2:8470", user="pi", hostname="n0d3-{serial}", ssh_keys=(KEY,),
          wifi=Wifi("home", PASSPHRASE, "GB")).check()
+    Spec(url="https://10.0.0.2:8470", join_token="m3j_abc#sha256:" + "0" * 64).check()
 
 
 def test_help_explains_the_command():

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from images.pi5.tools import ImageError
+from m3shd import trust
 
 BOOT = "/boot/firmware"      # where Raspberry Pi OS (Bookworm and later) mounts the boot partition
 PAYLOAD = "m3shd"            # our directory on it
@@ -56,6 +57,7 @@ class Spec:
                              f"with {{serial}} where the board's serial number goes")
         if self.url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.url):
             raise ImageError(f"Commander URL {self.url!r}: expected http://HOST:PORT or https://…")
+        self.check_pin()
         for key in self.ssh_keys:
             if not re.fullmatch(r"(ssh|ecdsa|sk)-\S+ \S+( .*)?", key) or "\n" in key:
                 raise ImageError(f"not an SSH public key: {key[:40]!r}")
@@ -66,6 +68,20 @@ class Spec:
                 raise ImageError("Wi-Fi passphrase: 8 to 63 characters (WPA2)")
             if not COUNTRY.fullmatch(self.wifi.country):
                 raise ImageError(f"Wi-Fi country {self.wifi.country!r}: a two-letter code such as GB or US")
+
+
+    def check_pin(self) -> None:
+        """An https:// Commander is trusted by the CA hash its join string carries (m3shd/trust.py);
+        the N0D3 on the card would refuse to join otherwise, unseen, at first boot."""
+        try:
+            _, pinned = trust.split_join(self.join_token)
+        except ValueError as exc:
+            raise ImageError(str(exc)) from None
+        if self.url.startswith("https://") and self.join_token and not pinned:
+            raise ImageError("an https:// Commander needs the whole join string, m3j_…#sha256:…, which "
+                             "`m3shd token create NAME --kind join` prints: its hash pins the Commander's CA")
+        if pinned and self.url.startswith("http://"):
+            raise ImageError("the join string pins the Commander's CA, but the URL is plain http://: use its https:// URL")
 
 
 def node_settings(spec: Spec) -> dict:

@@ -67,9 +67,10 @@ def register(line: CommandLine) -> None:
     p.add_argument("-o", "--output", default="m3shd-n0d3-pi5.img.xz",
                    help="the image to write, NAME.img or NAME.img.xz (default %(default)s); NAME.sha256 beside it")
     p.add_argument("--sha256", metavar="HEX", help="refuse BASE unless it has this SHA-256 (from the download page)")
-    p.add_argument("--url", help="the Commander, e.g. http://commander.local:8470 (default: find it with mDNS)")
-    p.add_argument("--join-token", help="a join token (`m3shd token create NAME --kind join`); without one the node "
-                                        "waits as pending for your approval")
+    p.add_argument("--url", help="the Commander, e.g. https://commander.local:8470 (default: find it with mDNS)")
+    p.add_argument("--join-token", help="the join string `m3shd token create NAME --kind join` prints (m3j_…#sha256:…, "
+                                        "which pins the Commander's CA); without one the node waits as pending "
+                                        "for your approval")
     p.add_argument("--wifi", metavar="SSID", help="join this Wi-Fi network (passphrase from M3SHD_WIFI_PASSPHRASE "
                                                  "or asked for)")
     p.add_argument("--wifi-country", metavar="CC", help="Wi-Fi regulatory country, e.g. GB")

@@ -103,9 +103,12 @@ def test_bookworm_first_boot_runs_firstrun_then_the_n0d3_joins_and_works(tmp_pat
 def test_a_tokenless_image_without_url_finds_the_commander_waits_pending_and_works_once_approved(tmp_path,
                                                                                                  m3shd_wheel):
     service = f"_m3t{secrets.token_hex(3)}._tcp.local."   # apart from other Commanders on this LAN
-    cmd = Commander(tmp_path, {"M3SHD_COMMANDER_MDNS_TYPE": service})
+    # Bound beyond loopback it serves HTTPS from its mesh CA (tls = "auto"): the Pi, told nothing,
+    # trusts the CA it is shown first, and the operator approves it.
+    cmd = Commander(tmp_path, {"M3SHD_COMMANDER_MDNS_TYPE": service}, tls=True)
     cmd.stop()
     cmd.env["M3SHD_COMMANDER_BIND"] = f"0.0.0.0:{cmd.port}"
+    cmd.env.pop("M3SHD_COMMANDER_TLS")
     cmd.start()
     try:
         boot = flash(tmp_path, "bookworm", Spec(), m3shd_wheel)
@@ -122,17 +125,24 @@ def test_a_tokenless_image_without_url_finds_the_commander_waits_pending_and_wor
         cmd.stop()
 
 
-def test_trixie_first_boot_runs_through_cloud_init(tmp_path, commander, m3shd_wheel):
-    boot = flash(tmp_path, "trixie", Spec(url=commander.url, join_token=commander.join_token, ssh_keys=(KEY,),
-                                          user="pi"), m3shd_wheel)
-    with power_on(boot, "trixie", "pi-trixie", [f"{CLOUD_CFG}:/etc/cloud/cloud.cfg.d/99-raspberrypi.cfg:ro"]) as box:
-        status = box.exec("cloud-init", "status", "--wait", "--long", check=False, timeout=300).stdout
-        output = read(box, "cat", "/var/log/cloud-init-output.log")
-        assert "DataSourceNoCloud" in status and "m3shd first boot: done" in output, status + output
-        runs_a_task(commander, box)
-        assert read(box, "cat", "/home/pi/.ssh/authorized_keys") == KEY      # cloud-init made the user
-        assert not (boot / "m3shd").exists()
-        assert read(box, "cat", "/etc/hostname").startswith("n0d3-")
+def test_trixie_first_boot_runs_through_cloud_init_and_joins_over_https(tmp_path, m3shd_wheel):
+    """The card carries the join string: the Pi fetches the Commander's CA, checks it against the
+    string's hash, and verifies every connection with it from then on."""
+    commander = Commander(tmp_path / "commander", tls=True)
+    try:
+        boot = flash(tmp_path, "trixie", Spec(url=commander.url, join_token=commander.join_string, ssh_keys=(KEY,),
+                                              user="pi"), m3shd_wheel)
+        with power_on(boot, "trixie", "pi-trixie", [f"{CLOUD_CFG}:/etc/cloud/cloud.cfg.d/99-raspberrypi.cfg:ro"]) as box:
+            status = box.exec("cloud-init", "status", "--wait", "--long", check=False, timeout=300).stdout
+            output = read(box, "cat", "/var/log/cloud-init-output.log")
+            assert "DataSourceNoCloud" in status and "m3shd first boot: done" in output, status + output
+            runs_a_task(commander, box)
+            assert read(box, "cat", "/var/lib/m3shd/n0d3/ca.pem") == commander.ca_file.read_text().strip()  # pinned
+            assert read(box, "cat", "/home/pi/.ssh/authorized_keys") == KEY      # cloud-init made the user
+            assert not (boot / "m3shd").exists()
+            assert read(box, "cat", "/etc/hostname").startswith("n0d3-")
+    finally:
+        commander.stop()
 
 
 def test_the_wifi_network_config_is_one_netplan_renders_for_networkmanager(tmp_path):

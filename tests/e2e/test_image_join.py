@@ -12,6 +12,7 @@ import requests
 
 from commander.discovery import addresses_for
 from harness import Commander, N0D3, m3shd, wait_until
+from m3shd.trust import file_hash
 
 
 def pending(cmd: Commander) -> list[dict]:
@@ -113,15 +114,20 @@ LAN = addresses_for("0.0.0.0")
 def test_a_n0d3_without_url_or_token_finds_the_commander_and_joins_once_approved(tmp_path):
     # A service type of this test's own, so Commanders of other test runs on this LAN stay apart.
     service = f"_m3t{secrets.token_hex(3)}._tcp.local."
-    cmd = Commander(tmp_path, {"M3SHD_COMMANDER_MDNS_TYPE": service})
+    # Bound beyond loopback it serves HTTPS from its mesh CA, as it does by default (tls = "auto").
+    cmd = Commander(tmp_path, {"M3SHD_COMMANDER_MDNS_TYPE": service}, tls=True)
     cmd.stop()
     cmd.env["M3SHD_COMMANDER_BIND"] = f"0.0.0.0:{cmd.port}"
+    cmd.env.pop("M3SHD_COMMANDER_TLS")
     cmd.start()
     node = N0D3(cmd, "attic-pi", env={"M3SHD_N0D3_URL": "", "M3SHD_N0D3_JOIN_TOKEN": "",
                                       "M3SHD_N0D3_MDNS_TYPE": service})
     try:
         wait_until(lambda: pending(cmd), 20, what="the N0D3 to find the Commander and ask to join")
-        assert "found the Commander at http://" in node.process.text()
+        said = node.process.text()
+        # Nothing came with it to check the CA against: it trusts the one it is shown, and says so.
+        assert "found the Commander at https://" in said
+        assert f"trusting the Commander's CA {file_hash(cmd.ca_file)} on first use" in said
         cmd.api.approve_pending(pending(cmd)[0]["id"])
         node.wait_registered()
         task = cmd.api.submit_task("found you")

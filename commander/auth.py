@@ -140,8 +140,8 @@ def check_node_request(cmdr: Commander, principal: Principal, path: dict) -> Non
     if node is None:
         raise NotFound("not_found", f"node {node_id} does not exist")
     nonce, key = verify_node_signature(cmdr, node, principal.actor)
-    with cmdr.write_turn():
-        inserted = NONCE_INSERT.execute(node_id=node_id, nonce=nonce, seen_at=time.time())
+    # Every signed request writes its nonce: these commit in groups (commander/batch.py).
+    inserted = cmdr.small_writes.run(lambda: NONCE_INSERT.execute(node_id=node_id, nonce=nonce, seen_at=time.time()))
     if not inserted:
         raise Unauthenticated("replayed_request", "this request nonce was already used")
     g.node, g.node_key = node, key

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import peewee as pw
 
 from commander import planning
+from commander.batch import GroupCommit
 from commander.db import WriteTurns, write_transaction
 from commander.secrets import SecretBox
 from commander.settings import CommanderSettings
@@ -28,9 +29,13 @@ class Commander:
     dispatcher: Dispatcher | None = None
     signals: Signals = field(default_factory=Signals)  # connected by each feature's init (app.build_commander)
     agent_files: tuple = (0.0, None)  # (when, what) profile files were last looked at (agents.check_files)
+    small_writes: GroupCommit = field(init=False)  # nonces and heartbeats commit in groups (commander/batch.py)
     _cache: dict = field(default_factory=dict)
     _started: bool = False
     _start_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self.small_writes = GroupCommit(self)
 
     @contextmanager
     def writing(self, wake: bool = True):

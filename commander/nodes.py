@@ -177,10 +177,12 @@ def heartbeat(cmdr: Commander, node: Node, actor: str, *, open_slots: int, runni
               runner: str | None = None, problem: str | None = None, capabilities: Sequence[str] | None = None,
               draining: bool = False) -> dict:
     """Record liveness, renew the leases the node still holds, and answer with orders.
-    `capabilities` None: unchanged (else see capabilities.py); `draining`: the node is shutting down."""
-    t = now()
+    `capabilities` None: unchanged (else see capabilities.py); `draining`: the node is shutting down.
+    Heartbeats are most of the writes a fleet makes, so they commit in groups (commander/batch.py)."""
     tokens = [ref.lease_token for ref in running]
-    with cmdr.writing(wake=False):
+
+    def beat() -> tuple[str, set[str], bool]:
+        t = now()
         row = NODE_STANDING.rows(node_id=node.id)[0]  # fresh, under the write lock
         state = new_state = row.state
         if draining:
@@ -206,6 +208,9 @@ def heartbeat(cmdr: Commander, node: Node, actor: str, *, open_slots: int, runni
         if tokens:
             until = t + cmdr.settings.lease_ttl
             held = {token for (token,) in RENEW_LEASES.tuples(until=until, node_id=node.id, tokens=tokens)}
+        return new_state, held, published
+
+    new_state, held, published = cmdr.small_writes.run(beat)
     if published:
         cmdr.notifier.notify()
     cancel = [ref._asdict() for ref in running if ref.lease_token not in held]

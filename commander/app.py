@@ -10,7 +10,7 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, agents, events, intake, leases, nodes, outcomes, pipelines, planning, tasks
+from commander import accounts, agents, events, holds, intake, leases, nodes, outcomes, pipelines, planning, spend, tasks
 from commander.agents import api as agents_api
 from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
 from commander.api import events as events_api
@@ -33,7 +33,7 @@ log = logging.getLogger("m3shd.commander")
 # What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
 # order their receivers run: the final state's event first, then what follows from it. Agents
 # connect nothing: their init loads the profile files.
-FEATURES = (events, outcomes, pipelines, agents)
+FEATURES = (events, outcomes, spend, pipelines, agents)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
               permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp)
@@ -135,5 +135,6 @@ def reap_once(cmdr: Commander) -> None:
     leases.expire(cmdr)
     nodes.enforce_drain_deadlines(cmdr)
     tasks.expire_approvals(cmdr)
+    holds.lapse(cmdr)
     Nonce.delete().where(Nonce.seen_at < time.time() - 2 * wire.MAX_SKEW_S).execute()
     accounts.purge_expired()

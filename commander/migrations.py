@@ -260,6 +260,74 @@ def v10_attachments(database: pw.Database) -> None:
     apply(SchemaMigrator.from_database(database).add_column("task", "attachments", pw.TextField(default="[]")))
 
 
+def v11_spend(database: pw.Database) -> None:
+    """The spend ledger, its daily roll-up, caps set at run time, and holds on new work."""
+    Frozen = _frozen_base(database)
+
+    class Hold(Frozen):
+        scope = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=200, default="")
+        reason = pw.TextField()
+        refuse = pw.BooleanField(default=False)
+        until = pw.FloatField()
+
+        class Meta:
+            indexes = ((("scope", "name"), True),)
+
+    class SpendEntry(Frozen):
+        task = pw.IntegerField()
+        attempt = pw.IntegerField()
+        kind = pw.CharField(max_length=16)
+        agent = pw.CharField(max_length=40, default="")
+        agent_version = pw.IntegerField(null=True)
+        node = pw.IntegerField(null=True)
+        node_name = pw.CharField(max_length=128, default="")
+        capabilities = pw.CharField(max_length=1000, default="")
+        model = pw.CharField(max_length=128, default="")
+        submitter = pw.CharField(max_length=200, default="")
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cache_read_tokens = pw.IntegerField(default=0)
+        cache_write_tokens = pw.IntegerField(default=0)
+        cost_usd = pw.FloatField()
+        cost_source = pw.CharField(max_length=8)
+        priced_as = pw.CharField(max_length=128, null=True)
+        day = pw.CharField(max_length=10)
+        ts = pw.FloatField()
+
+        class Meta:
+            indexes = ((("task", "attempt"), True), (("day", "cost_usd"), False))
+
+    class SpendDay(Frozen):
+        day = pw.CharField(max_length=10)
+        agent = pw.CharField(max_length=40)
+        submitter = pw.CharField(max_length=200)
+        node_name = pw.CharField(max_length=128)
+        model = pw.CharField(max_length=128)
+        capabilities = pw.CharField(max_length=1000)
+        attempts = pw.IntegerField(default=0)
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cache_read_tokens = pw.IntegerField(default=0)
+        cache_write_tokens = pw.IntegerField(default=0)
+        cost_usd = pw.FloatField(default=0.0)
+
+        class Meta:
+            indexes = ((("day", "agent", "submitter", "node_name", "model", "capabilities"), True),)
+
+    class SpendCap(Frozen):
+        scope = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=200, default="")
+        usd = pw.FloatField()
+        set_by = pw.CharField(max_length=200)
+        set_at = pw.FloatField()
+
+        class Meta:
+            indexes = ((("scope", "name"), True),)
+
+    database.create_tables([Hold, SpendEntry, SpendDay, SpendCap])
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -272,6 +340,7 @@ MIGRATIONS: list[Step] = [
     (8, "agents", v8_agents),
     (9, "approver other than the submitter", v9_approver_not_submitter),
     (10, "task attachments", v10_attachments),
+    (11, "spend ledger, caps and holds", v11_spend),
 ]
 
 

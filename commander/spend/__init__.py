@@ -1,0 +1,22 @@
+"""Spend: what the mesh's Claude runs cost, the daily caps that hold work, and the figures.
+
+- policy.py: the spend settings (time zone, caps, at-cap behaviour, price overrides), checked;
+- days.py: local days and midnights in the mesh's time zone;
+- ledger.py: one row per attempt that spent tokens, priced, rolled up per day (attempt_ended);
+- caps.py: caps from the config and set at run time, and the holds (commander/holds.py) they set;
+- report.py: spend grouped by day, agent, model, node, capabilities or submitter; the dearest tasks;
+- api.py: the /api/spend routes (`spend:read`, `spend:manage`).
+"""
+
+from __future__ import annotations
+
+from commander.spend import caps, ledger, policy
+
+
+def init(cmdr) -> None:
+    """Check the settings (a bad one stops the start), hang the ledger on attempt_ended, and hold
+    or release every capped scope as of now (the caps in the config may have changed)."""
+    policy.of(cmdr.settings)
+    cmdr.signals.attempt_ended.connect(ledger.on_attempt_ended)
+    with cmdr.db.connection_context():
+        caps.refresh(cmdr)

@@ -1,0 +1,81 @@
+"""The ledger: one row per attempt that spent tokens, written in the transaction that ended the
+attempt (it receives attempt_ended, commander/signals.py, sent once per attempt: a re-sent
+result sends nothing, and the unique (task, attempt) index would refuse a second row anyway).
+Retries and failures cost money too, so every attempt a result came for counts, not only the
+task's last. An attempt with no result (its lease expired, or it was taken back) reported no
+usage: nothing is known to count.
+
+The cost is the runner's own (`total_cost_usd` of the Claude CLI, the SDK runner's list-price
+sum) when it sent one, else the price table's (commander/spend/policy.py: m3shd/prices.py with
+the config's overrides) for the model the runner named, else the task's. A model the table does
+not list is priced as its family's nearest (or the dearest model, for no known family) with a
+warning, never as zero.
+
+Each row is also added to its day's roll-up (SpendDay), which the caps and the analytics read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from commander.db import CompiledInsert
+from commander.models import Node, SpendDay, SpendEntry
+from commander.signals import AttemptEnded
+from commander.spend import caps, days, policy
+from commander.holds import AGENT, ALL, NODE, SUBMITTER
+from m3shd import prices
+
+log = logging.getLogger("m3shd.commander.spend")
+
+ENTRY_INSERT = CompiledInsert(SpendEntry)
+TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+ROLLED_UP = ("day", "agent", "submitter", "node_name", "model", "capabilities")
+_warned: set[str] = set()  # models priced by their family, said once per process
+
+
+def on_attempt_ended(cmdr, ended: AttemptEnded) -> bool:
+    """Write the attempt's row, if it spent anything, and hold the scopes it took to their cap."""
+    entry = record(cmdr, ended)
+    if entry is None:
+        return False
+    caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry.agent), (SUBMITTER, entry.submitter),
+                                  (NODE, entry.node_name)])
+    return False  # a hold gives no node work; a lift happens only when a cap changes
+
+
+def record(cmdr, ended: AttemptEnded) -> SpendEntry | None:
+    sent, task = ended.result, ended.task
+    if sent is None:
+        return None
+    usage = {name: getattr(sent.usage, name) for name in TOKENS}
+    if not any(usage.values()) and not sent.cost_usd:
+        return None
+    rules = policy.of(cmdr.settings)
+    model = sent.model or task.model or ""
+    if sent.cost_usd is not None:
+        cost, source, priced_as = sent.cost_usd, "runner", None
+    else:
+        priced_as, own = prices.closest(model or None, rules.prices)
+        if not own and model not in _warned:
+            _warned.add(model)
+            log.warning("no price for model %r: priced as %s; add it to [commander] spend_prices", model or "(none named)",
+                        priced_as)
+        cost, source = prices.cost_usd(rules.prices[priced_as], **usage), "prices"
+    node_name = ""
+    if ended.node_id is not None:
+        node_name = Node.select(Node.name).where(Node.id == ended.node_id).scalar() or ""
+    entry = ENTRY_INSERT.create(
+        task=task.id, attempt=ended.attempt, kind=ended.kind, agent=task.agent or "", agent_version=task.agent_version,
+        node=ended.node_id, node_name=node_name, capabilities=",".join(task.requires), model=model,
+        submitter=task.submitter, cost_usd=cost, cost_source=source, priced_as=priced_as,
+        day=days.day_of(ended.at, rules.zone), ts=ended.at, **usage)
+    roll_up(entry)
+    return entry
+
+
+def roll_up(entry: SpendEntry) -> None:
+    added = {name: getattr(entry, name) for name in TOKENS} | dict(cost_usd=entry.cost_usd, attempts=1)
+    SpendDay.insert(**{name: getattr(entry, name) for name in ROLLED_UP}, **added).on_conflict(
+        conflict_target=[getattr(SpendDay, name) for name in ROLLED_UP],
+        update={getattr(SpendDay, name): getattr(SpendDay, name) + value for name, value in added.items()},
+    ).execute()

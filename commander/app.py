@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -18,7 +17,7 @@ from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
-from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
+from commander.db import WriteTurns, is_sqlite, open_database
 from commander.errors import register_error_handlers
 from commander.migrations import current_version, migrate
 from commander.models import Nonce
@@ -27,7 +26,7 @@ from commander.secrets import SecretBox, load_keys
 from commander.settings import CommanderSettings
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
-from m3shd import config, loops, wire
+from m3shd import config, wire
 
 log = logging.getLogger("m3shd.commander")
 
@@ -98,7 +97,8 @@ def create_app(settings: CommanderSettings | None = None, background: bool = Tru
 
 
 def start_background(cmdr: Commander) -> None:
-    """Per worker process: the wake socket, the claim dispatcher and the reaper."""
+    """Per worker process: the wake socket, the claim dispatcher, the reaper, and each feature's
+    own threads (its `start(cmdr)`, if it has one)."""
     cmdr.notifier.start()
 
     def claim(node_id, token_id, open_slots, task_ids):
@@ -116,20 +116,14 @@ def start_background(cmdr: Commander) -> None:
     cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, waiting_in_vain)
     cmdr.dispatcher.start()
     threading.Thread(target=reap_forever, args=(cmdr,), name="reaper", daemon=True).start()
+    for feature in FEATURES:
+        if hasattr(feature, "start"):
+            feature.start(cmdr)
 
 
 def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
-    """Lost nodes and expired leases, once a second, in the one worker that holds the lock
-    (the OS releases it if that worker dies, and another takes over)."""
-    lock = os.open(cmdr.notifier.run_dir / "reaper.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    flock_when_free(lock, every, every)
-
-    def reap() -> None:
-        time.sleep(every)
-        with cmdr.db.connection_context():
-            reap_once(cmdr)
-
-    loops.run_forever("reaper", reap, logger=log, base=every, cap=5 * every)
+    """Lost nodes and expired leases, once a second, in one worker at a time."""
+    cmdr.run_alone("reaper", lambda: reap_once(cmdr), every, cap=5 * every)
 
 
 def reap_once(cmdr: Commander) -> None:

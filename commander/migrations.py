@@ -261,7 +261,7 @@ def v10_attachments(database: pw.Database) -> None:
 
 
 def v11_spend(database: pw.Database) -> None:
-    """The spend ledger, its daily roll-up, caps set at run time, and holds on new work."""
+    """The spend ledger, its daily roll-up, caps set at run time, alerts, and holds on new work."""
     Frozen = _frozen_base(database)
 
     class Hold(Frozen):
@@ -325,7 +325,24 @@ def v11_spend(database: pw.Database) -> None:
         class Meta:
             indexes = ((("scope", "name"), True),)
 
-    database.create_tables([Hold, SpendEntry, SpendDay, SpendCap])
+    class SpendAlert(Frozen):
+        day = pw.CharField(max_length=10)
+        scope = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=200, default="")
+        threshold = pw.IntegerField()
+        spent_usd = pw.FloatField()
+        cap_usd = pw.FloatField()
+        created_at = pw.FloatField()
+        state = pw.CharField(max_length=8)
+        attempts = pw.IntegerField(default=0)
+        next_at = pw.FloatField()
+        last_error = pw.TextField(null=True)
+        sent_at = pw.FloatField(null=True)
+
+        class Meta:
+            indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
+
+    database.create_tables([Hold, SpendEntry, SpendDay, SpendCap, SpendAlert])
 
 
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
@@ -340,7 +357,7 @@ MIGRATIONS: list[Step] = [
     (8, "agents", v8_agents),
     (9, "approver other than the submitter", v9_approver_not_submitter),
     (10, "task attachments", v10_attachments),
-    (11, "spend ledger, caps and holds", v11_spend),
+    (11, "spend ledger, caps, alerts and holds", v11_spend),
 ]
 
 

@@ -404,6 +404,27 @@ class SpendCap(BaseModel):
         indexes = ((("scope", "name"), True),)
 
 
+class SpendAlert(BaseModel):
+    """A cap's threshold crossed on a day: made once (the unique index), then delivered to ntfy
+    by a background loop (commander/spend/alerts.py) with retries."""
+
+    day = pw.CharField(max_length=10)
+    scope = pw.CharField(max_length=16)
+    name = pw.CharField(max_length=200, default="")
+    threshold = pw.IntegerField()                   # percent of the cap
+    spent_usd = pw.FloatField()
+    cap_usd = pw.FloatField()
+    created_at = pw.FloatField(default=now)
+    state = pw.CharField(max_length=8)              # pending | sent | failed | off (no ntfy_url)
+    attempts = pw.IntegerField(default=0)
+    next_at = pw.FloatField(default=now)
+    last_error = pw.TextField(null=True)
+    sent_at = pw.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
@@ -412,5 +433,6 @@ class SchemaMigration(BaseModel):
 
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
-    PendingNode, Attachment, Hold, SpendEntry, SpendDay, SpendCap, SchemaMigration,
+    PendingNode, Attachment, Hold, SpendEntry, SpendDay, SpendCap, SpendAlert,
+    SchemaMigration,
 )

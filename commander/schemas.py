@@ -824,3 +824,28 @@ class CapList(Response):
     at_cap: Literal["hold", "refuse"]
     spent_usd: float = Field(description="the whole mesh's spend today")
     caps: list[CapOut]
+
+
+class AlertQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    days: Annotated[int, Field(ge=1, le=400)] = 1
+
+
+class AlertOut(Response):
+    id: int
+    day: str
+    scope: CapScope
+    name: str
+    threshold: int = Field(description="percent of the cap")
+    spent_usd: float
+    cap_usd: float
+    created_at: float
+    state: Literal["pending", "sent", "failed", "off"] = Field(description="off: no ntfy_url was set")
+    attempts: int
+    next_at: float
+    last_error: str | None
+    sent_at: float | None
+
+
+class AlertList(Response):
+    alerts: list[AlertOut]

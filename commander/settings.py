@@ -83,6 +83,11 @@ class CommanderSettings(Settings):
                                         "midnight or a higher cap) or `refuse` (submits get 429)")
     spend_prices: tuple[str, ...] = setting((), "price overrides, USD per million tokens: "
                                                 "`MODEL-PREFIX=INPUT,OUTPUT,CACHE_READ,CACHE_WRITE`")
+    spend_alerts: tuple[str, ...] = setting(("50", "80", "100"), "percentages of each cap at which one alert is sent "
+                                                                 "per scope and day (an event, and ntfy if set)")
+    ntfy_url: str = setting("", "ntfy topic URL spend alerts are posted to (e.g. `https://ntfy.sh/my-mesh`); `\"\"`: "
+                                "none")
+    ntfy_token: str = setting("", "access token for that topic, sent as `Authorization: Bearer`")
 
     def derived(self) -> CommanderSettings:
         data = self.data_dir or str(config.data_dir() / "commander")

@@ -187,6 +187,9 @@ class ApiClient(_Base):
     def spend_top(self, n: int = 10, days: int | None = None) -> dict:
         return self._send("GET", "/api/spend/top", params={"n": n, **({"days": days} if days else {})})
 
+    def spend_alerts(self, days: int = 1) -> list[dict]:
+        return self._send("GET", "/api/spend/alerts", params={"days": days})["alerts"]
+
     def spend_caps(self) -> dict:
         return self._send("GET", "/api/spend/caps")
 

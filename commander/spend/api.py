@@ -6,10 +6,10 @@ from flask import Blueprint
 
 from commander.auth import principal
 from commander.exceptions import NotFound
-from commander.models import now
+from commander.models import SpendAlert, now
 from commander.routes import api_route, commander
 from commander.schemas import (
-    CapIn, CapList, CapOut, CapQuery, SpendFigures, SpendQuery, SpendReport, SpendRow, SpendTask, SpendTop,
+    AlertList, AlertOut, AlertQuery, CapIn, CapList, CapOut, CapQuery, SpendFigures, SpendQuery, SpendReport, SpendRow, SpendTask, SpendTop,
     SpendTopQuery,
 )
 from commander.spend import caps, days, policy, report
@@ -63,3 +63,11 @@ def clear_cap(query: CapQuery):
     if not caps.clear_cap(commander(), query.scope, query.name, principal().actor):
         raise NotFound("no_cap", f"no cap was set at run time on {caps.described(query.scope, query.name)}")
     return cap_list()
+
+
+@api_route(bp, "GET", "/spend/alerts", permission="spend:read", query=AlertQuery, response=AlertList)
+def list_alerts(query: AlertQuery):
+    """The cap alerts of the last `days` local days, newest first, with how their delivery to ntfy went."""
+    first, _ = report.day_range(commander(), None, None, query.days, now())
+    found = SpendAlert.select().where(SpendAlert.day >= first).order_by(SpendAlert.id.desc())
+    return AlertList(alerts=[AlertOut.from_row(alert) for alert in found])

@@ -21,7 +21,7 @@ import logging
 from commander.db import CompiledInsert
 from commander.models import Node, SpendDay, SpendEntry
 from commander.signals import AttemptEnded
-from commander.spend import caps, days, policy
+from commander.spend import alerts, caps, days, policy
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
 from m3shd import prices
 
@@ -34,12 +34,14 @@ _warned: set[str] = set()  # models priced by their family, said once per proces
 
 
 def on_attempt_ended(cmdr, ended: AttemptEnded) -> bool:
-    """Write the attempt's row, if it spent anything, and hold the scopes it took to their cap."""
+    """Write the attempt's row, if it spent anything, hold the scopes it took to their cap, and
+    make the alerts for the thresholds it crossed."""
     entry = record(cmdr, ended)
     if entry is None:
         return False
-    caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry.agent), (SUBMITTER, entry.submitter),
-                                  (NODE, entry.node_name)])
+    looked = caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry.agent), (SUBMITTER, entry.submitter),
+                                           (NODE, entry.node_name)])
+    alerts.crossed(cmdr, entry.day, looked)
     return False  # a hold gives no node work; a lift happens only when a cap changes
 
 

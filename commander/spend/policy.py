@@ -22,6 +22,7 @@ class Policy:
     caps: dict[tuple[str, str], float]   # (scope, name) -> USD a day, from the config
     refuse: bool                         # spend_at_cap = "refuse"
     prices: dict[str, prices.Price]      # the shipped table with the config's overrides
+    alerts: tuple[int, ...]              # percentages of a cap that alert, ascending
 
 
 @functools.cache
@@ -48,7 +49,14 @@ def of(settings: CommanderSettings) -> Policy:
         if not model or len(parts) != 4:
             raise ConfigError(f"[commander] spend_prices: {item!r} is not MODEL=INPUT,OUTPUT,CACHE_READ,CACHE_WRITE")
         table[model.strip()] = prices.Price(*(_usd(part, f"spend_prices {item!r}", zero=True) for part in parts))
-    return Policy(zone=zone, caps=caps, refuse=settings.spend_at_cap == "refuse", prices=table)
+    try:
+        alerts = tuple(sorted({int(pct) for pct in settings.spend_alerts}))
+    except ValueError:
+        alerts = (0,)
+    if any(not 0 < pct <= 1000 for pct in alerts):
+        raise ConfigError(f"[commander] spend_alerts: expected whole percentages of a cap (1-1000), got "
+                          f"{list(settings.spend_alerts)}")
+    return Policy(zone=zone, caps=caps, refuse=settings.spend_at_cap == "refuse", prices=table, alerts=alerts)
 
 
 def _usd(value, where: str, zero: bool = False) -> float:

@@ -84,6 +84,17 @@ def scope_of(args) -> tuple[str, str]:
     return named[0] if named else ("all", "")
 
 
+def cmd_alerts(args) -> int:
+    def table(found):
+        print(f"{'DAY':<10} {'SCOPE':<10} {'NAME':<20} {'AT':>5} {'SPENT':>10} {'STATE':<8} {'TRIES':>5}  ERROR")
+        for a in found:
+            print(f"{a['day']:<10} {a['scope']:<10} {(a['name'] or '-')[:20]:<20} {str(a['threshold']) + '%':>5} "
+                  f"{'$' + format(a['spent_usd'], '.2f'):>10} {a['state']:<8} {a['attempts']:>5}  {a['last_error'] or ''}")
+
+    emit(args, api(args).spend_alerts(PERIODS[args.period]), table)
+    return 0
+
+
 def cmd_cap_list(args) -> int:
     emit(args, api(args).spend_caps(), print_caps)
     return 0
@@ -117,6 +128,9 @@ def register(line: CommandLine) -> None:
     p.add_argument("--period", choices=PERIODS, default="week", help="over today, the last week or month (default week)")
     p.add_argument("--csv", action="store_true", help="print the rows as CSV")
     p.set_defaults(func=cmd_top)
+    p = spend.add_parser("alerts", parents=[client], help="cap alerts (50/80/100 %%) and how their delivery to ntfy went")
+    p.add_argument("--period", choices=PERIODS, default="today", help="over today (default), the last week or month")
+    p.set_defaults(func=cmd_alerts)
     caps = spend.add_parser("cap", help="daily caps: at a cap, new work of its scope is held until midnight "
                                         "(or refused, per the Commander's spend_at_cap)").add_subparsers(
         dest="cap_command", required=True, metavar="COMMAND")

@@ -7,7 +7,8 @@ import csv
 import io
 import json
 
-from harness import m3shd, register_node, result_for, wait_until
+from harness import Commander, m3shd, register_node, result_for, wait_until
+from ntfy_standin import Ntfy
 
 
 def cli(cmd, *args, token: str | None = None):
@@ -64,3 +65,19 @@ def test_spend_commands_exit_with_the_statuses_of_the_table(cmd):
     assert cli(cmd, "spend", "cap", "clear", "--node", "nowhere").returncode == 6
     assert cli(cmd, "spend", "cap", "set", "--agent", "a", "--node", "b", "3").returncode == 2
     assert cli(cmd, "spend", "cap", "set", "--all", "0").returncode == 2
+
+
+def test_the_live_commander_posts_cap_alerts_to_ntfy_from_its_background_loop(tmp_path):
+    ntfy = Ntfy()
+    live = Commander(tmp_path, extra_env={"M3SHD_COMMANDER_NTFY_URL": ntfy.url, "M3SHD_COMMANDER_SPEND_CAP": "1"})
+    try:
+        node = register_node(live.url, live.join_token, "alerting")
+        run(live, node, "half", 0.6)
+        wait_until(lambda: ntfy.requests, what="the 50 % alert at the ntfy stand-in")
+        [(path, headers, body)] = ntfy.requests
+        assert headers["Title"] == "m3shd: 50% of the daily cap for the mesh" and body.startswith("$0.60 of $1.00")
+        listed = json.loads(cli(live, "spend", "alerts", "--json").stdout)
+        assert [(a["threshold"], a["state"], a["attempts"]) for a in listed] == [(50, "sent", 1)]
+    finally:
+        live.stop()
+        ntfy.close()

@@ -296,15 +296,23 @@ def v11_spend(database: pw.Database) -> None:
         ts = pw.FloatField()
 
         class Meta:
-            indexes = ((("task", "attempt"), True), (("day", "cost_usd"), False))
+            indexes = ((("task", "attempt"), True),)
 
-    class SpendDay(Frozen):
+    class SpendTask(Frozen):
+        task = pw.IntegerField(unique=True)
         day = pw.CharField(max_length=10)
         agent = pw.CharField(max_length=40)
         submitter = pw.CharField(max_length=200)
-        node_name = pw.CharField(max_length=128)
         model = pw.CharField(max_length=128)
-        capabilities = pw.CharField(max_length=1000)
+        attempts = pw.IntegerField(default=0)
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cost_usd = pw.FloatField(default=0.0)
+
+        class Meta:
+            indexes = ((("cost_usd", "task"), False),)
+
+    class SpendTotals(Frozen):
         attempts = pw.IntegerField(default=0)
         input_tokens = pw.IntegerField(default=0)
         output_tokens = pw.IntegerField(default=0)
@@ -312,8 +320,23 @@ def v11_spend(database: pw.Database) -> None:
         cache_write_tokens = pw.IntegerField(default=0)
         cost_usd = pw.FloatField(default=0.0)
 
+    class SpendDay(SpendTotals):
+        day = pw.CharField(max_length=10)
+        agent = pw.CharField(max_length=40)
+        submitter = pw.CharField(max_length=200)
+        node_name = pw.CharField(max_length=128)
+        model = pw.CharField(max_length=128)
+        capabilities = pw.CharField(max_length=1000)
+
         class Meta:
             indexes = ((("day", "agent", "submitter", "node_name", "model", "capabilities"), True),)
+
+    class SpendAgentDay(SpendTotals):
+        day = pw.CharField(max_length=10)
+        agent = pw.CharField(max_length=40)
+
+        class Meta:
+            indexes = ((("day", "agent"), True),)
 
     class SpendCap(Frozen):
         scope = pw.CharField(max_length=16)
@@ -342,7 +365,7 @@ def v11_spend(database: pw.Database) -> None:
         class Meta:
             indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
 
-    database.create_tables([Hold, SpendEntry, SpendDay, SpendCap, SpendAlert])
+    database.create_tables([Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap, SpendAlert])
 
 
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.

@@ -367,10 +367,39 @@ class SpendEntry(BaseModel):
     ts = pw.FloatField()
 
     class Meta:
-        indexes = ((("task", "attempt"), True), (("day", "cost_usd"), False))
+        indexes = ((("task", "attempt"), True),)
 
 
-class SpendDay(BaseModel):
+class SpendTask(BaseModel):
+    """Each task's spend over all its attempts, counted on the day of its first: what "the
+    dearest tasks" read (ranking a range of the ledger by task would group a million rows)."""
+
+    task = pw.IntegerField(unique=True)
+    day = pw.CharField(max_length=10)
+    agent = pw.CharField(max_length=40)
+    submitter = pw.CharField(max_length=200)
+    model = pw.CharField(max_length=128)
+    attempts = pw.IntegerField(default=0)
+    input_tokens = pw.IntegerField(default=0)
+    output_tokens = pw.IntegerField(default=0)
+    cost_usd = pw.FloatField(default=0.0)
+
+    class Meta:
+        indexes = ((("cost_usd", "task"), False),)
+
+
+class SpendTotals(BaseModel):
+    """The figures a roll-up adds up (no table of its own: SpendDay and SpendAgentDay have them)."""
+
+    attempts = pw.IntegerField(default=0)
+    input_tokens = pw.IntegerField(default=0)
+    output_tokens = pw.IntegerField(default=0)
+    cache_read_tokens = pw.IntegerField(default=0)
+    cache_write_tokens = pw.IntegerField(default=0)
+    cost_usd = pw.FloatField(default=0.0)
+
+
+class SpendDay(SpendTotals):
     """The ledger rolled up per day and per (agent, submitter, node, model, capabilities): what
     caps and analytics read (a day holds a few rows where the ledger holds thousands)."""
 
@@ -380,15 +409,20 @@ class SpendDay(BaseModel):
     node_name = pw.CharField(max_length=128)
     model = pw.CharField(max_length=128)
     capabilities = pw.CharField(max_length=1000)
-    attempts = pw.IntegerField(default=0)
-    input_tokens = pw.IntegerField(default=0)
-    output_tokens = pw.IntegerField(default=0)
-    cache_read_tokens = pw.IntegerField(default=0)
-    cache_write_tokens = pw.IntegerField(default=0)
-    cost_usd = pw.FloatField(default=0.0)
 
     class Meta:
         indexes = ((("day", "agent", "submitter", "node_name", "model", "capabilities"), True),)
+
+
+class SpendAgentDay(SpendTotals):
+    """The same roll-up per day and agent only: the spend-per-day-by-agent chart and the caps of the
+    mesh and of agents read a few rows a day here instead of every combination of SpendDay."""
+
+    day = pw.CharField(max_length=10)
+    agent = pw.CharField(max_length=40)
+
+    class Meta:
+        indexes = ((("day", "agent"), True),)
 
 
 class SpendCap(BaseModel):
@@ -433,6 +467,7 @@ class SchemaMigration(BaseModel):
 
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
-    PendingNode, Attachment, Hold, SpendEntry, SpendDay, SpendCap, SpendAlert,
+    PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
+    SpendAlert,
     SchemaMigration,
 )

@@ -782,7 +782,7 @@ class SpendTask(Response):
     agent: str
     submitter: str
     model: str
-    day: str = Field(description="the first day one of its attempts in the range counted on")
+    day: str = Field(description="the day its first attempt that spent counted on")
     attempts: int
     input_tokens: int
     output_tokens: int

@@ -21,45 +21,65 @@ import peewee as pw
 from commander import audit, events, holds
 from commander.exceptions import Invalid
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
-from commander.models import SpendCap, SpendDay, now
+from commander.db import Compiled, Param
+from commander.models import SpendAgentDay, SpendCap, SpendDay, now
 from commander.spend import days, policy
 
 SCOPES = (ALL, AGENT, SUBMITTER, NODE)
 COLUMN = {AGENT: SpendDay.agent, SUBMITTER: SpendDay.submitter, NODE: SpendDay.node_name}
 
+# Every result that spent runs these (db.Compiled).
+CAPS_SET = Compiled(SpendCap, lambda: SpendCap.select(SpendCap.scope, SpendCap.name, SpendCap.usd))
+DAY_TOTAL = pw.fn.COALESCE(pw.fn.SUM(SpendDay.cost_usd), 0.0)
+
+
+def _spent_by(column) -> Compiled:
+    return Compiled(SpendDay, lambda: SpendDay.select(DAY_TOTAL).where((SpendDay.day == Param("day"))
+                                                                       & (column == Param("name"))))
+
+
+# The mesh's and an agent's from the roll-up by agent (a few rows a day); a submitter's or a node's
+# from the one by every dimension.
+AGENT_DAY_TOTAL = pw.fn.COALESCE(pw.fn.SUM(SpendAgentDay.cost_usd), 0.0)
+SPENT = {ALL: Compiled(SpendAgentDay, lambda: SpendAgentDay.select(AGENT_DAY_TOTAL).where(
+             SpendAgentDay.day == Param("day"))),
+         AGENT: Compiled(SpendAgentDay, lambda: SpendAgentDay.select(AGENT_DAY_TOTAL).where(
+             (SpendAgentDay.day == Param("day")) & (SpendAgentDay.agent == Param("name")))),
+         **{scope: _spent_by(COLUMN[scope]) for scope in (SUBMITTER, NODE)}}
+
 
 def effective(cmdr) -> dict[tuple[str, str], float]:
     """Every cap in force: the configured ones, overridden by those set at run time."""
     caps = dict(policy.of(cmdr.settings).caps)
-    caps.update({(row.scope, row.name): row.usd for row in SpendCap.select()})
+    caps.update({(scope, name): usd for scope, name, usd in CAPS_SET.tuples()})
     return caps
 
 
 def spent(day: str, scope: str, name: str) -> float:
     """What a scope spent on a local day, from the roll-up."""
-    select = SpendDay.select(pw.fn.COALESCE(pw.fn.SUM(SpendDay.cost_usd), 0.0)).where(SpendDay.day == day)
-    if scope != ALL:
-        select = select.where(COLUMN[scope] == name)
-    return select.scalar()
+    return (SPENT[ALL].tuples(day=day) if scope == ALL else SPENT[scope].tuples(day=day, name=name))[0][0]
 
 
 def described(scope: str, name: str) -> str:
     return "the mesh" if scope == ALL else f"{scope} {name}"
 
 
-def enforce(cmdr, t: float, scopes) -> list[tuple[str, str, float, float]]:
+def enforce(cmdr, t: float, scopes, lift: bool = True) -> list[tuple[str, str, float, float]]:
     """Inside a write transaction: hold each of `scopes` ((scope, name) pairs) whose spend today
-    has reached its cap, and lift the hold of one that is under it now; returns (scope, name,
-    spent, cap) for each scope that has a cap (what the alerts read)."""
-    rules = policy.of(cmdr.settings)
+    has reached its cap, and (with `lift`) lift the hold of one that is under its cap or has none
+    now; returns (scope, name, spent, cap) for each scope that has a cap (what the alerts read).
+    A new ledger row passes lift=False: spend only grows, so it never lifts a hold."""
     caps = effective(cmdr)
+    if not lift and not any(scope in caps for scope in scopes):
+        return []
+    rules = policy.of(cmdr.settings)
     day = days.day_of(t, rules.zone)
     reset = days.next_midnight(t, rules.zone)
     looked = []
     for scope, name in scopes:
         cap = caps.get((scope, name))
         if cap is None:
-            if holds.lift(scope, name):
+            if lift and holds.lift(scope, name):
                 events.publish("spend.released", scope=scope, name=name, reason="no cap")
             continue
         total = spent(day, scope, name)
@@ -70,7 +90,7 @@ def enforce(cmdr, t: float, scopes) -> list[tuple[str, str, float, float]]:
             if holds.put(scope, name, reason, reset, rules.refuse):
                 events.publish("spend.cap_reached", scope=scope, name=name, spent_usd=round(total, 6), cap_usd=cap,
                                resets_at=reset, reason=reason)
-        elif holds.lift(scope, name):
+        elif lift and holds.lift(scope, name):
             events.publish("spend.released", scope=scope, name=name, spent_usd=round(total, 6), cap_usd=cap)
     return looked
 

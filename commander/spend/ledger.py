@@ -11,15 +11,19 @@ the config's overrides) for the model the runner named, else the task's. A model
 not list is priced as its family's nearest (or the dearest model, for no known family) with a
 warning, never as zero.
 
-Each row is also added to its day's roll-up (SpendDay), which the caps and the analytics read.
+Each row is also added to its day's roll-ups (SpendDay by every dimension, SpendAgentDay by agent
+alone), which the caps and the analytics read, and to its task's total (SpendTask), which "the
+dearest tasks" read.
 """
 
 from __future__ import annotations
 
 import logging
 
-from commander.db import CompiledInsert
-from commander.models import Node, SpendDay, SpendEntry
+import peewee as pw
+
+from commander.db import Compiled, CompiledInsert, Param
+from commander.models import Node, SpendAgentDay, SpendDay, SpendEntry, SpendTask
 from commander.signals import AttemptEnded
 from commander.spend import alerts, caps, days, policy
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
@@ -27,9 +31,27 @@ from m3shd import prices
 
 log = logging.getLogger("m3shd.commander.spend")
 
-ENTRY_INSERT = CompiledInsert(SpendEntry)
 TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 ROLLED_UP = ("day", "agent", "submitter", "node_name", "model", "capabilities")
+ADDED = (*TOKENS, "cost_usd", "attempts")
+# Every result that spent runs these (db.Compiled): building them with peewee each time cost more
+# than running them.
+ENTRY_INSERT = CompiledInsert(SpendEntry)
+NODE_NAME = Compiled(Node, lambda: Node.select(Node.name).where(Node.id == Param("node_id")))
+PER_TASK = ("task", "day", "agent", "submitter", "model")
+TASK_ADDED = ("attempts", "input_tokens", "output_tokens", "cost_usd")
+TASK_TOTAL = Compiled(SpendTask, lambda: SpendTask.insert({getattr(SpendTask, name): Param(name)
+                                                          for name in (*PER_TASK, *TASK_ADDED)}).on_conflict(
+    conflict_target=[SpendTask.task],
+    update={getattr(SpendTask, name): getattr(SpendTask, name) + pw.EXCLUDED[name] for name in TASK_ADDED}))
+BY_AGENT = Compiled(SpendAgentDay, lambda: SpendAgentDay.insert({getattr(SpendAgentDay, name): Param(name)
+                                                                 for name in ("day", "agent", *ADDED)}).on_conflict(
+    conflict_target=[SpendAgentDay.day, SpendAgentDay.agent],
+    update={getattr(SpendAgentDay, name): getattr(SpendAgentDay, name) + pw.EXCLUDED[name] for name in ADDED}))
+ROLL_UP = Compiled(SpendDay, lambda: SpendDay.insert({getattr(SpendDay, name): Param(name)
+                                                      for name in (*ROLLED_UP, *ADDED)}).on_conflict(
+    conflict_target=[getattr(SpendDay, name) for name in ROLLED_UP],
+    update={getattr(SpendDay, name): getattr(SpendDay, name) + pw.EXCLUDED[name] for name in ADDED}))
 _warned: set[str] = set()  # models priced by their family, said once per process
 
 
@@ -40,7 +62,7 @@ def on_attempt_ended(cmdr, ended: AttemptEnded) -> bool:
     if entry is None:
         return False
     looked = caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry.agent), (SUBMITTER, entry.submitter),
-                                           (NODE, entry.node_name)])
+                                           (NODE, entry.node_name)], lift=False)
     alerts.crossed(cmdr, entry.day, looked)
     return False  # a hold gives no node work; a lift happens only when a cap changes
 
@@ -63,9 +85,8 @@ def record(cmdr, ended: AttemptEnded) -> SpendEntry | None:
             log.warning("no price for model %r: priced as %s; add it to [commander] spend_prices", model or "(none named)",
                         priced_as)
         cost, source = prices.cost_usd(rules.prices[priced_as], **usage), "prices"
-    node_name = ""
-    if ended.node_id is not None:
-        node_name = Node.select(Node.name).where(Node.id == ended.node_id).scalar() or ""
+    named = NODE_NAME.tuples(node_id=ended.node_id) if ended.node_id is not None else []
+    node_name = named[0][0] if named else ""
     entry = ENTRY_INSERT.create(
         task=task.id, attempt=ended.attempt, kind=ended.kind, agent=task.agent or "", agent_version=task.agent_version,
         node=ended.node_id, node_name=node_name, capabilities=",".join(task.requires), model=model,
@@ -76,8 +97,8 @@ def record(cmdr, ended: AttemptEnded) -> SpendEntry | None:
 
 
 def roll_up(entry: SpendEntry) -> None:
-    added = {name: getattr(entry, name) for name in TOKENS} | dict(cost_usd=entry.cost_usd, attempts=1)
-    SpendDay.insert(**{name: getattr(entry, name) for name in ROLLED_UP}, **added).on_conflict(
-        conflict_target=[getattr(SpendDay, name) for name in ROLLED_UP],
-        update={getattr(SpendDay, name): getattr(SpendDay, name) + value for name, value in added.items()},
-    ).execute()
+    """Add the row to its day's roll-ups and to its task's total (which keeps its first day)."""
+    ROLL_UP.execute(**{name: getattr(entry, name) for name in (*ROLLED_UP, *TOKENS, "cost_usd")}, attempts=1)
+    BY_AGENT.execute(**{name: getattr(entry, name) for name in ("day", "agent", *TOKENS, "cost_usd")}, attempts=1)
+    TASK_TOTAL.execute(**{name: getattr(entry, name) for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"},
+                       attempts=1)

@@ -3,7 +3,6 @@ stops the Commander's start with the key named, instead of silently capping noth
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,8 +24,19 @@ class Policy:
     alerts: tuple[int, ...]              # percentages of a cap that alert, ascending
 
 
-@functools.cache
+_parsed: dict[int, tuple[CommanderSettings, Policy]] = {}
+
+
 def of(settings: CommanderSettings) -> Policy:
+    """The policy of these settings, parsed once per settings object (looked up by identity: every
+    result asks, and hashing the whole settings object cost more than the rest of the lookup)."""
+    known = _parsed.get(id(settings))
+    if known is None or known[0] is not settings:
+        known = _parsed[id(settings)] = (settings, parse(settings))
+    return known[1]
+
+
+def parse(settings: CommanderSettings) -> Policy:
     try:
         zone = ZoneInfo(settings.time_zone)
     except (ZoneInfoNotFoundError, ValueError):

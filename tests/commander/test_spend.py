@@ -11,7 +11,7 @@ import pytest
 
 from commander import holds, leases, tasks
 from commander.exceptions import Conflict, TooManyRequests
-from commander.models import Event, Hold, SpendDay, SpendEntry, Task
+from commander.models import Event, Hold, SpendDay, SpendEntry, SpendTask, Task
 from commander.spend import caps, days
 from m3shd import prices
 from m3shd.config import ConfigError
@@ -54,6 +54,7 @@ def test_retries_and_failures_cost_too_and_an_attempt_without_a_result_costs_not
     spend(cmdr, node, task, 0.30, "failed", error="the task failed")
     assert [(e.attempt, e.kind, e.cost_usd) for e in rows()] == [(1, "infra", 0.10), (3, "failed", 0.30)]
     assert SpendDay.get().cost_usd == pytest.approx(0.40)
+    assert (SpendTask.get().attempts, SpendTask.get().cost_usd) == (2, pytest.approx(0.40))
     with pytest.raises(Conflict):  # a stale result after the task ended: refused, nothing counted
         apply(cmdr, node, result(dict(task_id=task.id, attempt=2, lease_token="ab" * 16, agent="general",
                                       agent_version=task.agent_version, prompt="hello", system_prompt=""),

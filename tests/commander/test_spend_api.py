@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from commander import leases, tokens
-from commander.models import SpendEntry
+from commander.models import SpendTask
+from commander.schemas import SpendReport
 from mesh import apply, configure, join, lease_of, result, submit
 
 
@@ -32,6 +33,7 @@ def test_spend_grouped_and_totalled_and_the_top_tasks(cmdr, client, bearer):
     reader = bearer(permissions=["spend:read"])
     body = client.get("/api/spend?group=submitter,node", headers=reader).get_json()
     assert body["group"] == ["submitter", "node"] and body["time_zone"] == "UTC"
+    assert SpendReport.model_validate(body).model_dump(mode="json") == body  # served without the model: same shape
     assert [(r["submitter"], r["node"], r["cost_usd"], r["attempts"]) for r in body["rows"]] == [
         ("bob", "pi1", 1.0, 1), ("alice", "pi1", 0.5, 1), ("bob", "pi2", 0.25, 1)]
     assert body["total"]["cost_usd"] == 1.75 and body["total"]["input_tokens"] == 300
@@ -43,8 +45,8 @@ def test_spend_grouped_and_totalled_and_the_top_tasks(cmdr, client, bearer):
     top = client.get("/api/spend/top?n=2", headers=reader).get_json()
     assert [(t["task_id"], t["cost_usd"]) for t in top["tasks"]] == [(dear.id, 1.0), (first.id, 0.5)]
     assert top["first_day"] == top["last_day"] == totals["first_day"]
-    # Days before: nothing was spent then.
-    SpendEntry.update(day="2026-11-30").where(SpendEntry.task == first.id).execute()
+    # A task counts on the day of its first attempt that spent.
+    SpendTask.update(day="2026-11-30").where(SpendTask.task == first.id).execute()
     earlier = client.get("/api/spend/top?from=2026-11-01&to=2026-11-30", headers=reader).get_json()
     assert [t["task_id"] for t in earlier["tasks"]] == [first.id]
 

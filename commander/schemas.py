@@ -463,6 +463,7 @@ class PipelineStepOut(Response):
     attempt: int
     output: str | None
     error: str | None
+    waiting_reason: str | None = Field(None, description="why a queued step is not running yet (a spend cap, …)")
 
 
 class PipelineOut(Response):
@@ -476,9 +477,11 @@ class PipelineOut(Response):
     steps: list[PipelineStepOut] = Field(description="in dependency order: every step after its parents")
 
     @classmethod
-    def of(cls, pipeline, steps) -> PipelineOut:
-        """The pipeline with its `steps` (task rows, in dependency order)."""
-        return cls.from_row(pipeline, steps=[PipelineStepOut.from_row(step, key=step.step_key, task_id=step.id)
+    def of(cls, pipeline, steps, reasons=lambda step: None) -> PipelineOut:
+        """The pipeline with its `steps` (task rows, in dependency order); `reasons(step)` says why
+        a queued one waits (tasks.WaitingReasons)."""
+        return cls.from_row(pipeline, steps=[PipelineStepOut.from_row(step, key=step.step_key, task_id=step.id,
+                                                                      waiting_reason=reasons(step))
                                              for step in steps])
 
 

@@ -15,7 +15,7 @@ from commander.models import Event, Hold, SpendDay, SpendEntry, SpendTask, Task
 from commander.spend import caps, days
 from m3shd import prices
 from m3shd.config import ConfigError
-from mesh import apply, configure, expire_now, join, lease_of, result, submit
+from mesh import apply, configure, expire_now, join, join_signing, lease_of, report, result, submit
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -197,3 +197,73 @@ def test_held_work_starts_by_itself_at_local_midnight_on_a_dst_day(cmdr, monkeyp
     [hold] = holds.active(clock[0])
     assert hold.until - clock[0] == pytest.approx(25 * 3600 - 1)
     assert SpendDay.select(SpendDay.day).order_by(SpendDay.day).tuples()[:] == [("2026-10-24",), ("2026-10-25",)]
+
+
+def test_a_cap_crossed_mid_pipeline_holds_its_next_steps_with_the_reason_the_pipeline_shows(cmdr, client, bearer):
+    from commander import pipelines
+    from commander.pipelines import Edge, Step
+
+    configure(cmdr, spend_caps=("agent:general=0.10",))
+    node, signer = join_signing(cmdr, slots=1)  # a pipeline checks its steps' signed results
+    pipeline = pipelines.submit(cmdr, [Step(key="first", prompt="one"),
+                                       Step(key="second", prompt="two", depends_on=(Edge("first", False),))],
+                                submitter="alice")
+    first, second = (step.id for step in pipelines.steps_of(pipeline.id).values())
+    report(cmdr, node, lease_of(cmdr, node, tasks.get(first)), signer=signer, cost_usd=0.20,
+           usage=dict(input_tokens=10))
+    assert tasks.get(second).state == "queued" and leases.claim(cmdr, node.id, 1) == []
+    shown = client.get(f"/api/pipelines/{pipeline.id}", headers=bearer()).get_json()
+    assert [(s["key"], s["state"], s["waiting_reason"]) for s in shown["steps"]] == [
+        ("first", "succeeded", None),
+        ("second", "queued", "daily cap of $0.10 for agent general reached; resets at 00:00 UTC")]
+    assert "daily cap of $0.10 for agent general" in client.get(
+        f"/pipelines/{pipeline.id}", headers=bearer()).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_ledger_sums_to_what_every_accepted_result_cost_for_any_sequence(cmdr, seed):
+    """A property over random sequences of results (seeded): retries, failures, re-sent and stale
+    results, lost leases, priced by the runner or by the table; every roll-up agrees with the ledger."""
+    import random
+
+    from commander.models import SpendAgentDay
+
+    rng = random.Random(seed)
+    configure(cmdr, retry_backoff=0.0)
+    node = join(cmdr, slots=1)
+    expected: dict[int, float] = {}
+    accepted = []
+    for _ in range(40):
+        task = submit(cmdr, max_attempts=3)
+        while tasks.get(task.id).state == "queued":
+            [lease] = leases.claim(cmdr, node.id, 1)
+            if rng.random() < 0.15:
+                expire_now(cmdr, tasks.get(task.id))  # lost: no usage ever reported
+                continue
+            cost = rng.choice([None, round(rng.uniform(0, 0.5), 6)])
+            usage = leases.Usage(input_tokens=rng.randint(0, 5000), output_tokens=rng.randint(0, 2000))
+            status = rng.choice(["succeeded", "failed"])
+            sent = result(lease, status, cost_usd=cost, usage=usage, model="claude-haiku-4-5",
+                          infra_failure=status == "failed" and rng.random() < 0.5)
+            apply(cmdr, node, sent)
+            if rng.random() < 0.3:  # re-sent: a duplicate of a final result, or stale once retried; counted once
+                if tasks.get(task.id).state == "queued":
+                    with pytest.raises(Conflict):
+                        apply(cmdr, node, sent)
+                else:
+                    assert apply(cmdr, node, sent)[1] is True
+            if cost is None:
+                cost = prices.cost_usd(prices.PRICES["claude-haiku-4-5"], usage.input_tokens, usage.output_tokens, 0, 0)
+            if cost or usage.input_tokens or usage.output_tokens:
+                expected[task.id] = expected.get(task.id, 0.0) + cost
+                accepted.append(task.id)
+        if accepted and rng.random() < 0.2:
+            with pytest.raises(Conflict):  # a result for an attempt long over
+                apply(cmdr, node, result(dict(lease, attempt=1, lease_token="cd" * 16), cost_usd=1.0))
+    total = sum(expected.values())
+    assert SpendEntry.select().count() == len(accepted)
+    assert sum(e.cost_usd for e in SpendEntry.select()) == pytest.approx(total)
+    for table in (SpendDay, SpendAgentDay, SpendTask):
+        assert sum(row.cost_usd for row in table.select()) == pytest.approx(total), table.__name__
+        assert sum(row.attempts for row in table.select()) == len(accepted), table.__name__
+    assert {row.task: row.cost_usd for row in SpendTask.select()} == pytest.approx(expected)

@@ -96,9 +96,11 @@ def enforce(cmdr, t: float, scopes, lift: bool = True) -> list[tuple[str, str, f
 
 
 def refresh(cmdr) -> None:
-    """Hold or release every scope that has a cap, as of now (at start: the config may have changed)."""
+    """Hold or release every scope that has a cap or a hold, as of now (at start: the config may
+    have changed, and a cap taken out of it lifts its hold)."""
     with cmdr.writing():
-        enforce(cmdr, now(), list(effective(cmdr)))
+        held = [(hold.scope, hold.name) for hold in holds.active()]
+        enforce(cmdr, now(), list(dict.fromkeys([*effective(cmdr), *held])))
 
 
 def check_scope(scope: str, name: str) -> str:

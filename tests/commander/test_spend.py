@@ -267,3 +267,16 @@ def test_the_ledger_sums_to_what_every_accepted_result_cost_for_any_sequence(cmd
         assert sum(row.cost_usd for row in table.select()) == pytest.approx(total), table.__name__
         assert sum(row.attempts for row in table.select()) == len(accepted), table.__name__
     assert {row.task: row.cost_usd for row in SpendTask.select()} == pytest.approx(expected)
+
+
+def test_a_cap_taken_out_of_the_config_lifts_its_hold_at_the_next_start(make_app):
+    from commander.spend import caps as spend_caps
+
+    app = make_app(spend_caps=("agent:general=0.10",))
+    cmdr = app.extensions["m3shd"]
+    with cmdr.db.connection_context():
+        spend(cmdr, join(cmdr, slots=1), submit(cmdr), 0.20)
+        assert [hold.name for hold in holds.active()] == ["general"]
+        configure(cmdr, spend_caps=())
+        spend_caps.refresh(cmdr)  # what init does as the Commander starts
+        assert holds.active() == []

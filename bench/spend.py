@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -140,6 +141,7 @@ def writes(results: int, block: int) -> tuple[dict, dict]:
                 if mode == "without":
                     receivers.append(ledger.on_attempt_ended)
     cmdr.db.close_all()
+    shutil.rmtree(home, ignore_errors=True)
     return summary_ms(took["with"]), summary_ms(took["without"])
 
 

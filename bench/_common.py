@@ -140,6 +140,16 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def timed(call, n: int) -> list[float]:
+    """Seconds each of `n` calls of `call()` took."""
+    took = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        took.append(time.perf_counter() - t0)
+    return took
+
+
 def summary_ms(values_s: list[float]) -> dict:
     ms = [v * 1000 for v in values_s]
     return dict(n=len(ms), p50=percentile(ms, 50), p90=percentile(ms, 90), p99=percentile(ms, 99),

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from _common import Commander, parse_args, summary_ms, table
+from _common import Commander, parse_args, summary_ms, table, timed
 from m3shd.client import ApiClient
 
 AGENTS = 20
@@ -38,15 +38,6 @@ def fill(database: Path, seeds: dict[str, int], per_agent: int) -> None:
                      f'SELECT {chosen} FROM task, n WHERE task.id = ?')
         for task_id in seeds.values():
             conn.execute(statement, (per_agent, task_id))
-
-
-def timed(call, n: int) -> list[float]:
-    took = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        took.append(time.perf_counter() - t0)
-    return took
 
 
 def main() -> int:

@@ -10,7 +10,6 @@ the whole text is the prompt: "ask my landlord about…" stays a question).
 
 from __future__ import annotations
 
-import datetime
 import re
 from dataclasses import dataclass
 
@@ -27,7 +26,8 @@ USAGE = {
     "cancel": "cancel N: stop task N",
     "yes": "yes (or yes N): run the task waiting for your approval",
     "no": "no (or no N): drop it",
-    "budget": "budget: what today's tasks cost",
+    "budget": "budget: today's spend and daily caps; budget set 5: cap the mesh at $5 a day",
+    "spend": "spend today (or spend week): what the mesh spent, by agent (or by day)",
     "agents": "agents: the specialists; @NAME your request (or ask NAME your request) runs it as one",
     "help": "help: this list",
 }
@@ -38,11 +38,13 @@ ASK_AGENT = re.compile(r"ask\s+([A-Za-z][A-Za-z0-9-]{1,39})[\s,:]+(\S.*)", re.DO
 SHORT = 3            # words: a message this short that starts with a command word was meant as one
 LIVE = (TaskState.AWAITING_APPROVAL, TaskState.QUEUED, TaskState.LEASED)
 PAGE = 500
+SPEND_DAYS = {"today": 1, "week": 7}
+AMOUNT = re.compile(r"\$?(\d{1,6}(?:\.\d{1,2})?)")
 
 
 @dataclass(frozen=True)
 class Command:
-    name: str              # a USAGE key, or "prompt", "ask", "usage", "unknown"
+    name: str              # a USAGE key, or "prompt", "ask", "budget_set", "usage", "unknown"
     number: int | None = None
     text: str = ""
     agent: str | None = None  # a prompt's agent; for "ask", the word that may name one
@@ -72,6 +74,11 @@ def parse(text: str, mention: str = "") -> Command:
     number = _number(rest[0]) if len(rest) == 1 else None
     if first in BARE and not rest or first in NUMBERED and number or first in ANSWERS and (not rest or number):
         return Command(first, number)
+    if first == "budget" and len(rest) == 2 and rest[0].lower() == "set" and (amount := AMOUNT.fullmatch(rest[1])) \
+            and float(amount[1]) > 0:
+        return Command("budget_set", text=amount[1])
+    if first == "spend" and len(rest) == 1 and rest[0].lower() in SPEND_DAYS:
+        return Command("spend", text=rest[0].lower())
     if first in USAGE and (slash or len(words) <= SHORT):
         return Command("usage", text=USAGE[first])
     if slash:
@@ -204,9 +211,22 @@ class Session:
         return f"Task {target} approved: on it." if approve else f"Task {target} dropped."
 
     def budget(self, command: Command) -> str:
-        spent, counted = spend_today(self.client)
-        return (f"Today: ${spent:.4f} over {counted} finished task{'s' if counted != 1 else ''}. "
-                f"No spending caps are set (they arrive with the spend settings).")
+        return caps_text(self.client.spend_caps())
+
+    def budget_set(self, command: Command) -> str:
+        """Needs `spend:manage` on the bridge's token (a mobile token has only `spend:read`)."""
+        caps = self.client.set_spend_cap("all", "", float(command.text))
+        return f"The mesh's daily cap is now ${float(command.text):.2f}. " + caps_text(caps)
+
+    def spend(self, command: Command) -> str:
+        days = SPEND_DAYS[command.text]
+        report = self.client.spend("agent" if days == 1 else "day", days)
+        total = report["total"]
+        head = (f"Spend {'today' if days == 1 else 'over the last 7 days'}: ${total['cost_usd']:.2f} over "
+                f"{total['attempts']} run{'s' if total['attempts'] != 1 else ''}")
+        key = "agent" if days == 1 else "day"
+        lines = [f"{row[key]}: ${row['cost_usd']:.2f}" for row in report["rows"][:10]]
+        return head + (".\n" + "\n".join(lines) if lines else ".")
 
 
 def approval_question(task_id: int, by_operator: bool = False) -> str:
@@ -229,17 +249,14 @@ def describe(task: dict) -> str:
     return head + "."
 
 
-def spend_today(client: ApiClient) -> tuple[float, int]:
-    """The cost of the tasks that finished since local midnight, read from the task list."""
-    midnight = datetime.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    spent, counted, before = 0.0, 0, None
-    while True:
-        page = client.list_tasks(limit=PAGE, before_id=before)
-        for task in page:
-            if task["finished_at"] and task["finished_at"] >= midnight and task["cost_usd"]:
-                spent += task["cost_usd"]
-                counted += 1
-        # Tasks are listed newest first; one created a day before midnight is long finished.
-        if len(page) < PAGE or page[-1]["created_at"] < midnight - 86400:
-            return spent, counted
-        before = page[-1]["id"]
+def caps_text(found: dict) -> str:
+    """Today's spend and each cap, with what is left, as a text message."""
+    head = f"Today: ${found['spent_usd']:.2f} spent."
+    if not found["caps"]:
+        return head + " No daily caps are set (budget set 5 caps the mesh at $5 a day)."
+    lines = []
+    for cap in found["caps"]:
+        who = "the mesh" if cap["scope"] == "all" else f"{cap['scope']} {cap['name']}"
+        state = "reached, new work waits" if cap["held"] else f"${cap['left_usd']:.2f} left"
+        lines.append(f"{who}: ${cap['spent_usd']:.2f} of ${cap['cap_usd']:.2f} ({state})")
+    return f"{head} Caps reset at midnight ({found['time_zone']}):\n" + "\n".join(lines)

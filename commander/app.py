@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, agents, events, intake, leases, nodes, outcomes, pipelines, pki, planning, tasks
+from commander import accounts, agents, events, holds, intake, leases, nodes, outcomes, pipelines, pki, planning, spend
+from commander import tasks
 from commander.agents import api as agents_api
+from commander.spend import api as spend_api
 from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
 from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, pki as pki_api, tasks as tasks_api, tokens as tokens_api
 from commander.context import Commander
-from commander.db import WriteTurns, flock_when_free, is_sqlite, open_database
+from commander.db import WriteTurns, is_sqlite, open_database
 from commander.errors import register_error_handlers
 from commander.migrations import current_version, migrate
 from commander.models import Nonce
@@ -26,17 +27,18 @@ from commander.secrets import SecretBox, load_keys
 from commander.settings import CommanderSettings
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
-from m3shd import config, loops, wire
+from m3shd import config, wire
 
 log = logging.getLogger("m3shd.commander")
 
 # What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
 # order their receivers run: the final state's event first, then what follows from it. Agents
 # connect nothing: their init loads the profile files.
-FEATURES = (events, outcomes, pipelines, agents)
+FEATURES = (events, outcomes, spend, pipelines, agents)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
-              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp)
+              permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp,
+              spend_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:
@@ -96,7 +98,8 @@ def create_app(settings: CommanderSettings | None = None, background: bool = Tru
 
 
 def start_background(cmdr: Commander) -> None:
-    """Per worker process: the wake socket, the claim dispatcher and the reaper."""
+    """Per worker process: the wake socket, the claim dispatcher, the reaper, and each feature's
+    own threads (its `start(cmdr)`, if it has one)."""
     cmdr.notifier.start()
 
     def claim(node_id, token_id, open_slots, task_ids):
@@ -114,21 +117,15 @@ def start_background(cmdr: Commander) -> None:
     cmdr.dispatcher = Dispatcher(cmdr.notifier, claim, choose, waiting_in_vain)
     cmdr.dispatcher.start()
     threading.Thread(target=reap_forever, args=(cmdr,), name="reaper", daemon=True).start()
+    pki.start_renewal(cmdr)
+    for feature in FEATURES:
+        if hasattr(feature, "start"):
+            feature.start(cmdr)
 
 
 def reap_forever(cmdr: Commander, every: float = 1.0) -> None:
-    """Lost nodes and expired leases, once a second, in the one worker that holds the lock
-    (the OS releases it if that worker dies, and another takes over)."""
-    lock = os.open(cmdr.notifier.run_dir / "reaper.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    flock_when_free(lock, every, every)
-    pki.start_renewal(cmdr.settings)
-
-    def reap() -> None:
-        time.sleep(every)
-        with cmdr.db.connection_context():
-            reap_once(cmdr)
-
-    loops.run_forever("reaper", reap, logger=log, base=every, cap=5 * every)
+    """Lost nodes and expired leases, once a second, in one worker at a time."""
+    cmdr.run_alone("reaper", lambda: reap_once(cmdr), every, cap=5 * every)
 
 
 def reap_once(cmdr: Commander) -> None:
@@ -136,5 +133,6 @@ def reap_once(cmdr: Commander) -> None:
     leases.expire(cmdr)
     nodes.enforce_drain_deadlines(cmdr)
     tasks.expire_approvals(cmdr)
+    holds.lapse(cmdr)
     Nonce.delete().where(Nonce.seen_at < time.time() - 2 * wire.MAX_SKEW_S).execute()
     accounts.purge_expired()

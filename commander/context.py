@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -11,11 +13,14 @@ import peewee as pw
 
 from commander import planning
 from commander.batch import GroupCommit
-from commander.db import WriteTurns, write_transaction
+from commander.db import WriteTurns, flock_when_free, write_transaction
 from commander.secrets import SecretBox
 from commander.settings import CommanderSettings
 from commander.signals import Signals
 from commander.wake import Dispatcher, Notifier
+from m3shd import loops
+
+log = logging.getLogger("m3shd.commander")
 
 
 @dataclass
@@ -77,6 +82,20 @@ class Commander:
             self._cache["ranking"] = (time.monotonic(), fresh)
             node_ids, ranking = fresh
         return ranking
+
+    def run_alone(self, name: str, step, every: float, cap: float) -> None:
+        """Call `step()` every `every` seconds, with a database connection, forever (loops.run_forever,
+        backing off up to `cap` after failures), in the one worker process that holds the lock
+        `<run dir>/<name>.lock`: the OS releases it if that worker dies, and another takes over."""
+        lock = os.open(self.notifier.run_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        flock_when_free(lock, every, every)
+
+        def once() -> None:
+            time.sleep(every)
+            with self.db.connection_context():
+                step()
+
+        loops.run_forever(name, once, logger=log, base=every, cap=cap)
 
     def ensure_started(self, start) -> None:
         """Start this process's background threads once, on first use (after gunicorn forks)."""

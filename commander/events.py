@@ -18,6 +18,7 @@ KINDS = (
     "node.capabilities_approved",
     *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
     "agent.created", "agent.version", "agent.broken", "agent.deleted",
+    "spend.cap_reached", "spend.released", "spend.alert", "spend.alert_failed",
 )
 
 EVENT_INSERT = CompiledInsert(Event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from commander import breakers, events, outcomes, planning, provenance, tasks, tokens
+from commander import breakers, events, holds, outcomes, planning, provenance, tasks, tokens
 from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, CompiledUpdate, Param
@@ -47,6 +47,7 @@ class Result:
     usage: Usage = Usage()
     cost_usd: float | None = None
     runner: str | None = None
+    model: str | None = None          # the model the runner ran, as it reported it
     duration_ms: int | None = None
     ed25519_signature: str | None = None
     agent: str | None = None          # the agent and version its lease named, and the hash of the
@@ -131,10 +132,10 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
 
 def admission(node_id: int, t: float) -> tuple[Node | None, int, breakers.Breaker | None]:
     """The node, how many tasks it may take now (-1: as many as its slots) and its breaker as it
-    stands at `t`; (None, 0, None) if it takes no work (gone, not active, or its runner broken)."""
+    stands at `t`; (None, 0, None) if it takes no work (gone, not active, its runner broken, or held)."""
     found = planning.NODE_WITH_BREAKER.rows(node_id=node_id)
     node = found[0] if found else None
-    if node is None or node.state != ACTIVE or node.problem:
+    if node is None or node.state != ACTIVE or node.problem or holds.node_held(node.name, t):
         return None, 0, None
     limit, breaker = breakers.admits(planning.breaker_of(node), t)
     return node, limit, breaker

@@ -269,6 +269,114 @@ def v11_pending_node_key(database: pw.Database) -> None:
     apply(migrator.add_column("pending_node", "public_key", pw.CharField(max_length=64, null=True)))
 
 
+def v12_spend(database: pw.Database) -> None:
+    """The spend ledger, its daily roll-up, caps set at run time, alerts, and holds on new work."""
+    Frozen = _frozen_base(database)
+
+    class Hold(Frozen):
+        scope = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=200, default="")
+        reason = pw.TextField()
+        refuse = pw.BooleanField(default=False)
+        until = pw.FloatField()
+
+        class Meta:
+            indexes = ((("scope", "name"), True),)
+
+    class SpendEntry(Frozen):
+        task = pw.IntegerField()
+        attempt = pw.IntegerField()
+        kind = pw.CharField(max_length=16)
+        agent = pw.CharField(max_length=40, default="")
+        agent_version = pw.IntegerField(null=True)
+        node = pw.IntegerField(null=True)
+        node_name = pw.CharField(max_length=128, default="")
+        capabilities = pw.CharField(max_length=1000, default="")
+        model = pw.CharField(max_length=128, default="")
+        submitter = pw.CharField(max_length=200, default="")
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cache_read_tokens = pw.IntegerField(default=0)
+        cache_write_tokens = pw.IntegerField(default=0)
+        cost_usd = pw.FloatField()
+        cost_source = pw.CharField(max_length=8)
+        priced_as = pw.CharField(max_length=128, null=True)
+        day = pw.CharField(max_length=10)
+        ts = pw.FloatField()
+
+        class Meta:
+            indexes = ((("task", "attempt"), True),)
+
+    class SpendTask(Frozen):
+        task = pw.IntegerField(unique=True)
+        day = pw.CharField(max_length=10)
+        agent = pw.CharField(max_length=40)
+        submitter = pw.CharField(max_length=200)
+        model = pw.CharField(max_length=128)
+        attempts = pw.IntegerField(default=0)
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cost_usd = pw.FloatField(default=0.0)
+
+        class Meta:
+            indexes = ((("cost_usd", "task"), False),)
+
+    class SpendTotals(Frozen):
+        attempts = pw.IntegerField(default=0)
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cache_read_tokens = pw.IntegerField(default=0)
+        cache_write_tokens = pw.IntegerField(default=0)
+        cost_usd = pw.FloatField(default=0.0)
+
+    class SpendDay(SpendTotals):
+        day = pw.CharField(max_length=10)
+        agent = pw.CharField(max_length=40)
+        submitter = pw.CharField(max_length=200)
+        node_name = pw.CharField(max_length=128)
+        model = pw.CharField(max_length=128)
+        capabilities = pw.CharField(max_length=1000)
+
+        class Meta:
+            indexes = ((("day", "agent", "submitter", "node_name", "model", "capabilities"), True),)
+
+    class SpendAgentDay(SpendTotals):
+        day = pw.CharField(max_length=10)
+        agent = pw.CharField(max_length=40)
+
+        class Meta:
+            indexes = ((("day", "agent"), True),)
+
+    class SpendCap(Frozen):
+        scope = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=200, default="")
+        usd = pw.FloatField()
+        set_by = pw.CharField(max_length=200)
+        set_at = pw.FloatField()
+
+        class Meta:
+            indexes = ((("scope", "name"), True),)
+
+    class SpendAlert(Frozen):
+        day = pw.CharField(max_length=10)
+        scope = pw.CharField(max_length=16)
+        name = pw.CharField(max_length=200, default="")
+        threshold = pw.IntegerField()
+        spent_usd = pw.FloatField()
+        cap_usd = pw.FloatField()
+        created_at = pw.FloatField()
+        state = pw.CharField(max_length=8)
+        attempts = pw.IntegerField(default=0)
+        next_at = pw.FloatField()
+        last_error = pw.TextField(null=True)
+        sent_at = pw.FloatField(null=True)
+
+        class Meta:
+            indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
+
+    database.create_tables([Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap, SpendAlert])
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -282,6 +390,7 @@ MIGRATIONS: list[Step] = [
     (9, "approver other than the submitter", v9_approver_not_submitter),
     (10, "task attachments", v10_attachments),
     (11, "pending nodes show their key", v11_pending_node_key),
+    (12, "spend ledger, caps, alerts and holds", v12_spend),
 ]
 
 

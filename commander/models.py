@@ -328,6 +328,138 @@ class Attachment(BaseModel):
     created_by = pw.CharField(max_length=200, default="")
 
 
+class Hold(BaseModel):
+    """A scope that starts no new work until `until`: every task (scope `all`, name ""), an
+    agent's, a submitter's, or a node (by name). The planner skips held tasks and nodes; running
+    work goes on. Spend caps set them (commander/spend); `refuse`: new tasks of the scope are
+    refused at submit instead of held (commander/holds.py)."""
+
+    scope = pw.CharField(max_length=16)
+    name = pw.CharField(max_length=200, default="")
+    reason = pw.TextField()
+    refuse = pw.BooleanField(default=False)
+    until = pw.FloatField()
+
+    class Meta:
+        indexes = ((("scope", "name"), True),)
+
+
+class SpendEntry(BaseModel):
+    """The spend ledger: one row per attempt that spent tokens (commander/spend/ledger.py)."""
+
+    task = pw.IntegerField()
+    attempt = pw.IntegerField()
+    kind = pw.CharField(max_length=16)               # how the attempt ended: succeeded | failed | infra
+    agent = pw.CharField(max_length=40, default="")
+    agent_version = pw.IntegerField(null=True)
+    node = pw.IntegerField(null=True)
+    node_name = pw.CharField(max_length=128, default="")
+    capabilities = pw.CharField(max_length=1000, default="")  # the task's required ones, comma-separated
+    model = pw.CharField(max_length=128, default="")  # as the runner reported it ("" if it named none)
+    submitter = pw.CharField(max_length=200, default="")
+    input_tokens = pw.IntegerField(default=0)
+    output_tokens = pw.IntegerField(default=0)
+    cache_read_tokens = pw.IntegerField(default=0)
+    cache_write_tokens = pw.IntegerField(default=0)
+    cost_usd = pw.FloatField()
+    cost_source = pw.CharField(max_length=8)         # runner (its total_cost_usd) | prices (the price table)
+    priced_as = pw.CharField(max_length=128, null=True)  # the price table's model, when priced by it
+    day = pw.CharField(max_length=10)                # YYYY-MM-DD in the mesh's time zone
+    ts = pw.FloatField()
+
+    class Meta:
+        indexes = ((("task", "attempt"), True),)
+
+
+class SpendTask(BaseModel):
+    """Each task's spend over all its attempts, counted on the day of its first: what "the
+    dearest tasks" read (ranking a range of the ledger by task would group a million rows)."""
+
+    task = pw.IntegerField(unique=True)
+    day = pw.CharField(max_length=10)
+    agent = pw.CharField(max_length=40)
+    submitter = pw.CharField(max_length=200)
+    model = pw.CharField(max_length=128)
+    attempts = pw.IntegerField(default=0)
+    input_tokens = pw.IntegerField(default=0)
+    output_tokens = pw.IntegerField(default=0)
+    cost_usd = pw.FloatField(default=0.0)
+
+    class Meta:
+        indexes = ((("cost_usd", "task"), False),)
+
+
+class SpendTotals(BaseModel):
+    """The figures a roll-up adds up (no table of its own: SpendDay and SpendAgentDay have them)."""
+
+    attempts = pw.IntegerField(default=0)
+    input_tokens = pw.IntegerField(default=0)
+    output_tokens = pw.IntegerField(default=0)
+    cache_read_tokens = pw.IntegerField(default=0)
+    cache_write_tokens = pw.IntegerField(default=0)
+    cost_usd = pw.FloatField(default=0.0)
+
+
+class SpendDay(SpendTotals):
+    """The ledger rolled up per day and per (agent, submitter, node, model, capabilities): what
+    caps and analytics read (a day holds a few rows where the ledger holds thousands)."""
+
+    day = pw.CharField(max_length=10)
+    agent = pw.CharField(max_length=40)
+    submitter = pw.CharField(max_length=200)
+    node_name = pw.CharField(max_length=128)
+    model = pw.CharField(max_length=128)
+    capabilities = pw.CharField(max_length=1000)
+
+    class Meta:
+        indexes = ((("day", "agent", "submitter", "node_name", "model", "capabilities"), True),)
+
+
+class SpendAgentDay(SpendTotals):
+    """The same roll-up per day and agent only: the spend-per-day-by-agent chart and the caps of the
+    mesh and of agents read a few rows a day here instead of every combination of SpendDay."""
+
+    day = pw.CharField(max_length=10)
+    agent = pw.CharField(max_length=40)
+
+    class Meta:
+        indexes = ((("day", "agent"), True),)
+
+
+class SpendCap(BaseModel):
+    """A daily cap set at run time; it overrides the configured one of the same scope."""
+
+    scope = pw.CharField(max_length=16)    # all | agent | submitter | node
+    name = pw.CharField(max_length=200, default="")
+    usd = pw.FloatField()
+    set_by = pw.CharField(max_length=200)
+    set_at = pw.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("scope", "name"), True),)
+
+
+class SpendAlert(BaseModel):
+    """A cap's threshold crossed on a day: made once (the unique index), then delivered to ntfy
+    by a background loop (commander/spend/alerts.py) with retries."""
+
+    day = pw.CharField(max_length=10)
+    scope = pw.CharField(max_length=16)
+    name = pw.CharField(max_length=200, default="")
+    threshold = pw.IntegerField()                   # percent of the cap
+    spent_usd = pw.FloatField()
+    cap_usd = pw.FloatField()
+    created_at = pw.FloatField(default=now)
+    state = pw.CharField(max_length=8)              # pending | sent | failed | off (no ntfy_url)
+    attempts = pw.IntegerField(default=0)
+    next_at = pw.FloatField(default=now)
+    last_error = pw.TextField(null=True)
+    sent_at = pw.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
@@ -336,5 +468,7 @@ class SchemaMigration(BaseModel):
 
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
-    PendingNode, Attachment, SchemaMigration,
+    PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
+    SpendAlert,
+    SchemaMigration,
 )

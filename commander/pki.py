@@ -39,6 +39,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,17 +337,14 @@ def check_every(settings: CommanderSettings) -> float:
     return min(300.0, settings.tls_cert_lifetime / 30)
 
 
-def start_renewal(settings: CommanderSettings) -> None:
-    """In the one worker holding the reaper lock: reissue when due or when the names change."""
+def start_renewal(cmdr) -> None:
+    """In one worker at a time (Commander.run_alone): reissue when due or when the names change."""
+    settings = cmdr.settings
     if not mesh_issued(settings):
         return
     every = check_every(settings)
-
-    def renew() -> None:
-        time.sleep(every)
-        ensure_server(settings)
-
-    loops.start("certificate renewal", renew, logger=log, base=every, cap=10 * every)
+    threading.Thread(target=cmdr.run_alone, args=("certificate-renewal", lambda: ensure_server(settings), every,
+                                                  10 * every), name="certificate renewal", daemon=True).start()
 
 
 class Reloader:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import peewee as pw
 
-from commander import breakers, reputation, scheduler
+from commander import breakers, holds, reputation, scheduler
 from commander.db import Compiled, Param
 from commander.models import ACTIVE, CLOSED, LEASED, QUEUED, Node, Task
 from commander.scheduler import Candidate, TaskView
@@ -24,7 +24,7 @@ QUEUE_LOOKAHEAD = 64  # tasks considered per pass: enough to fill every free slo
 
 
 NODE_WITH_BREAKER = Compiled(Node, lambda: Node.select(
-    Node.id, Node.state, Node.problem, Node.capabilities, Node.breaker_state, Node.breaker_failures,
+    Node.id, Node.name, Node.state, Node.problem, Node.capabilities, Node.breaker_state, Node.breaker_failures,
     Node.breaker_cooldown, Node.breaker_until, Node.breaker_probe).where(Node.id == Param("node_id")))
 
 
@@ -34,8 +34,8 @@ def breaker_of(node: Node) -> breakers.Breaker:
 
 
 def ready(t: float):
-    """Queued tasks not waiting out a retry backoff."""
-    return (Task.state == QUEUED) & (Task.not_before.is_null() | (Task.not_before <= t))
+    """Queued tasks not waiting out a retry backoff, nor held (commander/holds.py)."""
+    return (Task.state == QUEUED) & (Task.not_before.is_null() | (Task.not_before <= t)) & holds.tasks_free(t)
 
 
 # The queries every plan runs, compiled once (db.Compiled).
@@ -94,13 +94,14 @@ FLEET_TTL = 0.1  # seconds a worker reuses the node rows behind its plans (most 
 
 
 FLEET = Compiled(Node, lambda: Node.select(*CANDIDATE_COLUMNS).where(
-    (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > Param("heard_since"))))
+    (Node.state == ACTIVE) & Node.problem.is_null() & (Node.last_seen > Param("heard_since"))
+    & Node.name.not_in(holds.nodes_held(Param("t")))))
 
 
 def fleet(t: float, settings: CommanderSettings) -> list[tuple]:
-    """What candidates are built from: every active node's row, read raw (per-field conversion
+    """What candidates are built from: every active node's row (but held ones), read raw (per-field conversion
     of a thousand rows costs more than the rest of a plan)."""
-    return FLEET.tuples(heard_since=t - settings.lost_after)
+    return FLEET.tuples(heard_since=t - settings.lost_after, t=t)
 
 
 def running_now() -> dict[int, int]:

@@ -472,6 +472,7 @@ class PipelineStepOut(Response):
     attempt: int
     output: str | None
     error: str | None
+    waiting_reason: str | None = Field(None, description="why a queued step is not running yet (a spend cap, …)")
 
 
 class PipelineOut(Response):
@@ -485,9 +486,11 @@ class PipelineOut(Response):
     steps: list[PipelineStepOut] = Field(description="in dependency order: every step after its parents")
 
     @classmethod
-    def of(cls, pipeline, steps) -> PipelineOut:
-        """The pipeline with its `steps` (task rows, in dependency order)."""
-        return cls.from_row(pipeline, steps=[PipelineStepOut.from_row(step, key=step.step_key, task_id=step.id)
+    def of(cls, pipeline, steps, reasons=lambda step: None) -> PipelineOut:
+        """The pipeline with its `steps` (task rows, in dependency order); `reasons(step)` says why
+        a queued one waits (tasks.WaitingReasons)."""
+        return cls.from_row(pipeline, steps=[PipelineStepOut.from_row(step, key=step.step_key, task_id=step.id,
+                                                                      waiting_reason=reasons(step))
                                              for step in steps])
 
 
@@ -735,3 +738,128 @@ class AuditQuery(Request):
     action: Annotated[str, StringConstraints(min_length=1, max_length=48)] | None = None
     before_id: Id | None = None
     limit: Annotated[int, Field(ge=1, le=500)] = 100
+
+
+# --- spend -----------------------------------------------------------------------------------
+
+Day = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+CapScope = Literal["all", "agent", "submitter", "node"]
+
+
+class SpendQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    group: Annotated[str, StringConstraints(max_length=100)] = Field(
+        "", description="comma-separated: day, agent, model, node, capability, submitter (none: the totals only)")
+    first: Day | None = Field(None, alias="from", description="the first local day (default: today)")
+    last: Day | None = Field(None, alias="to", description="the last local day (default: today)")
+    days: Annotated[int, Field(ge=1, le=400)] | None = Field(
+        None, description="instead of from and to: the last this many local days, today included")
+
+
+class SpendTopQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    n: Annotated[int, Field(ge=1, le=100)] = 10
+    first: Day | None = Field(None, alias="from")
+    last: Day | None = Field(None, alias="to")
+    days: Annotated[int, Field(ge=1, le=400)] | None = None
+
+
+class SpendFigures(Response):
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
+class SpendRow(SpendFigures):
+    day: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    node: str | None = None
+    capability: str | None = Field(None, description="the task's required capabilities, comma-separated")
+    submitter: str | None = None
+
+
+class SpendReport(Response):
+    first_day: str
+    last_day: str
+    time_zone: str
+    group: list[str]
+    rows: list[SpendRow]
+    total: SpendFigures
+
+
+class SpendTask(Response):
+    task_id: int
+    agent: str
+    submitter: str
+    model: str
+    day: str = Field(description="the day its first attempt that spent counted on")
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class SpendTop(Response):
+    first_day: str
+    last_day: str
+    tasks: list[SpendTask]
+
+
+class CapIn(Request):
+    scope: CapScope
+    name: Annotated[str, StringConstraints(max_length=200)] = Field("", description='what it caps; "" for `all`')
+    usd: Annotated[float, Field(gt=0, le=1_000_000)] = Field(description="USD a local day")
+
+
+class CapQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    scope: CapScope
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class CapOut(Response):
+    scope: CapScope
+    name: str
+    cap_usd: float
+    spent_usd: float = Field(description="spent today")
+    left_usd: float
+    source: Literal["config", "runtime"]
+    held: bool = Field(description="its new work is held (or refused) until the reset")
+
+
+class CapList(Response):
+    day: str
+    time_zone: str
+    resets_at: float = Field(description="the next local midnight (Unix time)")
+    at_cap: Literal["hold", "refuse"]
+    spent_usd: float = Field(description="the whole mesh's spend today")
+    caps: list[CapOut]
+
+
+class AlertQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    days: Annotated[int, Field(ge=1, le=400)] = 1
+
+
+class AlertOut(Response):
+    id: int
+    day: str
+    scope: CapScope
+    name: str
+    threshold: int = Field(description="percent of the cap")
+    spent_usd: float
+    cap_usd: float
+    created_at: float
+    state: Literal["pending", "sent", "failed", "off"] = Field(description="off: no ntfy_url was set")
+    attempts: int
+    next_at: float
+    last_error: str | None
+    sent_at: float | None
+
+
+class AlertList(Response):
+    alerts: list[AlertOut]

@@ -79,6 +79,20 @@ class CommanderSettings(Settings):
     capability_facts: tuple[str, ...] = setting(("os=", "arch=", "runner="), "capability label prefixes that are "
                                                 "facts of the machine, which a node changes by itself; any other "
                                                 "label a node adds waits for an operator")
+    time_zone: str = setting("UTC", "IANA time zone (e.g. `Europe/Berlin`) of the mesh's days: spend is counted per "
+                                    "local day and daily caps reset at its midnight")
+    spend_cap: float = setting(0.0, "daily cap on the whole mesh's spend, USD; 0: none")
+    spend_caps: tuple[str, ...] = setting((), "daily caps per scope, USD: `agent:NAME=2.50`, `submitter:NAME=1`, "
+                                              "`node:NAME=3` (caps set at run time override these)")
+    spend_at_cap: str = setting("hold", "at a cap, new work of its scope is `hold` (queued with the reason, until "
+                                        "midnight or a higher cap) or `refuse` (submits get 429)")
+    spend_prices: tuple[str, ...] = setting((), "price overrides, USD per million tokens: "
+                                                "`MODEL-PREFIX=INPUT,OUTPUT,CACHE_READ,CACHE_WRITE`")
+    spend_alerts: tuple[str, ...] = setting(("50", "80", "100"), "percentages of each cap at which one alert is sent "
+                                                                 "per scope and day (an event, and ntfy if set)")
+    ntfy_url: str = setting("", "ntfy topic URL spend alerts are posted to (e.g. `https://ntfy.sh/my-mesh`); `\"\"`: "
+                                "none")
+    ntfy_token: str = setting("", "access token for that topic, sent as `Authorization: Bearer`")
 
     def derived(self) -> CommanderSettings:
         data = self.data_dir or str(config.data_dir() / "commander")

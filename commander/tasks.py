@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from commander import attachments, audit, events
+from commander import attachments, audit, events, holds
 from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, CompiledInsert, Param
@@ -39,8 +39,10 @@ class TaskSpec:
 
 def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submitter: str) -> dict:
     """The columns a new task takes from its spec and from its agent's current version, whose
-    required and preferred capabilities join the task's own."""
+    required and preferred capabilities join the task's own. A scope held with `refuse`
+    (commander/holds.py) refuses it: TooManyRequests."""
     assigned = agents.assign(cmdr, spec.agent or agents.GENERAL, spec.model)
+    holds.check_submit(assigned.agent, submitter)
     return dict(
         prompt=spec.prompt, requires=sorted(set(spec.requires) | set(assigned.requires)),
         prefer=sorted(set(spec.prefer) | set(assigned.prefers)), priority=spec.priority, model=assigned.model,
@@ -220,16 +222,21 @@ class WaitingReasons:
             (node.name, set(node.capabilities), node.problem)
             for node in Node.select(Node.name, Node.capabilities, Node.problem).where(Node.state == ACTIVE)
         ])
+        self.held = holds.active()
 
     def __call__(self, task: Task) -> str | None:
         if task.state != QUEUED:
             return None
+        if hold := holds.reason_for(self.held, task.agent, task.submitter):
+            return hold.reason
         needed = set(task.requires)
         able = [(name, problem) for name, capabilities, problem in self.nodes if needed <= capabilities]
         if not self.nodes:
             return "no N0D3 is connected; start one with `m3shd n0d3 run` or `m3shd up`"
         if not able:
             return f"no connected N0D3 has all of: {', '.join(sorted(needed))}" + self.agent_needs(task, needed)
+        able = [(name, problem or getattr(holds.reason_for(self.held, None, None, name), "reason", None))
+                for name, problem in able]
         if all(problem for _, problem in able):
             return "; ".join(f"N0D3 {name}: {problem}" for name, problem in able)
         return "waiting for a free slot"

@@ -199,6 +199,25 @@ class ApiClient(_Base):
     def reload_agents(self) -> dict:
         return self._send("POST", "/api/agents/reload")
 
+    def spend(self, group: str = "", days: int | None = None) -> dict:
+        """Spend over the last `days` local days (None: today), grouped by `group` (comma-separated)."""
+        return self._send("GET", "/api/spend", params={"group": group, **({"days": days} if days else {})})
+
+    def spend_top(self, n: int = 10, days: int | None = None) -> dict:
+        return self._send("GET", "/api/spend/top", params={"n": n, **({"days": days} if days else {})})
+
+    def spend_alerts(self, days: int = 1) -> list[dict]:
+        return self._send("GET", "/api/spend/alerts", params={"days": days})["alerts"]
+
+    def spend_caps(self) -> dict:
+        return self._send("GET", "/api/spend/caps")
+
+    def set_spend_cap(self, scope: str, name: str, usd: float) -> dict:
+        return self._send("PUT", "/api/spend/caps", {"scope": scope, "name": name, "usd": usd})
+
+    def clear_spend_cap(self, scope: str, name: str) -> dict:
+        return self._send("DELETE", "/api/spend/caps", params={"scope": scope, "name": name})
+
     def register(self, **fields) -> dict:
         return self._send("POST", "/api/nodes/register", fields)
 

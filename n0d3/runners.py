@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from m3shd import wire
+from m3shd import prices, wire
 
 DEFAULT_SDK_MODEL = "claude-sonnet-5-5"  # the current Sonnet
 DEFAULT_SDK_TURNS = 10  # Messages API requests per task when the agent sets no max_turns (see AnthropicSdkRunner)
@@ -51,29 +51,6 @@ NO_RUNNER = (
 
 _POLL_S = 0.1
 _STDERR_TAIL_CHARS = 2000
-
-# USD per million tokens: model-id prefix -> (input, output, cache-read multiple of input).
-# 5-minute cache writes are 1.25x input on every model. Haiku 5.5 is the <=100k-token
-# prompt band (longer prompts bill 5x). Source: platform.claude.com/docs/en/about-claude/pricing,
-# with the 2026-10-07 Sonnet 5.5 cache-read cut; checked 2026-11-21.
-_PRICES: dict[str, tuple[float, float, float]] = {
-    "claude-fable-5-1": (10.0, 50.0, 0.025),
-    "claude-mythos-5-1": (10.0, 50.0, 0.025),
-    "claude-fable-5": (10.0, 50.0, 0.1),
-    "claude-mythos-5": (10.0, 50.0, 0.1),
-    "claude-opus-5-5": (4.0, 20.0, 0.05),
-    "claude-opus-5": (5.0, 25.0, 0.1),
-    "claude-opus-4-8": (5.0, 25.0, 0.1),
-    "claude-opus-4-7": (5.0, 25.0, 0.1),
-    "claude-opus-4-6": (5.0, 25.0, 0.1),
-    "claude-opus-4-5": (5.0, 25.0, 0.1),
-    "claude-sonnet-5-5": (2.0, 10.0, 0.05),
-    "claude-sonnet-5": (2.0, 10.0, 0.1),
-    "claude-sonnet-4": (3.0, 15.0, 0.1),
-    "claude-haiku-5-5": (0.10, 0.50, 0.1),
-    "claude-haiku-4-5": (1.0, 5.0, 0.1),
-}
-_CACHE_WRITE_MULTIPLE = 1.25
 
 # Messages API error types that are the service's or the account's fault, not the task's.
 _SERVICE_ERRORS = {"authentication_error", "permission_error", "rate_limit_error", "api_error",
@@ -502,17 +479,12 @@ def _api_error_text(exc) -> str:
 
 
 def price_usd(model: str | None, usage: dict) -> float | None:
-    """What the usage cost at list price, or None for a model not in the table."""
-    prefixes = [p for p in _PRICES if model and model.startswith(p)]
-    if not prefixes:
+    """What the usage cost at list price (m3shd/prices.py), or None for a model not in the table."""
+    key = prices.listed(model)
+    if key is None:
         return None
-    per_input, per_output, cache_read = _PRICES[max(prefixes, key=len)]  # most specific
-    return (
-        usage["input_tokens"] * per_input
-        + usage["cache_write_tokens"] * per_input * _CACHE_WRITE_MULTIPLE
-        + usage["cache_read_tokens"] * per_input * cache_read
-        + usage["output_tokens"] * per_output
-    ) / 1_000_000
+    return prices.cost_usd(prices.PRICES[key], usage["input_tokens"], usage["output_tokens"],
+                           usage["cache_read_tokens"], usage["cache_write_tokens"])
 
 
 @dataclass

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from commander import pipelines
+from commander import pipelines, tasks
 from commander.agents import service as agents
 from commander.auth import principal
 from commander.models import Pipeline
@@ -20,7 +20,7 @@ def step_of(step: PipelineStep, token_agent: str | None) -> pipelines.Step:
 
 
 def pipeline_out(pipeline: Pipeline) -> PipelineOut:
-    return PipelineOut.of(pipeline, pipelines.steps_of(pipeline.id).values())
+    return PipelineOut.of(pipeline, pipelines.steps_of(pipeline.id).values(), tasks.WaitingReasons(commander()))
 
 
 @api_route(bp, "POST", "/pipelines", permission="tasks:submit", body=PipelineSubmit, response=PipelineOut, status=201)

@@ -4,6 +4,8 @@ actions that work without JavaScript (static/live.js adds live updates and in-pl
 from __future__ import annotations
 
 import difflib
+import time
+from datetime import date, timedelta
 from pathlib import Path
 
 from flask import Blueprint, redirect, request, send_from_directory, url_for
@@ -18,15 +20,16 @@ from commander.api.pending import pending_out
 from commander.api.pipelines import pipeline_out
 from commander.auth import SESSION_COOKIE, end_session, principal, set_session_cookie
 from commander.errors import describe
-from commander.exceptions import TooManyRequests, Unauthenticated
+from commander.exceptions import Invalid, TooManyRequests, Unauthenticated
 from commander.models import AWAITING_APPROVAL, Node, Task
 from commander.permissions import PUBLIC, ROLES
 from commander.routes import commander, parse_query
 from commander.schemas import (
-    AgentRollback, AgentVersionOut, CapabilitiesApproveIn, LoginIn, NodeStateIn, TaskOut, TaskQuery, TaskSubmit,
-    TokenCreate, TokenOut,
+    AgentRollback, AgentVersionOut, CapabilitiesApproveIn, CapIn, CapQuery, LoginIn, NodeStateIn, TaskOut, TaskQuery,
+    TaskSubmit, TokenCreate, TokenOut,
 )
-from commander.web import graph, site
+from commander.spend import caps as spend_caps, policy as spend_policy, report as spend_report
+from commander.web import charts, graph, site
 from commander.web.site import local_path, page_route, render
 
 HERE = Path(__file__).parent
@@ -200,6 +203,47 @@ def cancel_pipeline(pipeline_id: int):
     """Cancel a running pipeline: steps not yet final end."""
     pipelines.cancel(commander(), pipeline_id)
     return back(url_for(".pipeline", pipeline_id=pipeline_id))
+
+
+# --- spend -----------------------------------------------------------------------------------
+
+SPEND_DAYS = 14  # the Spend page's span: two weeks of daily bars fit a phone
+
+
+@page_route(bp, "GET", "/spend", permission="spend:read")
+def spend_page():
+    """Spend: per day stacked by agent with the mesh's cap, per capability, the dearest tasks, the caps."""
+    cmdr, t = commander(), time.time()
+    first, last = spend_report.day_range(cmdr, None, None, SPEND_DAYS, t)
+    by_day, total = spend_report.grouped(first, last, ["day", "agent"])
+    by_capability, _ = spend_report.grouped(first, last, ["capability"])
+    days = [(date.fromisoformat(first) + timedelta(days=n)).isoformat() for n in range(SPEND_DAYS)]
+    listed = spend_caps.listing(cmdr, t)
+    mesh_cap = next((cap["cap_usd"] for cap in listed if cap["scope"] == "all"), None)
+    rules = spend_policy.of(cmdr.settings)
+    return render("spend.html", first=first, last=last, total=total, zone=rules.zone.key,
+                  at_cap="refused" if rules.refuse else "held",
+                  daily=charts.stacked_days(by_day, days, mesh_cap), capabilities=charts.ranked(by_capability, "capability"),
+                  top=spend_report.top(first, last, 10), caps=listed)
+
+
+@page_route(bp, "POST", "/spend/caps", permission="spend:manage")
+def set_spend_cap():
+    """Set a daily cap (a USD amount), or clear the one set here (no amount)."""
+    scope, name, usd = (request.form.get(key, "").strip() for key in ("scope", "name", "usd"))
+    if usd:
+        cap = CapIn(scope=scope, name=name, usd=parse_usd(usd))
+        spend_caps.set_cap(commander(), cap.scope, cap.name, cap.usd, principal().actor)
+    else:
+        spend_caps.clear_cap(commander(), CapQuery(scope=scope, name=name).scope, name, principal().actor)
+    return back(url_for(".spend_page"))
+
+
+def parse_usd(text: str) -> float:
+    try:
+        return float(text.lstrip("$"))
+    except ValueError:
+        raise Invalid("invalid_request", f"a cap is an amount in USD, such as 2.50, not {text!r}") from None
 
 
 # --- agents ----------------------------------------------------------------------------------

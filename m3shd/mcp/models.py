@@ -189,3 +189,43 @@ class Pipeline(View):
     created_at: float
     finished_at: float | None
     steps: list[Step] = Field(description="in dependency order: every step after its parents")
+
+
+# --- spend (issue 20) --------------------------------------------------------------------------
+
+class SpendFigures(View):
+    attempts: int = Field(description="attempts that spent tokens (retries and failures count too)")
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
+class SpendRow(SpendFigures):
+    day: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    node: str | None = None
+    capability: str | None = Field(None, description="the tasks' required capabilities, comma-separated")
+    submitter: str | None = None
+
+
+class SpendCap(View):
+    scope: str = Field(description="all (the whole mesh), agent, submitter or node")
+    name: str
+    cap_usd: float = Field(description="USD a local day")
+    spent_usd: float = Field(description="spent today")
+    left_usd: float
+    held: bool = Field(description="reached: its new work waits until midnight (or is refused)")
+
+
+class SpendReport(View):
+    first_day: str
+    last_day: str
+    time_zone: str = Field(description="the mesh's days are local days of this zone")
+    group: list[str]
+    rows: list[SpendRow]
+    total: SpendFigures
+    spent_today_usd: float
+    caps: list[SpendCap] = Field(description="every daily cap in force, with today's spend and what is left")

@@ -22,7 +22,7 @@ from m3shd import __version__
 from m3shd.client import ApiClient
 from m3shd.errors import CommanderError, CommanderUnreachable, CommanderUntrusted
 from m3shd.images import read as read_image
-from m3shd.mcp.models import Agent, AgentList, Node, NodeList, Pipeline, StepIn, Task, TaskList
+from m3shd.mcp.models import Agent, AgentList, Node, NodeList, Pipeline, SpendReport, StepIn, Task, TaskList
 from m3shd.wire import TaskState
 
 INSTRUCTIONS = """\
@@ -33,7 +33,7 @@ an agent: a specialist profile (system prompt, model, tools) such as code-review
 researcher; list_agents shows them and get_agent one in full; omit `agent` for general.
 create_pipeline submits several steps that feed one another, each an ordinary task; get_pipeline
 follows it. list_nodes shows which machines can take work (free slots, health). Every task costs
-real tokens."""
+real tokens: spend_report says what was spent and how much of each daily cap is left."""
 
 # The longest one wait_for_task call blocks: MCP clients time out requests that run for many
 # minutes, and a model that wants longer calls again (the result says `final: false`).
@@ -49,6 +49,7 @@ Capabilities = Annotated[list[str], Field(
 StateFilter = Literal[tuple(state.value for state in TaskState)]  # type: ignore[valid-type]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+SPEND_DAYS = {"today": 1, "week": 7, "month": 30}
 CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 STOPS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
@@ -206,6 +207,22 @@ def build_server(client: ApiClient) -> MCPServer:
         """One agent in full: its system prompt, model, tools, required capabilities and recent results."""
         with commander_errors():
             return Agent.model_validate(client.get_agent(name))
+
+    @server.tool(annotations=READ_ONLY)
+    def spend_report(
+        period: Annotated[Literal["today", "week", "month"], Field(
+            description="today, the last 7 or the last 30 local days")] = "today",
+        by: Annotated[Literal["day", "agent", "model", "node", "capability", "submitter"] | None, Field(
+            description="group the spend by this (default: agent today, day otherwise)")] = None,
+    ) -> SpendReport:
+        """What the mesh's Claude runs cost (every attempt that used tokens, retries included), grouped
+        and totalled, with every daily cap in force: today's spend against it, what is left, and
+        whether it holds new work. Needs a token with spend:read."""
+        days = SPEND_DAYS[period]
+        with commander_errors():
+            report = client.spend(by or ("agent" if days == 1 else "day"), days)
+            caps = client.spend_caps()
+        return SpendReport.model_validate({**report, "spent_today_usd": caps["spent_usd"], "caps": caps["caps"]})
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
     def create_pipeline(

@@ -46,9 +46,10 @@ def test_each_commander_wires_its_own_receivers(cmdr, tmp_path):
     assert other.signals is not cmdr.signals
     # Wired by each feature's init, in FEATURES order: the final state's event first.
     assert [r.__module__ for r in other.signals.task_finished.receivers] == ["commander.events", "commander.pipelines"]
-    assert [r.__module__ for r in other.signals.attempt_ended.receivers] == ["commander.outcomes"]
-    assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.pipelines",
-                                                          "commander.agents"]
+    assert [r.__module__ for r in other.signals.attempt_ended.receivers] == ["commander.outcomes",
+                                                                            "commander.spend.ledger"]
+    assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.spend",
+                                                          "commander.pipelines", "commander.agents"]
     other.db.close_all()
 
 

@@ -136,17 +136,19 @@ def test_a_very_long_answer_comes_as_a_file_staged_inside_the_messages_folder(co
 def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db, start_bridge):
     bridge, direct, guid = answering(start_bridge, spawn_n0d3, chat_db, node="kitchen-pi", first="hello")
 
-    for text in ("status", "nodes", "task 1", "cancel 1", "task 99", "budget", "/frobnicate", "cancel it"):
+    for text in ("status", "nodes", "task 1", "cancel 1", "task 99", "budget", "/frobnicate", "cancel it",
+                 "budget set 5"):
         chat_db.message(direct, ME, text)
     replies = {}
     for starts in ("1 of 1 nodes active", "kitchen-pi: active", "Task 1: succeeded.\n\necho: hello",
                    "Task 1 has already finished.", "There is no task 99.", "Today: $", "I don't know /frobnicate.",
-                   "Usage: cancel N"):
+                   "Usage: cancel N", "The mesh said no"):
         replies[starts] = bridge.wait_reply(guid, starts)
     assert "Running 0, queued 0" in replies["1 of 1 nodes active"]
     cost = commander.api.get_task(1)["cost_usd"]
-    assert replies["Today: $"] == (f"Today: ${cost:.4f} over 1 finished task. "
-                                   "No spending caps are set (they arrive with the spend settings).")
+    assert replies["Today: $"] == (f"Today: ${cost:.2f} spent. "
+                                   "No daily caps are set (budget set 5 caps the mesh at $5 a day).")
+    assert "`spend:manage`" in replies["The mesh said no"]  # a mobile token reads spend, sets no cap
     assert "0/1 busy, claude-cli" in replies["kitchen-pi: active"]
 
     stranger_chat, stranger_guid = chat_db.chat([STRANGER])
@@ -155,6 +157,27 @@ def test_commands_strangers_and_tapbacks(commander, spawn_n0d3, chat_db, start_b
     chat_db.message(direct, ME, "nodes")  # a marker: once it is answered, the two above were read
     wait_until(lambda: bridge.sent(guid).count(replies["kitchen-pi: active"]) == 2, 10, what="the second nodes reply")
     assert bridge.sent(stranger_guid) == [] and len(commander.api.list_tasks()) == 1
+
+
+def test_budget_set_and_spend_by_text_with_a_token_that_may_set_caps(commander, spawn_n0d3, chat_db, start_bridge):
+    spawn_n0d3("budget-pi")
+    direct, guid = chat_db.chat([ME])
+    ops = commander.token("imessage-ops", permissions="tasks:read,tasks:submit,nodes:read,spend:read,spend:manage")
+    bridge = start_bridge(M3SHD_CLIENT_TOKEN=ops)
+    chat_db.message(direct, ME, "hello")
+    bridge.wait_reply(guid, "Task 1: succeeded")
+    cost = commander.api.get_task(1)["cost_usd"]
+    assert cost
+    for text in ("budget set $5", "spend today", "spend week", "spend"):
+        chat_db.message(direct, ME, text)
+    assert bridge.wait_reply(guid, "The mesh's daily cap") == (
+        f"The mesh's daily cap is now $5.00. Today: ${cost:.2f} spent. Caps reset at midnight (UTC):\n"
+        f"the mesh: ${cost:.2f} of $5.00 (${5 - cost:.2f} left)")
+    assert bridge.wait_reply(guid, "Spend today") == f"Spend today: ${cost:.2f} over 1 run.\ngeneral: ${cost:.2f}"
+    day = commander.api.spend("day", 1)["first_day"]
+    assert bridge.wait_reply(guid, "Spend over") == f"Spend over the last 7 days: ${cost:.2f} over 1 run.\n{day}: ${cost:.2f}"
+    assert bridge.wait_reply(guid, "Usage: spend today")
+    assert commander.api.spend_caps()["caps"][0]["cap_usd"] == 5.0
 
 
 def test_a_text_names_its_agent_with_at_or_ask(commander, spawn_n0d3, chat_db, start_bridge):

@@ -45,6 +45,8 @@ EXPECTED = {
     ("GET", "/agents"): "tasks:read",
     ("GET", "/agents/<name>"): "tasks:read",
     ("POST", "/agents/<name>/rollback"): "agents:manage",
+    ("GET", "/spend"): "spend:read",
+    ("POST", "/spend/caps"): "spend:manage",
     ("GET", "/pending"): "tasks:read",
     ("POST", "/pending/<id:pending_id>/approve"): "nodes:manage",
     ("POST", "/pending/<id:pending_id>/reject"): "nodes:manage",

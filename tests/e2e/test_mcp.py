@@ -23,7 +23,7 @@ from m3shd.mcp.server import build_server
 from harness import Commander, N0D3, Process, free_port, m3shd, wait_until
 
 TOOLS = {"dispatch_task", "get_task", "wait_for_task", "list_tasks", "cancel_task", "approve_task", "list_agents", "get_agent",
-         "reject_task", "list_nodes", "create_pipeline", "get_pipeline"}
+         "reject_task", "list_nodes", "create_pipeline", "get_pipeline", "spend_report"}
 
 
 @pytest.fixture
@@ -217,6 +217,27 @@ async def test_wait_is_bounded_and_reports_progress_with_why_a_task_waits(mesh, 
         assert [done for done, _, _ in progress] == sorted(done for done, _, _ in progress)
         assert progress[0][2] == f"task {task['id']} is queued: no connected N0D3 has all of: gpu"
         await call(client, "cancel_task", task_id=task["id"])
+
+
+@pytest.mark.anyio
+async def test_spend_report_gives_the_ledger_grouped_with_the_caps(mesh):
+    async with connected(mesh.url, mesh.admin_token) as client:
+        task = await call(client, "dispatch_task", prompt="what does this cost?")
+        done = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=30)
+        assert done["state"] == "succeeded" and done["cost_usd"]
+        mesh.api.set_spend_cap("agent", "general", 1000.0)
+        report = await call(client, "spend_report", by="model")
+        assert report["group"] == ["model"] and report["time_zone"] == "UTC"
+        assert report["total"]["cost_usd"] == pytest.approx(mesh.api.spend("", 1)["total"]["cost_usd"])
+        assert report["total"]["cost_usd"] >= done["cost_usd"]
+        [cap] = report["caps"]
+        assert (cap["scope"], cap["name"], cap["cap_usd"], cap["held"]) == ("agent", "general", 1000.0, False)
+        assert cap["left_usd"] == pytest.approx(1000.0 - cap["spent_usd"])
+        week = await call(client, "spend_report", period="week")
+        assert week["group"] == ["day"] and len(week["rows"]) == 1
+        mesh.api.clear_spend_cap("agent", "general")
+    async with connected(mesh.url, mesh.token("mcp-no-spend", permissions="tasks:read")) as client:
+        assert "spend:read" in await call_error(client, "spend_report")
 
 
 @pytest.mark.anyio

@@ -1,0 +1,104 @@
+"""The ledger: one row per attempt that spent tokens, written in the transaction that ended the
+attempt (it receives attempt_ended, commander/signals.py, sent once per attempt: a re-sent
+result sends nothing, and the unique (task, attempt) index would refuse a second row anyway).
+Retries and failures cost money too, so every attempt a result came for counts, not only the
+task's last. An attempt with no result (its lease expired, or it was taken back) reported no
+usage: nothing is known to count.
+
+The cost is the runner's own (`total_cost_usd` of the Claude CLI, the SDK runner's list-price
+sum) when it sent one, else the price table's (commander/spend/policy.py: m3shd/prices.py with
+the config's overrides) for the model the runner named, else the task's. A model the table does
+not list is priced as its family's nearest (or the dearest model, for no known family) with a
+warning, never as zero.
+
+Each row is also added to its day's roll-ups (SpendDay by every dimension, SpendAgentDay by agent
+alone), which the caps and the analytics read, and to its task's total (SpendTask), which "the
+dearest tasks" read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import peewee as pw
+
+from commander.db import Compiled, CompiledInsert, Param
+from commander.models import Node, SpendAgentDay, SpendDay, SpendEntry, SpendTask
+from commander.signals import AttemptEnded
+from commander.spend import alerts, caps, days, policy
+from commander.holds import AGENT, ALL, NODE, SUBMITTER
+from m3shd import prices
+
+log = logging.getLogger("m3shd.commander.spend")
+
+TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+ROLLED_UP = ("day", "agent", "submitter", "node_name", "model", "capabilities")
+ADDED = (*TOKENS, "cost_usd", "attempts")
+# Every result that spent runs these (db.Compiled): building them with peewee each time cost more
+# than running them.
+ENTRY_INSERT = CompiledInsert(SpendEntry)
+NODE_NAME = Compiled(Node, lambda: Node.select(Node.name).where(Node.id == Param("node_id")))
+PER_TASK = ("task", "day", "agent", "submitter", "model")
+TASK_ADDED = ("attempts", "input_tokens", "output_tokens", "cost_usd")
+TASK_TOTAL = Compiled(SpendTask, lambda: SpendTask.insert({getattr(SpendTask, name): Param(name)
+                                                          for name in (*PER_TASK, *TASK_ADDED)}).on_conflict(
+    conflict_target=[SpendTask.task],
+    update={getattr(SpendTask, name): getattr(SpendTask, name) + pw.EXCLUDED[name] for name in TASK_ADDED}))
+BY_AGENT = Compiled(SpendAgentDay, lambda: SpendAgentDay.insert({getattr(SpendAgentDay, name): Param(name)
+                                                                 for name in ("day", "agent", *ADDED)}).on_conflict(
+    conflict_target=[SpendAgentDay.day, SpendAgentDay.agent],
+    update={getattr(SpendAgentDay, name): getattr(SpendAgentDay, name) + pw.EXCLUDED[name] for name in ADDED}))
+ROLL_UP = Compiled(SpendDay, lambda: SpendDay.insert({getattr(SpendDay, name): Param(name)
+                                                      for name in (*ROLLED_UP, *ADDED)}).on_conflict(
+    conflict_target=[getattr(SpendDay, name) for name in ROLLED_UP],
+    update={getattr(SpendDay, name): getattr(SpendDay, name) + pw.EXCLUDED[name] for name in ADDED}))
+_warned: set[str] = set()  # models priced by their family, said once per process
+
+
+def on_attempt_ended(cmdr, ended: AttemptEnded) -> bool:
+    """Write the attempt's row, if it spent anything, hold the scopes it took to their cap, and
+    make the alerts for the thresholds it crossed."""
+    entry = record(cmdr, ended)
+    if entry is None:
+        return False
+    looked = caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry.agent), (SUBMITTER, entry.submitter),
+                                           (NODE, entry.node_name)], lift=False)
+    alerts.crossed(cmdr, entry.day, looked)
+    return False  # a hold gives no node work; a lift happens only when a cap changes
+
+
+def record(cmdr, ended: AttemptEnded) -> SpendEntry | None:
+    sent, task = ended.result, ended.task
+    if sent is None:
+        return None
+    usage = {name: getattr(sent.usage, name) for name in TOKENS}
+    if not any(usage.values()) and not sent.cost_usd:
+        return None
+    rules = policy.of(cmdr.settings)
+    model = sent.model or task.model or ""
+    if sent.cost_usd is not None:
+        cost, source, priced_as = sent.cost_usd, "runner", None
+    else:
+        priced_as, own = prices.closest(model or None, rules.prices)
+        if not own and model not in _warned:
+            _warned.add(model)
+            log.warning("no price for model %r: priced as %s; add it to [commander] spend_prices", model or "(none named)",
+                        priced_as)
+        cost, source = prices.cost_usd(rules.prices[priced_as], **usage), "prices"
+    named = NODE_NAME.tuples(node_id=ended.node_id) if ended.node_id is not None else []
+    node_name = named[0][0] if named else ""
+    entry = ENTRY_INSERT.create(
+        task=task.id, attempt=ended.attempt, kind=ended.kind, agent=task.agent or "", agent_version=task.agent_version,
+        node=ended.node_id, node_name=node_name, capabilities=",".join(task.requires), model=model,
+        submitter=task.submitter, cost_usd=cost, cost_source=source, priced_as=priced_as,
+        day=days.day_of(ended.at, rules.zone), ts=ended.at, **usage)
+    roll_up(entry)
+    return entry
+
+
+def roll_up(entry: SpendEntry) -> None:
+    """Add the row to its day's roll-ups and to its task's total (which keeps its first day)."""
+    ROLL_UP.execute(**{name: getattr(entry, name) for name in (*ROLLED_UP, *TOKENS, "cost_usd")}, attempts=1)
+    BY_AGENT.execute(**{name: getattr(entry, name) for name in ("day", "agent", *TOKENS, "cost_usd")}, attempts=1)
+    TASK_TOTAL.execute(**{name: getattr(entry, name) for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"},
+                       attempts=1)

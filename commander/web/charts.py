@@ -58,7 +58,9 @@ def stacked_days(rows: list[dict], days: list[str], cap: float | None) -> dict:
                              h=round(y_of(base) - y_top, 2), series=index, day=day,
                              agent="other agents" if index == other else named[index], usd=usd))
             base += usd
-    ticks = [dict(y=round(y_of(top * k / 4), 2), label=f"${top * k / 4:.2f}") for k in range(5)]
+    # Cents, or as many places as tell the steps apart (a cheap day's steps are fractions of one).
+    places = max(2, 1 - math.floor(math.log10(top / 4)))
+    ticks = [dict(y=round(y_of(top * k / 4), 2), label=f"${top * k / 4:.{places}f}") for k in range(5)]
     every = max(1, math.ceil(len(days) / 8))  # at most 8 day labels, readable on a phone
     labels = [dict(x=round(LEFT + i * step + step / 2, 2), text=day[5:]) for i, day in enumerate(days)
               if i % every == 0 or i == len(days) - 1]

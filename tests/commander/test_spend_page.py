@@ -24,6 +24,13 @@ def test_the_daily_chart_stacks_agents_under_a_nice_ceiling_with_the_cap_line():
     assert [item["name"] for item in chart["legend"]] == ["a", "b"] and chart["total"] == 3.5
 
 
+def test_a_cheap_days_axis_shows_as_many_places_as_tell_its_ticks_apart():
+    """Rounded to cents, a day of $0.0036 had the axis $0.00, $0.00, $0.00, $0.00, $0.01."""
+    chart = charts.stacked_days([dict(day="2026-12-02", agent="general", cost_usd=0.0036)], ["2026-12-02"], cap=None)
+    labels = [tick["label"] for tick in chart["ticks"]]
+    assert len(set(labels)) == 5 and (labels[0], labels[2], labels[-1]) == ("$0.0000", "$0.0025", "$0.0050")
+
+
 def test_more_agents_than_colours_share_the_last_as_other():
     rows = [dict(day="2026-12-01", agent=f"agent-{n}", cost_usd=float(n + 1)) for n in range(10)]
     chart = charts.stacked_days(rows, ["2026-12-01"], cap=None)

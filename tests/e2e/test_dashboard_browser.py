@@ -320,7 +320,8 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
     wait_until(lambda: cmd.api.get_task(running["id"])["state"] == "leased", 20, what="the long task to start")
     views = {"fleet": "/", "queue": "/tasks", "task-detail": f"/tasks/{running['id']}",
              "pipelines": "/pipelines", "pipeline-graph": f"/pipelines/{pipeline['id']}", "approvals": "/pending",
-             "tokens": "/tokens", "node": "/nodes/1", "agents": "/agents", "agent": "/agents/general"}
+             "tokens": "/tokens", "node": "/nodes/1", "agents": "/agents", "agent": "/agents/general",
+             "spend": "/spend"}
 
     for name, context in (("desktop", dict(viewport={"width": 1280, "height": 800})), ("phone", PHONE),
                           ("dark", dict(viewport={"width": 1280, "height": 800}, color_scheme="dark"))):
@@ -336,6 +337,9 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
             assert width <= tab.page.viewport_size["width"], f"{view} is {width} px wide on a {name}"
             tab.shot(f"{name}-{view}")
         if name == "desktop":
+            tab.go("/spend")  # the tasks above cost something: the day's bar is drawn, by the server
+            expect(tab.page.get_by_role("img", name="Spend per day")).to_be_visible()
+            assert tab.page.locator("svg[aria-labelledby=daily-title] rect").count() >= 1
             tab.go(f"/tasks/{waiting['id']}")
             tab.shot("desktop-task-awaiting-approval")
             tab.go("/tokens")

@@ -40,18 +40,21 @@ ENTRY_INSERT = CompiledInsert(SpendEntry)
 NODE_NAME = Compiled(Node, lambda: Node.select(Node.name).where(Node.id == Param("node_id")))
 PER_TASK = ("task", "day", "agent", "submitter", "model")
 TASK_ADDED = ("attempts", "input_tokens", "output_tokens", "cost_usd")
-TASK_TOTAL = Compiled(SpendTask, lambda: SpendTask.insert({getattr(SpendTask, name): Param(name)
-                                                          for name in (*PER_TASK, *TASK_ADDED)}).on_conflict(
-    conflict_target=[SpendTask.task],
-    update={getattr(SpendTask, name): getattr(SpendTask, name) + pw.EXCLUDED[name] for name in TASK_ADDED}))
-BY_AGENT = Compiled(SpendAgentDay, lambda: SpendAgentDay.insert({getattr(SpendAgentDay, name): Param(name)
-                                                                 for name in ("day", "agent", *ADDED)}).on_conflict(
-    conflict_target=[SpendAgentDay.day, SpendAgentDay.agent],
-    update={getattr(SpendAgentDay, name): getattr(SpendAgentDay, name) + pw.EXCLUDED[name] for name in ADDED}))
-ROLL_UP = Compiled(SpendDay, lambda: SpendDay.insert({getattr(SpendDay, name): Param(name)
-                                                      for name in (*ROLLED_UP, *ADDED)}).on_conflict(
-    conflict_target=[getattr(SpendDay, name) for name in ROLLED_UP],
-    update={getattr(SpendDay, name): getattr(SpendDay, name) + pw.EXCLUDED[name] for name in ADDED}))
+
+
+def adding(model, keys: tuple[str, ...], added: tuple[str, ...], unique: tuple[str, ...] = ()) -> Compiled:
+    """Insert a row of `keys` and `added`, or add `added` to the row already there with the same
+    `unique` columns (default: all of `keys`): a roll-up's upsert."""
+    def build():
+        return model.insert({getattr(model, name): Param(name) for name in (*keys, *added)}).on_conflict(
+            conflict_target=[getattr(model, name) for name in unique or keys],
+            update={getattr(model, name): getattr(model, name) + pw.EXCLUDED[name] for name in added})
+    return Compiled(model, build)
+
+
+TASK_TOTAL = adding(SpendTask, PER_TASK, TASK_ADDED, unique=("task",))  # keeps its first attempt's day
+BY_AGENT = adding(SpendAgentDay, ("day", "agent"), ADDED)
+ROLL_UP = adding(SpendDay, ROLLED_UP, ADDED)
 _warned: set[str] = set()  # models priced by their family, said once per process
 
 

@@ -774,6 +774,7 @@ class SpendFigures(Response):
 
 
 class SpendRow(SpendFigures):
+    """A group's figures; it names only the keys the report is grouped by."""
     day: str | None = None
     agent: str | None = None
     model: str | None = None

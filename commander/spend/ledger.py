@@ -22,7 +22,7 @@ import logging
 
 import peewee as pw
 
-from commander.db import Compiled, CompiledInsert, Param
+from commander.db import Compiled, Param
 from commander.models import Node, SpendAgentDay, SpendDay, SpendEntry, SpendTask
 from commander.signals import AttemptEnded
 from commander.spend import alerts, caps, days, policy
@@ -35,8 +35,12 @@ TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tok
 ROLLED_UP = ("day", "agent", "submitter", "node_name", "model", "capabilities")
 ADDED = (*TOKENS, "cost_usd", "attempts")
 # Every result that spent runs these (db.Compiled): building them with peewee each time cost more
-# than running them.
-ENTRY_INSERT = CompiledInsert(SpendEntry)
+# than running them. The row goes in as plain values, not as a model instance: converting every
+# field through peewee doubled what the ledger added to a result (bench/spend.py).
+ENTRY = ("task", "attempt", "kind", "agent", "agent_version", "node", "node_name", "capabilities", "model",
+         "submitter", *TOKENS, "cost_usd", "cost_source", "priced_as", "day", "ts")
+ENTRY_INSERT = Compiled(SpendEntry, lambda: SpendEntry.insert({getattr(SpendEntry, name): Param(name)
+                                                                for name in ENTRY}))
 NODE_NAME = Compiled(Node, lambda: Node.select(Node.name).where(Node.id == Param("node_id")))
 PER_TASK = ("task", "day", "agent", "submitter", "model")
 TASK_ADDED = ("attempts", "input_tokens", "output_tokens", "cost_usd")
@@ -64,13 +68,14 @@ def on_attempt_ended(cmdr, ended: AttemptEnded) -> bool:
     entry = record(cmdr, ended)
     if entry is None:
         return False
-    looked = caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry.agent), (SUBMITTER, entry.submitter),
-                                           (NODE, entry.node_name)], lift=False)
-    alerts.crossed(cmdr, entry.day, looked)
+    looked = caps.enforce(cmdr, ended.at, [(ALL, ""), (AGENT, entry["agent"]), (SUBMITTER, entry["submitter"]),
+                                           (NODE, entry["node_name"])], lift=False)
+    alerts.crossed(cmdr, entry["day"], looked)
     return False  # a hold gives no node work; a lift happens only when a cap changes
 
 
-def record(cmdr, ended: AttemptEnded) -> SpendEntry | None:
+def record(cmdr, ended: AttemptEnded) -> dict | None:
+    """The attempt's ledger row (as written, a dict), or None if it spent nothing."""
     sent, task = ended.result, ended.task
     if sent is None:
         return None
@@ -90,18 +95,18 @@ def record(cmdr, ended: AttemptEnded) -> SpendEntry | None:
         cost, source = prices.cost_usd(rules.prices[priced_as], **usage), "prices"
     named = NODE_NAME.tuples(node_id=ended.node_id) if ended.node_id is not None else []
     node_name = named[0][0] if named else ""
-    entry = ENTRY_INSERT.create(
+    entry = dict(
         task=task.id, attempt=ended.attempt, kind=ended.kind, agent=task.agent or "", agent_version=task.agent_version,
         node=ended.node_id, node_name=node_name, capabilities=",".join(task.requires), model=model,
         submitter=task.submitter, cost_usd=cost, cost_source=source, priced_as=priced_as,
         day=days.day_of(ended.at, rules.zone), ts=ended.at, **usage)
+    ENTRY_INSERT.execute(**entry)
     roll_up(entry)
     return entry
 
 
-def roll_up(entry: SpendEntry) -> None:
+def roll_up(entry: dict) -> None:
     """Add the row to its day's roll-ups and to its task's total (which keeps its first day)."""
-    ROLL_UP.execute(**{name: getattr(entry, name) for name in (*ROLLED_UP, *TOKENS, "cost_usd")}, attempts=1)
-    BY_AGENT.execute(**{name: getattr(entry, name) for name in ("day", "agent", *TOKENS, "cost_usd")}, attempts=1)
-    TASK_TOTAL.execute(**{name: getattr(entry, name) for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"},
-                       attempts=1)
+    ROLL_UP.execute(**{name: entry[name] for name in (*ROLLED_UP, *TOKENS, "cost_usd")}, attempts=1)
+    BY_AGENT.execute(**{name: entry[name] for name in ("day", "agent", *TOKENS, "cost_usd")}, attempts=1)
+    TASK_TOTAL.execute(**{name: entry[name] for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"}, attempts=1)

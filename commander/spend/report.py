@@ -50,31 +50,37 @@ def parse_group(text: str) -> list[str]:
 
 def grouped(first: str, last: str, group: list[str]) -> tuple[list[dict], dict]:
     """One row per group (by cost, dearest first; by day when grouped by day) and the totals, as
-    plain dicts: a 90-day report by day and agent is 1,800 rows, and per-row model instances
-    (peewee's, then pydantic's) cost three times the query (bench/spend.py)."""
-    rows = [dict(zip((*group, *FIGURES), row)) for row in _grouping(tuple(group)).tuples(first=first, last=last)]
-    for row in rows:
-        for name in FIGURES:
-            row[name] = row[name] or 0
-    if not group:
-        return [], rows[0]
-    return rows, {name: sum(row[name] for row in rows) for name in FIGURES}
+    plain dicts naming the keys grouped by and the figures: a 90-day report by day and agent is
+    1,800 rows, and per-row model instances (peewee's, then pydantic's) cost three times the query
+    (bench/spend.py)."""
+    names = (*group, *FIGURES)
+    rows = [dict(zip(names, row)) for row in _grouping(tuple(group)).tuples(first=first, last=last)]
+    if not group:  # SUM over no rows is NULL
+        return [], {name: rows[0][name] or 0 for name in FIGURES}
+    total = {name: sum(row[name] for row in rows) for name in FIGURES}
+    return rows, {**total, "cost_usd": round(total["cost_usd"], 6)}
 
 
 @functools.cache
 def _grouping(group: tuple[str, ...]) -> Compiled:
     """The query for one grouping, compiled once (db.Compiled): from the roll-up by agent when it
-    groups by day and agent at most (a few rows a day), else from the one by every dimension."""
+    groups by day and agent at most (a few rows a day), else from the one by every dimension.
+    Grouped by exactly the roll-up's own key, its rows are the answer as they stand; cost is
+    rounded to the micro-dollar (sums of floats would otherwise print 17 digits)."""
     table = SpendAgentDay if set(group) <= {"day", "agent"} else SpendDay
+    as_stored = set(group) == {"day", "agent"}
 
     def build():
-        sums = [pw.fn.SUM(getattr(table, name)).alias(name) for name in FIGURES]
+        def figure(name):
+            column = getattr(table, name) if as_stored else pw.fn.SUM(getattr(table, name))
+            return (pw.fn.ROUND(column, 6) if name == "cost_usd" else column).alias(name)
+
         columns = [getattr(table, GROUPS[name].name) for name in group]
-        select = table.select(*(column.alias(name) for column, name in zip(columns, group)), *sums).where(
-            (table.day >= Param("first")) & (table.day <= Param("last")))
+        select = table.select(*(column.alias(name) for column, name in zip(columns, group)),
+                              *map(figure, FIGURES)).where((table.day >= Param("first")) & (table.day <= Param("last")))
         if group:
             order = [table.day] if "day" in group else []
-            select = select.group_by(*columns).order_by(*order, pw.SQL("cost_usd").desc())
+            select = (select if as_stored else select.group_by(*columns)).order_by(*order, pw.SQL("cost_usd").desc())
         return select
 
     return Compiled(SpendDay, build)

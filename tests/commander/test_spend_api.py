@@ -33,11 +33,12 @@ def test_spend_grouped_and_totalled_and_the_top_tasks(cmdr, client, bearer):
     reader = bearer(permissions=["spend:read"])
     body = client.get("/api/spend?group=submitter,node", headers=reader).get_json()
     assert body["group"] == ["submitter", "node"] and body["time_zone"] == "UTC"
-    assert SpendReport.model_validate(body).model_dump(mode="json") == body  # served without the model: same shape
+    # Served without the model, in its shape: a row names only the keys it is grouped by.
+    assert SpendReport.model_validate(body).model_dump(mode="json", exclude_unset=True) == body
     assert [(r["submitter"], r["node"], r["cost_usd"], r["attempts"]) for r in body["rows"]] == [
         ("bob", "pi1", 1.0, 1), ("alice", "pi1", 0.5, 1), ("bob", "pi2", 0.25, 1)]
     assert body["total"]["cost_usd"] == 1.75 and body["total"]["input_tokens"] == 300
-    assert body["rows"][0]["agent"] is None  # not grouped by it
+    assert "agent" not in body["rows"][0]  # not grouped by it
     by_model = client.get("/api/spend?group=model", headers=reader).get_json()["rows"]
     assert [(r["model"], r["cost_usd"]) for r in by_model] == [("claude-sonnet-5-5", 1.5), ("claude-haiku-4-5", 0.25)]
     totals = client.get("/api/spend", headers=reader).get_json()
@@ -50,6 +51,20 @@ def test_spend_grouped_and_totalled_and_the_top_tasks(cmdr, client, bearer):
     earlier = client.get("/api/spend/top?from=2026-11-01&to=2026-11-30", headers=reader).get_json()
     assert [t["task_id"] for t in earlier["tasks"]] == [first.id]
 
+
+
+def test_by_day_and_agent_read_as_stored_agrees_with_the_sums_of_every_dimension(cmdr, client, bearer):
+    configure(cmdr, best_node_wait=0.0)
+    pi1, pi2 = join(cmdr, "pi1", slots=1), join(cmdr, "pi2", slots=1)
+    for node, cost, agent in ((pi1, 0.1, None), (pi2, 0.2, None), (pi1, 0.7, "researcher"), (pi2, 0.3, None)):
+        run(cmdr, node, cost, agent=agent)
+    reader = bearer(permissions=["spend:read"])
+    rows = client.get("/api/spend?group=day,agent&days=2", headers=reader).get_json()["rows"]
+    # By day, then dearest first; the default agent's three attempts on two nodes in one row, its
+    # cost rounded to the micro-dollar (0.1 + 0.2 + 0.3 is 0.6000000000000001 in floats).
+    assert [(r["agent"], r["cost_usd"], r["attempts"]) for r in rows] == [("researcher", 0.7, 1), ("general", 0.6, 3)]
+    by_node = client.get("/api/spend?group=day,agent,node&days=2", headers=reader).get_json()["rows"]
+    assert sum(r["cost_usd"] for r in by_node) == pytest.approx(sum(r["cost_usd"] for r in rows))
 
 @pytest.mark.parametrize("query, code", [
     ("group=agent,colour", "invalid_group"), ("group=day,day", "invalid_group"),

@@ -249,6 +249,17 @@ def describe(task: dict) -> str:
     return head + "."
 
 
+def scope_text(scope: str, name: str) -> str:
+    return "the mesh" if scope == "all" else f"{scope} {name}"
+
+
+def alert_text(alert: dict) -> str:
+    """A `spend.alert` event's data as a text message, as ntfy gets it from the Commander."""
+    head = f"m3shd: {alert['threshold']}% of the daily cap for {scope_text(alert['scope'], alert['name'])}. "
+    body = f"${alert['spent_usd']:.2f} of ${alert['cap_usd']:.2f} spent on {alert['day']}"
+    return head + body + ("; new work is held until midnight." if alert["threshold"] >= 100 else ".")
+
+
 def caps_text(found: dict) -> str:
     """Today's spend and each cap, with what is left, as a text message."""
     head = f"Today: ${found['spent_usd']:.2f} spent."
@@ -256,7 +267,7 @@ def caps_text(found: dict) -> str:
         return head + " No daily caps are set (budget set 5 caps the mesh at $5 a day)."
     lines = []
     for cap in found["caps"]:
-        who = "the mesh" if cap["scope"] == "all" else f"{cap['scope']} {cap['name']}"
+        who = scope_text(cap["scope"], cap["name"])
         state = "reached, new work waits" if cap["held"] else f"${cap['left_usd']:.2f} left"
         lines.append(f"{who}: ${cap['spent_usd']:.2f} of ${cap['cap_usd']:.2f} ({state})")
     return f"{head} Caps reset at midnight ({found['time_zone']}):\n" + "\n".join(lines)

@@ -1,7 +1,8 @@
 """The bridge daemon: three threads, each a guarded loop (m3shd.loops).
 
 - poller: reads new chat.db rows, answers commands, submits prompts as tasks;
-- relay: follows the Commander's events and queues each tracked task's answer for its chat;
+- relay: follows the Commander's events and queues each tracked task's answer for its chat, and
+  each spend alert for the operator (`alerts_to`);
 - sender: sends queued replies through Messages, one at a time.
 A round that fails is logged and tried again after a back-off (full jitter); the other threads
 carry on. A message is marked handled only after the Commander took it, so an outage delays
@@ -23,7 +24,7 @@ from typing import Callable
 
 from bridge import attachments, chatdb, commands, osascript, staging
 from bridge.cursor import State
-from bridge.reader import Echoes, Inbound, Reader
+from bridge.reader import Echoes, Inbound, Reader, normalize_address
 from bridge.settings import BridgeSettings
 from m3shd import loops
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
@@ -90,6 +91,7 @@ class Bridge:
         self.reader = Reader(settings, self.state, self.echoes)
         self.outbox: queue.Queue[Outgoing] = queue.Queue()
         self.stop = threading.Event()
+        self.alerts_to = settings.alerts_to and normalize_address(settings.alerts_to, settings.default_country_code)
 
     def workers(self) -> dict[str, Callable[[], None]]:
         """Each thread's round: the poller's and the sender's short, the relay's as long as the event stream lasts."""
@@ -143,7 +145,10 @@ class Bridge:
             tracked = event.get("task_id") is not None and self.state.thread(event["task_id"]) is not None
             if tracked:
                 self.follow(event["task_id"])
-            self.state.followed(event["id"], persist=tracked)
+            alert = event["kind"] == "spend.alert" and bool(self.alerts_to)
+            if alert:  # to the person, not a chat: Messages finds or starts their one-to-one chat
+                self.say("", self.alerts_to, commands.alert_text(event["data"]))
+            self.state.followed(event["id"], persist=tracked or alert)
         raise CommanderUnreachable("the Commander closed the event stream")
 
     def follow(self, task_id: int) -> None:
@@ -213,6 +218,10 @@ def startup_problems(settings: BridgeSettings, client: ApiClient) -> list[str]:
             problems.append(NOT_SIGNED_IN)
     except (osascript.OsascriptError, ValueError) as exc:
         problems.append(f"cannot ask Messages for its accounts: {exc}")
+    allowed = {normalize_address(sender, settings.default_country_code) for sender in settings.allowed_senders}
+    if settings.alerts_to and normalize_address(settings.alerts_to, settings.default_country_code) not in allowed:
+        problems.append(f"[bridge] alerts_to {settings.alerts_to!r} is not one of allowed_senders: "
+                        "alerts go only to someone who may use the mesh")
     if not settings.allowed_senders and not settings.allowed_groups:
         problems.append("nobody may use the bridge: set [bridge] allowed_senders (your phone number or Apple ID "
                         "email) or allowed_groups (chat GUIDs; `m3shd bridge scan` shows them)")

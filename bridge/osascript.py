@@ -82,10 +82,11 @@ def send(text: str, chat_guid: str, address: str | None = None, osascript: str =
          pauses: tuple[float, ...] = RETRY_PAUSES, file: Path | None = None) -> None:
     """Send the text (or the file, which must be inside ~/Library/Messages: Messages cannot send
     from elsewhere) to the chat by GUID; while Messages cannot find it (-1728) retry after each
-    pause, then, for a one-to-one chat, send to the person through the iMessage account instead."""
+    pause, then, for a one-to-one chat, send to the person through the iMessage account instead.
+    With no chat GUID, send to the person at once."""
     text = text.replace("\0", "")  # an argv string cannot hold NUL, and a task's output might
     path = str(file) if file else ""
-    for pause in (*pauses, None):
+    for pause in (*pauses, None) if chat_guid else ():
         try:
             run(SEND_SCRIPT, [text, chat_guid, "", path], osascript)
             return

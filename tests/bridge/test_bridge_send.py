@@ -79,6 +79,11 @@ def test_a_chat_messages_cannot_find_is_retried_then_sent_to_the_person(fake_osa
     assert "participant theAddress of (1st account whose service type = iMessage)" in runs[-1]["script"]
 
 
+def test_with_no_chat_it_goes_to_the_person_at_once(fake_osascript):
+    osascript.send("m3shd: 80% of the daily cap", "", "+15551234567", "osascript", pauses=(60.0,))
+    assert [run["argv"] for run in fake_osascript()] == [["m3shd: 80% of the daily cap", "", "+15551234567", ""]]
+
+
 def test_a_group_messages_cannot_find_fails_after_the_retries(fake_osascript, monkeypatch):
     monkeypatch.setenv("FAKE_OSASCRIPT_ERRORS", "-1728,-1728,-1728")
     with pytest.raises(osascript.OsascriptError) as caught:
@@ -182,6 +187,15 @@ def test_usage_and_unknown_replies_point_to_help():
     assert unknown.startswith("I don't know /frobnicate.") and "task N" in unknown
 
 
+def test_a_spend_alert_as_a_text():
+    alert = {"scope": "agent", "name": "researcher", "threshold": 100, "spent_usd": 5.004, "cap_usd": 5.0,
+             "day": "2026-12-02"}
+    assert commands.alert_text(alert) == ("m3shd: 100% of the daily cap for agent researcher. $5.00 of $5.00 spent "
+                                          "on 2026-12-02; new work is held until midnight.")
+    assert commands.alert_text({**alert, "scope": "all", "name": "", "threshold": 50, "spent_usd": 2.5}) == (
+        "m3shd: 50% of the daily cap for the mesh. $2.50 of $5.00 spent on 2026-12-02.")
+
+
 def test_describe_a_task_as_a_text():
     task = {"id": 3, "state": "succeeded", "output": "42", "error": None}
     assert commands.describe(task) == "Task 3: succeeded.\n\n42"
@@ -208,6 +222,12 @@ def test_the_start_up_probe_lists_each_problem_once(tmp_path, fake_osascript, mo
     ChatDb(tmp_path / "Messages" / "chat.db")
     monkeypatch.setenv("FAKE_OSASCRIPT_ACCOUNTS", "1")
     assert daemon.startup_problems(replace(settings, allowed_senders=("+15551234567",)), unreachable) == []
+    # Alerts go only to someone allowed to use the mesh (the same number written another way is).
+    assert daemon.startup_problems(replace(settings, allowed_senders=("+15551234567",), alerts_to="555-123-4567"),
+                                   unreachable) == []
+    assert daemon.startup_problems(replace(settings, allowed_senders=("+15551234567",), alerts_to="+15550000000"),
+                                   unreachable) == [
+        "[bridge] alerts_to '+15550000000' is not one of allowed_senders: alerts go only to someone who may use the mesh"]
 
 
 def test_the_start_up_probe_catches_missing_automation_permission(tmp_path, fake_osascript, monkeypatch):

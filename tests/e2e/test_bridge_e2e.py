@@ -180,6 +180,30 @@ def test_budget_set_and_spend_by_text_with_a_token_that_may_set_caps(commander, 
     assert commander.api.spend_caps()["caps"][0]["cap_usd"] == 5.0
 
 
+
+def test_spend_alerts_are_texted_to_the_operator_once_each(commander, spawn_n0d3, chat_db, start_bridge):
+    spawn_n0d3("alerts-pi")
+    direct, guid = chat_db.chat([ME])
+    bridge = start_bridge(M3SHD_BRIDGE_ALERTS_TO="(555) 123-4567")
+    chat_db.message(direct, ME, "hello")
+    bridge.wait_reply(guid, "Task 1: succeeded")
+    cost = commander.api.get_task(1)["cost_usd"]
+    commander.api.set_spend_cap("agent", "general", cost * 1.5)  # 67 % spent, but alerts come with spend
+    chat_db.message(direct, ME, "again")  # over 100 %: the 50, 80 and 100 % alerts at once
+    bridge.wait_reply(guid, "Task 2: succeeded")
+    caps = commander.api.spend_caps()
+    spent, cap, day = f"${caps['spent_usd']:.2f}", f"${cost * 1.5:.2f}", caps["day"]
+    to_me = lambda: [run["argv"][0] for run in bridge.runs("") if run["argv"][2] == ME]
+    wait_until(lambda: len(to_me()) >= 3, 20, what="three alerts texted to the operator")
+    assert to_me() == [f"m3shd: {threshold}% of the daily cap for agent general. {spent} of {cap} spent on {day}"
+                       + ("; new work is held until midnight." if threshold == 100 else ".")
+                       for threshold in (50, 80, 100)]
+    bridge.process.stop()
+    bridge.start()  # a restart replays no alert it already sent
+    chat_db.message(direct, ME, "status")
+    bridge.wait_reply(guid, "1 of 1 nodes active")
+    assert len(to_me()) == 3
+
 def test_a_text_names_its_agent_with_at_or_ask(commander, spawn_n0d3, chat_db, start_bridge):
     commander.api.put_agent("reviewer", '+++\nname = "reviewer"\ntitle = "Reviewer"\ndescription = "Reviews diffs."\n'
                                         '+++\nYou review diffs.')

@@ -385,7 +385,8 @@ class TaskOut(Response):
     output: str | None
     error: str | None
     usage: TaskUsage
-    cost_usd: float | None
+    cost_usd: float | None = Field(description="what all its attempts cost, retries and failures included, priced as "
+                                               "the spend ledger priced them; null until one reported usage")
     created_at: float
     updated_at: float
     started_at: float | None

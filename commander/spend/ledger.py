@@ -13,7 +13,8 @@ warning, never as zero.
 
 Each row is also added to its day's roll-ups (SpendDay by every dimension, SpendAgentDay by agent
 alone), which the caps and the analytics read, and to its task's total (SpendTask), which "the
-dearest tasks" read.
+dearest tasks" read. The task's own `cost_usd` is set to that total: what all its attempts cost,
+priced as the ledger priced them (the result's UPDATE wrote only the attempt's runner cost).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import logging
 
 import peewee as pw
 
-from commander.db import Compiled, Param
-from commander.models import Node, SpendAgentDay, SpendDay, SpendEntry, SpendTask
+from commander.db import Compiled, CompiledUpdate, Param
+from commander.models import Node, SpendAgentDay, SpendDay, SpendEntry, SpendTask, Task
 from commander.signals import AttemptEnded
 from commander.spend import alerts, caps, days, policy
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
@@ -46,17 +47,21 @@ PER_TASK = ("task", "day", "agent", "submitter", "model")
 TASK_ADDED = ("attempts", "input_tokens", "output_tokens", "cost_usd")
 
 
-def adding(model, keys: tuple[str, ...], added: tuple[str, ...], unique: tuple[str, ...] = ()) -> Compiled:
+def adding(model, keys: tuple[str, ...], added: tuple[str, ...], unique: tuple[str, ...] = (),
+           returning: tuple = ()) -> Compiled:
     """Insert a row of `keys` and `added`, or add `added` to the row already there with the same
     `unique` columns (default: all of `keys`): a roll-up's upsert."""
     def build():
         return model.insert({getattr(model, name): Param(name) for name in (*keys, *added)}).on_conflict(
             conflict_target=[getattr(model, name) for name in unique or keys],
-            update={getattr(model, name): getattr(model, name) + pw.EXCLUDED[name] for name in added})
+            update={getattr(model, name): getattr(model, name) + pw.EXCLUDED[name] for name in added}
+        ).returning(*returning)
     return Compiled(model, build)
 
 
-TASK_TOTAL = adding(SpendTask, PER_TASK, TASK_ADDED, unique=("task",))  # keeps its first attempt's day
+# Keeps its first attempt's day; returns the task's total so far.
+TASK_TOTAL = adding(SpendTask, PER_TASK, TASK_ADDED, unique=("task",), returning=(SpendTask.cost_usd,))
+TASK_COST = CompiledUpdate(Task, ("cost_usd",), ("id",))
 BY_AGENT = adding(SpendAgentDay, ("day", "agent"), ADDED)
 ROLL_UP = adding(SpendDay, ROLLED_UP, ADDED)
 _warned: set[str] = set()  # models priced by their family, said once per process
@@ -101,12 +106,16 @@ def record(cmdr, ended: AttemptEnded) -> dict | None:
         submitter=task.submitter, cost_usd=cost, cost_source=source, priced_as=priced_as,
         day=days.day_of(ended.at, rules.zone), ts=ended.at, **usage)
     ENTRY_INSERT.execute(**entry)
-    roll_up(entry)
+    task.cost_usd = roll_up(entry)  # the row the receivers after this one see, as stored
     return entry
 
 
-def roll_up(entry: dict) -> None:
-    """Add the row to its day's roll-ups and to its task's total (which keeps its first day)."""
+def roll_up(entry: dict) -> float:
+    """Add the row to its day's roll-ups and to its task's total (which keeps its first day), and
+    make that total the task's cost; returns it."""
     ROLL_UP.execute(**{name: entry[name] for name in (*ROLLED_UP, *TOKENS, "cost_usd")}, attempts=1)
     BY_AGENT.execute(**{name: entry[name] for name in ("day", "agent", *TOKENS, "cost_usd")}, attempts=1)
-    TASK_TOTAL.execute(**{name: entry[name] for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"}, attempts=1)
+    [(total,)] = TASK_TOTAL.tuples(**{name: entry[name] for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"},
+                                   attempts=1)
+    TASK_COST.execute({"id": entry["task"]}, cost_usd=total)
+    return total

@@ -267,6 +267,8 @@ def test_the_ledger_sums_to_what_every_accepted_result_cost_for_any_sequence(cmd
         assert sum(row.cost_usd for row in table.select()) == pytest.approx(total), table.__name__
         assert sum(row.attempts for row in table.select()) == len(accepted), table.__name__
     assert {row.task: row.cost_usd for row in SpendTask.select()} == pytest.approx(expected)
+    # Each task's own cost is what all its attempts cost, as the ledger priced them.
+    assert {task.id: task.cost_usd for task in Task.select() if task.cost_usd is not None} == pytest.approx(expected)
 
 
 def test_a_cap_taken_out_of_the_config_lifts_its_hold_at_the_next_start(make_app):

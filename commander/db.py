@@ -230,6 +230,10 @@ class Compiled:
         """Run a write; returns the number of rows it changed."""
         return self._run(values).rowcount
 
+    def inserted(self, **values) -> int:
+        """Run an INSERT of one row; returns its id."""
+        return self._run(values).lastrowid
+
 
 class CompiledInsert:
     """`Model.create(**values)` for a hot path: the INSERT of every column, compiled once.

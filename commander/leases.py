@@ -188,7 +188,7 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
     infra = result.status == "failed" and result.infra_failure
     usage = result.usage
     fields = dict(
-        output=result.output, error=result.error, runner=result.runner, cost_usd=result.cost_usd,
+        output=result.output, error=result.error, runner=result.runner,
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
         duration_ms=result.duration_ms, result_signature=result.signature, runner_notes=list(result.runner_notes),
@@ -198,6 +198,9 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
     finished = None
     with cmdr.writing(wake=False):
         task = tasks.get(result.task_id)
+        # What all its attempts cost: the runner's figure added here; an attempt that sent none
+        # is priced and added by the spend ledger (commander/spend/ledger.py).
+        fields["cost_usd"] = task.cost_usd if result.cost_usd is None else (task.cost_usd or 0.0) + result.cost_usd
         retry = infra and result.attempt < task.max_attempts
         if retry:
             # The runner broke, not the task: give it back to the queue for another try elsewhere.

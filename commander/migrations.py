@@ -377,6 +377,18 @@ def v12_spend(database: pw.Database) -> None:
     database.create_tables([Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap, SpendAlert])
 
 
+def v13_spend_fold(database: pw.Database) -> None:
+    """The ledger's roll-ups are brought up to date in batches: the mark of the last row folded
+    in. Every row so far was rolled up as it was written."""
+    Frozen = _frozen_base(database)
+
+    class SpendFold(Frozen):
+        entry = pw.IntegerField(default=0)
+
+    database.create_tables([SpendFold])
+    database.execute_sql('INSERT INTO "spend_fold" ("id", "entry") SELECT 1, COALESCE(MAX("id"), 0) FROM "spend_entry"')
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -391,6 +403,7 @@ MIGRATIONS: list[Step] = [
     (10, "task attachments", v10_attachments),
     (11, "pending nodes show their key", v11_pending_node_key),
     (12, "spend ledger, caps, alerts and holds", v12_spend),
+    (13, "spend roll-ups folded in batches", v13_spend_fold),
 ]
 
 

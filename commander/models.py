@@ -460,6 +460,12 @@ class SpendAlert(BaseModel):
         indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
 
 
+class SpendFold(BaseModel):
+    """One row: the last ledger row added to the roll-ups (commander/spend/ledger.py: fold)."""
+
+    entry = pw.IntegerField(default=0)
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
@@ -469,6 +475,6 @@ class SchemaMigration(BaseModel):
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
-    SpendAlert,
+    SpendAlert, SpendFold,
     SchemaMigration,
 )

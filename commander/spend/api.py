@@ -12,7 +12,7 @@ from commander.schemas import (
     AlertList, AlertOut, AlertQuery, CapIn, CapList, CapOut, CapQuery, SpendQuery, SpendReport, SpendTask,
     SpendTop, SpendTopQuery,
 )
-from commander.spend import caps, days, policy, report
+from commander.spend import caps, days, fold, policy, report
 
 bp = Blueprint("spend", __name__)
 
@@ -23,6 +23,7 @@ def spend_report(query: SpendQuery):
     cmdr = commander()
     group = report.parse_group(query.group)
     first, last = report.day_range(cmdr, query.first, query.last, query.days, now())
+    fold.up_to_date(cmdr)
     rows, total = report.grouped(first, last, group)
     # Serialized as it stands, not through SpendReport's 1,800 row models (see report.grouped): a
     # row names the keys it is grouped by and the figures. tests/commander/test_spend_api.py checks
@@ -34,7 +35,9 @@ def spend_report(query: SpendQuery):
 @api_route(bp, "GET", "/spend/top", permission="spend:read", query=SpendTopQuery, response=SpendTop)
 def spend_top(query: SpendTopQuery):
     """The tasks that cost most over a range of local days (their attempts in it), dearest first."""
-    first, last = report.day_range(commander(), query.first, query.last, query.days, now())
+    cmdr = commander()
+    first, last = report.day_range(cmdr, query.first, query.last, query.days, now())
+    fold.up_to_date(cmdr)
     return SpendTop(first_day=first, last_day=last, tasks=[SpendTask(**row) for row in report.top(first, last, query.n)])
 
 

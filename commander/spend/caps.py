@@ -22,30 +22,37 @@ from commander import audit, events, holds
 from commander.exceptions import Invalid
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
 from commander.db import Compiled, Param
-from commander.models import SpendAgentDay, SpendCap, SpendDay, now
-from commander.spend import days, policy
+from commander.models import SpendAgentDay, SpendCap, SpendDay, SpendEntry, now
+from commander.spend import days, fold, policy
 
 SCOPES = (ALL, AGENT, SUBMITTER, NODE)
-COLUMN = {AGENT: SpendDay.agent, SUBMITTER: SpendDay.submitter, NODE: SpendDay.node_name}
+COLUMN = {ALL: None, AGENT: "agent", SUBMITTER: "submitter", NODE: "node_name"}
 
 # Every result that spent runs these (db.Compiled).
 CAPS_SET = Compiled(SpendCap, lambda: SpendCap.select(SpendCap.scope, SpendCap.name, SpendCap.usd))
-DAY_TOTAL = pw.fn.COALESCE(pw.fn.SUM(SpendDay.cost_usd), 0.0)
 
 
-def _spent_by(column) -> Compiled:
-    return Compiled(SpendDay, lambda: SpendDay.select(DAY_TOTAL).where((SpendDay.day == Param("day"))
-                                                                       & (column == Param("name"))))
+def _spent(scope: str) -> Compiled:
+    """A scope's spend on a day: what its roll-up says (the mesh's and an agent's from the one by
+    agent, a few rows a day; a submitter's or a node's from the one by every dimension) plus the
+    ledger rows not folded into it yet (commander/spend/fold.py), at most a batch of them."""
+    table = SpendAgentDay if scope in (ALL, AGENT) else SpendDay
+
+    def matching(model):
+        where = model.day == Param("day")
+        return where if COLUMN[scope] is None else where & (getattr(model, COLUMN[scope]) == Param("name"))
+
+    def build():
+        unfolded = SpendEntry.select(pw.fn.SUM(SpendEntry.cost_usd)).where((SpendEntry.id > fold.MARK)
+                                                                           & matching(SpendEntry))
+        rolled = table.select(pw.fn.SUM(table.cost_usd)).where(matching(table))
+        return pw.Select(columns=[pw.fn.COALESCE(rolled, 0.0) + pw.fn.COALESCE(unfolded, 0.0)]).bind(
+            table._meta.database)
+
+    return Compiled(table, build)
 
 
-# The mesh's and an agent's from the roll-up by agent (a few rows a day); a submitter's or a node's
-# from the one by every dimension.
-AGENT_DAY_TOTAL = pw.fn.COALESCE(pw.fn.SUM(SpendAgentDay.cost_usd), 0.0)
-SPENT = {ALL: Compiled(SpendAgentDay, lambda: SpendAgentDay.select(AGENT_DAY_TOTAL).where(
-             SpendAgentDay.day == Param("day"))),
-         AGENT: Compiled(SpendAgentDay, lambda: SpendAgentDay.select(AGENT_DAY_TOTAL).where(
-             (SpendAgentDay.day == Param("day")) & (SpendAgentDay.agent == Param("name")))),
-         **{scope: _spent_by(COLUMN[scope]) for scope in (SUBMITTER, NODE)}}
+SPENT = {scope: _spent(scope) for scope in SCOPES}
 
 
 def effective(cmdr) -> dict[tuple[str, str], float]:
@@ -56,7 +63,7 @@ def effective(cmdr) -> dict[tuple[str, str], float]:
 
 
 def spent(day: str, scope: str, name: str) -> float:
-    """What a scope spent on a local day, from the roll-up."""
+    """What a scope spent on a local day."""
     return (SPENT[ALL].tuples(day=day) if scope == ALL else SPENT[scope].tuples(day=day, name=name))[0][0]
 
 

@@ -11,30 +11,27 @@ the config's overrides) for the model the runner named, else the task's. A model
 not list is priced as its family's nearest (or the dearest model, for no known family) with a
 warning, never as zero.
 
-Each row is also added to its day's roll-ups (SpendDay by every dimension, SpendAgentDay by agent
-alone), which the caps and the analytics read, and to its task's total (SpendTask), which "the
-dearest tasks" read. The task's own `cost_usd` is set to that total: what all its attempts cost,
-priced as the ledger priced them (the result's UPDATE wrote only the attempt's runner cost).
+The rows are added to the roll-ups in batches (commander/spend/fold.py): a result that finds
+fold.EVERY rows not yet folded folds them. A task's own `cost_usd` is what all its attempts cost:
+the result's UPDATE adds a runner's figure, and this adds the table's price of an attempt that
+sent none.
 """
 
 from __future__ import annotations
 
 import logging
 
-import peewee as pw
 
 from commander.db import Compiled, CompiledUpdate, Param
-from commander.models import Node, SpendAgentDay, SpendDay, SpendEntry, SpendTask, Task
+from commander.models import Node, SpendEntry, Task
 from commander.signals import AttemptEnded
-from commander.spend import alerts, caps, days, policy
+from commander.spend import alerts, caps, days, fold, policy
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
 from m3shd import prices
 
 log = logging.getLogger("m3shd.commander.spend")
 
 TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-ROLLED_UP = ("day", "agent", "submitter", "node_name", "model", "capabilities")
-ADDED = (*TOKENS, "cost_usd", "attempts")
 # Every result that spent runs these (db.Compiled): building them with peewee each time cost more
 # than running them. The row goes in as plain values, not as a model instance: converting every
 # field through peewee doubled what the ledger added to a result (bench/spend.py).
@@ -43,27 +40,7 @@ ENTRY = ("task", "attempt", "kind", "agent", "agent_version", "node", "node_name
 ENTRY_INSERT = Compiled(SpendEntry, lambda: SpendEntry.insert({getattr(SpendEntry, name): Param(name)
                                                                 for name in ENTRY}))
 NODE_NAME = Compiled(Node, lambda: Node.select(Node.name).where(Node.id == Param("node_id")))
-PER_TASK = ("task", "day", "agent", "submitter", "model")
-TASK_ADDED = ("attempts", "input_tokens", "output_tokens", "cost_usd")
-
-
-def adding(model, keys: tuple[str, ...], added: tuple[str, ...], unique: tuple[str, ...] = (),
-           returning: tuple = ()) -> Compiled:
-    """Insert a row of `keys` and `added`, or add `added` to the row already there with the same
-    `unique` columns (default: all of `keys`): a roll-up's upsert."""
-    def build():
-        return model.insert({getattr(model, name): Param(name) for name in (*keys, *added)}).on_conflict(
-            conflict_target=[getattr(model, name) for name in unique or keys],
-            update={getattr(model, name): getattr(model, name) + pw.EXCLUDED[name] for name in added}
-        ).returning(*returning)
-    return Compiled(model, build)
-
-
-# Keeps its first attempt's day; returns the task's total so far.
-TASK_TOTAL = adding(SpendTask, PER_TASK, TASK_ADDED, unique=("task",), returning=(SpendTask.cost_usd,))
 TASK_COST = CompiledUpdate(Task, ("cost_usd",), ("id",))
-BY_AGENT = adding(SpendAgentDay, ("day", "agent"), ADDED)
-ROLL_UP = adding(SpendDay, ROLLED_UP, ADDED)
 _warned: set[str] = set()  # models priced by their family, said once per process
 
 
@@ -105,17 +82,11 @@ def record(cmdr, ended: AttemptEnded) -> dict | None:
         node=ended.node_id, node_name=node_name, capabilities=",".join(task.requires), model=model,
         submitter=task.submitter, cost_usd=cost, cost_source=source, priced_as=priced_as,
         day=days.day_of(ended.at, rules.zone), ts=ended.at, **usage)
-    ENTRY_INSERT.execute(**entry)
-    task.cost_usd = roll_up(entry)  # the row the receivers after this one see, as stored
+    entry_id = ENTRY_INSERT.inserted(**entry)
+    if source == "prices":  # the result's own UPDATE added a runner's cost; this one the table's
+        task.cost_usd = (task.cost_usd or 0.0) + cost  # the row the receivers after this one see, as stored
+        TASK_COST.execute({"id": task.id}, cost_usd=task.cost_usd)
+    # cmdr.spend_folded is behind the real mark at worst (another worker folded): the fold comes sooner.
+    if entry_id - cmdr.spend_folded >= fold.EVERY:
+        fold.fold(cmdr)
     return entry
-
-
-def roll_up(entry: dict) -> float:
-    """Add the row to its day's roll-ups and to its task's total (which keeps its first day), and
-    make that total the task's cost; returns it."""
-    ROLL_UP.execute(**{name: entry[name] for name in (*ROLLED_UP, *TOKENS, "cost_usd")}, attempts=1)
-    BY_AGENT.execute(**{name: entry[name] for name in ("day", "agent", *TOKENS, "cost_usd")}, attempts=1)
-    [(total,)] = TASK_TOTAL.tuples(**{name: entry[name] for name in (*PER_TASK, *TASK_ADDED) if name != "attempts"},
-                                   attempts=1)
-    TASK_COST.execute({"id": entry["task"]}, cost_usd=total)
-    return total

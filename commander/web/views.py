@@ -28,7 +28,7 @@ from commander.schemas import (
     AgentRollback, AgentVersionOut, CapabilitiesApproveIn, CapIn, CapQuery, LoginIn, NodeStateIn, TaskOut, TaskQuery,
     TaskSubmit, TokenCreate, TokenOut,
 )
-from commander.spend import caps as spend_caps, policy as spend_policy, report as spend_report
+from commander.spend import caps as spend_caps, fold as spend_fold, policy as spend_policy, report as spend_report
 from commander.web import charts, graph, site
 from commander.web.site import local_path, page_route, render
 
@@ -215,6 +215,7 @@ def spend_page():
     """Spend: per day stacked by agent with the mesh's cap, per capability, the dearest tasks, the caps."""
     cmdr, t = commander(), time.time()
     first, last = spend_report.day_range(cmdr, None, None, SPEND_DAYS, t)
+    spend_fold.up_to_date(cmdr)
     by_day, total = spend_report.grouped(first, last, ["day", "agent"])
     by_capability, _ = spend_report.grouped(first, last, ["capability"])
     days = [(date.fromisoformat(first) + timedelta(days=n)).isoformat() for n in range(SPEND_DAYS)]

@@ -136,3 +136,20 @@ def test_nodes_from_before_capability_approval_keep_their_labels_approved(tmp_pa
     old = migrated_with_an_old_node(tmp_path)
     with sqlite3.connect(old) as conn:
         assert conn.execute('SELECT "capabilities", "requested_capabilities" FROM "node"').fetchall() == [("[]", None)]
+
+
+def test_ledger_rows_from_before_folding_count_as_folded(tmp_path):
+    """Version 12 rolled each row up as it was written: the mark starts past them all, so
+    none is added twice."""
+    old = tmp_path / "old.db"
+    migrate(fresh(old), MIGRATIONS[:12])
+    with sqlite3.connect(old) as conn:
+        for task in (1, 2):
+            conn.execute('INSERT INTO "spend_entry" ("task", "attempt", "kind", "agent", "node_name", "capabilities", '
+                         '"model", "submitter", "input_tokens", "output_tokens", "cache_read_tokens", '
+                         '"cache_write_tokens", "cost_usd", "cost_source", "day", "ts") '
+                         'VALUES (?, 1, "succeeded", "", "", "", "", "", 1, 1, 0, 0, 0.5, "runner", "2026-12-01", 1.0)',
+                         (task,))
+    assert migrate(fresh(old)) == [13]
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "id", "entry" FROM "spend_fold"').fetchall() == [(1, 2)]

@@ -12,7 +12,7 @@ import pytest
 from commander import holds, leases, tasks
 from commander.exceptions import Conflict, TooManyRequests
 from commander.models import Event, Hold, SpendDay, SpendEntry, SpendTask, Task
-from commander.spend import caps, days
+from commander.spend import caps, days, fold
 from m3shd import prices
 from m3shd.config import ConfigError
 from mesh import apply, configure, expire_now, join, join_signing, lease_of, report, result, submit
@@ -43,8 +43,28 @@ def test_one_row_per_attempt_with_who_and_what_and_a_resent_result_counts_once(c
     assert (entry.input_tokens, entry.output_tokens, entry.cache_read_tokens, entry.cache_write_tokens) == (100, 50, 7, 3)
     assert (entry.cost_usd, entry.cost_source, entry.priced_as, entry.model) == (0.25, "runner", None, "claude-sonnet-5-5")
     assert entry.day == days.day_of(entry.ts, ZoneInfo("UTC"))
+    fold.up_to_date(cmdr)
     assert SpendDay.get().cost_usd == 0.25 and SpendDay.get().attempts == 1
 
+
+def test_rows_are_folded_into_the_roll_ups_in_batches_and_before_every_read(cmdr, client, bearer, monkeypatch):
+    from commander.models import SpendFold
+
+    monkeypatch.setattr(fold, "EVERY", 3)
+    configure(cmdr, best_node_wait=0.0)
+    node = join(cmdr, slots=1)
+    for _ in range(2):
+        spend(cmdr, node, submit(cmdr), 0.5)
+    assert SpendDay.select().count() == 0 and SpendFold.select().count() == 0  # two rows, not yet a batch
+    assert caps.spent(rows()[0].day, caps.ALL, "") == 1.0  # a cap check counts them already
+    spend(cmdr, node, submit(cmdr), 0.5)  # the third: this result folds all three
+    assert SpendFold.get().entry == rows()[-1].id and SpendDay.get().attempts == 3
+    spend(cmdr, node, submit(cmdr), 0.25)
+    report = client.get("/api/spend", headers=bearer(permissions=["spend:read"])).get_json()  # a reader folds first
+    assert report["total"]["cost_usd"] == 1.75 and SpendDay.get().cost_usd == 1.75
+    with cmdr.writing():
+        fold.fold(cmdr)  # nothing new: nothing added twice
+    assert (SpendDay.get().attempts, SpendTask.select().count()) == (4, 4)
 
 def test_retries_and_failures_cost_too_and_an_attempt_without_a_result_costs_nothing(cmdr):
     node, task = join(cmdr), submit(cmdr, backoff=0.0, max_attempts=4)
@@ -53,6 +73,8 @@ def test_retries_and_failures_cost_too_and_an_attempt_without_a_result_costs_not
     expire_now(cmdr, task)  # attempt 2 lost: no usage was ever reported
     spend(cmdr, node, task, 0.30, "failed", error="the task failed")
     assert [(e.attempt, e.kind, e.cost_usd) for e in rows()] == [(1, "infra", 0.10), (3, "failed", 0.30)]
+    assert tasks.get(task.id).cost_usd == pytest.approx(0.40)  # the task's cost is all its attempts'
+    fold.up_to_date(cmdr)
     assert SpendDay.get().cost_usd == pytest.approx(0.40)
     assert (SpendTask.get().attempts, SpendTask.get().cost_usd) == (2, pytest.approx(0.40))
     with pytest.raises(Conflict):  # a stale result after the task ended: refused, nothing counted
@@ -196,6 +218,7 @@ def test_held_work_starts_by_itself_at_local_midnight_on_a_dst_day(cmdr, monkeyp
     apply(cmdr, node, result(lease, cost_usd=2.0, usage=leases.Usage(input_tokens=1)))  # the new day's spend
     [hold] = holds.active(clock[0])
     assert hold.until - clock[0] == pytest.approx(25 * 3600 - 1)
+    fold.up_to_date(cmdr)
     assert SpendDay.select(SpendDay.day).order_by(SpendDay.day).tuples()[:] == [("2026-10-24",), ("2026-10-25",)]
 
 
@@ -261,6 +284,9 @@ def test_the_ledger_sums_to_what_every_accepted_result_cost_for_any_sequence(cmd
             with pytest.raises(Conflict):  # a result for an attempt long over
                 apply(cmdr, node, result(dict(lease, attempt=1, lease_token="cd" * 16), cost_usd=1.0))
     total = sum(expected.values())
+    # Before the last rows are folded, a cap check already counts them (roll-up + the rows after the mark).
+    assert caps.spent(SpendEntry.get().day, caps.ALL, "") == pytest.approx(total)
+    fold.up_to_date(cmdr)
     assert SpendEntry.select().count() == len(accepted)
     assert sum(e.cost_usd for e in SpendEntry.select()) == pytest.approx(total)
     for table in (SpendDay, SpendAgentDay, SpendTask):

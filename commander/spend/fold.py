@@ -69,6 +69,9 @@ def fold(cmdr) -> None:
 
 
 def up_to_date(cmdr) -> None:
-    """Before reading the roll-ups: fold what the ledger holds beyond them."""
-    with cmdr.writing(wake=False):
-        fold(cmdr)
+    """Before reading the roll-ups: fold what the ledger holds beyond them (a reader takes a
+    writer's turn only when there is something to fold)."""
+    [(after,)], [(upto,)] = FOLDED.tuples(), LAST_ENTRY.tuples()
+    if upto > after:
+        with cmdr.writing(wake=False):
+            fold(cmdr)

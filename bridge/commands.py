@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from bridge.cursor import State
-from bridge.reader import Inbound
+from bridge.reader import Inbound, normalize_address
 from bridge.settings import BridgeSettings
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable
 from m3shd.wire import NodeState, TaskState
@@ -128,12 +128,16 @@ class Session:
         extra = {"approval_required": True} if self.settings.approval_required else {}
         if command.attachments:
             extra["attachments"] = list(command.attachments)
+        # Spend and per-submitter caps count each texter apart: "<the bridge's token> for <them>".
         task = self.client.submit_task(command.text, idempotency_key=f"imessage:{self.message.guid}",
-                                       agent=command.agent, **extra)
+                                       agent=command.agent, on_behalf_of=self.sender(), **extra)
         self.state.track(task["id"], self.message.chat_guid, self.reply_address())
         if task["state"] == TaskState.AWAITING_APPROVAL:
             return approval_question(task["id"], by_operator=task.get("approver_must_differ", False))
         return f"On it: task {task['id']}."
+
+    def sender(self) -> str:
+        return normalize_address(self.message.sender, self.settings.default_country_code)
 
     def reply_address(self) -> str | None:
         """Who a one-to-one reply can fall back to when Messages cannot find the chat by GUID."""

@@ -346,6 +346,10 @@ class TaskSubmit(Request):
     agent: AgentName | None = Field(None, description="the agent it runs as (default: the token's agent, else general)")
     attachments: Annotated[list[Sha256Hex], Field(max_length=20)] = Field(
         [], description="SHA-256 of images stored with POST /api/attachments, passed to Claude with the prompt")
+    on_behalf_of: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@+ -]+$")] \
+        | None = Field(None, description="tokens only: the person the token submits for (the iMessage bridge names "
+                                         "the sender); the submitter is then `<token> for <person>`, whose spend and "
+                                         "daily cap are their own")
 
 
 class RejectIn(Request):

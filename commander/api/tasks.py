@@ -7,7 +7,7 @@ from flask import Blueprint
 from commander import provenance, tasks
 from commander.agents import service as agents
 from commander.auth import principal
-from commander.exceptions import NotFound
+from commander.exceptions import Invalid, NotFound
 from commander.models import Task
 from commander.routes import api_route, commander
 from commander.schemas import ProvenanceOut, RejectIn, TaskList, TaskOut, TaskQuery, TaskSubmit, TaskWaitQuery
@@ -24,10 +24,13 @@ def task_out(task: Task, reasons: tasks.WaitingReasons | None = None) -> TaskOut
 def submit_task(body: TaskSubmit) -> tuple[Task, bool]:
     """Store the task a TaskSubmit body asks for, as the caller (the API and the dashboard's form)."""
     caller = principal()
+    if body.on_behalf_of and caller.token_id is None:
+        raise Invalid("invalid_on_behalf_of", "a signed-in user submits as themself; on_behalf_of is for tokens")
     agents.check_files(commander())
     spec = tasks.TaskSpec(**body.model_dump(include=SPEC_FIELDS) | {"agent": agents.chosen(body.agent, caller.agent)})
-    return tasks.submit(commander(), spec, **body.model_dump(exclude=SPEC_FIELDS), submitter=caller.actor,
-                        token_id=caller.token_id)
+    submitter = f"{caller.actor} for {body.on_behalf_of}" if body.on_behalf_of else caller.actor
+    return tasks.submit(commander(), spec, **body.model_dump(exclude=SPEC_FIELDS | {"on_behalf_of"}),
+                        submitter=submitter, token_id=caller.token_id)
 
 
 def own(task: Task) -> Task:

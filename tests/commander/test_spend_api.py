@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from commander import leases, tokens
-from commander.models import SpendTask
+from commander import leases, tasks, tokens
+from commander.models import SpendTask, Task
 from commander.schemas import SpendReport
 from mesh import apply, configure, join, lease_of, result, submit
 
@@ -95,6 +95,38 @@ def test_caps_are_set_listed_and_cleared_by_spend_manage_only(cmdr, client, bear
     again = client.delete("/api/spend/caps?scope=agent&name=general", headers=manager)
     assert again.status_code == 404 and again.get_json()["error"]["code"] == "no_cap"
 
+
+
+def test_a_token_submitting_for_a_person_keeps_their_spend_and_cap_apart(cmdr, client, bearer):
+    configure(cmdr, best_node_wait=0.0)
+    node = join(cmdr, slots=1)
+    bridge = bearer(role="mobile")
+    first = client.post("/api/tasks", json=dict(prompt="hi", on_behalf_of="+15551234567"), headers=bridge).get_json()
+    assert first["submitter"] == "api token:test for +15551234567"
+    apply(cmdr, node, result(lease_of(cmdr, node, tasks.get(first["id"])), cost_usd=0.4,
+                             usage=leases.Usage(input_tokens=10)))
+    manager = bearer(permissions=["spend:manage", "spend:read"])
+    client.put("/api/spend/caps", json=dict(scope="submitter", name=first["submitter"], usd=0.3), headers=manager)
+    held = client.post("/api/tasks", json=dict(prompt="more", on_behalf_of="+15551234567"), headers=bridge).get_json()
+    other = client.post("/api/tasks", json=dict(prompt="mine", on_behalf_of="friend@example.com"),
+                        headers=bridge).get_json()
+    assert held["waiting_reason"].startswith("daily cap of $0.30 for submitter api token:test for +15551234567")
+    assert other["state"] == "queued" and other["waiting_reason"] != held["waiting_reason"]
+    by_person = client.get("/api/spend?group=submitter", headers=manager).get_json()["rows"]
+    assert [(r["submitter"], r["cost_usd"]) for r in by_person] == [("api token:test for +15551234567", 0.4)]
+    bad = client.post("/api/tasks", json=dict(prompt="x", on_behalf_of="a\nb"), headers=bridge)
+    assert bad.status_code == 400 and Task.select().count() == 3
+
+
+def test_a_signed_in_user_submits_only_as_themself(cmdr, client, bearer):
+    from commander import accounts
+
+    accounts.create_user(cmdr, "alice", "correct horse battery", "mobile", actor="test")
+    login = client.post("/api/session", json={"username": "alice", "password": "correct horse battery"}).get_json()
+    refused = client.post("/api/tasks", json=dict(prompt="hi", on_behalf_of="bob"),
+                          headers={"X-CSRF-Token": login["csrf_token"]})
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "invalid_on_behalf_of"
+    assert Task.select().count() == 0
 
 @pytest.mark.parametrize("cap, code", [
     (dict(scope="all", name="x", usd=1), "invalid_scope"), (dict(scope="agent", usd=1), "invalid_scope"),

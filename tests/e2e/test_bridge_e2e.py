@@ -102,10 +102,12 @@ def test_a_text_becomes_a_task_and_the_answer_comes_back_to_its_chat(commander, 
     assert bridge.wait_reply(direct_guid, "Task 1") == "Task 1: succeeded.\n\necho: Write a haiku about meshes 🕸️"
     task = commander.api.get_task(1)
     assert task["prompt"] == "Write a haiku about meshes 🕸️" and task["state"] == "succeeded"
+    assert task["submitter"] == f"api token:imessage for {ME}"  # each texter's spend and cap are their own
 
     chat_db.message(group, STRANGER, "@mesh summarise the thread")  # any member of an allowed group
     assert bridge.wait_reply(group_guid, "Task 2") == "Task 2: succeeded.\n\necho: summarise the thread"
     assert "Task 2" not in " ".join(bridge.sent(direct_guid))
+    assert commander.api.get_task(2)["submitter"] == f"api token:imessage for {STRANGER}"
 
     long_prompt = "\n\n".join(f"Paragraph {n}: " + " ".join(["words"] * 150) for n in range(4))
     chat_db.message(direct, ME, long_prompt)
@@ -320,7 +322,7 @@ def test_by_default_an_operator_approves_what_the_bridge_submitted(commander, sp
     assert commander.api.get_task(1)["state"] == "awaiting_approval"
     approved = commander.api.approve_task(1)
     assert (approved["submitter"], approved["decided_by"], approved["approver_must_differ"]) == \
-        ("api token:imessage", "api token:admin", True)
+        (f"api token:imessage for {ME}", "api token:admin", True)
     assert bridge.wait_reply(guid, "Task 1:") == "Task 1: succeeded.\n\necho: deploy the docs"
 
 

@@ -123,18 +123,25 @@ def test_a_trixie_image_gets_cloud_init_seed_files_and_the_offline_n0d3(tmp_path
     user_data = fat_read(out, "user-data")
     assert user_data.startswith("#cloud-config\n")
     seed = json.loads(user_data.split("\n", 1)[1])
-    assert seed["runcmd"] == [["sh", "/boot/firmware/m3shd/firstboot.sh", "--start"]]
+    # As Raspberry Pi Imager writes it for Trixie: the default user renamed, keys only, sshd enabled.
+    assert seed["user"] == {"name": "m3shd", "shell": "/bin/bash", "lock_passwd": True, "ssh_authorized_keys": [KEY],
+                            "sudo": "ALL=(ALL) NOPASSWD:ALL"}
     assert seed["preserve_hostname"] is True and seed["ssh_pwauth"] is False
-    assert seed["users"][0]["name"] == "m3shd" and seed["users"][0]["ssh_authorized_keys"] == [KEY]
+    assert seed["runcmd"] == [["systemctl", "enable", "--now", "ssh"],
+                              ["sh", "-c", "echo 'm3shd ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/010_m3shd-nopasswd"],
+                              ["chmod", "0440", "/etc/sudoers.d/010_m3shd-nopasswd"],
+                              ["sh", "/boot/firmware/m3shd/firstboot.sh", "--start"]]
     assert json.loads(fat_read(out, "meta-data"))["instance-id"].startswith("m3shd-")
-    wlan = json.loads(fat_read(out, "network-config"))["network"]["wifis"]["wlan0"]
-    assert wlan["regulatory-domain"] == "GB"
-    assert wlan["access-points"] == {"home": {"password": Wifi("home", PASSPHRASE, "GB").psk()}}
     assert fat_read(out, "cmdline.txt") == fat_read(base, "cmdline.txt")  # no firstrun hook here
 
     tree = fat_tree(out)
+    # Wi-Fi goes in the payload, which the first boot takes off the card: the base's network-config,
+    # which stays on it for good, is left as it was, with no key in it.
+    assert fat_read(out, "network-config") == fat_read(base, "network-config")
     assert "firstrun.sh" not in tree and not any("ssh_host" in path for path in tree)
-    assert PASSPHRASE not in "".join(fat_read(out, p) for p in ("user-data", "network-config", "m3shd/n0d3.toml"))
+    assert f"psk={Wifi('home', PASSPHRASE, 'GB').psk()}\n" in fat_read(out, "m3shd/wifi.nmconnection")
+    assert fat_read(out, "m3shd/wifi-country") == "GB\n"
+    assert PASSPHRASE not in "".join(fat_read(out, p) for p in ("user-data", "m3shd/wifi.nmconnection", "m3shd/n0d3.toml"))
     settings = tomllib.loads(fat_read(out, "m3shd/n0d3.toml"))["n0d3"]
     assert settings == {"capabilities": ["board=pi5", "gpu", "room=kitchen"], "url": "http://commander.lan:8470",
                         "join_token": "m3j_secret"}

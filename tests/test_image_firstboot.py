@@ -19,7 +19,7 @@ import pytest
 import podman
 from commander.discovery import addresses_for
 from harness import FAKES, Commander, wait_until
-from images.pi5.boot_files import Spec, Wifi, cloud_init, nm_connection
+from images.pi5.boot_files import Spec, Wifi, nm_connection
 from images.pi5.build import build
 from test_image import BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env
 
@@ -127,11 +127,15 @@ def test_a_tokenless_image_without_url_finds_the_commander_waits_pending_and_wor
 
 def test_trixie_first_boot_runs_through_cloud_init_and_joins_over_https(tmp_path, m3shd_wheel):
     """The card carries the join string: the Pi fetches the Commander's CA, checks it against the
-    string's hash, and verifies every connection with it from then on."""
+    string's hash, and verifies every connection with it from then on. Afterwards nothing secret is
+    left on the card: the token and the Wi-Fi key are in the root file system, readable by root and
+    the N0D3 alone; SSH is on, as Raspberry Pi Imager's user-data turns it on."""
     commander = Commander(tmp_path / "commander", tls=True)
+    wifi = Wifi("home net", PASSPHRASE, "GB")
     try:
         boot = flash(tmp_path, "trixie", Spec(url=commander.url, join_token=commander.join_string, ssh_keys=(KEY,),
-                                              user="pi"), m3shd_wheel)
+                                              user="pi", wifi=wifi), m3shd_wheel)
+        assert wifi.psk() in (boot / "m3shd" / "wifi.nmconnection").read_text()
         with power_on(boot, "trixie", "pi-trixie", [f"{CLOUD_CFG}:/etc/cloud/cloud.cfg.d/99-raspberrypi.cfg:ro"]) as box:
             status = box.exec("cloud-init", "status", "--wait", "--long", check=False, timeout=300).stdout
             output = read(box, "cat", "/var/log/cloud-init-output.log")
@@ -139,32 +143,24 @@ def test_trixie_first_boot_runs_through_cloud_init_and_joins_over_https(tmp_path
             runs_a_task(commander, box)
             assert read(box, "cat", "/var/lib/m3shd/n0d3/ca.pem") == commander.ca_file.read_text().strip()  # pinned
             assert read(box, "cat", "/home/pi/.ssh/authorized_keys") == KEY      # cloud-init made the user
-            assert not (boot / "m3shd").exists()
+            assert read(box, "systemctl", "is-enabled", "ssh") == "enabled"
+            assert "sudo" in read(box, "id", "-nG", "pi").split()
+            assert read(box, "passwd", "--status", "pi").split()[1] == "L"       # keys only
+            connection = "/etc/NetworkManager/system-connections/m3shd-wifi.nmconnection"
+            assert read(box, "stat", "-c", "%a %U %G", connection) == "600 root root"
+            assert f"psk={wifi.psk()}" in read(box, "cat", connection)
             assert read(box, "cat", "/etc/hostname").startswith("n0d3-")
+        assert not (boot / "m3shd").exists()
+        secrets_seen = [path for path in boot.rglob("*") if path.is_file() and any(
+            secret.encode() in path.read_bytes() for secret in (wifi.psk(), PASSPHRASE, commander.join_token))]
+        assert secrets_seen == []   # a stolen card holds no key, token or passphrase
     finally:
         commander.stop()
 
 
-def test_the_wifi_network_config_is_one_netplan_renders_for_networkmanager(tmp_path):
-    """Trixie-based Raspberry Pi OS hands cloud-init's network-config to netplan, which renders
-    NetworkManager profiles; netplan itself must take what we write, with the derived key."""
-    wifi = Wifi("home net", PASSPHRASE, "GB")
-    root = tmp_path / "root"
-    (root / "etc" / "netplan").mkdir(parents=True)
-    config = root / "etc" / "netplan" / "50-cloud-init.yaml"   # where cloud-init puts it
-    config.write_text(cloud_init(Spec(wifi=wifi))["network-config"])
-    config.chmod(0o600)
-    image = podman.debian_image("netplan", ["netplan.io"], suite="trixie")
-    podman.run("run", "--rm", "--volume", f"{root}:/target", image, "netplan", "generate", "--root-dir", "/target")
-    profiles = {p.name: p.read_text() for p in (root / "run" / "NetworkManager" / "system-connections").iterdir()}
-    wlan = next(text for name, text in profiles.items() if "wlan0" in name)
-    assert "ssid=home net" in wlan and f"psk={wifi.psk()}" in wlan and PASSPHRASE not in wlan
-    assert any("eth0" in name for name in profiles)
-
-
-def test_the_bookworm_wifi_profile_is_one_networkmanager_loads(tmp_path):
-    """Bookworm-based Raspberry Pi OS runs NetworkManager and firstboot.sh installs our keyfile as
-    it is, so NetworkManager itself must read it: the SSID, WPA-PSK and the derived key."""
+def test_the_wifi_profile_is_one_networkmanager_loads(tmp_path):
+    """Raspberry Pi OS (Bookworm and Trixie) runs NetworkManager and firstboot.sh installs our
+    keyfile as it is, so NetworkManager itself must read it: the SSID, WPA-PSK and the derived key."""
     wifi = Wifi("home net", PASSPHRASE, "GB")
     keyfile = tmp_path / "m3shd-wifi.nmconnection"
     keyfile.write_text(nm_connection(wifi))

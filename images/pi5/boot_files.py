@@ -1,6 +1,8 @@
 """What goes on the boot partition: the N0D3's settings and the first-boot files for each mechanism.
 
 cloud-init's files are written as JSON, which YAML reads as it is: no YAML library needed.
+Everything secret (the join token, the Wi-Fi key) goes in the payload directory, which the first
+boot removes from the card.
 """
 
 from __future__ import annotations
@@ -100,40 +102,44 @@ def cmdline_with_firstrun(cmdline: str) -> str:
 
 
 def cloud_init(spec: Spec) -> dict[str, str]:
-    """NoCloud seed files: the user and SSH keys the cloud-init way; firstboot.sh does the rest."""
-    user = {"name": spec.user, "groups": ["sudo"], "shell": "/bin/bash", "lock_passwd": True,
-            "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": list(spec.ssh_keys)}
+    """NoCloud seed files, user-data as Raspberry Pi Imager writes it for Trixie (its
+    customization_generator.cpp): the singular `user:`, which keeps Raspberry Pi OS's default
+    user's groups; keys only; and sshd enabled by runcmd, since cloud-init's ssh module writes keys
+    but Raspberry Pi OS ships sshd off. Then firstboot.sh does the rest, Wi-Fi included (the
+    NetworkManager file in the payload, as on Bookworm: so the key leaves the card with the payload;
+    a `network-config` here would stay on it for good)."""
+    sudoers = f"/etc/sudoers.d/010_{spec.user}-nopasswd"
     user_data = {
         "preserve_hostname": True,            # firstboot.sh names the host from the board's serial
-        "users": [user],
+        "user": {"name": spec.user, "shell": "/bin/bash", "lock_passwd": True,
+                 "ssh_authorized_keys": list(spec.ssh_keys), "sudo": "ALL=(ALL) NOPASSWD:ALL"},
         "ssh_pwauth": False,
-        "runcmd": [["sh", FIRSTBOOT, "--start"]],
+        "runcmd": [*([["systemctl", "enable", "--now", "ssh"]] if spec.ssh_keys else []),
+                   ["sh", "-c", f"echo '{spec.user} ALL=(ALL) NOPASSWD:ALL' >{sudoers}"],
+                   ["chmod", "0440", sudoers],
+                   ["sh", FIRSTBOOT, "--start"]],
     }
-    files = {
+    return {
         "user-data": "#cloud-config\n" + json.dumps(user_data, indent=2) + "\n",
         # A fresh instance id: cloud-init runs once per instance, so each build is a new one.
         "meta-data": json.dumps({"instance-id": f"m3shd-{secrets.token_hex(8)}"}, indent=2) + "\n",
+        **wifi_files(spec),
     }
-    if spec.wifi:
-        access_point = {spec.wifi.ssid: {"password": spec.wifi.psk()}}
-        # Raspberry Pi OS runs NetworkManager; netplan (which cloud-init feeds) renders for it.
-        network = {"network": {"version": 2, "renderer": "NetworkManager",
-                               "ethernets": {"eth0": {"dhcp4": True, "optional": True}},
-                               "wifis": {"wlan0": {"dhcp4": True, "optional": True,
-                                                   "regulatory-domain": spec.wifi.country,
-                                                   "access-points": access_point}}}}
-        files["network-config"] = json.dumps(network, indent=2) + "\n"
-    return files
 
 
 def firstrun(spec: Spec) -> dict[str, str]:
-    """What firstboot.sh reads on Bookworm, where it also makes the user and the Wi-Fi connection."""
-    files = {f"{PAYLOAD}/user": spec.user + "\n",
-             f"{PAYLOAD}/authorized_keys": "".join(key + "\n" for key in spec.ssh_keys)}
-    if spec.wifi:
-        files[f"{PAYLOAD}/wifi-country"] = spec.wifi.country + "\n"
-        files[f"{PAYLOAD}/wifi.nmconnection"] = nm_connection(spec.wifi)
-    return files
+    """What firstboot.sh reads on Bookworm, where it also makes the user."""
+    return {f"{PAYLOAD}/user": spec.user + "\n",
+            f"{PAYLOAD}/authorized_keys": "".join(key + "\n" for key in spec.ssh_keys), **wifi_files(spec)}
+
+
+def wifi_files(spec: Spec) -> dict[str, str]:
+    """The Wi-Fi connection for firstboot.sh to install into the root file system (0600); it
+    leaves the card with the rest of the payload."""
+    if not spec.wifi:
+        return {}
+    return {f"{PAYLOAD}/wifi-country": spec.wifi.country + "\n",
+            f"{PAYLOAD}/wifi.nmconnection": nm_connection(spec.wifi)}
 
 
 def nm_connection(wifi: Wifi) -> str:

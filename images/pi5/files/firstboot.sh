@@ -47,10 +47,13 @@ if [ -f "$here/user" ]; then
     say "user $user"
 fi
 
-# Wi-Fi on Bookworm (NetworkManager); on Trixie cloud-init renders network-config.
+# Wi-Fi: NetworkManager's connection, readable by root alone, in the root file system (the card's
+# copy goes with the payload below). On Trixie NetworkManager runs already: it is told to look.
 if [ -f "$here/wifi.nmconnection" ]; then
-    install -m 600 "$here/wifi.nmconnection" /etc/NetworkManager/system-connections/m3shd-wifi.nmconnection
+    install -D -m 600 -o root -g root "$here/wifi.nmconnection" \
+        /etc/NetworkManager/system-connections/m3shd-wifi.nmconnection
     if command -v raspi-config >/dev/null; then raspi-config nonint do_wifi_country "$(cat "$here/wifi-country")"; fi
+    if [ "${1:-}" = --start ] && command -v nmcli >/dev/null; then nmcli connection reload || true; fi
     say "Wi-Fi configured"
 fi
 
@@ -70,6 +73,6 @@ if [ "${1:-}" = --start ]; then
 fi
 say "N0D3 installed"
 
-# Anyone holding the card can read the FAT partition: the join token and Wi-Fi key leave it now.
+# Anyone holding the card can read the FAT partition: the join token and the Wi-Fi key leave it now.
 rm -rf "$here"
 say "done"

@@ -51,7 +51,7 @@ class Commander(harness.Commander):
     `workers` gunicorn workers, in a temp dir that goes when it stops (unless `keep`)."""
 
     def __init__(self, workers: int = CommanderSettings().workers, extra_env: dict | None = None,
-                 keep: bool = False):
+                 keep: bool = False, tls: bool | None = None):
         self.keep = keep
         home = Path(tempfile.mkdtemp(prefix="m3shd-bench-"))
         # Short enough to be the wake sockets' own directory (commander.wake.run_dir_for), named
@@ -60,7 +60,7 @@ class Commander(harness.Commander):
         self.wake_dir = home / "data" / "commander" / "run"
         # The harness stops a Commander that fails to start, which removes `home` too.
         super().__init__(home, {"M3SHD_COMMANDER_WORKERS": str(workers), "M3SHD_COMMANDER_LOG_LEVEL": "warning"}
-                         | (extra_env or {}), timings={})
+                         | (extra_env or {}), timings={}, tls=tls)
 
     def worker_pids(self) -> list[int]:
         return children_of(self.process.proc.pid)

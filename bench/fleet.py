@@ -10,7 +10,12 @@ after `wait` are expected and not errors), heartbeat latency, submit→claim lat
 time taken by the submitter just before its POST, claim time by the node when the claim
 returns, matched by task id), and the CPU the Commander's workers and this process used.
 
+With `--compare-tls` the same fleet runs twice in this process, over plain HTTP and then over
+the mesh CA's HTTPS (every node keeps its connections alive, as the real agent does), and the
+figures are set side by side.
+
     .venv/bin/python bench/fleet.py [--quick] [--nodes 1000] [--interval 5] [--rate 20] [--duration 30]
+                                    [--tls | --compare-tls]
 """
 
 from gevent import monkey
@@ -41,6 +46,7 @@ def extra(parser):
     parser.add_argument("--rate", type=float, default=20.0, help="tasks submitted per second")
     parser.add_argument("--duration", type=float, help="seconds of submitting (default 30; quick 10)")
     parser.add_argument("--wait", type=float, default=30.0, help="claim long-poll wait, s")
+    parser.add_argument("--compare-tls", action="store_true", help="run over HTTP, then over HTTPS, and compare")
 
 
 class Fleet:
@@ -180,12 +186,12 @@ def register_all(cmdr: Commander, fleet: Fleet, n: int, start_node) -> tuple[lis
     return nodes, latencies, time.perf_counter() - t0
 
 
-def main() -> int:
-    args = parse_args(__doc__.splitlines()[0], extra)
+def run(args, tls: bool) -> dict:
+    """One fleet against one Commander; prints its figures and returns the summaries."""
     duration = args.duration or (10.0 if args.quick else 30.0)
     settle = 3.0 if args.quick else max(args.interval + 2.0, 8.0)
 
-    with Commander(workers=args.workers, keep=args.keep) as cmdr:
+    with Commander(workers=args.workers, keep=args.keep, tls=tls) as cmdr:
         fleet = Fleet(cmdr, args)
         greenlets = [gevent.spawn(fleet.progress)]
 
@@ -235,8 +241,9 @@ def main() -> int:
     rg = summary_ms(reg_latencies)
     errors = sum(fleet.errors.values())
 
-    print(f"\nfleet: {len(nodes)} simulated N0D3S (gevent), heartbeat every {args.interval:g} s, claim wait "
-          f"{args.wait:g} s; {args.rate:g} tasks/s for {duration:g} s; measured window {window:.1f} s")
+    print(f"\nfleet over {'HTTPS (mesh CA)' if tls else 'HTTP'}: {len(nodes)} simulated N0D3S (gevent), heartbeat "
+          f"every {args.interval:g} s, claim wait {args.wait:g} s; {args.rate:g} tasks/s for {duration:g} s; "
+          f"measured window {window:.1f} s")
     table(["latency", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"], [
         ["register (50 at a time, before the window)", rg["n"], rg["p50"], rg["p90"], rg["p99"], rg["max"]],
         ["heartbeat", hb["n"], hb["p50"], hb["p90"], hb["p99"], hb["max"]],
@@ -270,6 +277,21 @@ def main() -> int:
     print(f"goal no errors: {errors} ({verdict(errors == 0)}); heartbeat p99 <= {GOAL_HEARTBEAT_P99_MS:.0f} ms: "
           f"{hb['p99']:.1f} ms ({verdict(hb['p99'] <= GOAL_HEARTBEAT_P99_MS)}); submit→claim p99 <= "
           f"{GOAL_CLAIM_P99_MS:.0f} ms: {cl['p99']:.1f} ms ({verdict(cl['p99'] <= GOAL_CLAIM_P99_MS)})")
+    return {"heartbeat": hb, "submit→claim": cl, "errors": errors, "cpu": total / window}
+
+
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0], extra)
+    if not args.compare_tls:
+        run(args, args.tls)
+        return 0
+    plain, tls = run(args, False), run(args, True)
+    print("\nHTTPS against HTTP, same fleet, same process:")
+    rows = [[f"{name} {q}", plain[name][q], tls[name][q], f"{tls[name][q] / plain[name][q]:.2f}x"]
+            for name in ("heartbeat", "submit→claim") for q in ("p50", "p99") if plain[name]["n"] and tls[name]["n"]]
+    rows += [["errors", plain["errors"], tls["errors"], ""],
+             ["Commander workers, cores", f"{plain['cpu']:.2f}", f"{tls['cpu']:.2f}", f"{tls['cpu'] / plain['cpu']:.2f}x"]]
+    table(["figure (ms)", "HTTP", "HTTPS", "ratio"], rows)
     return 0
 
 

@@ -460,6 +460,11 @@ class SpendAlert(BaseModel):
         indexes = ((("day", "scope", "name", "threshold"), True), (("state", "next_at"), False))
 
 
+# What came of a webhook delivery (commander/webhooks/deliveries.py says what each means).
+DELIVERY_STATUSES = ("received", "started", "pending", "cancelled", "recovered", "resolved", "ignored", "failed",
+                     "unauthorized", "ping")
+
+
 class Webhook(BaseModel):
     """A webhook an operator configured (commander/webhooks/): its secret sealed with the
     Commander's SecretBox, and the rules saying what each event starts."""
@@ -482,7 +487,7 @@ class WebhookDelivery(BaseModel):
     key = pw.CharField(max_length=128)
     event = pw.CharField(max_length=64, default="")
     action = pw.CharField(max_length=64, null=True)
-    status = pw.CharField(max_length=16)            # see commander/webhooks/deliveries.py
+    status = pw.CharField(max_length=16)            # one of DELIVERY_STATUSES
     error = pw.TextField(null=True)
     task_ids = JSONField(default=list)
     pipeline = pw.IntegerField(null=True)

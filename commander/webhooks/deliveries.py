@@ -14,20 +14,21 @@ import peewee as pw
 
 from commander import events
 from commander.context import Commander
-from commander.models import Webhook, WebhookDelivery, now
+from commander.models import DELIVERY_STATUSES, Webhook, WebhookDelivery, now
 from commander.schemas import DeliveryOut
 
-RECEIVED = "received"          # claimed, being handled
-STARTED = "started"            # a task or pipeline started
-PENDING = "pending"            # Uptime Kuma DOWN waiting out the debounce window
-CANCELLED = "cancelled"        # … and an UP came first: nothing started
-RECOVERED = "recovered"        # a started response whose monitor came back up (note: what that did)
-RESOLVED = "resolved"          # an UP that closed a response
-IGNORED = "ignored"            # no rule takes this event
-FAILED = "failed"              # the response could not start (error says why); a redelivery tries again
-UNAUTHORIZED = "unauthorized"  # bad or missing signature or secret; nothing of the body is kept
-PING = "ping"                  # GitHub's ping, Uptime Kuma's test notification
-STATUSES = (RECEIVED, STARTED, PENDING, CANCELLED, RECOVERED, RESOLVED, IGNORED, FAILED, UNAUTHORIZED, PING)
+# In DELIVERY_STATUSES' order (unpacked: a new status fails here, loudly):
+# received   claimed, being handled
+# started    a task or pipeline started
+# pending    an Uptime Kuma DOWN waiting out the debounce window
+# cancelled  … and an UP came first: nothing started
+# recovered  a started response whose monitor came back up (its note: what that did)
+# resolved   an UP that closed a response
+# ignored    no rule takes this event (or the monitor's response is open already)
+# failed     the response could not start (its error says why); a redelivery tries again
+# unauthorized  bad or missing signature or secret; nothing of the body is kept
+# ping       GitHub's ping, Uptime Kuma's test notification
+RECEIVED, STARTED, PENDING, CANCELLED, RECOVERED, RESOLVED, IGNORED, FAILED, UNAUTHORIZED, PING = DELIVERY_STATUSES
 
 KEEP_UNAUTHORIZED = 100  # per hook: enough to see an attack or a wrong secret, too few to fill the disk
 

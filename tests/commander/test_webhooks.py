@@ -298,3 +298,21 @@ def test_refused_deliveries_are_kept_to_a_bounded_number(client, make_hook, monk
     for _ in range(5):
         assert deliver(client, hook, "ping", github("ping"), secret="m3w_wrong").status_code == 401
     assert [d.status for d in delivery_rows()] == ["unauthorized"] * 3
+
+
+def test_the_webhooks_page_lists_hooks_with_their_recent_deliveries(client, bearer, manager, make_hook):
+    hook = make_hook()
+    started = deliver(client, hook, "pull_request", github("pull_request.opened")).get_json()
+    deliver(client, hook, "ping", github("ping"), secret="m3w_wrong")
+    make_hook(name="lab", kind="uptime-kuma", rules=[{"event": "down", "task": {"prompt": "{{ event.monitor.name }}"}}])
+    page = client.get("/webhooks", headers=manager)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "http://localhost/api/webhooks/github/repo" in html and "/api/webhooks/uptime-kuma/lab" in html
+    assert f'href="/tasks/{started["task_ids"][0]}">#{started["task_ids"][0]}</a>' in html
+    assert 'class="badge s-started"' in html and 'class="badge s-unauthorized"' in html
+    assert "X-Hub-Signature-256 does not match" in html and "No deliveries yet." in html
+    assert hook["secret"] not in html and 'href="/webhooks"' in html  # the menu links it
+    refused = client.get("/webhooks", headers=bearer("mobile"))
+    assert refused.status_code == 403 and "webhooks:manage" in refused.get_data(as_text=True)
+    assert 'href="/webhooks"' not in client.get("/tasks", headers=bearer("mobile")).get_data(as_text=True)

@@ -67,8 +67,9 @@ def signed(cmdr: Commander, name: str, kind: str, request: Request, event_header
     try:
         document = parse(request)
     except (Invalid, UnsupportedMediaType) as exc:
-        delivery, _ = deliveries.claim(cmdr, hook, request.headers.get(delivery_header), event, None, None)
-        deliveries.settle(cmdr, delivery, deliveries.FAILED, error=getattr(exc, "message", None) or exc.description)
+        delivery, fresh = deliveries.claim(cmdr, hook, request.headers.get(delivery_header), event, None, None)
+        if fresh:  # a delivery id that already started something keeps its record
+            deliveries.settle(cmdr, delivery, deliveries.FAILED, error=getattr(exc, "message", None) or exc.description)
         raise
     action = document.get("action") if isinstance(document.get("action"), str) else None
     delivery, fresh = deliveries.claim(cmdr, hook, request.headers.get(delivery_header), event, action,

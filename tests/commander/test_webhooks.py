@@ -316,3 +316,11 @@ def test_the_webhooks_page_lists_hooks_with_their_recent_deliveries(client, bear
     refused = client.get("/webhooks", headers=bearer("mobile"))
     assert refused.status_code == 403 and "webhooks:manage" in refused.get_data(as_text=True)
     assert 'href="/webhooks"' not in client.get("/tasks", headers=bearer("mobile")).get_data(as_text=True)
+
+
+def test_a_malformed_body_under_a_delivery_id_that_started_work_leaves_its_record(client, make_hook):
+    hook = make_hook()
+    first = deliver(client, hook, "issues", github("issues.opened"), delivery="same").get_json()
+    assert deliver(client, hook, "issues", b"{broken", delivery="same").status_code == 400
+    [record] = delivery_rows()
+    assert (record.status, record.task_ids) == ("started", first["task_ids"])

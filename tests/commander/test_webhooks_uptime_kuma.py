@@ -141,3 +141,12 @@ def test_malformed_bodies_are_400(client, make_hook):
     assert client.post(hook["url"], data=b'"down"', headers=headers).status_code == 400
     weird = notify(client, hook, {"heartbeat": {"status": "0"}, "monitor": []})
     assert weird.status_code == 202 and weird.get_json()["status"] == "ignored"
+
+
+def test_a_response_held_for_approval_is_withdrawn_by_an_up_before_anyone_approves_it(client, make_hook):
+    hook = make_hook(rules=[{**RESPOND, "task": {**RESPOND["task"], "approval_required": True}}])
+    started = notify(client, hook, kuma(0, time="t1")).get_json()
+    task = Task.get_by_id(started["task_ids"][0])
+    assert task.state == "awaiting_approval" and task.submitter == "webhook:lab"
+    assert notify(client, hook, kuma(1, time="t2")).get_json()["message"] == "its work had not begun: cancelled"
+    assert Task.get_by_id(task.id).state == "cancelled"

@@ -34,7 +34,7 @@ log = logging.getLogger("m3shd.commander")
 
 # What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
 # order their receivers run: the final state's event first, then what follows from it. Agents
-# connect nothing: their init loads the profile files.
+# connect nothing: their init loads the profile files; nor do webhooks (a delivery starts its work).
 FEATURES = (events, outcomes, spend, pipelines, agents, webhooks)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,

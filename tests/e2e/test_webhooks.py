@@ -16,8 +16,8 @@ REVIEW = {"event": "pull_request", "actions": ["opened", "synchronize"],
                    "prompt": "Review PR #{{ event.number }} {{ event.pull_request.title }}: {{ event.pull_request.diff_url }}"}}
 
 
-def cli(cmd, *args):
-    return m3shd(*args, "--url", cmd.url, "--token", cmd.admin_token, env=cmd.env, check=False)
+def cli(cmd, *args, token: str | None = None):
+    return m3shd(*args, "--url", cmd.url, "--token", token or cmd.admin_token, env=cmd.env, check=False)
 
 
 def create(cmd, tmp_path, name: str, kind: str, rules: list, *more: str) -> str:
@@ -71,3 +71,21 @@ def test_an_uptime_kuma_down_starts_once_its_debounce_window_passes(commander, t
     assert requests.post(f"{url}?secret=wrong", json=kuma(1), timeout=15).status_code == 401
     up = requests.post(f"{url}?secret={secret}", json=kuma(1, time="2026-12-02 04:52:00"), timeout=15)
     assert up.status_code == 202 and up.json()["status"] == "resolved"
+
+
+def test_webhooks_commands_exit_with_the_statuses_of_the_table(commander, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    unreadable = cli(commander, "webhooks", "create", "x", "--kind", "github", "--rules", str(broken))
+    assert unreadable.returncode == 2 and "is not JSON" in unreadable.stderr
+    absent = cli(commander, "webhooks", "create", "x", "--kind", "github", "--rules", str(tmp_path / "none.json"))
+    assert absent.returncode == 2 and "cannot read the rules file" in absent.stderr
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps([{"event": "issues", "task": {"prompt": "a"},
+                                 "pipeline": {"steps": [{"key": "a", "prompt": "a"}]}}]))
+    invalid = cli(commander, "webhooks", "create", "x", "--kind", "github", "--rules", str(both))
+    assert invalid.returncode == 2 and "exactly one of `task`, `pipeline`" in invalid.stderr
+    assert cli(commander, "webhooks", "show", "nope").returncode == 6
+    assert cli(commander, "webhooks", "delete", "nope").returncode == 6
+    refused = cli(commander, "webhooks", "list", token=commander.token("phone", role="mobile"))
+    assert refused.returncode == 5 and "webhooks:manage" in refused.stderr

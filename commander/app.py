@@ -10,9 +10,10 @@ from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
 from commander import accounts, agents, events, holds, intake, leases, nodes, outcomes, pipelines, pki, planning, spend
-from commander import tasks
+from commander import tasks, webhooks
 from commander.agents import api as agents_api
 from commander.spend import api as spend_api
+from commander.webhooks import api as webhooks_api
 from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
 from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
@@ -33,12 +34,12 @@ log = logging.getLogger("m3shd.commander")
 
 # What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
 # order their receivers run: the final state's event first, then what follows from it. Agents
-# connect nothing: their init loads the profile files.
-FEATURES = (events, outcomes, spend, pipelines, agents)
+# connect nothing: their init loads the profile files; nor do webhooks (a delivery starts its work).
+FEATURES = (events, outcomes, spend, pipelines, agents, webhooks)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
               permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp,
-              spend_api.bp)
+              spend_api.bp, webhooks_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:
@@ -85,6 +86,7 @@ def create_app(settings: CommanderSettings | None = None, background: bool = Tru
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             # Without a length the size limit cannot be enforced up front; our clients always send one.
             raise LengthRequired("send Content-Length; chunked request bodies are not accepted")
+        intake.check_length(app, settings)
         intake.read_body(settings.body_timeout)
         if background:
             cmdr.ensure_started(start_background)

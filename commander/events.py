@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from commander.db import CompiledInsert
-from commander.models import NODE_STATES, PIPELINE_STATES, TASK_STATES, Event
+from commander.models import DELIVERY_STATUSES, NODE_STATES, PIPELINE_STATES, TASK_STATES, Event
 from commander.signals import REJECT, TaskFinished
 
 # Every kind `publish` is called with (tests/e2e/test_dashboard.py checks the calls against it): an
@@ -19,6 +19,7 @@ KINDS = (
     *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
     "agent.created", "agent.version", "agent.broken", "agent.deleted",
     "spend.cap_reached", "spend.released", "spend.alert", "spend.alert_failed",
+    *(f"webhook.{status}" for status in DELIVERY_STATUSES),
 )
 
 EVENT_INSERT = CompiledInsert(Event)

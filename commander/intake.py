@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import request
 from werkzeug.exceptions import MisdirectedRequest, RequestTimeout
 
-from commander.exceptions import Forbidden
+from commander.exceptions import Forbidden, TooLarge
 from commander.settings import CommanderSettings
 from m3shd.config import ConfigError
 
@@ -120,6 +120,18 @@ def check_origin() -> None:
     if urlsplit(origin).netloc.lower() != request.host.lower():
         raise Forbidden("cross_origin", "requests from another site's pages are refused: use the dashboard "
                                         "itself, the m3shd CLI or an API client")
+
+
+def check_length(app, settings) -> None:
+    """A route with a smaller cap than max_body_bytes (RouteSpec.body_limit, a setting's name)
+    refuses a longer body by its Content-Length, before reading it."""
+    spec = getattr(app.view_functions.get(request.endpoint), "route_spec", None)
+    if spec is None or spec.body_limit is None:
+        return
+    limit = getattr(settings, spec.body_limit)
+    if (request.content_length or 0) > limit:
+        raise TooLarge("body_too_large", f"this route takes at most {limit:,} bytes ({spec.body_limit}); "
+                                         f"this body has {request.content_length:,}")
 
 
 def read_body(timeout: float) -> None:

@@ -389,6 +389,41 @@ def v13_spend_fold(database: pw.Database) -> None:
     database.execute_sql('INSERT INTO "spend_fold" ("id", "entry") SELECT 1, COALESCE(MAX("id"), 0) FROM "spend_entry"')
 
 
+def v14_webhooks(database: pw.Database) -> None:
+    """Webhooks and their deliveries."""
+    Frozen = _frozen_base(database)
+
+    class Webhook(Frozen):
+        name = pw.CharField(max_length=64, unique=True)
+        kind = pw.CharField(max_length=16)
+        secret = pw.TextField()
+        rules = pw.TextField()
+        debounce = pw.FloatField(null=True)
+        created_by = pw.CharField(max_length=200)
+        created_at = pw.FloatField()
+        rotated_at = pw.FloatField(null=True)
+
+    class WebhookDelivery(Frozen):
+        hook = pw.ForeignKeyField(Webhook, on_delete="CASCADE")
+        key = pw.CharField(max_length=128)
+        event = pw.CharField(max_length=64, default="")
+        action = pw.CharField(max_length=64, null=True)
+        status = pw.CharField(max_length=16)
+        error = pw.TextField(null=True)
+        task_ids = pw.TextField()
+        pipeline = pw.IntegerField(null=True)
+        monitor = pw.CharField(max_length=64, null=True)
+        payload = pw.TextField(null=True)
+        received_at = pw.FloatField()
+        due_at = pw.FloatField(null=True)
+        note = pw.TextField(null=True)
+
+        class Meta:
+            indexes = ((("hook", "key"), True), (("hook", "received_at"), False), (("status", "due_at"), False))
+
+    database.create_tables([Webhook, WebhookDelivery])
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -404,6 +439,7 @@ MIGRATIONS: list[Step] = [
     (11, "pending nodes show their key", v11_pending_node_key),
     (12, "spend ledger, caps, alerts and holds", v12_spend),
     (13, "spend roll-ups folded in batches", v13_spend_fold),
+    (14, "webhooks and their deliveries", v14_webhooks),
 ]
 
 

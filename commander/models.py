@@ -461,9 +461,50 @@ class SpendAlert(BaseModel):
 
 
 class SpendFold(BaseModel):
-    """One row: the last ledger row added to the roll-ups (commander/spend/ledger.py: fold)."""
+    """One row: the last ledger row added to the roll-ups (commander/spend/fold.py)."""
 
     entry = pw.IntegerField(default=0)
+
+
+# What came of a webhook delivery (commander/webhooks/deliveries.py says what each means).
+DELIVERY_STATUSES = ("received", "started", "pending", "cancelled", "recovered", "resolved", "ignored", "failed",
+                     "unauthorized", "ping")
+
+
+class Webhook(BaseModel):
+    """A webhook an operator configured (commander/webhooks/): its secret sealed with the
+    Commander's SecretBox, and the rules saying what each event starts."""
+
+    name = pw.CharField(max_length=64, unique=True)
+    kind = pw.CharField(max_length=16)              # github | uptime-kuma | json
+    secret = pw.TextField()                         # sealed (commander/secrets.py)
+    rules = JSONField()
+    debounce = pw.FloatField(null=True)             # Uptime Kuma: None → the webhook_debounce setting
+    created_by = pw.CharField(max_length=200)
+    created_at = pw.FloatField(default=now)
+    rotated_at = pw.FloatField(null=True)
+
+
+class WebhookDelivery(BaseModel):
+    """One request to a hook and what came of it. `key` is the sender's delivery id
+    (X-GitHub-Delivery) or one made up; unique per hook, it makes redeliveries idempotent."""
+
+    hook = pw.ForeignKeyField(Webhook, on_delete="CASCADE")
+    key = pw.CharField(max_length=128)
+    event = pw.CharField(max_length=64, default="")
+    action = pw.CharField(max_length=64, null=True)
+    status = pw.CharField(max_length=16)            # one of DELIVERY_STATUSES
+    error = pw.TextField(null=True)
+    task_ids = JSONField(default=list)
+    pipeline = pw.IntegerField(null=True)
+    monitor = pw.CharField(max_length=64, null=True)  # Uptime Kuma monitor id: which response an UP ends
+    payload = pw.TextField(null=True)               # sealed
+    received_at = pw.FloatField(default=now)
+    due_at = pw.FloatField(null=True)               # a debounced response starts then
+    note = pw.TextField(null=True)                  # what an UP did to this response
+
+    class Meta:
+        indexes = ((("hook", "key"), True), (("hook", "received_at"), False), (("status", "due_at"), False))
 
 
 class SchemaMigration(BaseModel):
@@ -475,6 +516,6 @@ class SchemaMigration(BaseModel):
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
-    SpendAlert, SpendFold,
+    SpendAlert, SpendFold, Webhook, WebhookDelivery,
     SchemaMigration,
 )

@@ -43,7 +43,7 @@ def document(app: Flask) -> dict:
             "responses": {"default": error},
         }
         if spec.permission != PUBLIC:
-            operation["security"] = [{"bearer": []}]
+            operation["security"] = [] if spec.hook else [{"bearer": []}]  # a hook: its own secret, described below
         parameters = [
             {"name": name, "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID} if f"<id:{name}>" in spec.rule
@@ -65,6 +65,10 @@ def document(app: Flask) -> dict:
         if spec.signed:
             operation["description"] = ("Node request: also send X-M3SHD-Timestamp, X-M3SHD-Nonce and "
                                         "X-M3SHD-Signature (HMAC-SHA256 with the node's signing key).")
+        if spec.hook:
+            operation["description"] = ("Webhook: authenticated by the hook's own secret (X-Hub-Signature-256, or for "
+                                        "Uptime Kuma `Authorization: Bearer <secret>` or ?secret=), not by a token; "
+                                        "the body is capped at webhook_max_body bytes.")
         if spec.response:
             content = {"application/json": {"schema": ref[spec.response]}}
             for status in (spec.status, *spec.also):

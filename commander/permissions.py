@@ -20,7 +20,7 @@ PERMISSIONS = (
     "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
     "nodes:read", "nodes:manage", "nodes:join", "work:execute",
     "memory:read", "memory:write", "spend:read", "spend:manage",
-    "agents:manage", "federation:relay", "webhooks:ingest", "tokens:manage", "admin",
+    "agents:manage", "federation:relay", "webhooks:ingest", "webhooks:manage", "tokens:manage", "admin",
 )
 
 # What each permission lets its holder do; for a reserved one, what its feature will let it do.
@@ -40,7 +40,9 @@ ABOUT: dict[str, str] = {
     "spend:manage": "set and clear daily spend caps",
     "agents:manage": "create, edit, roll back, delete and reload agent profiles",
     "federation:relay": "relay work between meshes",
-    "webhooks:ingest": "turn GitHub and Uptime Kuma webhooks into tasks",
+    "webhooks:ingest": "deliver GitHub, Uptime Kuma and signed JSON webhooks that start tasks and pipelines (held "
+                       "by each hook's own secret, which authenticates its deliveries instead of a token)",
+    "webhooks:manage": "create, list, rotate the secrets of and delete webhooks, and read their deliveries",
     "tokens:manage": "create, list and revoke tokens, and list the permissions they can hold",
     "admin": "manage users and read the audit log",
 }
@@ -55,7 +57,7 @@ ROLES: dict[Role, tuple[str, ...]] = {
     Role.COMMANDER: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
         "nodes:read", "nodes:manage", "memory:read", "memory:write",
-        "spend:read", "spend:manage", "agents:manage", "federation:relay", "webhooks:ingest",
+        "spend:read", "spend:manage", "agents:manage", "federation:relay", "webhooks:ingest", "webhooks:manage",
     ),
     Role.ADMIN: PERMISSIONS,
 }

@@ -11,10 +11,9 @@ pipeline. The pipeline is final once every step is.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from commander import events, provenance, tasks
+from commander import events, provenance, tasks, templates
 from commander.context import Commander
 from commander.exceptions import Conflict, Invalid, NotFound
 from commander.models import (
@@ -24,7 +23,7 @@ from commander.signals import PIPELINE, TaskFinished
 from commander.tasks import TaskSpec
 
 # `{{ steps.KEY.FIELD }}`: the only thing a step's prompt can pull from another step.
-TEMPLATE = re.compile(r"\{\{\s*steps\.([A-Za-z0-9_-]+)\.(output|error|state)\s*\}\}")
+TEMPLATE = templates.placeholder("steps", r"([A-Za-z0-9_-]+)\.(output|error|state)")
 
 
 @dataclass(frozen=True)
@@ -220,14 +219,11 @@ def move(cmdr: Commander, pipeline: Pipeline, step: Task, state: str, **fields) 
 
 
 def render(template: str, parents: dict[str, Task], limit: int) -> str:
-    """The prompt with each `{{ steps.KEY.FIELD }}` replaced in one pass (so text a parent wrote
-    is never expanded again), each value cut to `limit` characters with a marker saying so."""
+    """The prompt with each `{{ steps.KEY.FIELD }}` replaced (commander/templates.py: one pass, so
+    text a parent wrote is never expanded again; each value cut to `limit` characters)."""
 
-    def value(match: re.Match) -> str:
+    def value(match) -> str:
         parent = parents[match[1]]
-        text = parent.state if match[2] == "state" else (getattr(parent, match[2]) or "")
-        if len(text) <= limit:
-            return text
-        return text[:limit] + f"\n[m3shd: cut to {limit} of {len(text)} characters]"
+        return parent.state if match[2] == "state" else (getattr(parent, match[2]) or "")
 
-    return TEMPLATE.sub(value, template)
+    return templates.render(template, TEMPLATE, value, limit)

@@ -45,6 +45,8 @@ class RouteSpec:
     stream: str | None = None      # media type of a streamed (or raw, not JSON) response
     accepts: tuple[str, ...] = ()  # media types of a raw (not JSON) request body
     agent_scoped: bool = False     # open to a token scoped to one agent (the route keeps it to that agent)
+    hook: bool = False             # a webhook: no token or session; the view checks the hook's own secret
+    body_limit: str | None = None  # the setting that caps this route's body (below max_body_bytes), checked unread
 
 
 def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **options):
@@ -55,7 +57,7 @@ def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **optio
 
         @functools.wraps(handler)
         def view(**path):
-            g.principal = None if route.permission == PUBLIC else authenticate(
+            g.principal = None if route.permission == PUBLIC or route.hook else authenticate(
                 commander(), route.permission, path, signed=route.signed, agent_scoped=route.agent_scoped)
             kwargs = dict(path)
             if route.body:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from commander.models import (
     ACTIVE, CLOSED, DISABLED, DRAINING, HALF_OPEN, NODE_STATES, OPEN, PAUSED, PIPELINE_STATES, TASK_STATES,
@@ -869,3 +869,102 @@ class AlertOut(Response):
 
 class AlertList(Response):
     alerts: list[AlertOut]
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+HOOK_KINDS = ("github", "uptime-kuma", "json")
+HookName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+EventName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]{1,64}$")]
+EVENT_PROMPT = "may use {{ event.PATH }}: a dotted path into the delivery's JSON, e.g. {{ event.pull_request.title }}"
+
+
+class HookTask(Request):
+    agent: AgentName | None = Field(None, description="the agent it runs as (default: general)")
+    prompt: Prompt = Field(description=EVENT_PROMPT)
+    requires: Capabilities = []
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    approval_required: bool = Field(False, description="hold the task until someone approves it")
+
+
+class HookPipeline(Request):
+    name: Annotated[str, StringConstraints(max_length=128)] = ""
+    steps: Annotated[list[PipelineStep], Field(min_length=1, max_length=MAX_PIPELINE_STEPS)] = Field(
+        description="as POST /api/pipelines takes them; prompts may also use {{ event.PATH }}")
+
+
+class HookRule(Request):
+    event: EventName = Field(description="GitHub: the X-GitHub-Event (pull_request, issues, workflow_run, …); "
+                                         "Uptime Kuma: `down`; json: the X-M3SHD-Event header")
+    actions: Annotated[list[EventName], Field(max_length=20)] = Field(
+        [], description="the payload's `action` values it takes (none: any)")
+    when: Annotated[dict[Annotated[str, StringConstraints(max_length=200)], str | int | bool | None],
+                    Field(max_length=10)] = Field(
+        {}, description="dotted paths into the payload and the value each must have, e.g. "
+                        "{\"workflow_run.conclusion\": \"failure\"}")
+    task: HookTask | None = None
+    pipeline: HookPipeline | None = None
+
+    @model_validator(mode="after")
+    def one_response(self):
+        if (self.task is None) == (self.pipeline is None):
+            raise ValueError("a rule starts either a task or a pipeline: give exactly one of `task`, `pipeline`")
+        return self
+
+
+class HookIn(Request):
+    name: HookName
+    kind: Literal[HOOK_KINDS]  # type: ignore[valid-type]
+    rules: Annotated[list[HookRule], Field(max_length=20)] = Field(description="the first rule an event matches starts")
+    debounce: Annotated[float, Field(ge=0, le=86_400)] | None = Field(
+        None, description="Uptime Kuma: seconds a DOWN waits for an UP before its response starts (default: the "
+                          "webhook_debounce setting)")
+
+
+class HookOut(Response):
+    name: str
+    kind: str
+    url: str = Field(description="the path to give the sender, under the Commander's address")
+    rules: list[dict]
+    debounce: float | None
+    created_by: str
+    created_at: float
+    rotated_at: float | None
+    secret: str | None = Field(None, description="shown once, when the hook is created or its secret rotated")
+
+
+class HookList(Response):
+    hooks: list[HookOut]
+
+
+class DeliveryOut(Response):
+    id: int
+    key: str
+    event: str
+    action: str | None
+    status: str
+    error: str | None
+    task_ids: list[int]
+    pipeline_id: int | None
+    received_at: float
+    due_at: float | None
+    note: str | None
+
+
+class HookDetail(Response):
+    hook: HookOut
+    deliveries: list[DeliveryOut]
+
+
+class DeliveryQuery(Request):
+    model_config = ConfigDict(extra="forbid")
+    limit: Annotated[int, Field(ge=1, le=200)] = 20
+
+
+class Receipt(Response):
+    delivery: int
+    status: str
+    duplicate: bool = Field(False, description="a redelivery: nothing new started; these are the first one's")
+    task_ids: list[int]
+    pipeline_id: int | None
+    message: str

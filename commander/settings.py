@@ -93,6 +93,11 @@ class CommanderSettings(Settings):
     ntfy_url: str = setting("", "ntfy topic URL spend alerts are posted to (e.g. `https://ntfy.sh/my-mesh`); `\"\"`: "
                                 "none")
     ntfy_token: str = setting("", "access token for that topic, sent as `Authorization: Bearer`")
+    webhook_max_body: int = setting(1_048_576, "largest webhook delivery accepted (bytes); a larger one gets 413 before "
+                                               "it is read (GitHub sends up to 25 MB)")
+    webhook_value_limit: int = setting(4000, "characters of one `{{ event.… }}` value a webhook's prompt gets")
+    webhook_debounce: float = setting(60.0, "seconds an Uptime Kuma DOWN waits before its response starts; an UP "
+                                            "within them cancels it (a hook may set its own)")
 
     def derived(self) -> CommanderSettings:
         data = self.data_dir or str(config.data_dir() / "commander")

@@ -157,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
     line = CommandLine(top, common, connection, client)
     # Imported here: the command modules use this module's helpers.
-    from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, spend, tasks, tokens
+    from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, spend, tasks, tokens, webhooks
 
     # --help lists them in this order
-    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, agents, spend):
+    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, agents, spend, webhooks):
         commands.register(line)
     absent = assemble(line)
     if absent:

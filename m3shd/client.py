@@ -218,6 +218,23 @@ class ApiClient(_Base):
     def clear_spend_cap(self, scope: str, name: str) -> dict:
         return self._send("DELETE", "/api/spend/caps", params={"scope": scope, "name": name})
 
+    def webhooks(self) -> list[dict]:
+        return self._send("GET", "/api/webhooks")["hooks"]
+
+    def webhook(self, name: str, limit: int = 20) -> dict:
+        """The hook and its latest `limit` deliveries."""
+        return self._send("GET", f"/api/webhooks/{quote(name, safe='')}", params={"limit": limit})
+
+    def create_webhook(self, name: str, kind: str, rules: list, debounce: float | None = None) -> dict:
+        return self._send("POST", "/api/webhooks", {"name": name, "kind": kind, "rules": rules,
+                                                    **({"debounce": debounce} if debounce is not None else {})})
+
+    def rotate_webhook_secret(self, name: str) -> dict:
+        return self._send("POST", f"/api/webhooks/{quote(name, safe='')}/rotate-secret")
+
+    def delete_webhook(self, name: str) -> None:
+        self._send("DELETE", f"/api/webhooks/{quote(name, safe='')}")
+
     def register(self, **fields) -> dict:
         return self._send("POST", "/api/nodes/register", fields)
 

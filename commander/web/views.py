@@ -30,6 +30,7 @@ from commander.schemas import (
 )
 from commander.spend import caps as spend_caps, fold as spend_fold, policy as spend_policy, report as spend_report
 from commander.web import charts, graph, site
+from commander.webhooks import deliveries as webhook_deliveries, hooks as webhook_hooks
 from commander.web.site import local_path, page_route, render
 
 HERE = Path(__file__).parent
@@ -203,6 +204,19 @@ def cancel_pipeline(pipeline_id: int):
     """Cancel a running pipeline: steps not yet final end."""
     pipelines.cancel(commander(), pipeline_id)
     return back(url_for(".pipeline", pipeline_id=pipeline_id))
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+WEBHOOK_DELIVERIES = 10  # per hook on the page, as GitHub's "Recent Deliveries" shows the latest
+
+
+@page_route(bp, "GET", "/webhooks", permission="webhooks:manage")
+def webhook_list():
+    """Webhooks, each with its latest deliveries: status, the task or pipeline started, the error."""
+    found = [(webhook_hooks.out(hook), [webhook_deliveries.out(d) for d in webhook_deliveries.recent(hook, WEBHOOK_DELIVERIES)])
+             for hook in webhook_hooks.listing()]
+    return render("webhooks.html", hooks=found, base=request.host_url.rstrip("/"))
 
 
 # --- spend -----------------------------------------------------------------------------------

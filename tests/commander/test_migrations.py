@@ -150,6 +150,6 @@ def test_ledger_rows_from_before_folding_count_as_folded(tmp_path):
                          '"cache_write_tokens", "cost_usd", "cost_source", "day", "ts") '
                          'VALUES (?, 1, "succeeded", "", "", "", "", "", 1, 1, 0, 0, 0.5, "runner", "2026-12-01", 1.0)',
                          (task,))
-    assert migrate(fresh(old)) == [13]
+    assert migrate(fresh(old))[0] == 13
     with sqlite3.connect(old) as conn:
         assert conn.execute('SELECT "id", "entry" FROM "spend_fold"').fetchall() == [(1, 2)]

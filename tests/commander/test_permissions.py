@@ -25,7 +25,7 @@ def test_every_permission_is_listed_with_its_presets_and_reserved_when_no_route_
     reply = client.get("/api/permissions", headers=bearer("admin"))
     assert reply.status_code == 200, reply.get_json()
     listed = reply.get_json()["permissions"]
-    assert [p["name"] for p in listed] == list(PERMISSIONS) and len(PERMISSIONS) == 17
+    assert [p["name"] for p in listed] == list(PERMISSIONS) and len(PERMISSIONS) == 18
     assert all(p["about"] == ABOUT[p["name"]] for p in listed)
     assert all(set(p["presets"]) == {role for role, granted in ROLES.items() if p["name"] in granted} for p in listed)
     in_use = route_table_permissions(app)
@@ -75,7 +75,7 @@ def test_the_readme_promises_nothing_a_reserved_permission_would_guard(app):
         + f" | {', '.join(role for role, granted in ROLES.items() if name in granted)} |"
         for name in PERMISSIONS
     ]
-    table = readme_table("There are 17 permissions.")
+    table = readme_table("There are 18 permissions.")
     assert table == expected, "README.md's table of permissions should read:\n" + "\n".join(expected)
     # The presets' "can" column names no reserved feature (e.g. `spend:manage` → "spend").
     for row in readme_table("Every API route and dashboard page declares"):

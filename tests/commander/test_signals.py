@@ -49,7 +49,7 @@ def test_each_commander_wires_its_own_receivers(cmdr, tmp_path):
     assert [r.__module__ for r in other.signals.attempt_ended.receivers] == ["commander.outcomes",
                                                                             "commander.spend.ledger"]
     assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.spend",
-                                                          "commander.pipelines", "commander.agents"]
+                                                          "commander.pipelines", "commander.agents", "commander.webhooks"]
     other.db.close_all()
 
 

@@ -69,7 +69,7 @@ def test_a_join_token_only_joins_and_expires_after_a_day_unless_told(cmdr):
 @pytest.mark.parametrize("asked, granter, missing", [
     (dict(permissions=["tasks:read", "admin"]), ROLES["mobile"], "admin"),
     (dict(role="commander"), ROLES["mobile"], "agents:manage, federation:relay, memory:write, nodes:manage, "
-                                               "spend:manage, webhooks:ingest"),
+                                               "spend:manage, webhooks:ingest, webhooks:manage"),
     (dict(kind="join"), ROLES["mobile"], "nodes:join"),
 ])
 def test_nobody_grants_a_permission_they_do_not_hold(cmdr, asked, granter, missing):

@@ -43,13 +43,16 @@ def make_user(cmd: Commander, role: str, password: str = PASSWORD) -> str:
 
 # --- the matrix ------------------------------------------------------------------------------
 
-def operations(cmd: Commander) -> list[tuple[str, str, str, bool]]:
-    """(method, path, permission, signed) for every route, from the route table via OpenAPI."""
+def operations(cmd: Commander) -> list[tuple[str, str, str, str]]:
+    """(method, path, permission, how) for every route, from the route table via OpenAPI; `how` is
+    "node" for a signed node request, "hook" for a webhook (its own secret, no token), else ""."""
     doc = requests.get(f"{cmd.url}/api/openapi.json", timeout=15).json()
     found = []
     for path, item in doc["paths"].items():
         for method, op in item.items():
-            found.append((method.upper(), path, op["x-permission"], "X-M3SHD-Signature" in op.get("description", "")))
+            about = op.get("description", "")
+            how = "node" if "X-M3SHD-Signature" in about else "hook" if about.startswith("Webhook:") else ""
+            found.append((method.upper(), path, op["x-permission"], how))
     # Logging out ends the matrix's sessions, so it goes last.
     return sorted(found, key=lambda op: (op[:2] == ("DELETE", "/api/session"), op))
 
@@ -97,12 +100,15 @@ def test_the_permissions_listed_as_reserved_are_those_no_route_declares(cmd):
 def test_authorization_matrix(cmd, principals):
     """Every route × every preset (token and session) × a node token × no credentials."""
     mistakes = []
-    for method, path, permission, signed in operations(cmd):
+    for method, path, permission, how in operations(cmd):
+        signed = how == "node"
         for name, who in principals.items():
             if permission == PUBLIC:
                 allowed = True
             elif signed:  # work:execute acts only for the node the token belongs to
                 allowed = who["kind"] == "node" and permission in who["permissions"]
+            elif how == "hook":  # only the hook's own secret gets in; hook 999999 does not exist: 404
+                allowed = False
             else:
                 allowed = permission in who["permissions"]
             with call(cmd, who, method, path) as response:
@@ -113,7 +119,7 @@ def test_authorization_matrix(cmd, principals):
             elif permission != PUBLIC and allowed and status in (401, 403):
                 mistakes.append(f"{name} refused {method} {path}: {status} {error}")
             elif not allowed:
-                expected = 401 if who["kind"] == "none" else 403
+                expected = 404 if how == "hook" else 401 if who["kind"] == "none" else 403
                 if status != expected:
                     mistakes.append(f"{name} got {status} (wanted {expected}) for {method} {path}")
                 elif expected == 403 and not signed and f"`{permission}`" not in error.get("message", ""):
@@ -293,7 +299,7 @@ def test_user_admin_refuses_weak_passwords_duplicates_and_unknown_roles(cmd):
 
 def test_a_token_holding_only_admin_cannot_become_full_admin(cmd):
     """Audit 2, item 3, replayed: a token with only `admin` created an admin user, logged in as it
-    with all 17 permissions, minted an admin token, and reset the real admin's password."""
+    with all 18 permissions, minted an admin token, and reset the real admin's password."""
     real_admin = make_user(cmd, "admin")
     real_id = next(u["id"] for u in cmd.api._send("GET", "/api/users")["users"] if u["username"] == real_admin)
     users_before = len(cmd.api._send("GET", "/api/users")["users"])

@@ -47,6 +47,7 @@ EXPECTED = {
     ("POST", "/agents/<name>/rollback"): "agents:manage",
     ("GET", "/spend"): "spend:read",
     ("POST", "/spend/caps"): "spend:manage",
+    ("GET", "/webhooks"): "webhooks:manage",
     ("GET", "/pending"): "tasks:read",
     ("POST", "/pending/<id:pending_id>/approve"): "nodes:manage",
     ("POST", "/pending/<id:pending_id>/reject"): "nodes:manage",
@@ -433,7 +434,7 @@ def test_events_kinds_list_every_kind_the_code_publishes():
             elif isinstance(kind, ast.JoinedStr):
                 prefixes.add(kind.values[0].value)
     assert literal and literal <= set(events.KINDS), literal - set(events.KINDS)
-    assert prefixes == {"task.", "node.", "pipeline."}
+    assert prefixes == {"task.", "node.", "pipeline.", "webhook."}
 
 
 # --- the pipeline graph ----------------------------------------------------------------------

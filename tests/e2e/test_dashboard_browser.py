@@ -8,8 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import requests
 
 from harness import ARTIFACTS, Commander, N0D3, shared_ca, spki_base64, tls_by_default, wait_until
+from webhook_payloads import github, github_request
 from e2e.test_access import PASSWORD, make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -318,10 +320,16 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
     cmd.api.create_token("phone", role="mobile")
     cmd.api.create_token("pi-5-garage", kind="join")
     wait_until(lambda: cmd.api.get_task(running["id"])["state"] == "leased", 20, what="the long task to start")
+    hook = cmd.api.create_webhook("octo-repo", "github", [{"event": "issues", "actions": ["opened"], "task": {
+        "prompt": "[sleep=60] triage {{ event.issue.title }}", "requires": ["nowhere"]}}])
+    for secret, event in ((hook["secret"], "issues"), (hook["secret"], "ping"), ("m3w_wrong", "issues"),
+                          (hook["secret"], "star")):
+        body, headers = github_request(secret, event, github("issues.opened" if event != "ping" else "ping"))
+        requests.post(cmd.url + hook["url"], data=body, headers=headers, timeout=15)
     views = {"fleet": "/", "queue": "/tasks", "task-detail": f"/tasks/{running['id']}",
              "pipelines": "/pipelines", "pipeline-graph": f"/pipelines/{pipeline['id']}", "approvals": "/pending",
              "tokens": "/tokens", "node": "/nodes/1", "agents": "/agents", "agent": "/agents/general",
-             "spend": "/spend"}
+             "spend": "/spend", "webhooks": "/webhooks"}
 
     for name, context in (("desktop", dict(viewport={"width": 1280, "height": 800})), ("phone", PHONE),
                           ("dark", dict(viewport={"width": 1280, "height": 800}, color_scheme="dark"))):
@@ -340,6 +348,15 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
             tab.go("/spend")  # the tasks above cost something: the day's bar is drawn, by the server
             expect(tab.page.get_by_role("img", name="Spend per day")).to_be_visible()
             assert tab.page.locator("svg[aria-labelledby=daily-title] rect").count() >= 1
+            tab.go("/webhooks")  # GitHub's "Recent Deliveries": each delivery's status, what it started, the error
+            deliveries = tab.page.get_by_role("table", name="Recent deliveries to octo-repo, newest first")
+            expect(deliveries.get_by_role("row")).to_have_count(5)  # the header and four deliveries
+            for status in ("started", "ping", "unauthorized", "ignored"):
+                expect(deliveries.locator(f".badge.s-{status}")).to_be_visible()
+            expect(deliveries.get_by_text("does not match the body signed")).to_be_visible()
+            tab.shot("desktop-webhooks")
+            deliveries.locator("a[href^='/tasks/']").click()  # the task the issue started
+            expect(tab.page.get_by_text("triage Spelling error in the README file").first).to_be_visible()
             tab.go(f"/tasks/{waiting['id']}")
             tab.shot("desktop-task-awaiting-approval")
             tab.go("/tokens")

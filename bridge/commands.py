@@ -264,6 +264,13 @@ def alert_text(alert: dict) -> str:
     return head + body + ("; new work is held until midnight." if alert["threshold"] >= 100 else ".")
 
 
+def approval_request(task: dict) -> str:
+    """A task someone else started (a webhook) that waits for the operator's yes."""
+    prompt = task["prompt"] if len(task["prompt"]) <= 300 else task["prompt"][:300] + "…"
+    return (f"Task {task['id']} from {task['submitter']} waits for your approval:\n{prompt}\n"
+            f"Reply yes {task['id']} or no {task['id']}.")
+
+
 def caps_text(found: dict) -> str:
     """Today's spend and each cap, with what is left, as a text message."""
     head = f"Today: ${found['spent_usd']:.2f} spent."

@@ -2,7 +2,7 @@
 
 - poller: reads new chat.db rows, answers commands, submits prompts as tasks;
 - relay: follows the Commander's events and queues each tracked task's answer for its chat, and
-  each spend alert for the operator (`alerts_to`);
+  for the operator (`alerts_to`) each spend alert and each webhook's task awaiting approval;
 - sender: sends queued replies through Messages, one at a time.
 A round that fails is logged and tried again after a back-off (full jitter); the other threads
 carry on. A message is marked handled only after the Commander took it, so an outage delays
@@ -145,11 +145,24 @@ class Bridge:
             tracked = event.get("task_id") is not None and self.state.thread(event["task_id"]) is not None
             if tracked:
                 self.follow(event["task_id"])
-            alert = event["kind"] == "spend.alert" and bool(self.alerts_to)
-            if alert:  # to the person, not a chat: Messages finds or starts their one-to-one chat
-                self.say("", self.alerts_to, commands.alert_text(event["data"]))
-            self.state.followed(event["id"], persist=tracked or alert)
+            told = bool(self.alerts_to) and self.tell_operator(event)
+            self.state.followed(event["id"], persist=tracked or told)
         raise CommanderUnreachable("the Commander closed the event stream")
+
+    def tell_operator(self, event: dict) -> bool:
+        """Texts for the operator (`alerts_to`), to the person rather than a chat (Messages finds
+        or starts their one-to-one chat): each spend alert, and each task a webhook started that
+        waits for approval, which is then followed like a texted task, so its answer comes too."""
+        data = event.get("data") or {}
+        if event["kind"] == "spend.alert":
+            self.say("", self.alerts_to, commands.alert_text(data))
+            return True
+        if event["kind"] == "task.awaiting_approval" and str(data.get("submitter", "")).startswith("webhook:"):
+            task = self.client.get_task(event["task_id"])
+            self.state.track(task["id"], "", self.alerts_to)
+            self.say("", self.alerts_to, commands.approval_request(task))
+            return True
+        return False
 
     def follow(self, task_id: int) -> None:
         """A tracked task changed: once it is final, its answer goes back to its chat. (The

@@ -27,8 +27,8 @@ class BridgeSettings(Settings):
     recheck_delay: float = setting(0.15, "wait this long, then re-read is_from_me (it can flip)")
     window: float = setting(600.0, "ignore messages older than this many seconds")
     approval_required: bool = setting(False, "tasks from texts wait for `yes` before they run")
-    alerts_to: str = setting("", "one of allowed_senders: the spend alerts (a threshold of a daily cap crossed) "
-                                 "are texted to it as they happen")
+    alerts_to: str = setting("", "one of allowed_senders: spend alerts (a threshold of a daily cap crossed) and "
+                                 "webhook tasks awaiting approval are texted to them as they happen")
     max_attachment_bytes: int = setting(3_932_160, "a larger image is refused, and the reply says so; keep it "
                                                    "at most the Commander's `max_attachment_bytes`")
     osascript: str = setting("osascript", "the program that sends replies through Messages")

@@ -10,6 +10,7 @@ import os
 import sys
 
 import pytest
+import requests
 
 from bridge import daemon, osascript
 from bridge.cursor import State
@@ -18,6 +19,7 @@ from chatdb_fixtures import HEIC, JPEG, PDF, ChatDb
 from fakes import anthropic_api
 from harness import FAKES, Process, base_env, register_node, wait_until
 from m3shd.client import ApiClient, CommanderError
+from webhook_payloads import kuma
 
 ME = "+15551234567"
 FRIEND = "friend@example.com"
@@ -205,6 +207,30 @@ def test_spend_alerts_are_texted_to_the_operator_once_each(commander, spawn_n0d3
     chat_db.message(direct, ME, "status")
     bridge.wait_reply(guid, "1 of 1 nodes active")
     assert len(to_me()) == 3
+
+
+def test_a_webhooks_task_waiting_for_approval_is_texted_to_the_operator_whose_yes_starts_it(commander, spawn_n0d3,
+                                                                                           chat_db, start_bridge):
+    spawn_n0d3("hooks-pi")
+    direct, guid = chat_db.chat([ME])
+    bridge = start_bridge(M3SHD_BRIDGE_ALERTS_TO=ME)
+    rules = [{"event": "down", "task": {"prompt": "{{ event.monitor.name }} is down", "approval_required": True}}]
+    secret = commander.api.create_webhook("lab", "uptime-kuma", rules, debounce=0)["secret"]
+    sent = requests.post(f"{commander.url}/api/webhooks/uptime-kuma/lab", json=kuma(0),
+                         headers={"Authorization": f"Bearer {secret}"}, timeout=15)
+    assert sent.status_code == 202, sent.text
+    to_me = lambda: [run["argv"][0] for run in bridge.runs("") if run["argv"][2] == ME]
+    asked = wait_until(lambda: next((text for text in to_me() if "waits for your approval" in text), None), 20,
+                       what="the approval question texted to the operator")
+    [task] = commander.api.list_tasks()
+    assert task["state"] == "awaiting_approval" and asked == (
+        f"Task {task['id']} from webhook:lab waits for your approval:\nhome-assistant is down\n"
+        f"Reply yes {task['id']} or no {task['id']}.")
+    chat_db.message(direct, ME, f"yes {task['id']}")
+    assert bridge.wait_reply(guid, f"Task {task['id']} approved") == f"Task {task['id']} approved: on it."
+    wait_until(lambda: f"Task {task['id']}: succeeded.\n\necho: home-assistant is down" in to_me(), 30,
+               what="the answer texted to the operator")
+    assert commander.api.get_task(task["id"])["decided_by"] == "api token:imessage"
 
 def test_a_text_names_its_agent_with_at_or_ask(commander, spawn_n0d3, chat_db, start_bridge):
     commander.api.put_agent("reviewer", '+++\nname = "reviewer"\ntitle = "Reviewer"\ndescription = "Reviews diffs."\n'

@@ -14,6 +14,7 @@ from commander import tasks
 from commander.agents import api as agents_api
 from commander.spend import api as spend_api
 from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
+from commander.api import credentials as credentials_api
 from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, pki as pki_api, tasks as tasks_api, tokens as tokens_api
@@ -38,7 +39,7 @@ FEATURES = (events, outcomes, spend, pipelines, agents)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
               permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp,
-              spend_api.bp)
+              spend_api.bp, credentials_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:

@@ -19,7 +19,7 @@ COMMANDS = {
     "bridge": {"bridge"},
     "image": {"image"},
 }
-CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend"}
+CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend", "runners"}
 
 
 def top_level(parser) -> set[str]:

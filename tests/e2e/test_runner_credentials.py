@@ -93,21 +93,31 @@ def test_each_node_gets_what_its_scope_names_and_its_own_credential_wins(command
     assert holding(own.state_dir, LOCAL) == []
 
 
-def test_a_disabled_or_removed_node_receives_no_credential(commander):
-    runners(commander, "set-key", secret=KEY)
+def simulated(commander) -> tuple[int, NodeClient, bytes]:
+    """A node driven by the test, registered with a seal key: its id, client and private seal key."""
     private, public = sealing.new_private_key()
     reply = ApiClient(commander.url, commander.join_token, ca_file=commander.ca_file).register(
         machine_id=uuid.uuid4().hex, name="sim", slots=1, runner="anthropic-sdk", seal_key=public.hex())
     node_id = reply["node_id"]
-    node = NodeClient(commander.url, node_id, reply["node_token"], reply["signing_key"], ca_file=commander.ca_file)
+    return node_id, NodeClient(commander.url, node_id, reply["node_token"], reply["signing_key"],
+                               ca_file=commander.ca_file), private
+
+
+def opened(node_id: int, lease: dict, private: bytes) -> str:
+    given = lease["runner_credential"]
+    bound = sealing.context(node_id, lease["task_id"], lease["attempt"], given["kind"])
+    return sealing.open_sealed(private, given["sealed"], bound).decode()
+
+
+def test_a_disabled_or_removed_node_receives_no_credential(commander):
+    runners(commander, "set-key", secret=KEY)
+    node_id, node, private = simulated(commander)
     wants = ["api_key"]
     assert node.heartbeat(open_slots=1, credential_kinds=wants)["credential"] == "api_key"
     assert node.heartbeat(open_slots=1)["credential"] is None   # it did not ask: it has its own
     commander.api.submit_task("first")
     [lease] = node.claim(1, 5, wants)
-    given = lease["runner_credential"]
-    bound = sealing.context(node_id, lease["task_id"], lease["attempt"], given["kind"])
-    assert sealing.open_sealed(private, given["sealed"], bound).decode() == KEY
+    assert opened(node_id, lease, private) == KEY and KEY not in json.dumps(lease)
     node.post_result(result_for(lease))
 
     commander.api.set_node_state(node_id, "disabled")
@@ -118,6 +128,23 @@ def test_a_disabled_or_removed_node_receives_no_credential(commander):
     with pytest.raises(CommanderError) as refused:
         node.claim(1, 0, wants)
     assert refused.value.status == 401
+
+
+def test_a_capability_a_node_only_reports_brings_it_no_credential_until_approved(commander):
+    runners(commander, "set-key", "--capability", "gpu", secret=KEY)
+    node_id, node, private = simulated(commander)
+    wants = ["api_key"]
+    beat = node.heartbeat(open_slots=1, capabilities=["gpu"], credential_kinds=wants)
+    assert beat["credential"] is None   # "gpu" waits for an operator: nothing is on offer for it
+    commander.api.submit_task("before approval")
+    [lease] = node.claim(1, 5, wants)
+    assert lease["runner_credential"] is None
+    node.post_result(result_for(lease))
+    commander.api.approve_node_capabilities(node_id, ["gpu"])
+    assert node.heartbeat(open_slots=1, capabilities=["gpu"], credential_kinds=wants)["credential"] == "api_key"
+    commander.api.submit_task("after approval")
+    [lease] = node.claim(1, 5, wants)
+    assert opened(node_id, lease, private) == KEY
 
 
 def test_set_key_reads_the_secret_from_standard_input_never_the_command_line(commander):

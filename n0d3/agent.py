@@ -48,7 +48,7 @@ class Agent:
         self.state = State(settings.state_dir)
         self.result_key = self.state.result_key()
         # Opens the runner credentials the Commander seals to this node (m3shd/sealing.py).
-        self.seal_private, self.seal_public = self.state.seal_key()
+        self.seal_private, self.seal_public = self.seal_key()
         self.slots = settings.slots
         self.client: NodeClient | None = None
         self.running: dict[str, Running] = {}
@@ -71,7 +71,7 @@ class Agent:
         s = self.settings
         found = detect(prefer=s.runner, claude_path=s.claude_path or None,
                        base_url=s.anthropic_base_url or None, default_model=s.model or None, grace_s=s.cancel_grace,
-                       from_commander=s.credentials_from_commander, offered=self.offered)
+                       from_commander=self.seal_public is not None, offered=self.offered)
         previous = self.detection
         self.detection = found
         if previous is None or (previous.runner is None) != (found.runner is None):
@@ -80,6 +80,18 @@ class Agent:
             else:
                 log.info("runner: %s%s", found.runner.name,
                          " (credential from the Commander)" if self.offered and found.wants else "")
+
+    def seal_key(self) -> tuple[bytes | None, bytes | None]:
+        """This node's seal key pair; none where `cryptography` is missing (an install from before
+        it joined the n0d3 extra): the node then runs only with credentials of its own."""
+        if not self.settings.credentials_from_commander:
+            return None, None
+        try:
+            return self.state.seal_key()
+        except ImportError:
+            log.warning("the cryptography package is missing (pip install 'm3shd[n0d3]'): this N0D3 takes no runner "
+                        "credential from the Commander")
+            return None, None
 
     def take_offer(self, offered: str | None) -> None:
         """The Commander says which runner credential our leases carry now: a runner waiting for
@@ -103,7 +115,7 @@ class Agent:
                     version=__version__,
                     runner=self.detection.runner.name if self.detection.runner else None,
                     problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key),
-                    seal_key=self.seal_public.hex())
+                    seal_key=self.seal_public and self.seal_public.hex())
 
     def connect(self, fall_back: bool = True) -> None:
         """Become this machine's node. With a saved identity, register again, proving its key:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 
 import pytest
 
 from fakes.anthropic_api import serve
 from harness import FAKES
+import m3shd
 from m3shd import sealing
 from n0d3.agent import Agent
 from n0d3.runners import (
@@ -104,6 +106,19 @@ def test_the_seal_key_is_made_once_kept_private_and_opens_only_its_own_lease(tmp
     assert agent.open_credential(lease, {"kind": API_KEY, "sealed": "not base64!"}) is None
     assert "does not open" in caplog.text and KEY not in caplog.text
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("why", ["turned off", "cryptography missing"])
+def test_a_node_that_cannot_or_will_not_take_credentials_asks_for_none_and_makes_no_key(bare, monkeypatch, why):
+    if why == "turned off":
+        agent = Agent(N0d3Settings(state_dir=str(bare / "state"), name="pi", credentials_from_commander=False))
+    else:
+        monkeypatch.setitem(sys.modules, "m3shd.sealing", None)   # importing it raises ImportError
+        monkeypatch.delattr(m3shd, "sealing", raising=False)
+        agent = Agent(N0d3Settings(state_dir=str(bare / "state"), name="pi"))
+    agent.detect_runner()
+    assert agent.detection.runner.name == "claude-cli" and agent.detection.wants == []
+    assert agent.registration()["seal_key"] is None and not (bare / "state" / "seal-key.json").exists()
 
 
 def test_a_lease_names_no_credential_the_spec_would_take():

@@ -581,7 +581,8 @@ def detect(prefer: str = "auto", claude_path: str | None = None, api_key: str | 
         problem = ("no Claude runner: an Anthropic API key is set but the anthropic package "
                    "is missing: pip install 'm3shd[n0d3]'")
     elif prefer == "anthropic-sdk":
-        problem = "no API key for the anthropic-sdk runner: set ANTHROPIC_API_KEY" + (f", or {STORE_KEY}" if wants else "")
+        problem = "no API key for the anthropic-sdk runner: set ANTHROPIC_API_KEY" + (
+            f", or {STORE_KEY}" if wants else "")
     else:
         problem = NO_RUNNER_YET if wants else NO_RUNNER
     return Detection(None, [], problem, wants)

@@ -12,6 +12,7 @@ from m3shd.components import CommandLine
 from m3shd.wire import CredentialKind
 
 WHAT = {CredentialKind.API_KEY: "Anthropic API key", CredentialKind.OAUTH_TOKEN: "Claude Code token"}
+ARTICLE = {CredentialKind.API_KEY: "an", CredentialKind.OAUTH_TOKEN: "a"}
 
 
 def read_secret(what: str) -> str:
@@ -74,12 +75,13 @@ def cmd_runners_remove(args) -> int:
 def register(line: CommandLine) -> None:
     runners = line.group("runners", help="runner credentials the Commander hands to N0D3S without their own")
     for name, kind in (("set-key", CredentialKind.API_KEY), ("set-token", CredentialKind.OAUTH_TOKEN)):
+        what = f"{ARTICLE[kind]} {WHAT[kind]}"
         p = runners.add_parser(
-            name, parents=[line.client], help=f"store an {WHAT[kind]} for the N0D3S (read from standard input "
-                                              "or asked for, never from the command line)",
-            description=f"Store an {WHAT[kind]} on the Commander, encrypted at rest. A N0D3 with no credential "
-                        "of its own receives it inside each lease, sealed to that node's key, keeps it in memory "
-                        "for that task only and never writes it down. "
+            name, parents=[line.client], help=f"store {what} for the N0D3S (read from standard input or asked for, "
+                                              "never from the command line)",
+            description=f"Store {what} on the Commander, encrypted at rest. A N0D3 with no credential of its own "
+                        "receives it inside each lease, sealed to that node's key, keeps it in memory for that task "
+                        "only and never writes it down. "
                         + ("Both runners use an API key." if kind == CredentialKind.API_KEY else
                            "Only the Claude Code CLI runner uses this token (`claude setup-token` prints one).")
                         + " A node's own credential always wins. Storing again for the same scope replaces it.")

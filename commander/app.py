@@ -15,6 +15,7 @@ from commander.agents import api as agents_api
 from commander.spend import api as spend_api
 from commander.webhooks import api as webhooks_api
 from commander.api import accounts as accounts_api, attachments as attachments_api, audit as audit_api
+from commander.api import credentials as credentials_api
 from commander.api import events as events_api
 from commander.api import meta, nodes as nodes_api, pending as pending_api, pipelines as pipelines_api
 from commander.api import permissions as permissions_api, pki as pki_api, tasks as tasks_api, tokens as tokens_api
@@ -39,7 +40,7 @@ FEATURES = (events, outcomes, spend, pipelines, agents, webhooks)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
               permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp,
-              spend_api.bp, webhooks_api.bp)
+              spend_api.bp, webhooks_api.bp, credentials_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:

@@ -424,6 +424,35 @@ def v14_webhooks(database: pw.Database) -> None:
     database.create_tables([Webhook, WebhookDelivery])
 
 
+def v15_runner_credentials(database: pw.Database) -> None:
+    """Runner credentials held for the N0D3S, and the X25519 key each node (or machine waiting
+    for approval) registers for them to be sealed to."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Node(Frozen):
+        pass
+
+    class RunnerCredential(Frozen):
+        kind = pw.CharField(max_length=16)
+        scope = pw.CharField(max_length=140)
+        node = pw.ForeignKeyField(Node, null=True, on_delete="CASCADE")
+        secret = pw.TextField()
+        prefix = pw.CharField(max_length=16)
+        fingerprint = pw.CharField(max_length=16)
+        stored_at = pw.FloatField()
+        stored_by = pw.CharField(max_length=200)
+
+        class Meta:
+            indexes = ((("kind", "scope"), True),)
+
+    database.create_tables([RunnerCredential])
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("node", "seal_key", pw.CharField(max_length=64, null=True)),
+          migrator.add_column("pending_node", "seal_key", pw.CharField(max_length=64, null=True)))
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -440,6 +469,7 @@ MIGRATIONS: list[Step] = [
     (12, "spend ledger, caps, alerts and holds", v12_spend),
     (13, "spend roll-ups folded in batches", v13_spend_fold),
     (14, "webhooks and their deliveries", v14_webhooks),
+    (15, "runner credentials", v15_runner_credentials),
 ]
 
 

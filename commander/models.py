@@ -79,6 +79,7 @@ class Node(BaseModel):
     breaker_cooldown = pw.FloatField(default=0.0)   # the current open period, doubling
     breaker_until = pw.FloatField(null=True)        # open until then, then half-open
     breaker_probe = pw.IntegerField(null=True)      # the one task a half-open node may hold
+    seal_key = pw.CharField(max_length=64, null=True)  # hex X25519: runner credentials are sealed to it
 
 
 class Token(BaseModel):
@@ -312,6 +313,7 @@ class PendingNode(BaseModel):
     address = pw.CharField(max_length=64, null=True, index=True)   # where the request came from
     poll_hash = pw.CharField(max_length=64, unique=True)          # SHA-256 of the node's poll token
     public_key = pw.CharField(max_length=64, null=True)           # hex Ed25519 key it will sign results with
+    seal_key = pw.CharField(max_length=64, null=True)             # hex X25519, registered with the node
     requested_at = pw.FloatField(default=now, index=True)
     approved_at = pw.FloatField(null=True)
     approved_by = pw.CharField(max_length=200, null=True)
@@ -507,6 +509,23 @@ class WebhookDelivery(BaseModel):
         indexes = ((("hook", "key"), True), (("hook", "received_at"), False), (("status", "due_at"), False))
 
 
+class RunnerCredential(BaseModel):
+    """An Anthropic API key or a Claude Code token that N0D3S without one of their own receive,
+    sealed to each node per lease (commander/credentials.py). One per kind and scope."""
+
+    kind = pw.CharField(max_length=16)                  # m3shd.wire.CredentialKind
+    scope = pw.CharField(max_length=140)                # mesh | capability:<label> | node:<id>
+    node = pw.ForeignKeyField(Node, null=True, backref="credentials", on_delete="CASCADE")  # node scope
+    secret = pw.TextField()                             # Fernet-encrypted (cmdr.box), never sent back
+    prefix = pw.CharField(max_length=16)                # the key's format, never any of its secret part
+    fingerprint = pw.CharField(max_length=16)           # the first hex of its SHA-256, to tell keys apart
+    stored_at = pw.FloatField(default=now)
+    stored_by = pw.CharField(max_length=200)
+
+    class Meta:
+        indexes = ((("kind", "scope"), True),)
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=128)
@@ -516,6 +535,6 @@ class SchemaMigration(BaseModel):
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
-    SpendAlert, SpendFold, Webhook, WebhookDelivery,
+    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential,
     SchemaMigration,
 )

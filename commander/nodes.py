@@ -36,6 +36,7 @@ class Machine:
     runner: str | None = None
     problem: str | None = None      # why it cannot run tasks, in its own words
     public_key: str | None = None   # hex Ed25519 key it signs results with
+    seal_key: str | None = None     # hex X25519 key its runner credentials are sealed to
 
 
 class LeaseRef(NamedTuple):
@@ -59,14 +60,14 @@ def register(cmdr: Commander, machine: Machine, actor: str) -> dict:
             node = Node.create(
                 machine_id=machine.machine_id, name=machine.name, capabilities=labels, slots=machine.slots,
                 open_slots=machine.slots, priority=machine.priority, version=machine.version, runner=machine.runner,
-                problem=machine.problem, state=ACTIVE, last_seen=now(), signing_key=sealed)
+                problem=machine.problem, state=ACTIVE, last_seen=now(), signing_key=sealed, seal_key=machine.seal_key)
             Token.create(kind="node", name=machine.name, token_hash=token_hash(token), prefix=token[:8],
                          permissions=list(NODE_PERMISSIONS), node=node.id)
             NodeKey.create(node=node.id, hmac_key=sealed, public_key=machine.public_key)
             events.publish("node.registered", node=node.id, name=machine.name, capabilities=labels,
                            slots=machine.slots, runner=machine.runner, problem=machine.problem)
             audit.record(actor, "node.registered", described(node), capabilities=labels,
-                         public_key=machine.public_key)
+                         public_key=machine.public_key, seal_key=machine.seal_key)
     if known is not None:
         with cmdr.writing(wake=False):
             audit.record(actor, "node.takeover_refused", described(known), name=machine.name)
@@ -95,7 +96,9 @@ def reregister(cmdr: Commander, node_id: int, machine: Machine, actor: str) -> d
     """A node that proved its key (a signed request) describes itself again: same node, token
     and key, so a lost answer costs nothing. Its state returns to active unless an operator
     paused or disabled it; new capabilities wait for approval (capabilities.py). Its Ed25519
-    key may be given once, never changed: results already signed are verified with it."""
+    key may be given once, never changed: results already signed are verified with it. Its
+    X25519 seal key likewise: a stolen node token and HMAC key alone cannot redirect the runner
+    credentials to a key of the thief's."""
     with cmdr.writing():
         node = get(node_id)  # fresh, under the write lock
         if machine.machine_id != node.machine_id:
@@ -107,6 +110,11 @@ def reregister(cmdr: Commander, node_id: int, machine: Machine, actor: str) -> d
                            f"node {node_id} signs its results with another Ed25519 key, which it cannot change: if "
                            f"its state directory was reset, remove node {node_id} (`m3shd nodes remove {node_id}`) "
                            f"and join it again")
+        if None not in (node.seal_key, machine.seal_key) and machine.seal_key != node.seal_key:
+            raise Conflict("seal_key_changed",
+                           f"node {node_id} registered another X25519 seal key, which it cannot change: if its state "
+                           f"directory was reset, remove node {node_id} (`m3shd nodes remove {node_id}`) and join it "
+                           f"again")
         before = Standing(node.capabilities, node.requested_capabilities)
         after = capabilities.reported(node.capabilities, machine.capabilities, cmdr.settings.capability_facts)
         state = node.state if node.state in OPERATOR_STATES else ACTIVE
@@ -114,6 +122,9 @@ def reregister(cmdr: Commander, node_id: int, machine: Machine, actor: str) -> d
                     version=machine.version, runner=machine.runner, problem=machine.problem, state=state,
                     last_seen=now(), capabilities=after.approved, requested_capabilities=after.requested,
                     ).where(Node.id == node_id).execute()
+        if node.seal_key is None and machine.seal_key is not None:
+            Node.update(seal_key=machine.seal_key).where(Node.id == node_id).execute()
+            audit.record(actor, "node.seal_key", described(node), seal_key=machine.seal_key)
         if public_key is None and machine.public_key is not None:
             NodeKey.create(node=node_id, hmac_key=node.signing_key, public_key=machine.public_key)
             audit.record(actor, "node.result_key", described(node), public_key=machine.public_key)

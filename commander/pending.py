@@ -35,7 +35,7 @@ def request(cmdr: Commander, machine: nodes.Machine, address: str | None) -> dic
         row = PendingNode.create(machine_id=machine.machine_id, name=machine.name,
                                  capabilities=sorted(set(machine.capabilities)), slots=machine.slots,
                                  version=machine.version, address=address, poll_hash=token_hash(token),
-                                 public_key=machine.public_key)
+                                 public_key=machine.public_key, seal_key=machine.seal_key)
         events.publish("node.pending", pending=row.id, name=row.name, address=address)
     return dict(id=row.id, state="pending", poll_token=token)
 
@@ -48,7 +48,7 @@ def poll(cmdr: Commander, token: str) -> dict:
     if row.approved_at is None:
         return dict(state="pending")
     machine = nodes.Machine(machine_id=row.machine_id, name=row.name, capabilities=row.capabilities, slots=row.slots,
-                            version=row.version, public_key=row.public_key)
+                            version=row.version, public_key=row.public_key, seal_key=row.seal_key)
     registration = nodes.register(cmdr, machine, f"pending node {row.id}, approved by {row.approved_by}")
     with cmdr.writing():
         PendingNode.delete().where(PendingNode.id == row.id).execute()

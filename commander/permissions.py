@@ -29,9 +29,10 @@ ABOUT: dict[str, str] = {
     "tasks:submit": "submit tasks and pipelines, and upload the images tasks take",
     "tasks:cancel": "cancel tasks and pipelines",
     "tasks:approve": "approve or reject tasks that wait for approval",
-    "nodes:read": "read nodes and the machines asking to join (not their machine ids)",
+    "nodes:read": "read nodes, the machines asking to join (not their machine ids) and which runner credentials "
+                  "are stored (never their secrets)",
     "nodes:manage": "pause, drain or remove nodes, rotate their keys, approve their capabilities, approve or turn "
-                    "away joins, and read machine ids",
+                    "away joins, read machine ids, and store or remove runner credentials",
     "nodes:join": "register a machine as a N0D3",
     "work:execute": "a N0D3's heartbeats, claims, results and its tasks' images, for its own node only",
     "memory:read": "read agents' memories",

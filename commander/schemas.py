@@ -17,6 +17,7 @@ from m3shd import wire
 
 # Plain strings, as in the *_STATES tuples (commander/models.py): a refusal names 'admin', not a repr.
 Role = Literal[tuple(role.value for role in ROLES)]  # type: ignore[valid-type]
+Kind = Literal[tuple(kind.value for kind in wire.CredentialKind)]  # type: ignore[valid-type]
 
 
 class Request(BaseModel):
@@ -83,6 +84,10 @@ class CaOut(Response):
 
 # --- nodes -----------------------------------------------------------------------------------
 
+CredentialKinds = Annotated[list[Kind], Field(max_length=len(wire.CredentialKind), description=(
+    "runner credentials this node would take from the Commander, preferred first (empty: it has its own)"))]
+
+
 class RegisterIn(Request):
     machine_id: Annotated[str, StringConstraints(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
     name: Name
@@ -94,6 +99,8 @@ class RegisterIn(Request):
     problem: Annotated[str, StringConstraints(max_length=1000)] | None = None
     public_key: Sha256Hex | None = Field(
         None, description="hex Ed25519 public key the node signs results with (kept in its state directory)")
+    seal_key: Sha256Hex | None = Field(
+        None, description="hex X25519 public key the Commander seals runner credentials to (given once, never changed)")
 
 
 class RegisterOut(Response):
@@ -129,6 +136,7 @@ class HeartbeatIn(Request):
     problem: Annotated[str, StringConstraints(max_length=1000)] | None = None
     capabilities: Capabilities | None = None
     draining: bool = Field(False, description="the node is shutting down: finish running work, take nothing new")
+    credential_kinds: CredentialKinds = []
 
 
 class CancelOrder(Response):
@@ -148,11 +156,20 @@ class HeartbeatOut(Response):
     state: str
     orders: Orders
     heartbeat_interval: float
+    credential: Kind | None = Field(None, description="the runner credential this node's leases carry now, of the "
+                                                      "kinds it asked for (null: none on offer)")
 
 
 class ClaimIn(Request):
     open_slots: Annotated[int, Field(ge=1, le=64)]
     wait: Annotated[float, Field(ge=0, le=3600)] = 0
+    credential_kinds: CredentialKinds = []
+
+
+class SealedCredential(Response):
+    kind: Kind
+    sealed: str = Field(description="base64: an ephemeral X25519 key, then ChaCha20-Poly1305 ciphertext, sealed to "
+                                    "the node's seal key and bound to this lease (m3shd/sealing.py)")
 
 
 class AttachmentOut(Response):
@@ -178,6 +195,8 @@ class LeaseOut(Response):
     timeout_s: int | None = Field(description="the agent's time limit in seconds (the node's own limit may be lower)")
     attachments: list[AttachmentOut] = Field(
         [], description="images the task takes: fetch each with POST /nodes/{node_id}/attachments and check its SHA-256")
+    runner_credential: SealedCredential | None = Field(
+        None, description="for a node that asked for one: its runner credential, for this lease only")
 
 
 class AttachmentFetch(Request):
@@ -327,6 +346,32 @@ class PendingNodeOut(Response):
 
 class PendingList(Response):
     pending: list[PendingNodeOut]
+
+
+# --- runner credentials ----------------------------------------------------------------------
+
+class CredentialIn(Request):
+    kind: Kind = Field(description="api_key: an Anthropic API key (both runners); oauth_token: a Claude Code token "
+                                   "from `claude setup-token` (the CLI runner only)")
+    secret: Annotated[str, StringConstraints(min_length=20, max_length=1024, pattern=r"^[\x21-\x7e]+$")] = Field(
+        description="never shown again: only its prefix and fingerprint are")
+    capability: Capability | None = Field(None, description="only for nodes with this capability")
+    node_id: Id | None = Field(None, description="only for this node")
+
+
+class CredentialOut(Response):
+    id: int
+    kind: Kind
+    scope: str = Field(description="mesh, capability:<label> or node:<id>: the nodes it is for")
+    node_id: int | None
+    prefix: str = Field(description="the key's format (e.g. sk-ant-api03-), never any of its secret part")
+    fingerprint: str = Field(description="the first 16 hex digits of the secret's SHA-256")
+    stored_at: float
+    stored_by: str
+
+
+class CredentialList(Response):
+    credentials: list[CredentialOut]
 
 
 # --- tasks -----------------------------------------------------------------------------------

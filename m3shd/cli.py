@@ -1,7 +1,7 @@
 """`m3shd`: start the mesh, run its parts, and use it from a terminal.
 
 The Commander API's client commands live in m3shd/commands/ (task, pipeline, provenance, nodes,
-token, mcp: one module each); the Commander, the N0D3, the bridge and the image builder add their
+token, runners, mcp: one module each); the Commander, the N0D3, the bridge and the image builder add their
 own (m3shd/components.py). All of them use the helpers here: say, CliError and the exit statuses,
 emit (--json), for_terminal, read_json, api.
 
@@ -157,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
     line = CommandLine(top, common, connection, client)
     # Imported here: the command modules use this module's helpers.
-    from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, spend, tasks, tokens, webhooks
+    from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, runners, spend, tasks
+    from m3shd.commands import tokens, webhooks
 
     # --help lists them in this order
-    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, agents, spend, webhooks):
+    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, runners, agents, spend,
+                     webhooks):
         commands.register(line)
     absent = assemble(line)
     if absent:

@@ -177,6 +177,17 @@ class ApiClient(_Base):
     def revoke_token(self, token_id: int) -> dict:
         return self._send("DELETE", f"/api/tokens/{token_id}")
 
+    def store_runner_credential(self, kind: str, secret: str, capability: str | None = None,
+                                node_id: int | None = None) -> dict:
+        body = {"kind": kind, "secret": secret, "capability": capability, "node_id": node_id}
+        return self._send("POST", "/api/runners/credentials", {k: v for k, v in body.items() if v is not None})
+
+    def list_runner_credentials(self) -> list[dict]:
+        return self._send("GET", "/api/runners/credentials")["credentials"]
+
+    def remove_runner_credential(self, credential_id: int) -> None:
+        self._send("DELETE", f"/api/runners/credentials/{credential_id}")
+
     def list_agents(self) -> list[dict]:
         return self._send("GET", "/api/agents")["agents"]
 
@@ -282,8 +293,11 @@ class NodeClient(_Base):
     def heartbeat(self, **fields) -> dict:
         return self._signed("heartbeat", fields)
 
-    def claim(self, open_slots: int, wait: float) -> list[dict]:
-        return self._signed("claim", {"open_slots": open_slots, "wait": wait}, timeout=wait + self.timeout)["leases"]
+    def claim(self, open_slots: int, wait: float, credential_kinds: list[str] = ()) -> list[dict]:
+        body = {"open_slots": open_slots, "wait": wait}
+        if credential_kinds:
+            body["credential_kinds"] = list(credential_kinds)
+        return self._signed("claim", body, timeout=wait + self.timeout)["leases"]
 
     def post_result(self, result: dict) -> dict:
         # One key for the result and its request: the Commander checks the result's HMAC with the

@@ -1,5 +1,5 @@
 """Wire protocol v1: canonical JSON and the HMAC signatures both ends compute, the names of
-task, pipeline and node states and of roles that both ends use, and the forms of the lease
+task, pipeline and node states, of roles and of runner credentials that both ends use, and the forms of the lease
 fields that reach a command line.
 
 Stdlib only: the N0D3 imports this on a Raspberry Pi.
@@ -74,6 +74,15 @@ class Role(StrEnum):
     MOBILE = "mobile"
     COMMANDER = "commander"
     ADMIN = "admin"
+
+
+class CredentialKind(StrEnum):
+    """Runner credentials a Commander can hand its N0D3S, sealed to each (m3shd/sealing.py): an
+    Anthropic API key, which both runners use, or a Claude Code long-lived token (`claude
+    setup-token`), which only the Claude Code CLI takes (as CLAUDE_CODE_OAUTH_TOKEN)."""
+
+    API_KEY = "api_key"
+    OAUTH_TOKEN = "oauth_token"
 
 
 PROTOCOL_VERSION = 1

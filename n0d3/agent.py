@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from m3shd import __version__, loops, provenance, trust, wire
 from m3shd.client import ApiClient, CommanderError, CommanderUnreachable, CommanderUntrusted, NodeClient
-from n0d3.runners import Image, RunResult, TaskSpec, detect, failed
+from n0d3.runners import Credential, Image, RunResult, TaskSpec, detect, failed
 from n0d3.settings import N0d3Settings
 from n0d3.state import State
 
@@ -47,6 +47,8 @@ class Agent:
         self.settings = settings
         self.state = State(settings.state_dir)
         self.result_key = self.state.result_key()
+        # Opens the runner credentials the Commander seals to this node (m3shd/sealing.py).
+        self.seal_private, self.seal_public = self.seal_key()
         self.slots = settings.slots
         self.client: NodeClient | None = None
         self.running: dict[str, Running] = {}
@@ -59,6 +61,7 @@ class Agent:
         self.poke_outbox = threading.Event()
         self.node_state = wire.NodeState.ACTIVE  # as the Commander last said; claims only while active
         self.heartbeat_interval = 5.0          # as the Commander last said
+        self.offered: str | None = None        # the runner credential it last said our leases carry
         self.detection = None
         self.ca_file: str | None = None          # the Commander's pinned CA (see trusted_ca)
 
@@ -67,14 +70,41 @@ class Agent:
     def detect_runner(self) -> None:
         s = self.settings
         found = detect(prefer=s.runner, claude_path=s.claude_path or None,
-                       base_url=s.anthropic_base_url or None, default_model=s.model or None, grace_s=s.cancel_grace)
+                       base_url=s.anthropic_base_url or None, default_model=s.model or None, grace_s=s.cancel_grace,
+                       from_commander=self.seal_public is not None, offered=self.offered)
         previous = self.detection
         self.detection = found
         if previous is None or (previous.runner is None) != (found.runner is None):
             if found.runner is None:
                 log.warning("%s; this N0D3 stays connected and tasks wait until it is fixed", found.problem)
             else:
-                log.info("runner: %s", found.runner.name)
+                log.info("runner: %s%s", found.runner.name,
+                         " (credential from the Commander)" if self.offered and found.wants else "")
+
+    def seal_key(self) -> tuple[bytes | None, bytes | None]:
+        """This node's seal key pair; none where `cryptography` is missing (an install from before
+        it joined the n0d3 extra): the node then runs only with credentials of its own."""
+        if not self.settings.credentials_from_commander:
+            return None, None
+        try:
+            return self.state.seal_key()
+        except ImportError:
+            log.warning("the cryptography package is missing (pip install 'm3shd[n0d3]'): this N0D3 takes no runner "
+                        "credential from the Commander")
+            return None, None
+
+    def take_offer(self, offered: str | None) -> None:
+        """The Commander says which runner credential our leases carry now: a runner waiting for
+        one may be ready (or no longer), and the Commander should hear of it at once."""
+        if offered == self.offered:
+            return
+        self.offered = offered
+        log.info("the Commander %s", f"supplies this node's runner credential ({offered})" if offered
+                 else "no longer supplies a runner credential for this node")
+        before = self.detection.runner
+        self.detect_runner()
+        if (before is None) != (self.detection.runner is None):
+            self.poke_heartbeat.set()
 
     def capabilities(self) -> list[str]:
         return sorted({*base_capabilities(), *self.detection.capabilities, *self.settings.capabilities})
@@ -84,7 +114,8 @@ class Agent:
                     capabilities=self.capabilities(), slots=self.slots, priority=self.settings.priority,
                     version=__version__,
                     runner=self.detection.runner.name if self.detection.runner else None,
-                    problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key))
+                    problem=self.detection.problem, public_key=provenance.public_key_hex(self.result_key),
+                    seal_key=self.seal_public and self.seal_public.hex())
 
     def connect(self, fall_back: bool = True) -> None:
         """Become this machine's node. With a saved identity, register again, proving its key:
@@ -346,7 +377,7 @@ class Agent:
         started = time.monotonic()
         client = self.client
         try:
-            leases = client.claim(free, self.settings.claim_wait)
+            leases = client.claim(free, self.settings.claim_wait, self.detection.wants)
             backoff.ok()
             if not leases and time.monotonic() - started < 1.0:
                 # The Commander only answers a long-poll early and empty when this node may
@@ -389,6 +420,7 @@ class Agent:
             self.heartbeat_interval = reply["heartbeat_interval"]
             self.node_state = reply["state"]
             self.obey(reply["orders"])
+            self.take_offer(reply.get("credential"))
             wait = self.heartbeat_interval
         except CommanderUnreachable as exc:
             wait = min(backoff.failed(exc), self.heartbeat_interval)
@@ -407,7 +439,8 @@ class Agent:
         runner = self.detection.runner
         return dict(open_slots=max(0, self.slots - len(running)), running=list(refs.values())[:64],
                     runner=runner.name if runner else None, problem=self.detection.problem,
-                    capabilities=self.capabilities(), draining=self.stopping.is_set())
+                    capabilities=self.capabilities(), draining=self.stopping.is_set(),
+                    credential_kinds=self.detection.wants)
 
     def obey(self, orders: dict) -> None:
         if orders.get("rotate_key"):
@@ -433,17 +466,38 @@ class Agent:
     # --- tasks -------------------------------------------------------------------------------
 
     def start_task(self, lease: dict) -> None:
+        sealed = lease.pop("runner_credential", None)  # opened only where the task runs, kept nowhere else
         item = Running(lease)
         with self.lock:
             self.running[lease["lease_token"]] = item
         log.info("task %s attempt %s: started", lease["task_id"], lease["attempt"])
-        threading.Thread(target=self.execute, args=(item,), name=f"task-{lease['task_id']}", daemon=True).start()
+        threading.Thread(target=self.execute, args=(item, sealed), name=f"task-{lease['task_id']}",
+                         daemon=True).start()
 
-    def execute(self, item: Running) -> None:
+    def open_credential(self, lease: dict, sealed: dict | None) -> Credential | None:
+        """A lease's runner credential, opened with this node's seal key for that lease. It lives
+        in this task's TaskSpec only (memory: never written, never logged) and goes when the task
+        ends."""
+        if not sealed:
+            return None
+        from m3shd import sealing  # cryptography: loaded only once a credential comes
+
+        try:
+            kind = sealed["kind"]
+            secret = sealing.open_sealed(self.seal_private, sealed["sealed"], sealing.context(
+                self.identity["node_id"], lease["task_id"], lease["attempt"], kind))
+            return Credential(kind, secret.decode())
+        except (sealing.Unsealable, KeyError, TypeError, UnicodeDecodeError):
+            log.warning("task %s: its runner credential does not open with this node's seal key; running without "
+                        "it", lease["task_id"])
+            return None
+
+    def execute(self, item: Running, sealed: dict | None = None) -> None:
         lease = item.lease
         # The agent's time limit, within this node's own.
         timeout = min(lease.get("timeout_s") or self.settings.task_timeout, self.settings.task_timeout)
         spec = TaskSpec.from_lease(dict(lease, timeout_s=timeout))
+        spec.credential = self.open_credential(lease, sealed)
         started = time.time()
         try:
             result = self.fetch_images(lease, spec) or self.detection.runner.run(spec, item.cancel)

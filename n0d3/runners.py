@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,10 +45,19 @@ SERVER_TOOLS = {
 }
 WEB_SEARCH_USD = 0.01  # per search (list price: $10 per 1,000), on top of the tokens
 
-NO_RUNNER = (
-    "no Claude runner: install Claude Code (npm install -g @anthropic-ai/claude-code) "
-    "so `claude` is on PATH, or set ANTHROPIC_API_KEY"
-)
+INSTALL_CLI = "install Claude Code (npm install -g @anthropic-ai/claude-code) so `claude` is on PATH"
+STORE_KEY = "store an API key on the Commander (`m3shd runners set-key`)"
+NO_RUNNER = f"no Claude runner: {INSTALL_CLI}, or set ANTHROPIC_API_KEY"
+NO_RUNNER_YET = f"no Claude runner: {INSTALL_CLI}, set ANTHROPIC_API_KEY, or {STORE_KEY}"  # it may get one
+
+# Runner credentials a Commander can hand a N0D3 (m3shd.wire.CredentialKind), and the variable each
+# goes into for the Claude Code CLI; the SDK runner takes only an API key.
+API_KEY, OAUTH_TOKEN = wire.CredentialKind.API_KEY.value, wire.CredentialKind.OAUTH_TOKEN.value
+CREDENTIAL_ENV = {API_KEY: "ANTHROPIC_API_KEY", OAUTH_TOKEN: "CLAUDE_CODE_OAUTH_TOKEN"}
+# What Claude Code authenticates with besides its own login, any of which makes it need no
+# credential from the Commander (its documented precedence: cloud providers, then these).
+CLI_CREDENTIAL_ENV = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY",
+                      "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
 
 _POLL_S = 0.1
 _STDERR_TAIL_CHARS = 2000
@@ -87,6 +97,20 @@ class Image:
         return f"image-{number}.{self.media_type.removeprefix('image/')}"
 
 
+@dataclass(frozen=True)
+class Credential:
+    """A runner credential from the Commander, opened for one task: it lives in memory only and
+    its repr never shows the secret, so no log line or traceback can."""
+    kind: str  # API_KEY | OAUTH_TOKEN
+    secret: str = field(repr=False)
+
+    def environment(self) -> dict[str, str]:
+        """A child process's environment: this one's, with the credential in its variable. This
+        process's own environment never holds it (/proc/<pid>/environ); the child's does, as the
+        Claude Code CLI reads it only from there."""
+        return {**os.environ, CREDENTIAL_ENV[self.kind]: self.secret}
+
+
 @dataclass
 class TaskSpec:
     prompt: str
@@ -97,12 +121,13 @@ class TaskSpec:
     system_prompt: str | None = None  # the agent's; the CLI appends it to Claude Code's own
     timeout_s: float = 1800
     images: list[Image] = field(default_factory=list)  # the lease's attachments, once fetched
+    credential: Credential | None = field(default=None, repr=False)  # from the Commander, for this task
 
     @classmethod
     def from_lease(cls, lease: dict) -> TaskSpec:
         # Unknown keys are ignored so the Commander can add fields before N0D3s know them;
-        # None means "not set", so the defaults apply.
-        known = {f.name for f in fields(cls)}
+        # None means "not set", so the defaults apply. The credential comes sealed (the agent opens it).
+        known = {f.name for f in fields(cls)} - {"credential"}
         return cls(**{k: v for k, v in lease.items() if k in known and v is not None})
 
 
@@ -240,7 +265,8 @@ class ClaudeCliRunner:
         if cancel.is_set():
             return _cancelled(model)
         try:
-            # The prompt goes on stdin: no argv length limit, and not visible in `ps`.
+            # The prompt goes on stdin: no argv length limit, and not visible in `ps`. A credential
+            # from the Commander goes in the child's environment only, where the CLI reads it.
             proc = subprocess.Popen(
                 self._argv(spec),
                 stdin=subprocess.PIPE,
@@ -248,6 +274,7 @@ class ClaudeCliRunner:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 cwd=workdir,
+                env=spec.credential.environment() if spec.credential else None,
             )
         except ValueError as exc:  # an argument with a NUL byte, which no command line carries
             return failed(f"this task's arguments cannot be passed to claude: {exc}", model)
@@ -350,12 +377,17 @@ class AnthropicSdkRunner:
 
     name = "anthropic-sdk"
 
-    def __init__(self, api_key: str, base_url: str | None = None,
+    def __init__(self, api_key: str | None, base_url: str | None = None,
                  default_model: str = DEFAULT_SDK_MODEL, max_tokens: int = 4096):
         self.api_key = api_key
         self.base_url = base_url
         self.default_model = default_model
         self.max_tokens = max_tokens
+
+    def key_for(self, spec: TaskSpec) -> str | None:
+        """This machine's API key, else the one the Commander sent with the task."""
+        given = spec.credential
+        return self.api_key or (given.secret if given and given.kind == API_KEY else None)
 
     def run(self, spec: TaskSpec, cancel: threading.Event) -> RunResult:
         if problem := input_problem(spec):
@@ -366,6 +398,9 @@ class AnthropicSdkRunner:
         except ImportError:
             return failed("the anthropic package is missing: pip install 'm3shd[n0d3]'",
                            model, infra=True)
+        if not self.key_for(spec):  # the Commander stopped supplying one between heartbeat and claim
+            return failed("no API key for this task: none here, and its lease brought none from the Commander",
+                          model, infra=True)
         deadline = time.monotonic() + spec.timeout_s
         try:
             return self._run(anthropic, spec, cancel, model, deadline)
@@ -408,7 +443,7 @@ class AnthropicSdkRunner:
         messages = [{"role": "user", "content": user_content(spec)}]
         turns = spec.max_turns or DEFAULT_SDK_TURNS
         usage, searches, texts = _usage(), 0, []
-        with anthropic.Anthropic(api_key=self.api_key, base_url=self.base_url) as client:
+        with anthropic.Anthropic(api_key=self.key_for(spec), base_url=self.base_url) as client:
             for _turn in range(turns):
                 with client.messages.stream(**request, messages=messages) as stream:
                     # Cancel and the deadline are seen between events; the API pings while busy.
@@ -492,12 +527,34 @@ class Detection:
     runner: object | None
     capabilities: list[str]
     problem: str | None
+    wants: list[str] = field(default_factory=list)  # credential kinds to take from the Commander, preferred first
+
+
+def claude_login() -> bool:
+    """Whether Claude Code has a credential of its own here, which then wins over any the
+    Commander holds: one of its environment variables, its credentials file (Linux:
+    $CLAUDE_CONFIG_DIR or ~/.claude, .credentials.json) or its Keychain item (macOS)."""
+    if any(os.environ.get(name) for name in CLI_CREDENTIAL_ENV):
+        return True
+    config = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+    if (config / ".credentials.json").is_file():
+        return True
+    if sys.platform == "darwin":  # asks whether the item exists; without -w nothing secret is printed
+        found = subprocess.run(["security", "find-generic-password", "-s", "Claude Code-credentials"],
+                               capture_output=True)
+        return found.returncode == 0
+    return False
 
 
 def detect(prefer: str = "auto", claude_path: str | None = None, api_key: str | None = None,
-           base_url: str | None = None, default_model: str | None = None, grace_s: float = 5.0) -> Detection:
+           base_url: str | None = None, default_model: str | None = None, grace_s: float = 5.0, *,
+           from_commander: bool = False, offered: str | None = None) -> Detection:
     """Pick how this machine runs tasks: the Claude Code CLI first, else the API with a key.
-    `grace_s`: a stopped CLI task's process group gets this long between SIGTERM and SIGKILL."""
+    `grace_s`: a stopped CLI task's process group gets this long between SIGTERM and SIGKILL.
+
+    `from_commander`: a runner with no credential of its own here asks the Commander for one
+    (`wants`); the CLI runs either way (a login we cannot see may serve it), the SDK runner only
+    once an API key is `offered` (the kind the Commander last said this node's leases carry)."""
     if prefer not in ("auto", "claude-cli", "anthropic-sdk"):
         return Detection(None, [],
                          f"unknown runner {prefer!r}: use auto, claude-cli or anthropic-sdk")
@@ -509,21 +566,23 @@ def detect(prefer: str = "auto", claude_path: str | None = None, api_key: str | 
 
     if prefer != "anthropic-sdk" and claude:
         runner = ClaudeCliRunner(claude, default_model=default_model, grace_s=grace_s)
-        return Detection(runner, [f"runner={runner.name}"], None)
-    if prefer != "claude-cli" and key and has_sdk:
+        wants = [OAUTH_TOKEN, API_KEY] if from_commander and not claude_login() else []
+        return Detection(runner, [f"runner={runner.name}"], None, wants)
+    wants = [API_KEY] if from_commander and has_sdk and not key and prefer != "claude-cli" else []
+    if prefer != "claude-cli" and has_sdk and (key or (wants and offered == API_KEY)):
         runner = AnthropicSdkRunner(key, base_url=base_url,
                                     default_model=default_model or DEFAULT_SDK_MODEL)
-        return Detection(runner, [f"runner={runner.name}"], None)
+        return Detection(runner, [f"runner={runner.name}"], None, wants)
 
     if prefer == "claude-cli":
         where = f"at {claude_path}" if claude_path else "on PATH"
-        problem = (f"no Claude Code CLI {where}: install Claude Code "
-                   "(npm install -g @anthropic-ai/claude-code) so `claude` is on PATH")
+        problem = f"no Claude Code CLI {where}: {INSTALL_CLI}"
     elif key and not has_sdk:
         problem = ("no Claude runner: an Anthropic API key is set but the anthropic package "
                    "is missing: pip install 'm3shd[n0d3]'")
     elif prefer == "anthropic-sdk":
-        problem = "no API key for the anthropic-sdk runner: set ANTHROPIC_API_KEY"
+        problem = "no API key for the anthropic-sdk runner: set ANTHROPIC_API_KEY" + (
+            f", or {STORE_KEY}" if wants else "")
     else:
-        problem = NO_RUNNER
-    return Detection(None, [], problem)
+        problem = NO_RUNNER_YET if wants else NO_RUNNER
+    return Detection(None, [], problem, wants)

@@ -33,6 +33,9 @@ class N0d3Settings(Settings):
     claude_path: str = setting("", 'the Claude Code CLI; `""` → `claude` on PATH')
     model: str = setting("", 'model for tasks that name none; `""` → the runner\'s default')
     anthropic_base_url: str = setting("", 'the anthropic-sdk runner\'s API; `""` → `ANTHROPIC_BASE_URL`, else Anthropic\'s')
+    credentials_from_commander: bool = setting(
+        True, "with no API key or Claude Code login of its own, run with the runner credential the Commander "
+              "holds for this node (`m3shd runners set-key`), sealed to it in each lease and kept only in memory")
     claim_wait: float = setting(30.0, "seconds a claim long-polls for work")
     task_timeout: float = setting(1800.0, "seconds a task may run before it is stopped (an infrastructure failure)")
     cancel_grace: float = setting(5.0, "a cancelled or timed-out task's process group gets SIGTERM, then SIGKILL "

@@ -88,6 +88,20 @@ class State:
         _write_private(path, {"ed25519_private_key": provenance.private_key_hex(key)})
         return key
 
+    def seal_key(self) -> tuple[bytes, bytes]:
+        """The X25519 key pair (private, public; raw bytes) the Commander seals this node's runner
+        credentials to: made once, kept here (mode 0600); its public half goes with every
+        registration. Both halves are kept, so a start reads them without loading `cryptography`."""
+        path = self.dir / "seal-key.json"
+        if path.exists():
+            kept = json.loads(path.read_text())
+            return bytes.fromhex(kept["x25519_private_key"]), bytes.fromhex(kept["x25519_public_key"])
+        from m3shd import sealing  # cryptography: loaded here once, and when a lease brings a credential
+
+        private, public = sealing.new_private_key()
+        _write_private(path, {"x25519_private_key": private.hex(), "x25519_public_key": public.hex()})
+        return private, public
+
     def hold(self, result: dict) -> Path:
         """Keep a finished result on disk until the Commander accepts (or refuses) it."""
         path = self.outbox / f"{result['task_id']}-{result['attempt']}.json"

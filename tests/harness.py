@@ -112,9 +112,10 @@ def spki_base64(ca_file: Path) -> str:
     return base64.b64encode(bytes.fromhex(file_hash(ca_file).removeprefix("sha256:"))).decode()
 
 
-def m3shd(*args, env: dict, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+def m3shd(*args, env: dict, timeout: float = 60, check: bool = True,
+          input: str | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "m3shd", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, input=input)
     if check and done.returncode != 0:
         raise AssertionError(f"m3shd {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
     return done

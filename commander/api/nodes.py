@@ -5,7 +5,7 @@ from dataclasses import fields
 
 from flask import Blueprint, g, request
 
-from commander import leases, nodes, provenance
+from commander import credentials, leases, nodes, provenance
 from commander.auth import principal
 from commander.exceptions import Invalid
 from commander.models import Node
@@ -94,16 +94,18 @@ def remove_node(node_id: int):
 def heartbeat(node_id: int, body: HeartbeatIn):
     """Liveness, open slots and running attempts (their leases are renewed); returns orders."""
     running = [nodes.LeaseRef(**ref.model_dump()) for ref in body.running]
-    return HeartbeatOut(**nodes.heartbeat(commander(), g.node, principal().actor,
-                                          **body.model_dump(exclude={"running"}), running=running))
+    reply = nodes.heartbeat(commander(), g.node, principal().actor,
+                            **body.model_dump(exclude={"running", "credential_kinds"}), running=running)
+    return HeartbeatOut(**reply, credential=credentials.offer(node_id, reply["state"], body.credential_kinds))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/claim", permission="work:execute", signed=True,
            body=ClaimIn, response=ClaimOut)
 def claim(node_id: int, body: ClaimIn):
-    """Long-poll up to `wait` seconds for at most `open_slots` leases."""
-    return ClaimOut(leases=leases.claim_or_wait(commander(), g.node.id, principal().token_id, body.open_slots,
-                                                body.wait))
+    """Long-poll up to `wait` seconds for at most `open_slots` leases, each carrying the runner
+    credential the node asked for and may have, sealed to it."""
+    claimed = leases.claim_or_wait(commander(), g.node.id, principal().token_id, body.open_slots, body.wait)
+    return ClaimOut(leases=credentials.seal_into(commander(), node_id, claimed, body.credential_kinds))
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/results", permission="work:execute", signed=True,

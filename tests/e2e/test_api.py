@@ -600,7 +600,7 @@ def test_heartbeat_returns_orders(cmd):
     node = HandNode(cmd)
     reply = node.client.heartbeat(open_slots=1)
     assert reply == {"state": "active", "orders": {"drain": False, "pause": False, "cancel": [], "rotate_key": None},
-                     "heartbeat_interval": 0.3}
+                     "heartbeat_interval": 0.3, "credential": None}   # it asked for no runner credential
 
     def set_state(state):
         response = requests.put(cmd.url + f"/api/nodes/{node.id}/state", json={"state": state},

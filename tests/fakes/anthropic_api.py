@@ -12,7 +12,7 @@ a web search that pauses the turn (stop_reason pause_turn, with the server_tool_
 web_search_tool_result blocks the real API sends); each request that sends such an answer
 back as the assistant's turn moves it on, and the N+1th is the echo.
 Every request is recorded on `server.requests` (headers without the key, and the
-body) for assertions.
+body) for assertions, and the key it carried on `server.keys`.
 
     python tests/fakes/anthropic_api.py [--port N] [--api-key KEY]   # prints the base URL
 """
@@ -44,6 +44,7 @@ class FakeAnthropicServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.api_key = api_key
         self.requests: list[dict] = []
+        self.keys: list[str | None] = []
 
 
 def serve(port: int = 0, api_key: str = "test-key") -> tuple[FakeAnthropicServer, str]:
@@ -175,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] != "/v1/messages":
             return self._error(404, "not_found_error", "Not found")
         key = self._api_key()
+        self.server.keys.append(key)
         if not key:
             return self._error(401, "authentication_error", "x-api-key header is required")
         if key != self.server.api_key:

@@ -19,7 +19,8 @@ COMMANDS = {
     "bridge": {"bridge"},
     "image": {"image"},
 }
-CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend", "webhooks"}
+CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend", "webhooks",
+                   "runners"}
 
 
 def top_level(parser) -> set[str]:

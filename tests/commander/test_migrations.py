@@ -142,6 +142,8 @@ def test_ledger_rows_from_before_folding_count_as_folded(tmp_path):
     """Version 12 rolled each row up as it was written: the mark starts past them all, so
     none is added twice."""
     old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(FIXTURE.read_text())
     migrate(fresh(old), MIGRATIONS[:12])
     with sqlite3.connect(old) as conn:
         for task in (1, 2):

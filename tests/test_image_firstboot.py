@@ -18,6 +18,7 @@ import pytest
 
 import podman
 from commander.discovery import addresses_for
+from fakes import anthropic_api
 from harness import FAKES, Commander, wait_until
 from images.pi5.boot_files import Spec, Wifi, nm_connection
 from images.pi5.build import build
@@ -46,11 +47,13 @@ def flash(tmp_path: Path, debian: str, spec: Spec, wheel: Path) -> Path:
     return boot
 
 
-def power_on(boot: Path, suite: str, name: str, volumes: list[str] = ()) -> podman.Container:
+def power_on(boot: Path, suite: str, name: str, volumes: list[str] = (), claude: bool = True) -> podman.Container:
+    """The Pi, with the fake `claude` on it unless `claude=False` (then only the SDK runner can run)."""
     image = podman.debian_image(f"pi-{suite}", TRIXIE if suite == "trixie" else BOOKWORM, suite=suite)
     box = podman.Container.start(image, f"{name}-{secrets.token_hex(3)}", network="host",
                                  volumes=[f"{boot}:/boot/firmware", *volumes], extra=["--no-hosts"])
-    box.copy_in(FAKES / "claude", "/usr/local/bin/claude")
+    if claude:
+        box.copy_in(FAKES / "claude", "/usr/local/bin/claude")
     return box
 
 
@@ -98,6 +101,43 @@ def test_bookworm_first_boot_runs_firstrun_then_the_n0d3_joins_and_works(tmp_pat
         runs_a_task(commander, box)
         assert read(box, "ps", "-o", "user=", "-C", "m3shd") == "m3shd"
 
+
+
+def test_a_pi_without_any_runner_of_its_own_runs_a_task_on_the_commanders_key(tmp_path, commander, m3shd_wheel):
+    """Issue 24: flashed, it has no `claude` and no key; the Commander holds the API key
+    (`m3shd runners set-key`) and seals it into its leases; its SDK runner calls the Messages API
+    (here the loopback stand-in) with it, and the key lands in none of the Pi's files or logs."""
+    key = "sk-ant-api03-" + secrets.token_hex(40) + "-pi"
+    server, base_url = anthropic_api.serve(api_key=key)
+    try:
+        boot = flash(tmp_path, "bookworm", Spec(url=commander.url, join_token=commander.join_token), m3shd_wheel)
+        with power_on(boot, "bookworm", "pi-sdk", claude=False) as box:
+            box.exec("sh", "/boot/firmware/firstrun.sh")
+            # Where the stand-in listens (the Messages API's own address on a real Pi).
+            box.exec("sh", "-c", "mkdir -p /etc/systemd/system/m3shd-n0d3.service.d && printf "
+                     f"'[Service]\\nEnvironment=ANTHROPIC_BASE_URL={base_url}\\n' "
+                     "> /etc/systemd/system/m3shd-n0d3.service.d/messages-api.conf")
+            reboot(box)
+            waiting = wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active"), None), 60,
+                                 what="the Pi to register")
+            assert waiting["runner"] is None and "m3shd runners set-key" in waiting["problem"]
+            commander.api.store_runner_credential("api_key", key)
+            wait_until(lambda: commander.api.get_node(waiting["id"])["runner"] == "anthropic-sdk", 30,
+                       what="the Pi's SDK runner to be ready on the Commander's key")
+            task = commander.api.submit_task("hello from a Pi with no key of its own")
+            done = commander.wait_task(task["id"], timeout=60)
+            assert done["state"] == "succeeded" and done["runner"] == "anthropic-sdk", done
+            assert server.keys == [key]
+            leaked = box.exec("grep", "-rlF", key, "/etc", "/var/lib/m3shd", "/var/log", "/opt/m3shd", "/home",
+                              "/tmp", check=False)
+            assert leaked.stdout.strip() == "", leaked.stdout
+            pid = read(box, "systemctl", "show", "--property", "MainPID", "--value", "m3shd-n0d3")
+            # Read as its own user: root in the container lacks the ptrace right /proc/PID/environ asks.
+            environ = box.exec("cat", f"/proc/{pid}/environ", user="m3shd").stdout
+            assert f"ANTHROPIC_BASE_URL={base_url}" in environ and key not in environ
+    finally:
+        server.shutdown()
+        server.server_close()
 
 @pytest.mark.skipif(not addresses_for("0.0.0.0"), reason="needs a non-loopback IPv4 interface for multicast DNS")
 def test_a_tokenless_image_without_url_finds_the_commander_waits_pending_and_works_once_approved(tmp_path,

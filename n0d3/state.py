@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from m3shd import provenance
@@ -96,9 +98,12 @@ class State:
         if path.exists():
             kept = json.loads(path.read_text())
             return bytes.fromhex(kept["x25519_private_key"]), bytes.fromhex(kept["x25519_public_key"])
-        from m3shd import sealing  # cryptography: loaded here once, and when a lease brings a credential
-
-        private, public = sealing.new_private_key()
+        if importlib.util.find_spec("m3shd.sealing") is None or importlib.util.find_spec("cryptography") is None:
+            raise ImportError("the cryptography package opens the credentials sealed to this key")
+        # PyNaCl, loaded already for signing, makes it: the X25519 keys m3shd/sealing.py opens with,
+        # without loading `cryptography` (10 MB) into every idle N0D3; that comes with a credential.
+        key = PrivateKey.generate()
+        private, public = bytes(key), bytes(key.public_key)
         _write_private(path, {"x25519_private_key": private.hex(), "x25519_public_key": public.hex()})
         return private, public
 

@@ -98,7 +98,7 @@ class State:
         if path.exists():
             kept = json.loads(path.read_text())
             return bytes.fromhex(kept["x25519_private_key"]), bytes.fromhex(kept["x25519_public_key"])
-        if importlib.util.find_spec("m3shd.sealing") is None or importlib.util.find_spec("cryptography") is None:
+        if importlib.util.find_spec("cryptography") is None:
             raise ImportError("the cryptography package opens the credentials sealed to this key")
         # PyNaCl, loaded already for signing, makes it: the X25519 keys m3shd/sealing.py opens with,
         # without loading `cryptography` (10 MB) into every idle N0D3; that comes with a credential.

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import logging
 
-
 from commander.db import Compiled, CompiledUpdate, Param
 from commander.models import Node, SpendEntry, Task
 from commander.signals import AttemptEnded
 from commander.spend import alerts, caps, days, fold, policy
+from commander.spend.fold import TOKENS
 from commander.holds import AGENT, ALL, NODE, SUBMITTER
 from m3shd import prices
 
 log = logging.getLogger("m3shd.commander.spend")
 
-TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 # Every result that spent runs these (db.Compiled): building them with peewee each time cost more
 # than running them. The row goes in as plain values, not as a model instance: converting every
 # field through peewee doubled what the ledger added to a result (bench/spend.py).

@@ -14,7 +14,6 @@ import pytest
 
 from fakes.anthropic_api import serve
 from harness import FAKES
-import m3shd
 from m3shd import sealing
 from n0d3.agent import Agent
 from n0d3.runners import (
@@ -113,8 +112,7 @@ def test_a_node_that_cannot_or_will_not_take_credentials_asks_for_none_and_makes
     if why == "turned off":
         agent = Agent(N0d3Settings(state_dir=str(bare / "state"), name="pi", credentials_from_commander=False))
     else:
-        monkeypatch.setitem(sys.modules, "m3shd.sealing", None)   # importing it raises ImportError
-        monkeypatch.delattr(m3shd, "sealing", raising=False)
+        monkeypatch.setitem(sys.modules, "cryptography", None)   # as if not installed: importing it raises ImportError
         agent = Agent(N0d3Settings(state_dir=str(bare / "state"), name="pi"))
     agent.detect_runner()
     assert agent.detection.runner.name == "claude-cli" and agent.detection.wants == []

@@ -25,7 +25,7 @@ from commander.errors import register_error_handlers
 from commander.migrations import current_version, migrate
 from commander.models import Nonce
 from commander.routes import IdConverter
-from commander.secrets import SecretBox, load_keys
+from commander.secrets import SecretBox, load_index_key, load_keys
 from commander.settings import CommanderSettings
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
@@ -51,7 +51,7 @@ def build_commander(settings: CommanderSettings) -> Commander:
     migrate(database)
     schema_version = current_version(database)
     database.close()  # no request or thread inherits this one
-    box = SecretBox(load_keys(settings.secret_keys, settings.data_dir))
+    box = SecretBox(load_keys(settings.secret_keys, settings.data_dir), load_index_key(settings.data_dir))
     run_dir = run_dir_for(settings.data_dir)
     cmdr = Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
                      write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None,

@@ -247,6 +247,7 @@ def policy_part(args, rate: float, note: str) -> None:
 def cost_part(args) -> None:
     from commander import planning
     from commander.db import open_database
+    from commander import keyring
     from commander.migrations import migrate
     from commander.models import Node, Task, database_proxy
 
@@ -254,6 +255,8 @@ def cost_part(args) -> None:
     with tempfile.TemporaryDirectory() as home:
         db = open_database(f"sqlite:///{home}/c.db")
         database_proxy.initialize(db)
+        keyring.ensure(home)
+        db.box = keyring.SecretBox(home)  # prompts are sealed on the way in
         migrate(db)
         rng = random.Random(1)
         t = time.time()

@@ -9,8 +9,8 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, agents, events, holds, intake, leases, nodes, outcomes, pipelines, pki, planning, spend
-from commander import tasks, webhooks
+from commander import accounts, agents, events, holds, intake, keyring, leases, nodes, outcomes, pipelines, pki
+from commander import planning, rekey, spend, tasks, webhooks
 from commander.agents import api as agents_api
 from commander.spend import api as spend_api
 from commander.webhooks import api as webhooks_api
@@ -25,7 +25,6 @@ from commander.errors import register_error_handlers
 from commander.migrations import current_version, migrate
 from commander.models import Nonce
 from commander.routes import IdConverter
-from commander.secrets import SecretBox, load_index_key, load_keys
 from commander.settings import CommanderSettings
 from commander.wake import Dispatcher, Notifier, run_dir_for
 from commander.web import site, views as dashboard
@@ -51,13 +50,15 @@ def build_commander(settings: CommanderSettings) -> Commander:
     migrate(database)
     schema_version = current_version(database)
     database.close()  # no request or thread inherits this one
-    box = SecretBox(load_keys(settings.secret_keys, settings.data_dir), load_index_key(settings.data_dir))
+    keyring.ensure(settings.data_dir)
+    box = database.box = keyring.SecretBox(settings.data_dir)  # SealedTextField columns use it
     run_dir = run_dir_for(settings.data_dir)
     cmdr = Commander(settings=settings, db=database, box=box, notifier=Notifier(run_dir),
                      write_turns=WriteTurns(run_dir / "write.lock") if is_sqlite(database) else None,
                      schema_version=schema_version)
     for feature in FEATURES:
         feature.init(cmdr)
+    rekey.finish_sealing(cmdr)  # once, after an upgrade from a version that kept prompts in clear
     return cmdr
 
 

@@ -14,7 +14,7 @@ import peewee as pw
 from commander import planning
 from commander.batch import GroupCommit
 from commander.db import WriteTurns, flock_when_free, write_transaction
-from commander.secrets import SecretBox
+from commander.keyring import SecretBox
 from commander.settings import CommanderSettings
 from commander.signals import Signals
 from commander.wake import Dispatcher, Notifier

@@ -453,6 +453,25 @@ def v15_runner_credentials(database: pw.Database) -> None:
           migrator.add_column("pending_node", "seal_key", pw.CharField(max_length=64, null=True)))
 
 
+# The columns v18 began to encrypt, which held plaintext before it.
+SEALED_IN_V18 = ("task.prompt", "task.output", "task.error", "task.result_document", "pipeline.error")
+
+
+def v18_sealed_text(database: pw.Database) -> None:
+    """Prompts, outputs and errors are encrypted at rest (SealedTextField). A migration has no
+    keys, so it leaves one `seal` row per column for commander/rekey.py, which the Commander
+    finishes before it serves (build_commander); until then those columns hold plaintext."""
+    Frozen = _frozen_base(database)
+
+    class RekeyProgress(Frozen):
+        column = pw.CharField(max_length=96, primary_key=True)
+        purpose = pw.CharField(max_length=8)
+        after_id = pw.IntegerField(default=0)
+
+    database.create_tables([RekeyProgress])
+    RekeyProgress.insert_many([{"column": name, "purpose": "seal", "after_id": 0} for name in SEALED_IN_V18]).execute()
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -470,6 +489,7 @@ MIGRATIONS: list[Step] = [
     (13, "spend roll-ups folded in batches", v13_spend_fold),
     (14, "webhooks and their deliveries", v14_webhooks),
     (15, "runner credentials", v15_runner_credentials),
+    (18, "prompts, outputs and errors encrypted at rest", v18_sealed_text),
 ]
 
 

@@ -44,6 +44,23 @@ class JSONField(pw.TextField):
         return None if value is None else json.loads(value)
 
 
+class SealedTextField(pw.TextField):
+    """Text encrypted before it reaches the database and decrypted when read, with the keys the
+    Commander bound to the database (`database.box`, commander/keyring.py): prompts, outputs and
+    errors, which no query filters or sorts on. Columns filtered on hold no content."""
+
+    def db_value(self, value):
+        return None if value is None else self.model._meta.database.box.encrypt(value.encode())
+
+    def python_value(self, value):
+        return None if value is None else self.model._meta.database.box.decrypt(value).decode()
+
+
+class CipherTextField(pw.TextField):
+    """What `cmdr.box.encrypt` made, decrypted by the service that needs it (keys, secrets,
+    payloads): stored as given, but re-encrypted by a key rotation like SealedTextField."""
+
+
 class BaseModel(pw.Model):
     class Meta:
         database = database_proxy
@@ -63,8 +80,8 @@ class Node(BaseModel):
     runner = pw.CharField(max_length=32, null=True)
     problem = pw.TextField(null=True)        # why this node cannot run tasks, in its own words
     version = pw.CharField(max_length=32, default="")
-    signing_key = pw.TextField()             # Fernet-encrypted HMAC key
-    next_signing_key = pw.TextField(null=True)  # ordered by a key rotation; current once the node uses it
+    signing_key = CipherTextField()             # Fernet-encrypted HMAC key
+    next_signing_key = CipherTextField(null=True)  # ordered by a key rotation; current once the node uses it
     registered_at = pw.FloatField(default=now)
     last_seen = pw.FloatField(default=now, index=True)
     priority = pw.IntegerField(default=0)    # breaks ties between equally good nodes
@@ -103,7 +120,7 @@ class NodeKey(BaseModel):
     time it registers; keeping the old ones lets older results be verified again later."""
 
     node = pw.ForeignKeyField(Node, null=True, backref="keys", on_delete="SET NULL")
-    hmac_key = pw.TextField()                            # Fernet-encrypted, like Node.signing_key
+    hmac_key = CipherTextField()                            # Fernet-encrypted, like Node.signing_key
     public_key = pw.CharField(max_length=64, null=True)  # hex Ed25519; null for a N0D3 without one
     created_at = pw.FloatField(default=now)
 
@@ -115,7 +132,7 @@ class Pipeline(BaseModel):
     state = pw.CharField(max_length=16, default=RUNNING)
     submitter = pw.CharField(max_length=200, default="")
     submitted_by = pw.ForeignKeyField(Token, null=True, backref="pipelines", on_delete="SET NULL")
-    error = pw.TextField(null=True)
+    error = SealedTextField(null=True)
     created_at = pw.FloatField(default=now)
     finished_at = pw.FloatField(null=True)
 
@@ -162,7 +179,7 @@ class AgentVersion(BaseModel):
 
 class Task(BaseModel):
     state = pw.CharField(max_length=16, default=QUEUED)
-    prompt = pw.TextField()
+    prompt = SealedTextField()
     requires = JSONField(default=list)
     prefer = JSONField(default=list)          # capabilities that earn a node a bonus
     priority = pw.IntegerField(default=0)
@@ -188,8 +205,8 @@ class Task(BaseModel):
     lease_until = pw.FloatField(null=True)
     node = pw.ForeignKeyField(Node, null=True, backref="tasks", on_delete="SET NULL")
     # The accepted result.
-    output = pw.TextField(null=True)
-    error = pw.TextField(null=True)
+    output = SealedTextField(null=True)
+    error = SealedTextField(null=True)
     runner = pw.CharField(max_length=32, null=True)
     input_tokens = pw.IntegerField(default=0)
     output_tokens = pw.IntegerField(default=0)
@@ -203,7 +220,7 @@ class Task(BaseModel):
     result_signature = pw.CharField(max_length=64, null=True)   # HMAC-SHA256 by the node's key
     # Provenance (m3shd/provenance.py): the exact document both signatures cover, the node's
     # Ed25519 signature over it, the keys that signed it, and the Merkle-DAG hash over its parents.
-    result_document = pw.TextField(null=True)
+    result_document = SealedTextField(null=True)
     result_ed25519 = pw.CharField(max_length=128, null=True)
     signed_with = pw.ForeignKeyField(NodeKey, null=True, backref="tasks", on_delete="SET NULL")
     chain_hash = pw.CharField(max_length=64, null=True)
@@ -479,7 +496,7 @@ class Webhook(BaseModel):
 
     name = pw.CharField(max_length=64, unique=True)
     kind = pw.CharField(max_length=16)              # github | uptime-kuma | json
-    secret = pw.TextField()                         # sealed (commander/secrets.py)
+    secret = CipherTextField()                         # sealed (cmdr.box)
     rules = JSONField()
     debounce = pw.FloatField(null=True)             # Uptime Kuma: None → the webhook_debounce setting
     created_by = pw.CharField(max_length=200)
@@ -500,7 +517,7 @@ class WebhookDelivery(BaseModel):
     task_ids = JSONField(default=list)
     pipeline = pw.IntegerField(null=True)
     monitor = pw.CharField(max_length=64, null=True)  # Uptime Kuma monitor id: which response an UP ends
-    payload = pw.TextField(null=True)               # sealed
+    payload = CipherTextField(null=True)               # sealed
     received_at = pw.FloatField(default=now)
     due_at = pw.FloatField(null=True)               # a debounced response starts then
     note = pw.TextField(null=True)                  # what an UP did to this response
@@ -516,7 +533,7 @@ class RunnerCredential(BaseModel):
     kind = pw.CharField(max_length=16)                  # m3shd.wire.CredentialKind
     scope = pw.CharField(max_length=140)                # mesh | capability:<label> | node:<id>
     node = pw.ForeignKeyField(Node, null=True, backref="credentials", on_delete="CASCADE")  # node scope
-    secret = pw.TextField()                             # Fernet-encrypted (cmdr.box), never sent back
+    secret = CipherTextField()                             # Fernet-encrypted (cmdr.box), never sent back
     prefix = pw.CharField(max_length=16)                # the key's format, never any of its secret part
     fingerprint = pw.CharField(max_length=16)           # the first hex of its SHA-256, to tell keys apart
     stored_at = pw.FloatField(default=now)
@@ -524,6 +541,15 @@ class RunnerCredential(BaseModel):
 
     class Meta:
         indexes = ((("kind", "scope"), True),)
+
+
+class RekeyProgress(BaseModel):
+    """How far a pass of commander/rekey.py got through one encrypted column: a crash resumes
+    after `after_id`. `purpose`: seal (plaintext left by an older version) or rotate."""
+
+    column = pw.CharField(max_length=96, primary_key=True)   # table.column
+    purpose = pw.CharField(max_length=8)
+    after_id = pw.IntegerField(default=0)
 
 
 class SchemaMigration(BaseModel):
@@ -535,6 +561,7 @@ class SchemaMigration(BaseModel):
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
-    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential,
+    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential, RekeyProgress,
     SchemaMigration,
 )
+

@@ -36,7 +36,6 @@ class CommanderSettings(Settings):
     body_timeout: float = setting(30.0, "seconds a client may take to send a request body, then 408")
     db_pool_size: int = setting(64, "SQLite connections per worker process")
     db_pool_wait: float = setting(5.0, "seconds a request waits for a free connection, then 503; 0: no wait")
-    secret_keys: str = setting("", 'comma-separated Fernet keys; `""` → `<data_dir>/secret.keys`')
     log_level: str = setting("info", "debug, info, warning or error")
     ucb_c: float = setting(0.5, "exploration weight in mean + c·sqrt(ln N / n)")
     reputation_window: int = setting(20, "outcomes per node kept for reputation and breakers")

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from commander import keyring
 from commander.db import Compiled, CompiledInsert, CompiledUpdate, Param, open_database
 from commander.migrations import migrate
 from commander.models import QUEUED, Task
@@ -17,6 +18,8 @@ from commander.models import QUEUED, Task
 def database(tmp_path):
     database = open_database(f"sqlite:///{tmp_path / 'compiled.db'}")
     migrate(database)
+    keyring.ensure(tmp_path)
+    database.box = keyring.SecretBox(tmp_path)  # prompts are sealed on the way in
     with database.connection_context():
         yield database
     database.close_all()

@@ -392,7 +392,7 @@ def test_node_keys_are_encrypted_and_key_files_private(cmd):
     assert node["signing_key"].encode() not in dump and node["node_token"].encode() not in dump
     stored = sqlite_value(cmd, "SELECT signing_key FROM node WHERE id = ?", node["node_id"])
     assert stored.startswith("gAAAAA")  # a Fernet token
-    assert oct((db.parent / "secret.keys").stat().st_mode & 0o777) == "0o600"
+    assert oct((db.parent / "keyring").stat().st_mode & 0o777) == "0o600"
 
 
 def test_what_the_commander_writes_in_its_data_dir_is_readable_by_it_alone(commander, spawn_n0d3):
@@ -414,7 +414,7 @@ def test_what_the_commander_writes_in_its_data_dir_is_readable_by_it_alone(comma
     for start in ("first start", "after a start over files another version made"):
         found = traffic_then_modes()
         names = {Path(path).name for path in found}
-        assert {"commander.db", "commander.db-wal", "commander.db-shm", "secret.keys", "reaper.lock",
+        assert {"commander.db", "commander.db-wal", "commander.db-shm", "keyring", "reaper.lock",
                 "write.lock"} <= names, (start, names)
         assert any(name.startswith("wake-") for name in names)
         loose = {path: mode for path, (kind, mode) in found.items()

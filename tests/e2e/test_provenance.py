@@ -104,15 +104,17 @@ def flip_last_byte(hex_text: str) -> str:
 
 OTHER_PUBLIC_KEY = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
 
-# (what, table, column, the step whose row it is, the tampered value from the original,
-#  the problem the verifiers must name on that step)
+# (what, table, column, the step whose row it is, the tampered value from the original and the
+#  same column of another step's row, the problem the verifiers must name on that step).
+# Outputs are encrypted at rest, so forging one takes the keys; without them, the tamper open to
+# a database writer is moving another step's sealed output into this row.
 TAMPERS = [
-    ("the stored output", "task", "output", "a", lambda _: "FORGED", "the output differs from the signed result"),
-    ("the Ed25519 signature", "task", "result_ed25519", "b", flip_last_byte,
+    ("the stored output", "task", "output", "a", lambda _, other: other, "the output differs from the signed result"),
+    ("the Ed25519 signature", "task", "result_ed25519", "b", lambda original, _: flip_last_byte(original),
      "the Ed25519 signature does not match the result"),
-    ("a parent's chain hash", "task", "chain_hash", "a", flip_last_byte,
+    ("a parent's chain hash", "task", "chain_hash", "a", lambda original, _: flip_last_byte(original),
      "the chain hash does not match the result and its parents"),
-    ("the signer's public key", "node_key", "public_key", "c", lambda _: OTHER_PUBLIC_KEY,
+    ("the signer's public key", "node_key", "public_key", "c", lambda *_: OTHER_PUBLIC_KEY,
      "the Ed25519 signature does not match the result"),
 ]
 
@@ -126,7 +128,8 @@ def test_each_tamper_in_the_database_is_caught_by_both_verifiers(commander, spaw
         if table == "node_key":
             row_id = sql(commander, "SELECT signed_with_id FROM task WHERE id = ?", row_id)[0][0]
         [(original,)] = sql(commander, f"SELECT {column} FROM {table} WHERE id = ?", row_id)
-        sql(commander, f"UPDATE {table} SET {column} = ? WHERE id = ?", tamper(original), row_id)
+        [(other,)] = sql(commander, f"SELECT {column} FROM {table} WHERE id = ?", last) if table == "task" else [(None,)]
+        sql(commander, f"UPDATE {table} SET {column} = ? WHERE id = ?", tamper(original, other), row_id)
 
         bundle = commander.api.task_provenance(last)
         assert bundle["ok"] is False, what
@@ -227,8 +230,11 @@ def test_a_result_tampered_mid_pipeline_never_reaches_the_next_stage(commander, 
         {"key": "merge", "prompt": "merge {{ steps.fast.output }}", "depends_on": ["fast", "slow"]},
     ]})
     fast, merge = task_of(submitted, "fast"), task_of(submitted, "merge")
+    decoy = commander.wait_task(commander.api.submit_task("decoy")["id"])
     commander.wait_task(fast)
-    sql(commander, "UPDATE task SET output = 'FORGED' WHERE id = ?", fast)
+    # Outputs are sealed at rest: a database writer without the keys can move another task's
+    # sealed output into this row, not write one of its own.
+    sql(commander, "UPDATE task SET output = (SELECT output FROM task WHERE id = ?) WHERE id = ?", decoy["id"], fast)
     pipeline = wait_until(lambda: (p := commander.api.get_pipeline(submitted["id"]))["state"] != "running" and p, 20,
                           what="the pipeline to stop")
     assert pipeline["state"] == "failed"
@@ -236,7 +242,7 @@ def test_a_result_tampered_mid_pipeline_never_reaches_the_next_stage(commander, 
                                         "the output differs from the signed result")
     child = commander.api.get_task(merge)
     assert child["state"] == "cancelled" and child["attempt"] == 0
-    assert "FORGED" not in child["prompt"] and child["prompt"] == "merge {{ steps.fast.output }}"
+    assert decoy["output"] not in child["prompt"] and child["prompt"] == "merge {{ steps.fast.output }}"
     tampered = [e for e in sse_events(commander, until="pipeline.failed") if e["kind"] == "pipeline.tampered"]
     assert len(tampered) == 1 and tampered[0]["task_id"] == fast
     assert tampered[0]["data"]["step"] == "fast" and tampered[0]["data"]["blocked_step"] == "merge"

@@ -256,8 +256,11 @@ class SecretBox:
     `encrypt` uses the newest data key; `decrypt` tries all (MultiFernet), and on a miss reloads
     the keyring once, since another process may have added the key a value was sealed with."""
 
+    RECENT, RECENT_BYTES = 512, 32_768  # values remembered by their token (see `_remember`)
+
     def __init__(self, data_dir: str | Path, source: KekSource | None = None):
         self.data_dir, self._source = Path(data_dir), source or KekSource()
+        self._recent: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._seen: tuple | None = None
         self._next_look = 0.0
@@ -286,17 +289,35 @@ class SecretBox:
 
     def encrypt(self, plain: bytes) -> str:
         self._fresh()
-        return self._fernet.encrypt(plain).decode()
+        sealed = self._fernet.encrypt(plain).decode()
+        self._remember(sealed, plain)
+        return sealed
 
     def decrypt(self, sealed: str) -> bytes:
+        known = self._recent.get(sealed)
+        if known is not None:
+            return known
         try:
-            return self._fernet.decrypt(sealed.encode())
+            plain = self._fernet.decrypt(sealed.encode())
         except InvalidToken:
             self._fresh(force=True)
-        try:
-            return self._fernet.decrypt(sealed.encode())
-        except InvalidToken:
-            raise ValueError("a stored secret cannot be decrypted with the keyring's keys") from None
+            try:
+                plain = self._fernet.decrypt(sealed.encode())
+            except InvalidToken:
+                raise ValueError("a stored secret cannot be decrypted with the keyring's keys") from None
+        self._remember(sealed, plain)
+        return plain
+
+    def _remember(self, sealed: str, plain: bytes) -> None:
+        """The last few values by their token: a result is read back (its task, by the receivers
+        of the task-finished signal) right after it was sealed, and a prompt sealed at submit is read
+        at claim and at result. Fernet tokens are authenticated and never reused, so a token found
+        here is the value it seals; a token read from the database still opens only with the keys."""
+        if len(plain) <= self.RECENT_BYTES:
+            with self._lock:
+                if len(self._recent) >= self.RECENT:
+                    self._recent.pop(next(iter(self._recent)))
+                self._recent[sealed] = plain
 
     def rotate(self, sealed: str) -> str:
         """`sealed` under the newest data key (its timestamp kept)."""

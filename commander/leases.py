@@ -214,7 +214,8 @@ def apply_result(cmdr: Commander, node: Node, result: Result, document: bytes,
             # rolls the UPDATE back with the transaction.
             provenance.check_binding(cmdr, task, result)
             finished = tasks.get(result.task_id)
-            details = dict(node=node.id, attempt=result.attempt, cost_usd=result.cost_usd, error=result.error)
+            # No error text: events are kept in clear (the task holds it, sealed).
+            details = dict(node=node.id, attempt=result.attempt, cost_usd=result.cost_usd)
             if retry:
                 events.publish("task.retrying", task=task.id, **details)
             kind = "infra" if infra else result.status

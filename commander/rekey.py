@@ -66,16 +66,15 @@ def _one_batch(cmdr, purpose: str, column: str, model, field, batch: int) -> tup
     key = model._meta.primary_key
     query = model.select(key, field).where((key > mark.after_id) & field.is_null(False)).order_by(key).limit(batch)
     rows = cmdr.db.execute_sql(*query.sql()).fetchall()
-    moved = 0
-    for row_id, stored in rows:
-        if purpose == SEAL:
-            new = cmdr.box.encrypt(stored.encode())
-        elif cmdr.box.current(stored):
-            continue
-        else:
-            new = cmdr.box.rotate(stored)
-        cmdr.db.execute_sql(*model.update({field: pw.Value(new, converter=False)}).where(key == row_id).sql())
-        moved += 1
+    if purpose == SEAL:
+        changes = [(cmdr.box.encrypt(stored.encode()), row_id) for row_id, stored in rows]
+    else:
+        changes = [(cmdr.box.rotate(stored), row_id) for row_id, stored in rows if not cmdr.box.current(stored)]
+    if changes:
+        # One statement for the batch: SET's parameter comes before WHERE's, as peewee writes them.
+        statement, _ = model.update({field: pw.Value("", converter=False)}).where(key == 0).sql()
+        cmdr.db.cursor().executemany(statement, changes)
+    moved = len(changes)
     if len(rows) < batch:
         mark.delete_instance()
     else:

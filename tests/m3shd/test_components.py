@@ -14,7 +14,7 @@ import pytest
 from m3shd import cli, components
 
 COMMANDS = {
-    "commander": {"up", "commander", "admin"},
+    "commander": {"up", "commander", "admin", "keys"},
     "n0d3": {"n0d3"},
     "bridge": {"bridge"},
     "image": {"image"},

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -47,15 +48,18 @@ def fat_tree(image: Path) -> list[str]:
 
 
 def make_base(path: Path, debian: str = "trixie", kernels=("kernel8.img", "kernel_2712.img"),
-              issue: str = "Raspberry Pi reference 2025-10-01\nGenerated using pi-gen, stage2\n") -> Path:
-    """A Raspberry Pi OS Lite-shaped disk image, made without root."""
+              issue: str = "Raspberry Pi reference 2025-10-01\nGenerated using pi-gen, stage2\n",
+              boot_sectors: int = BOOT_SECTORS) -> Path:
+    """A Raspberry Pi OS Lite-shaped disk image, made without root (sparse: its size costs no disk).
+    `boot_sectors`: 1048576 is Raspberry Pi OS's own 512 MiB boot partition."""
+    root_start = BOOT_START + boot_sectors
     with path.open("wb") as f:
-        f.truncate((ROOT_START + ROOT_SECTORS) * SECTOR)
-    table = f"label: dos\nstart={BOOT_START}, size={BOOT_SECTORS}, type=c\nstart={ROOT_START}, size={ROOT_SECTORS}, type=83\n"
+        f.truncate((root_start + ROOT_SECTORS) * SECTOR)
+    table = f"label: dos\nstart={BOOT_START}, size={boot_sectors}, type=c\nstart={root_start}, size={ROOT_SECTORS}, type=83\n"
     subprocess.run(["sfdisk", "--quiet", str(path)], input=table.encode(), check=True, capture_output=True)
     subprocess.run(["mkfs.fat", "-F", "32", "-n", "bootfs", "--offset", str(BOOT_START), str(path),
-                    str(BOOT_SECTORS * SECTOR // 1024)], check=True, capture_output=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={ROOT_START * SECTOR}", str(path),
+                    str(boot_sectors * SECTOR // 1024)], check=True, capture_output=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={root_start * SECTOR}", str(path),
                     f"{ROOT_SECTORS * SECTOR // 1024}k"], check=True, capture_output=True)
     files = {
         "cmdline.txt": "console=serial0,115200 console=tty1 root=PARTUUID=0b1e2a3c-02 rootfstype=ext4 fsck.repair=yes rootwait quiet\n",
@@ -252,6 +256,49 @@ def test_a_checksum_mismatch_a_bad_wheel_a_bad_output_and_an_already_built_image
     again = build_cli(built, "-o", tmp_path / "c.img", "--wheel", m3shd_wheel)
     assert again.returncode == 2 and "already been prepared" in again.stderr
     assert not list(tmp_path.glob("*c.img*"))
+
+
+def claude_code_package(path: Path, name: str = "@anthropic-ai/claude-code-linux-arm64", version: str = "9.9.9",
+                        padding: int = 0) -> Path:
+    """An npm tarball shaped like Claude Code's native package (its binary a script here)."""
+    staging = path.parent / f"{path.name}.files"
+    (staging / "package").mkdir(parents=True)
+    (staging / "package" / "package.json").write_text(json.dumps({"name": name, "version": version}))
+    (staging / "package" / "claude").write_text(f"#!/bin/sh\necho '{version} (Claude Code)'\n")
+    if padding:
+        (staging / "package" / "padding").write_bytes(os.urandom(padding))  # does not compress
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(staging / "package", arcname="package")
+    shutil.rmtree(staging)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.image
+@needs_tools
+def test_claude_code_goes_on_the_card_with_its_digest_and_a_wrong_or_too_large_package_is_refused(tmp_path,
+                                                                                                   m3shd_wheel):
+    base = make_base(tmp_path / "base.img", debian="bookworm")
+    package = claude_code_package(tmp_path / "claude.tgz")
+    out = tmp_path / "n0d3.img"
+    done = build_cli(base, "-o", out, "--wheel", m3shd_wheel, "--claude-code-package", package)
+    assert done.returncode == 0, done.stderr
+    assert "Claude Code 9.9.9 goes on the image" in done.stderr
+    assert {"m3shd/claude-code.tgz", "m3shd/claude-code.sha256"} <= set(fat_tree(out))
+    digest = hashlib.sha256(package.read_bytes()).hexdigest()
+    assert fat_read(out, "m3shd/claude-code.sha256") == f"{digest}  claude-code.tgz\n"
+    assert "sha256sum -c" in fat_read(out, "m3shd/firstboot.sh")
+
+    for label, wrong, expected in [
+        ("another CPU's", claude_code_package(tmp_path / "x64.tgz", name="@anthropic-ai/claude-code-linux-x64"),
+         "is @anthropic-ai/claude-code-linux-x64, not @anthropic-ai/claude-code-linux-arm64"),
+        ("not a tarball", write(tmp_path / "notes.tgz", "text"), "is not an npm package tarball"),
+        ("larger than the card's room", claude_code_package(tmp_path / "big.tgz", padding=70 << 20),
+         "MB free and Claude Code needs"),
+    ]:
+        refused = build_cli(base, "-o", tmp_path / "r.img", "--wheel", m3shd_wheel, "--claude-code-package", wrong)
+        assert refused.returncode == 2 and expected in refused.stderr, (label, refused.stderr)
+        assert "Traceback" not in refused.stderr and not list(tmp_path.glob("*r.img*")), label
 
 
 @needs_tools

@@ -21,8 +21,9 @@ from commander.discovery import addresses_for
 from fakes import anthropic_api
 from harness import FAKES, Commander, wait_until
 from images.pi5.boot_files import Spec, Wifi, nm_connection
+from images.pi5 import claude_code
 from images.pi5.build import build
-from test_image import BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env
+from test_image import BOOT_SECTORS, BOOT_START, KEY, MISSING, PASSPHRASE, SECTOR, make_base, mtools_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers,
               pytest.mark.skipif(bool(MISSING) or podman.missing() is not None,
@@ -36,10 +37,10 @@ TRIXIE = BOOKWORM + ["cloud-init", "python3-cffi-backend"]
 CLOUD_CFG = Path(__file__).parent / "fixtures" / "pi-cloud-init.cfg"
 
 
-def flash(tmp_path: Path, debian: str, spec: Spec, wheel: Path) -> Path:
-    """Build the image and copy its boot partition out, as the Pi would mount it."""
-    image = build(make_base(tmp_path / f"{debian}.img", debian=debian), tmp_path / "n0d3.img", spec, wheel=wheel,
-                  machine="x86_64", say=lambda _: None)
+def flash(tmp_path: Path, debian: str, spec: Spec, wheel: Path, boot_sectors: int = BOOT_SECTORS, **options) -> Path:
+    """Build the image (`options`: more of build's) and copy its boot partition out, as the Pi would mount it."""
+    image = build(make_base(tmp_path / f"{debian}.img", debian=debian, boot_sectors=boot_sectors), tmp_path / "n0d3.img",
+                  spec, wheel=wheel, machine="x86_64", say=lambda _: None, **options)
     boot = tmp_path / "boot"
     boot.mkdir()
     subprocess.run(["mcopy", "-s", "-n", "-i", f"{image}@@{BOOT_START * SECTOR}", "::/*", str(boot)], check=True,
@@ -140,6 +141,47 @@ def test_a_pi_without_any_runner_of_its_own_runs_a_task_on_the_commanders_key(tm
         server.server_close()
 
 @pytest.mark.skipif(not addresses_for("0.0.0.0"), reason="needs a non-loopback IPv4 interface for multicast DNS")
+def test_an_image_carrying_claude_code_runs_a_task_with_the_real_cli_on_the_commanders_key(tmp_path, commander,
+                                                                                           m3shd_wheel):
+    """`--claude-code`: the real native Claude Code (x86_64 here, as the container is; fetched from
+    the npm registry once, then cached) goes on the card, is installed at first boot, and the N0D3's
+    CLI runner runs a task with it on the API key the Commander holds, against the Messages API
+    stand-in (the real CLI speaks to it as to the API)."""
+    package = claude_code.fetch("latest", "x86_64")
+    version = claude_code.check(package, "x86_64")
+    key = "sk-ant-api03-" + secrets.token_hex(40) + "-cc"
+    server, base_url = anthropic_api.serve(api_key=key)
+    try:
+        boot = flash(tmp_path, "bookworm", Spec(url=commander.url, join_token=commander.join_token), m3shd_wheel,
+                     boot_sectors=1048576, claude_code_package=package)   # Raspberry Pi OS's 512 MiB boot partition
+        with power_on(boot, "bookworm", "pi-claude-code", claude=False) as box:
+            box.exec("sh", "/boot/firmware/firstrun.sh")
+            log = read(box, "cat", "/var/log/m3shd-firstboot.log")
+            assert f"Claude Code {version} (Claude Code) installed" in log, log
+            assert not (boot / "m3shd").exists()   # the 180 MB left the card with the rest of the payload
+            assert read(box, "stat", "-c", "%a %U", "/opt/claude-code/claude") == "755 root"
+            box.exec("sh", "-c", "mkdir -p /etc/systemd/system/m3shd-n0d3.service.d && printf "
+                     f"'[Service]\\nEnvironment=ANTHROPIC_BASE_URL={base_url}\\n' "
+                     "> /etc/systemd/system/m3shd-n0d3.service.d/messages-api.conf")
+            reboot(box)
+            node = wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active"), None), 60,
+                              what="the Pi to register")
+            assert node["runner"] == "claude-cli", node
+            commander.api.store_runner_credential("api_key", key)
+            task = commander.api.submit_task("hello from Claude Code on a Pi")
+            done = commander.wait_task(task["id"], timeout=120)
+            assert done["state"] == "succeeded" and done["runner"] == "claude-cli", done
+            assert "hello from Claude Code on a Pi" in done["output"] and done["usage"]["input_tokens"] > 0
+            assert key in server.keys
+            # Claude Code keeps its settings in the N0D3's home; the key it was handed stays out of them.
+            leaked = box.exec("grep", "-rlF", key, "/etc", "/var/lib/m3shd", "/var/log", "/opt/m3shd", "/home",
+                              "/tmp", check=False)
+            assert leaked.stdout.strip() == "", leaked.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_tokenless_image_without_url_finds_the_commander_waits_pending_and_works_once_approved(tmp_path,
                                                                                                  m3shd_wheel):
     service = f"_m3t{secrets.token_hex(3)}._tcp.local."   # apart from other Commanders on this LAN

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from images.pi5 import boot_files
+from images.pi5 import boot_files, claude_code as claude_code_module
 from images.pi5.base import CLOUD_INIT, Base, inspect
 from images.pi5.boot_files import PAYLOAD, Spec
 from images.pi5.disk import Fat
@@ -29,10 +29,24 @@ ZEROS = bytes(CHUNK)
 
 
 def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, wheel: Path | None = None,
-          say: Callable[[str], None] = print, machine: str = "aarch64") -> Path:
-    """`machine` is the board's; only the simulated first boot (an x86_64 container) changes it."""
+          say: Callable[[str], None] = print, machine: str = "aarch64", claude_code: str | None = None,
+          claude_code_package: Path | None = None) -> Path:
+    """`machine` is the board's; only the simulated first boot (an x86_64 container) changes it.
+    `claude_code`: a version of Claude Code (or `latest`) to fetch and carry; `claude_code_package`:
+    its npm tarball, fetched already."""
     started = time.monotonic()
     spec.check()
+    claude = None
+    if claude_code_package is not None:
+        if not claude_code_package.is_file():
+            raise ImageError(f"no such file: {claude_code_package}")
+        claude = claude_code_package
+    elif claude_code:
+        say(f"fetching Claude Code {claude_code} for linux-{claude_code_module.NPM_CPU[machine]} "
+            "(about 180 MB the first time; cached)")
+        claude = claude_code_module.fetch(claude_code, machine)
+    if claude is not None:
+        say(f"Claude Code {claude_code_module.check(claude, machine)} goes on the image")
     if not output.name.endswith((".img", ".img.xz")):
         raise ImageError(f"output {output.name}: name it NAME.img or NAME.img.xz")
     if not source.is_file():
@@ -52,7 +66,7 @@ def build(source: Path, output: Path, spec: Spec, *, sha256: str | None = None, 
             raise ImageError(f"checksum mismatch for {source.name}: expected {sha256.lower()}, got {digest}")
         base = inspect(raw, source.name)
         say(f"base image: {base.release} ({base.debian}, first boot by {base.first_boot}, Python {base.python})")
-        write_payload(raw, base, spec, wheel, say, machine)
+        write_payload(raw, base, spec, wheel, say, machine, claude)
         if output.name.endswith(".xz"):
             say("compressing with xz on every core (minutes for a full-size image; -o NAME.img skips it)")
             with packed.open("wb") as out:
@@ -113,9 +127,15 @@ def file_sha256(path: Path) -> str:
 
 
 def write_payload(image: Path, base: Base, spec: Spec, wheel: Path | None, say: Callable[[str], None],
-                  machine: str) -> None:
+                  machine: str, claude: Path | None = None) -> None:
     fat = Fat(image, base.boot.offset)
     with tempfile.TemporaryDirectory(prefix="m3shd-image-") as tmp:
+        if claude is not None:
+            needed, free = claude.stat().st_size, fat.free_bytes()
+            if needed + (8 << 20) > free:  # room for the wheels and settings too
+                raise ImageError(f"the boot partition has {free / 1e6:,.0f} MB free and Claude Code needs "
+                                 f"{needed / 1e6:,.0f} MB: build without --claude-code (the SDK runner works on the "
+                                 "Commander's API key), or start from an image with a larger boot partition")
         say(f"gathering the N0D3's {machine} wheels for Python {base.python}")
         wheels = wheelhouse(Path(tmp) / "wheels", base.python, wheel, machine)
         settings = Path(tmp) / "n0d3.toml"
@@ -125,6 +145,9 @@ def write_payload(image: Path, base: Base, spec: Spec, wheel: Path | None, say: 
         fat.mkdir(f"{PAYLOAD}/wheels")
         fat.copy_in(wheels, f"{PAYLOAD}/wheels/")
         fat.copy_in([settings], f"{PAYLOAD}/n0d3.toml")
+        if claude is not None:
+            say(f"writing Claude Code ({claude.stat().st_size / 1e6:,.0f} MB) to the boot partition")
+            fat.copy_in(list(claude_code_module.copy_for_payload(claude, Path(tmp))), f"{PAYLOAD}/")
         for name in ("firstboot.sh", "m3shd-n0d3.service"):
             fat.write(f"{PAYLOAD}/{name}", template(name))
         fat.write(f"{PAYLOAD}/hostname", spec.hostname + "\n")

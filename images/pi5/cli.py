@@ -47,7 +47,9 @@ def cmd_image_build(args) -> int:
                 ssh_keys=keys, capabilities=capabilities, wifi=wifi)
     try:
         build(Path(args.base), Path(args.output), spec, sha256=args.sha256,
-              wheel=Path(args.wheel) if args.wheel else None, say=say)
+              wheel=Path(args.wheel) if args.wheel else None, say=say,
+              claude_code=args.claude_code_version if args.claude_code else None,
+              claude_code_package=Path(args.claude_code_package) if args.claude_code_package else None)
     except ImageError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:  # unreadable input, full disk, ...: the partial output is already gone
@@ -81,6 +83,15 @@ def register(line: CommandLine) -> None:
                    help="host name pattern; {serial} becomes the board's serial number (default %(default)s)")
     p.add_argument("--capabilities", help="comma-separated labels the node advertises, besides board=pi5")
     p.add_argument("--wheel", help="an m3shd wheel to ship (default: build one from this checkout)")
+    p.add_argument("--claude-code", action="store_true",
+                   help="carry Claude Code (its native linux-arm64 build, about 180 MB, fetched from the npm "
+                        "registry and cached) and install it at first boot, so the N0D3's CLI runner works on the "
+                        "Commander's `m3shd runners set-token`. Without it the N0D3 runs tasks with the anthropic "
+                        "SDK on the Commander's `m3shd runners set-key`")
+    p.add_argument("--claude-code-version", default="latest", metavar="V", help="which (default %(default)s)")
+    p.add_argument("--claude-code-package", metavar="TGZ",
+                   help="carry Claude Code from a tarball fetched already "
+                        "(`npm pack @anthropic-ai/claude-code-linux-arm64`), for a builder offline")
     p.set_defaults(func=cmd_image_build)
 
 

@@ -55,6 +55,12 @@ class Fat:
         done = run(["mdir", "-b", "-i", self.target, f"::/{directory}"], "reading the boot partition")
         return {line.rstrip("/").rsplit("/", 1)[-1].lower() for line in done.stdout.decode().splitlines() if line}
 
+    def free_bytes(self) -> int:
+        """What is left on it, from mdir's last line (`   62 875 648 bytes free`)."""
+        done = run(["mdir", "-i", self.target, "::/"], "reading the boot partition")
+        last = done.stdout.decode().strip().splitlines()[-1]
+        return int("".join(ch for ch in last.split("bytes free")[0] if ch.isdigit()))
+
     def read(self, name: str) -> str:
         return run(["mtype", "-i", self.target, f"::/{name}"], f"reading {name} from the boot partition").stdout.decode()
 

@@ -57,6 +57,17 @@ if [ -f "$here/wifi.nmconnection" ]; then
     say "Wi-Fi configured"
 fi
 
+# Claude Code, when the image carries it (m3shd image build --claude-code): its native binary,
+# checked against the digest the builder wrote, read-only to the N0D3.
+if [ -f "$here/claude-code.tgz" ]; then
+    (cd "$here" && sha256sum -c --quiet claude-code.sha256)
+    install -d -m 755 /opt/claude-code
+    tar -xzf "$here/claude-code.tgz" -C /opt/claude-code --strip-components=1 package/claude
+    chmod 755 /opt/claude-code/claude
+    ln -sf /opt/claude-code/claude /usr/local/bin/claude
+    say "Claude Code $(/opt/claude-code/claude --version 2>/dev/null || echo '(version unknown)') installed"
+fi
+
 # The N0D3, offline from the wheels here, in its own venv, as its own user.
 python3 -m venv --without-pip /opt/m3shd
 pip_wheel=$(ls "$here"/wheels/pip-*.whl)

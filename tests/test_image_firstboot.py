@@ -67,6 +67,23 @@ def read(box: podman.Container, *argv: str) -> str:
     return box.exec(*argv).stdout.strip()
 
 
+def reboot_towards(commander: Commander, box: podman.Container, base_url: str) -> dict:
+    """Point the N0D3 at the Messages API stand-in (the API's own address on a real Pi), reboot,
+    and return the node once it is active."""
+    box.exec("sh", "-c", "mkdir -p /etc/systemd/system/m3shd-n0d3.service.d && printf "
+             f"'[Service]\\nEnvironment=ANTHROPIC_BASE_URL={base_url}\\n' "
+             "> /etc/systemd/system/m3shd-n0d3.service.d/messages-api.conf")
+    reboot(box)
+    return wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active"), None), 60,
+                      what="the Pi to register")
+
+
+def files_holding(box: podman.Container, secret: str) -> str:
+    """The Pi's files (configuration, the N0D3's state and home, logs, its venv, homes, /tmp) holding `secret`."""
+    return box.exec("grep", "-rlF", secret, "/etc", "/var/lib/m3shd", "/var/log", "/opt/m3shd", "/home", "/tmp",
+                    check=False).stdout.strip()
+
+
 def runs_a_task(commander: Commander, box: podman.Container) -> dict:
     # Active with its runner known (a node approved from pending reports it at its first heartbeat).
     node = wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active" and n["runner"]), None),
@@ -114,13 +131,7 @@ def test_a_pi_without_any_runner_of_its_own_runs_a_task_on_the_commanders_key(tm
         boot = flash(tmp_path, "bookworm", Spec(url=commander.url, join_token=commander.join_token), m3shd_wheel)
         with power_on(boot, "bookworm", "pi-sdk", claude=False) as box:
             box.exec("sh", "/boot/firmware/firstrun.sh")
-            # Where the stand-in listens (the Messages API's own address on a real Pi).
-            box.exec("sh", "-c", "mkdir -p /etc/systemd/system/m3shd-n0d3.service.d && printf "
-                     f"'[Service]\\nEnvironment=ANTHROPIC_BASE_URL={base_url}\\n' "
-                     "> /etc/systemd/system/m3shd-n0d3.service.d/messages-api.conf")
-            reboot(box)
-            waiting = wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active"), None), 60,
-                                 what="the Pi to register")
+            waiting = reboot_towards(commander, box, base_url)
             assert waiting["runner"] is None and "m3shd runners set-key" in waiting["problem"]
             commander.api.store_runner_credential("api_key", key)
             wait_until(lambda: commander.api.get_node(waiting["id"])["runner"] == "anthropic-sdk", 30,
@@ -129,9 +140,7 @@ def test_a_pi_without_any_runner_of_its_own_runs_a_task_on_the_commanders_key(tm
             done = commander.wait_task(task["id"], timeout=60)
             assert done["state"] == "succeeded" and done["runner"] == "anthropic-sdk", done
             assert server.keys == [key]
-            leaked = box.exec("grep", "-rlF", key, "/etc", "/var/lib/m3shd", "/var/log", "/opt/m3shd", "/home",
-                              "/tmp", check=False)
-            assert leaked.stdout.strip() == "", leaked.stdout
+            assert files_holding(box, key) == ""
             pid = read(box, "systemctl", "show", "--property", "MainPID", "--value", "m3shd-n0d3")
             # Read as its own user: root in the container lacks the ptrace right /proc/PID/environ asks.
             environ = box.exec("cat", f"/proc/{pid}/environ", user="m3shd").stdout
@@ -160,12 +169,7 @@ def test_an_image_carrying_claude_code_runs_a_task_with_the_real_cli_on_the_comm
             assert f"Claude Code {version} (Claude Code) installed" in log, log
             assert not (boot / "m3shd").exists()   # the 180 MB left the card with the rest of the payload
             assert read(box, "stat", "-c", "%a %U", "/opt/claude-code/claude") == "755 root"
-            box.exec("sh", "-c", "mkdir -p /etc/systemd/system/m3shd-n0d3.service.d && printf "
-                     f"'[Service]\\nEnvironment=ANTHROPIC_BASE_URL={base_url}\\n' "
-                     "> /etc/systemd/system/m3shd-n0d3.service.d/messages-api.conf")
-            reboot(box)
-            node = wait_until(lambda: next((n for n in commander.nodes() if n["state"] == "active"), None), 60,
-                              what="the Pi to register")
+            node = reboot_towards(commander, box, base_url)
             assert node["runner"] == "claude-cli", node
             commander.api.store_runner_credential("api_key", key)
             task = commander.api.submit_task("hello from Claude Code on a Pi")
@@ -174,9 +178,7 @@ def test_an_image_carrying_claude_code_runs_a_task_with_the_real_cli_on_the_comm
             assert "hello from Claude Code on a Pi" in done["output"] and done["usage"]["input_tokens"] > 0
             assert key in server.keys
             # Claude Code keeps its settings in the N0D3's home; the key it was handed stays out of them.
-            leaked = box.exec("grep", "-rlF", key, "/etc", "/var/lib/m3shd", "/var/log", "/opt/m3shd", "/home",
-                              "/tmp", check=False)
-            assert leaked.stdout.strip() == "", leaked.stdout
+            assert files_holding(box, key) == ""
     finally:
         server.shutdown()
         server.server_close()

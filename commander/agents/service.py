@@ -137,6 +137,11 @@ def lease_fields(name: str, version: int, profile: Profile) -> dict:
                 max_turns=profile.max_turns, timeout_s=profile.timeout)
 
 
+def plugin_tools(cmdr: Commander, name: str | None, version: int | None) -> list[str]:
+    """The plugin tools a task run as `name` at `version` may call (commander/plugins)."""
+    return [] if name is None else version_of(cmdr, name, version).profile.plugin_tools
+
+
 def for_lease(cmdr: Commander, name: str | None, version: int | None) -> dict:
     """The profile fields of a lease for a task run as `name` at `version`."""
     return NO_PROFILE if name is None else version_of(cmdr, name, version).lease

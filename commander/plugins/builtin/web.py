@@ -1,0 +1,157 @@
+"""The `web_search` and `fetch_url` tools, and the SSRF guard both go through.
+
+web_search asks a search backend (SearXNG's JSON API, `/search?format=json`, at `searxng_url`)
+and answers title, URL and snippet per result. fetch_url answers a page's readable text
+(beautifulsoup4 over the stdlib's HTML parser), cut to the tool's result cap.
+
+The guard: a model chooses these URLs, and the Commander sits inside the operator's network, so
+every host is resolved and refused if any of its addresses is private, loopback, link-local,
+multicast, reserved or unspecified (an IPv4 address inside IPv6 is judged as the IPv4 one),
+unless `tools_allowed_networks` allows it; redirects are followed by hand, each new location
+checked the same way. requests resolves the name again when it connects, so a name whose DNS
+answer changes within that moment is not caught (noted in SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from typing import Annotated, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from bs4 import BeautifulSoup
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from commander.plugins.manager import ToolError
+
+MAX_REDIRECTS = 5
+MAX_PAGE_BYTES = 2_000_000
+USER_AGENT = "m3shd-fetch_url/1"
+
+
+class Refused(ToolError):
+    """The URL leads somewhere the guard does not let tools go."""
+
+
+def allowed_networks(settings) -> list:
+    return [ipaddress.ip_network(entry, strict=False) for entry in settings.tools_allowed_networks]
+
+
+def check_url(url: str, allowed: list) -> None:
+    """Raise Refused unless `url` is http(s) to a host whose every address is public or allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused(f"only http and https URLs with a host can be fetched, not {url[:200]!r}")
+    try:
+        found = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+                                   type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ToolError(f"cannot resolve {parts.hostname}: {exc}") from None
+    for *_, address in found:
+        ip = ipaddress.ip_address(address[0].split("%")[0])
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        if (not ip.is_global or ip.is_multicast) and not any(ip in network for network in allowed):
+            raise Refused(f"{parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved address")
+
+
+def guarded_get(url: str, settings, timeout: float, params: dict | None = None) -> requests.Response:
+    """GET `url`, following at most MAX_REDIRECTS redirects, every hop checked; the body is left
+    unread (stream) so the caller caps what it reads."""
+    allowed = allowed_networks(settings)
+    for _ in range(MAX_REDIRECTS + 1):
+        check_url(url, allowed)
+        try:
+            response = requests.get(url, params=params, timeout=timeout, allow_redirects=False, stream=True,
+                                    headers={"User-Agent": USER_AGENT})
+        except requests.RequestException as exc:
+            raise ToolError(f"cannot fetch {url[:200]}: {type(exc).__name__}") from None
+        if not response.is_redirect:
+            return response
+        url, params = urljoin(url, response.headers["Location"]), None
+        response.close()
+    raise ToolError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def read_capped(response: requests.Response, limit: int = MAX_PAGE_BYTES) -> bytes:
+    body = b""
+    for chunk in response.iter_content(65536):
+        body += chunk
+        if len(body) >= limit:
+            break
+    response.close()
+    return body[:limit]
+
+
+class SearchBackend(Protocol):
+    """A web search: results as [{title, url, snippet}], at most `count`."""
+
+    def search(self, query: str, count: int, timeout: float) -> list[dict]: ...
+
+
+class SearxNG:
+    """A SearXNG instance's JSON API (its settings must list `json` under search.formats)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.url = settings.searxng_url.rstrip("/") + "/search"
+
+    def search(self, query: str, count: int, timeout: float) -> list[dict]:
+        response = guarded_get(self.url, self.settings, timeout, params={"q": query, "format": "json"})
+        if response.status_code != 200:
+            response.close()
+            raise ToolError(f"the search backend answered {response.status_code}")
+        try:
+            found = json.loads(read_capped(response))
+            results = found["results"]
+        except (ValueError, KeyError, TypeError):
+            raise ToolError("the search backend's answer is not SearXNG's JSON") from None
+        return [dict(title=str(item.get("title", "")), url=str(item.get("url", "")),
+                     snippet=str(item.get("content", ""))) for item in results[:count] if isinstance(item, dict)]
+
+
+class SearchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: Annotated[str, StringConstraints(min_length=1, max_length=400)]
+    count: Annotated[int, Field(ge=1, le=20)] = 5
+
+
+class FetchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")]
+
+
+def readable_text(html: bytes, encoding: str | None) -> str:
+    """The page's visible text, one block per line, without scripts, styles and templates."""
+    soup = BeautifulSoup(html, "html.parser", from_encoding=encoding)
+    for element in soup(["script", "style", "noscript", "template", "svg"]):
+        element.decompose()
+    return soup.get_text("\n", strip=True)
+
+
+def fetch(settings, url: str, timeout: float) -> dict:
+    response = guarded_get(url, settings, timeout)
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    status, final_url = response.status_code, response.url
+    body = read_capped(response)
+    if status >= 400:
+        raise ToolError(f"{url[:200]} answered {status}")
+    if kind in ("text/html", "application/xhtml+xml"):
+        text = readable_text(body, response.encoding)
+    elif kind.startswith("text/") or kind in ("application/json", ""):
+        text = body.decode(response.encoding or "utf-8", errors="replace")
+    else:
+        raise ToolError(f"{url[:200]} is {kind}, not text")
+    return dict(url=final_url, status=status, text=text)
+
+
+def setup(manager) -> None:
+    settings = manager.settings
+    if settings.searxng_url:
+        backend = SearxNG(settings)
+        manager.tool("web_search", "Search the web; answers title, url and snippet per result.", SearchArgs,
+                     lambda call, args: backend.search(args.query, args.count, call.timeout))
+    manager.tool("fetch_url", "Fetch a web page (http or https) and answer its readable text.", FetchArgs,
+                 lambda call, args: fetch(call.cmdr.settings, args.url, call.timeout))

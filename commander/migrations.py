@@ -491,6 +491,8 @@ def v17_plugins(database: pw.Database) -> None:
         last_error = pw.TextField(null=True)
 
     database.create_tables([ToolCall, TaskTools, StepAction])
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("agent_version", "plugin_tools", pw.TextField(default="[]")))
 
 
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.

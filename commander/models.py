@@ -153,6 +153,7 @@ class AgentVersion(BaseModel):
     max_turns = pw.IntegerField(null=True)
     timeout = pw.IntegerField(null=True)           # seconds
     memory = pw.CharField(max_length=8, default="own")
+    plugin_tools = JSONField(default=list)         # [TOOL_CALL] tools it may call (commander/plugins)
     cause = pw.CharField(max_length=200)           # how it came: a file's path, an edit by whom, a rollback to N
     created_at = pw.FloatField(default=now)
 

@@ -454,7 +454,10 @@ def v15_runner_credentials(database: pw.Database) -> None:
 
 
 def v17_plugins(database: pw.Database) -> None:
-    """Plugin tool calls made by tasks, the tools section each lease carried, and notify steps."""
+    """Plugin tool calls made by tasks, the tools section each lease carried, notify steps, and the
+    plugin tools of agent versions (none for the versions written before)."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
     Frozen = _frozen_base(database)
 
     class Task(Frozen):

@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,8 +161,12 @@ def load_file(manager: Manager, name: str, path: Path) -> None:
     try:
         spec = importlib.util.spec_from_file_location(f"m3shd_plugin_{name}", path)
         module = importlib.util.module_from_spec(spec)
+        # Registered as imported modules are: pydantic resolves a model's postponed annotations
+        # (`from __future__ import annotations`) through sys.modules.
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
     except Exception as exc:
+        sys.modules.pop(f"m3shd_plugin_{name}", None)
         manager.failed(name, str(path), f"import failed: {type(exc).__name__}: {exc}")
         return
     add_module(manager, name, str(path), module)

@@ -13,7 +13,7 @@ import logging
 import threading
 
 from commander import pipelines, templates
-from commander.models import FAILED, SUCCEEDED, Pipeline, StepAction, Task, now
+from commander.models import BLOCKED, FAILED, SUCCEEDED, Pipeline, StepAction, Task, now
 from commander.plugins.builtin import notify
 from commander.schemas import Notification
 from m3shd import loops
@@ -29,6 +29,9 @@ def deliver_due(cmdr) -> int:
     due = list(StepAction.select().where((StepAction.state == "due") & (StepAction.next_at <= now()))
                .order_by(StepAction.id).limit(20))
     for action in due:
+        if Task.get_by_id(action.task_id).state != BLOCKED:  # its pipeline ended (cancelled) meanwhile
+            StepAction.update(state="done").where(StepAction.id == action.id).execute()
+            continue
         message = templates.cut(cmdr.box.decrypt(action.message).decode(), MESSAGE_CHARS)
         note = Notification.model_validate({**action.spec, "message": message})
         error = notify.send(cmdr.settings, note)

@@ -9,17 +9,18 @@ import json
 
 import pytest
 
-from commander import tokens
+from commander import pipelines, tokens
 from commander.agents import service as agents
 from commander.exceptions import Conflict
-from commander.models import ToolCall
+from commander.models import StepAction, ToolCall
 from commander.permissions import NODE_PERMISSIONS
-from commander.plugins import calls
+from commander.plugins import calls, steps
 from commander.plugins.builtin import web
 from commander.plugins.manager import ToolError
 from harness import ROOT
 from m3shd import tool_calls
-from mesh import join, lease_of, submit
+from mesh import configure, join, join_signing, lease_of, report, submit
+from ntfy_standin import Ntfy
 from searxng_standin import SearxNG
 
 PLUGINS_DIR = ROOT / "tests" / "fixtures" / "plugins"
@@ -213,3 +214,56 @@ def test_web_search_asks_searxngs_json_api(standin, settings):
     assert found == [{"title": "Result 1 for pi 5", "url": "https://example.org/1", "snippet": "snippet 1"},
                      {"title": "Result 2 for pi 5", "url": "https://example.org/2", "snippet": "snippet 2"}]
     assert standin.requests == [("/search", {"q": "pi 5", "format": "json"})]
+
+
+# --- notify steps ------------------------------------------------------------------------------
+
+@pytest.fixture
+def ntfy():
+    found = Ntfy()
+    yield found
+    found.close()
+
+
+def notify_pipeline(cmdr, ntfy):
+    configure(cmdr, ntfy_server=ntfy.url.rsplit("/", 1)[0])
+    pipeline = pipelines.submit(cmdr, [
+        pipelines.Step(key="summarize", prompt="sum it up"),
+        pipelines.Step(key="tell", prompt="Summary: {{ steps.summarize.output }}", depends_on=(pipelines.Edge("summarize"),),
+                       notify=dict(topic="digest", message="Summary: {{ steps.summarize.output }}", title="Digest",
+                                   priority=4, tags=["memo"], click=None)),
+    ], submitter="test")
+    node, signer = join_signing(cmdr)
+    first = list(pipelines.steps_of(pipeline.id).values())[0]
+    report(cmdr, node, lease_of(cmdr, node, first), signer=signer, output="all quiet")
+    return pipeline
+
+
+def test_a_notify_step_is_sent_by_the_commander_once_its_parent_is_done(cmdr, ntfy):
+    pipeline = notify_pipeline(cmdr, ntfy)
+    assert steps.deliver_due(cmdr) == 1
+    [(path, headers, body)] = ntfy.requests
+    assert (path, body, headers["Title"], headers["Priority"], headers["Tags"]) == \
+        ("/digest", "Summary: all quiet", "Digest", "4", "memo")
+    tell = list(pipelines.steps_of(pipeline.id).values())[1]
+    assert (tell.state, tell.output, tell.node_id) == ("succeeded", "sent to ntfy topic digest", None)
+    assert pipelines.get(pipeline.id).state == "succeeded"
+    assert steps.deliver_due(cmdr) == 0 and len(ntfy.requests) == 1
+
+
+def test_a_notify_step_that_ntfy_refuses_fails_after_its_tries(cmdr, ntfy):
+    pipeline = notify_pipeline(cmdr, ntfy)
+    ntfy.status = 500
+    for _ in range(steps.MAX_ATTEMPTS):
+        StepAction.update(next_at=0).execute()
+        steps.deliver_due(cmdr)
+    tell = list(pipelines.steps_of(pipeline.id).values())[1]
+    assert tell.state == "failed" and tell.error.startswith("notify: ntfy answered 500")
+    assert len(ntfy.requests) == steps.MAX_ATTEMPTS and pipelines.get(pipeline.id).state == "failed"
+
+
+def test_a_cancelled_pipelines_notify_step_sends_nothing(cmdr, ntfy):
+    pipeline = notify_pipeline(cmdr, ntfy)
+    pipelines.cancel(cmdr, pipeline.id)
+    steps.deliver_due(cmdr)
+    assert ntfy.requests == []

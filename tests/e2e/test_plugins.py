@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from e2e.test_access import make_user
+from e2e.test_dashboard import form_login
 from fakes.anthropic_api import serve
 from harness import ROOT, Commander, N0D3, m3shd, wait_until
 from m3shd import wire
@@ -95,6 +97,9 @@ def test_the_cli_runner_calls_a_tool_and_resumes_its_session_with_the_result(mes
     [recorded] = mesh.api.tool_calls(done["id"])["tool_calls"]
     assert (recorded["tool"], recorded["ok"], recorded["attempt"], recorded["args"]["topic"]) == ("notify", True, 1, "team")
     assert len(recorded["result_sha256"]) == 64
+    page = form_login(mesh, make_user(mesh, "mobile")).get(f"{mesh.url}/tasks/{done['id']}", timeout=15).text
+    assert '<ol class="history" id="tool-calls">' in page and recorded["result_sha256"][:16] in page
+    assert "&#34;topic&#34;: &#34;team&#34;" in page or "&#34;topic&#34;:&#34;team&#34;" in page
 
     # The result is bound to the system prompt with the tools section, which provenance rebuilds.
     bundle = mesh.api.task_provenance(done["id"])

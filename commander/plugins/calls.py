@@ -17,10 +17,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from peewee import fn
 from pydantic import ValidationError
 
 from commander import events, templates
 from commander.agents import service as agents
+from commander.db import Compiled, CompiledInsert, Param
 from commander.errors import describe_validation
 from commander.exceptions import Conflict
 from commander.models import LEASED, Task, ToolCall
@@ -38,13 +40,21 @@ class Answer:
     error: str | None = None
 
 
+# A call's queries, compiled once (db.Compiled): building their SQL cost more than running them.
+HELD = Compiled(Task, lambda: Task.select(Task.id, Task.agent, Task.agent_version).where(
+    (Task.id == Param("task_id")) & (Task.node == Param("node_id")) & (Task.state == LEASED)
+    & (Task.attempt == Param("attempt")) & (Task.lease_token == Param("lease_token"))))
+ROUNDS = Compiled(ToolCall, lambda: ToolCall.select(fn.COUNT(ToolCall.id)).where(
+    (ToolCall.task == Param("task_id")) & (ToolCall.attempt == Param("attempt"))))
+RECORD = CompiledInsert(ToolCall)
+
+
 def holding(node_id: int, task_id: int, attempt: int, lease_token: str) -> Task:
-    """The task whose lease this node holds, or Conflict (stale_lease) as for a result."""
-    task = Task.get_or_none((Task.id == task_id) & (Task.node == node_id) & (Task.state == LEASED)
-                            & (Task.attempt == attempt) & (Task.lease_token == lease_token))
-    if task is None:
+    """The task (id, agent, version) whose lease this node holds, or Conflict (stale_lease) as for a result."""
+    found = HELD.rows(task_id=task_id, node_id=node_id, attempt=attempt, lease_token=lease_token)
+    if not found:
         raise Conflict("stale_lease", f"attempt {attempt} of task {task_id} does not hold a lease on this node")
-    return task
+    return found[0]
 
 
 def allowed_tools(cmdr, task: Task) -> list[str]:
@@ -55,8 +65,7 @@ def allowed_tools(cmdr, task: Task) -> list[str]:
 
 def refusal(cmdr, task: Task, attempt: int, name: str, permissions: frozenset[str]) -> str | None:
     """Why this call may not run, or None."""
-    if ToolCall.select().where((ToolCall.task == task.id) & (ToolCall.attempt == attempt)).count() \
-            >= cmdr.settings.tool_rounds:
+    if ROUNDS.tuples(task_id=task.id, attempt=attempt)[0][0] >= cmdr.settings.tool_rounds:
         return f"this attempt has used its {cmdr.settings.tool_rounds} tool calls; answer without tools"
     if name not in allowed_tools(cmdr, task):
         return f"agent {task.agent} may not use the tool {name!r}"
@@ -77,7 +86,7 @@ def run(cmdr, node_id: int, permissions: frozenset[str], task_id: int, attempt: 
     text = json.dumps(answer.result, ensure_ascii=False, separators=(",", ":")) if answer.ok else ""
     with cmdr.writing(wake=False):
         holding(node_id, task_id, attempt, lease_token)  # again under the lock: the lease may have moved on
-        ToolCall.create(task=task.id, attempt=attempt, tool=name[:64], args=cmdr.box.encrypt(json.dumps(args).encode()),
+        RECORD.create(task=task.id, attempt=attempt, tool=name[:64], args=cmdr.box.encrypt(json.dumps(args).encode()),
                         ok=answer.ok, error=answer.error, result_sha256=wire.sha256_hex(text.encode()) if answer.ok else None,
                         result_chars=len(text), duration_ms=int((time.monotonic() - started) * 1000))
         events.publish("task.tool_call", task=task.id, attempt=attempt, tool=name[:64], ok=answer.ok)

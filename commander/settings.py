@@ -108,6 +108,8 @@ class CommanderSettings(Settings):
                                    '`""` → `ntfy_url`\'s server; neither: no notifications')
     searxng_url: str = setting("", "SearXNG instance `web_search` asks (its JSON API must be enabled); `\"\"`: no "
                                    "`web_search` tool")
+    brave_api_key: str = setting("", "Brave Search API key: `web_search` asks Brave when no `searxng_url` is set")
+    brave_url: str = setting("https://api.search.brave.com/res/v1/web/search", "Brave Search's web search endpoint")
     tools_allowed_networks: tuple[str, ...] = setting((), "addresses or CIDRs `web_search` and `fetch_url` may reach "
                                                           "although private, loopback or link-local (SSRF guard)")
 

@@ -1,7 +1,9 @@
 """A loopback SearXNG instance for the web tools' tests: it speaks SearXNG's JSON search API
 (GET /search?q=…&format=json: {"query", "number_of_results", "results": [{"title", "url",
 "content", "engine", …}]}; without format=json it answers 403, as an instance whose settings do
-not list json does), and serves pages for fetch_url: /page.html (HTML with a script and a
+not list json does); Brave Search's web search API too (GET /res/v1/web/search?q=…&count=N with
+the key BRAVE_KEY in X-Subscription-Token, else 401: {"web": {"results": [{"title", "url",
+"description"}]}}); and serves pages for fetch_url: /page.html (HTML with a script and a
 style), /redirect?to=URL (302), /big.txt. Every request is recorded as (path, query)."""
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+BRAVE_KEY = "brave-test-key"
 PAGE = b"""<!doctype html><html><head><title>Pi 5 power</title><style>body{color:red}</style>
 <script>var secret = "not text";</script></head><body><h1>Power</h1><p>The Pi 5 wants 5 V at 5 A.</p>
 <nav>menu</nav></body></html>"""
@@ -33,6 +36,14 @@ class SearxNG:
                               "content": f"snippet {n}", "engine": "duckduckgo", "score": 1.0 / n} for n in (1, 2, 3)]
                     body = {"query": query.get("q", ""), "number_of_results": len(found), "results": found,
                             "answers": [], "suggestions": [], "unresponsive_engines": []}
+                    return self.answer(200, json.dumps(body).encode(), "application/json")
+                if parts.path == "/res/v1/web/search":
+                    if self.headers.get("X-Subscription-Token") != BRAVE_KEY:
+                        return self.answer(401, b'{"type":"ErrorResponse"}', "application/json")
+                    found = [{"title": f"Brave {n}: {query.get('q', '')}", "url": f"https://brave.example/{n}",
+                              "description": f"about {n}", "type": "search_result"}
+                             for n in range(1, int(query.get("count", "20")) + 1)]
+                    body = {"type": "search", "query": {"original": query.get("q", "")}, "web": {"results": found}}
                     return self.answer(200, json.dumps(body).encode(), "application/json")
                 if parts.path == "/page.html":
                     return self.answer(200, PAGE, "text/html; charset=utf-8")

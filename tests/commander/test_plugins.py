@@ -21,7 +21,7 @@ from harness import ROOT
 from m3shd import tool_calls
 from mesh import configure, join, join_signing, lease_of, report, submit
 from ntfy_standin import Ntfy
-from searxng_standin import SearxNG
+from searxng_standin import BRAVE_KEY, SearxNG
 
 PLUGINS_DIR = ROOT / "tests" / "fixtures" / "plugins"
 PROFILE = """+++
@@ -267,3 +267,23 @@ def test_a_cancelled_pipelines_notify_step_sends_nothing(cmdr, ntfy):
     pipelines.cancel(cmdr, pipeline.id)
     steps.deliver_due(cmdr)
     assert ntfy.requests == []
+
+
+def test_web_search_asks_brave_when_no_searxng_is_set(standin, settings):
+    from dataclasses import replace
+    brave = replace(settings, searxng_url="", brave_api_key=BRAVE_KEY, brave_url=f"{standin.url}/res/v1/web/search")
+    assert isinstance(web.backend(brave), web.Brave)
+    assert web.backend(brave).search("pi 5", 2, 5) == [
+        {"title": "Brave 1: pi 5", "url": "https://brave.example/1", "snippet": "about 1"},
+        {"title": "Brave 2: pi 5", "url": "https://brave.example/2", "snippet": "about 2"}]
+    with pytest.raises(ToolError, match="answered 401"):
+        web.backend(replace(brave, brave_api_key="wrong")).search("pi 5", 2, 5)
+    assert web.backend(replace(brave, brave_api_key="")) is None
+
+
+def test_a_redirect_does_not_carry_the_backends_headers(standin, settings):
+    from dataclasses import replace
+    brave = replace(settings, searxng_url="", brave_api_key=BRAVE_KEY,
+                    brave_url=f"{standin.url}/redirect?to=/res/v1/web/search")
+    with pytest.raises(ToolError, match="answered 401"):  # the key stayed behind at the redirect
+        web.backend(brave).search("pi 5", 2, 5)

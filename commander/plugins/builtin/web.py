@@ -1,7 +1,7 @@
 """The `web_search` and `fetch_url` tools, and the SSRF guard both go through.
 
-web_search asks a search backend (SearXNG's JSON API, `/search?format=json`, at `searxng_url`)
-and answers title, URL and snippet per result. fetch_url answers a page's readable text
+web_search asks a search backend (SearXNG's JSON API, `/search?format=json`, at `searxng_url`;
+else Brave Search's API with `brave_api_key`) and answers title, URL and snippet per result. fetch_url answers a page's readable text
 (beautifulsoup4 over the stdlib's HTML parser), cut to the tool's result cap.
 
 The guard: a model chooses these URLs, and the Commander sits inside the operator's network, so
@@ -57,7 +57,8 @@ def check_url(url: str, allowed: list) -> None:
             raise Refused(f"{parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved address")
 
 
-def guarded_get(url: str, settings, timeout: float, params: dict | None = None) -> requests.Response:
+def guarded_get(url: str, settings, timeout: float, params: dict | None = None,
+                headers: dict | None = None) -> requests.Response:
     """GET `url`, following at most MAX_REDIRECTS redirects, every hop checked; the body is left
     unread (stream) so the caller caps what it reads."""
     allowed = allowed_networks(settings)
@@ -65,12 +66,13 @@ def guarded_get(url: str, settings, timeout: float, params: dict | None = None) 
         check_url(url, allowed)
         try:
             response = requests.get(url, params=params, timeout=timeout, allow_redirects=False, stream=True,
-                                    headers={"User-Agent": USER_AGENT})
+                                    headers={"User-Agent": USER_AGENT, **(headers or {})})
         except requests.RequestException as exc:
             raise ToolError(f"cannot fetch {url[:200]}: {type(exc).__name__}") from None
         if not response.is_redirect:
             return response
-        url, params = urljoin(url, response.headers["Location"]), None
+        # The backend's headers (Brave's key) are not for wherever a redirect leads.
+        url, params, headers = urljoin(url, response.headers["Location"]), None, None
         response.close()
     raise ToolError(f"more than {MAX_REDIRECTS} redirects")
 
@@ -91,6 +93,26 @@ class SearchBackend(Protocol):
     def search(self, query: str, count: int, timeout: float) -> list[dict]: ...
 
 
+def search_json(url: str, settings, timeout: float, params: dict, headers: dict | None = None):
+    """A search backend's JSON answer to a GET, through the guard."""
+    response = guarded_get(url, settings, timeout, params=params, headers=headers)
+    if response.status_code != 200:
+        response.close()
+        raise ToolError(f"the search backend answered {response.status_code}")
+    try:
+        return json.loads(read_capped(response))
+    except ValueError:
+        raise ToolError("the search backend's answer is not JSON") from None
+
+
+def results(items, count: int, snippet: str) -> list[dict]:
+    """title, url and snippet (the backend's `snippet` key) of the first `count` results."""
+    if not isinstance(items, list):
+        raise ToolError("the search backend's answer has no list of results")
+    return [dict(title=str(item.get("title", "")), url=str(item.get("url", "")), snippet=str(item.get(snippet, "")))
+            for item in items[:count] if isinstance(item, dict)]
+
+
 class SearxNG:
     """A SearXNG instance's JSON API (its settings must list `json` under search.formats)."""
 
@@ -99,17 +121,30 @@ class SearxNG:
         self.url = settings.searxng_url.rstrip("/") + "/search"
 
     def search(self, query: str, count: int, timeout: float) -> list[dict]:
-        response = guarded_get(self.url, self.settings, timeout, params={"q": query, "format": "json"})
-        if response.status_code != 200:
-            response.close()
-            raise ToolError(f"the search backend answered {response.status_code}")
-        try:
-            found = json.loads(read_capped(response))
-            results = found["results"]
-        except (ValueError, KeyError, TypeError):
-            raise ToolError("the search backend's answer is not SearXNG's JSON") from None
-        return [dict(title=str(item.get("title", "")), url=str(item.get("url", "")),
-                     snippet=str(item.get("content", ""))) for item in results[:count] if isinstance(item, dict)]
+        found = search_json(self.url, self.settings, timeout, {"q": query, "format": "json"})
+        return results(found.get("results") if isinstance(found, dict) else None, count, "content")
+
+
+class Brave:
+    """Brave Search's web search API: the key goes in `X-Subscription-Token`."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def search(self, query: str, count: int, timeout: float) -> list[dict]:
+        found = search_json(self.settings.brave_url, self.settings, timeout, {"q": query, "count": count},
+                            headers={"Accept": "application/json", "X-Subscription-Token": self.settings.brave_api_key})
+        web = found.get("web") if isinstance(found, dict) else None
+        return results(web.get("results") if isinstance(web, dict) else None, count, "description")
+
+
+def backend(settings) -> SearchBackend | None:
+    """The configured search backend: SearXNG, else Brave, else none (no web_search tool)."""
+    if settings.searxng_url:
+        return SearxNG(settings)
+    if settings.brave_api_key:
+        return Brave(settings)
+    return None
 
 
 class SearchArgs(BaseModel):
@@ -148,10 +183,9 @@ def fetch(settings, url: str, timeout: float) -> dict:
 
 
 def setup(manager) -> None:
-    settings = manager.settings
-    if settings.searxng_url:
-        backend = SearxNG(settings)
+    searching = backend(manager.settings)
+    if searching:
         manager.tool("web_search", "Search the web; answers title, url and snippet per result.", SearchArgs,
-                     lambda call, args: backend.search(args.query, args.count, call.timeout))
+                     lambda call, args: searching.search(args.query, args.count, call.timeout))
     manager.tool("fetch_url", "Fetch a web page (http or https) and answer its readable text.", FetchArgs,
                  lambda call, args: fetch(call.cmdr.settings, args.url, call.timeout))

@@ -271,7 +271,8 @@ VERSIONS_SHOWN = 20  # the latest versions on an agent's page, each with its dif
 def agent_list():
     """Every agent: state, version, model, required capabilities, queue and recent results."""
     agents.check_files(commander())
-    return render("agents.html", parts=("agents",), agents=[view.model_dump() for view in agent_views(agents.listing())])
+    return render("agents.html", parts=("agents",), agents=[view.model_dump() for view in agent_views(agents.listing())],
+                  plugins=commander().plugins.plugins)
 
 
 @page_route(bp, "GET", "/agents/<name>", permission="tasks:read")

@@ -192,3 +192,7 @@ def test_plugins_list_reports_what_failed_and_what_loaded(mesh):
     assert "broken               FAILED  import failed: ModuleNotFoundError" in shown.stdout
     assert "web                  loaded  web_search, fetch_url" in shown.stdout
     assert "plugin broken" in (mesh.home / "commander.log").read_text()
+    page = form_login(mesh, make_user(mesh, "mobile")).get(f"{mesh.url}/agents", timeout=15).text
+    broken = page[page.index('<tr id="plugin-broken">'):].split("</tr>")[0]
+    assert "broken" in broken and "import failed: ModuleNotFoundError" in broken
+    assert "web_search, fetch_url" in page[page.index('<tr id="plugin-web">'):].split("</tr>")[0]

@@ -5,9 +5,12 @@ and fetch_url's readable text, against a loopback stand-in."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import json
 
+import certifi
 import pytest
+import requests
 
 from commander import pipelines, tokens
 from commander.agents import service as agents
@@ -287,3 +290,39 @@ def test_a_redirect_does_not_carry_the_backends_headers(standin, settings):
                     brave_url=f"{standin.url}/redirect?to=/res/v1/web/search")
     with pytest.raises(ToolError, match="answered 401"):  # the key stayed behind at the redirect
         web.backend(brave).search("pi 5", 2, 5)
+
+
+def test_a_name_that_rebinds_after_the_check_is_refused_at_connect(standin, settings, monkeypatch):
+    """A DNS answer that changes between the check and the connection (rebinding, TTL 0): the
+    connection resolves once more, checks that answer and connects to it, never to another."""
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "10.0.0.1"])  # the check sees an allowed address, the connect an inside one
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.test":
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = standin.url.rsplit(":", 1)[1]
+    with pytest.raises(web.Refused, match="rebind.test resolves to 10.0.0.1"):
+        web.fetch(settings, f"http://rebind.test:{port}/page.html", 5)
+    answers = iter(["127.0.0.1", "127.0.0.1"])  # the same name, answered steadily: fetched from the checked address
+    assert web.fetch(settings, f"http://rebind.test:{port}/page.html", 5)["text"].startswith("Pi 5 power")
+
+
+def test_a_pinned_https_connection_still_verifies_the_certificate(tmp_path):
+    """Pinned connects to the checked address and leaves TLS as it is: a Commander under the mesh
+    CA is reached with that CA, refused with another, and refused by the guard when not allowed."""
+    from harness import Commander
+
+    served = Commander(tmp_path / "tls", tls=True)
+    try:
+        session = web.pinned_session([ipaddress.ip_network("127.0.0.1/32")])
+        assert session.get(f"{served.url}/api/health", verify=str(served.ca_file), timeout=10).status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):  # the public CAs' bundle knows no mesh CA
+            session.get(f"{served.url}/api/health", verify=certifi.where(), timeout=10)
+        with pytest.raises(web.Refused):
+            web.pinned_session([]).get(f"{served.url}/api/health", verify=str(served.ca_file), timeout=10)
+    finally:
+        served.stop()

@@ -8,8 +8,9 @@ The guard: a model chooses these URLs, and the Commander sits inside the operato
 every host is resolved and refused if any of its addresses is private, loopback, link-local,
 multicast, reserved or unspecified (an IPv4 address inside IPv6 is judged as the IPv4 one),
 unless `tools_allowed_networks` allows it; redirects are followed by hand, each new location
-checked the same way. requests resolves the name again when it connects, so a name whose DNS
-answer changes within that moment is not caught (noted in SECURITY.md).
+checked the same way; and each connection resolves its name once more and connects to exactly
+the address it checked (Pinned), so a DNS answer that changes after the check (rebinding) is
+refused too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from bs4 import BeautifulSoup
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from commander.plugins.manager import ToolError
@@ -39,22 +43,58 @@ def allowed_networks(settings) -> list:
     return [ipaddress.ip_network(entry, strict=False) for entry in settings.tools_allowed_networks]
 
 
-def check_url(url: str, allowed: list) -> None:
-    """Raise Refused unless `url` is http(s) to a host whose every address is public or allowed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Refused(f"only http and https URLs with a host can be fetched, not {url[:200]!r}")
+def checked_address(host: str, port: int, allowed: list) -> str:
+    """The first address `host` resolves to, once every one of them is public or allowed; else Refused."""
     try:
-        found = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                   type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ToolError(f"cannot resolve {parts.hostname}: {exc}") from None
+        raise ToolError(f"cannot resolve {host}: {exc}") from None
     for *_, address in found:
         ip = ipaddress.ip_address(address[0].split("%")[0])
         if ip.version == 6 and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         if (not ip.is_global or ip.is_multicast) and not any(ip in network for network in allowed):
-            raise Refused(f"{parts.hostname} resolves to {ip}, a private, loopback, link-local or reserved address")
+            raise Refused(f"{host} resolves to {ip}, a private, loopback, link-local or reserved address")
+    return found[0][4][0]
+
+
+def check_url(url: str, allowed: list) -> None:
+    """Raise Refused unless `url` is http(s) to a host whose every address is public or allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused(f"only http and https URLs with a host can be fetched, not {url[:200]!r}")
+    checked_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allowed)
+
+
+class Pinned:
+    """A urllib3 connection that connects to the address it checked: the name is resolved once,
+    at connect time, so a DNS answer that changes after the check (rebinding) cannot move it. TLS
+    still verifies the certificate for the name (urllib3 takes that from `host`, set back after)."""
+
+    allowed: list = []
+
+    def _new_conn(self):
+        name = self._dns_host
+        self._dns_host = checked_address(name, self.port, self.allowed)
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = name
+
+
+def pinned_session(allowed: list) -> requests.Session:
+    """A session whose every connection is Pinned, with `allowed` networks."""
+    adapter = HTTPAdapter(max_retries=0)
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": type(
+            "PinnedHTTPConnection", (Pinned, HTTPConnection), {"allowed": allowed})}),
+        "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": type(
+            "PinnedHTTPSConnection", (Pinned, HTTPSConnection), {"allowed": allowed})}),
+    }
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def guarded_get(url: str, settings, timeout: float, params: dict | None = None,
@@ -62,10 +102,11 @@ def guarded_get(url: str, settings, timeout: float, params: dict | None = None,
     """GET `url`, following at most MAX_REDIRECTS redirects, every hop checked; the body is left
     unread (stream) so the caller caps what it reads."""
     allowed = allowed_networks(settings)
+    session = pinned_session(allowed)
     for _ in range(MAX_REDIRECTS + 1):
-        check_url(url, allowed)
+        check_url(url, allowed)  # a clear refusal before any request; the connection checks again (Pinned)
         try:
-            response = requests.get(url, params=params, timeout=timeout, allow_redirects=False, stream=True,
+            response = session.get(url, params=params, timeout=timeout, allow_redirects=False, stream=True,
                                     headers={"User-Agent": USER_AGENT, **(headers or {})})
         except requests.RequestException as exc:
             raise ToolError(f"cannot fetch {url[:200]}: {type(exc).__name__}") from None

@@ -34,6 +34,7 @@ class Commander:
     dispatcher: Dispatcher | None = None
     signals: Signals = field(default_factory=Signals)  # connected by each feature's init (app.build_commander)
     agent_files: tuple = (0.0, None)  # (when, what) profile files were last looked at (agents.check_files)
+    plugins: object = None  # the plugin manager and its tools (commander/plugins), loaded by its init
     spend_folded: int = 0  # the last ledger row this process saw folded into the roll-ups (spend/ledger.py)
     small_writes: GroupCommit = field(init=False)  # nonces and heartbeats commit in groups (commander/batch.py)
     _cache: dict = field(default_factory=dict)

@@ -12,6 +12,7 @@ from commander.signals import REJECT, TaskFinished
 # SSE event is named by its kind, so a browser must list the kinds it listens for.
 KINDS = (
     *(f"task.{state}" for state in TASK_STATES), "task.approved", "task.rejected", "task.retrying", "task.requeued",
+    "task.tool_call",
     *(f"node.{state}" for state in NODE_STATES), "node.registered", "node.reregistered", "node.runner",
     "node.drain_deadline", "node.removed", "node.pending", "node.approved", "node.rejected", "node.breaker",
     "node.breaker_held", "node.key_rotating", "node.key_rotated", "node.capabilities", "node.capabilities_requested",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from commander import breakers, events, holds, outcomes, planning, provenance, tasks, tokens
 from commander.agents import service as agents
+from commander.plugins import lease as tool_lease
 from commander.context import Commander
 from commander.db import Compiled, CompiledUpdate, Param
 from commander.exceptions import Conflict
@@ -118,9 +119,11 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
             if TAKE_LEASE.execute(dict(id=task.id, state=QUEUED), state=LEASED, attempt=attempt, lease_token=token,
                                   lease_until=lease_until, node=node_id, started_at=t, updated_at=t, not_before=None):
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
-                leases.append(dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
-                                   prompt=task.prompt, model=task.model, requires=task.requires,
-                                   attachments=task.attachments, **agents.for_lease(cmdr, task.agent, task.agent_version)))
+                lease = dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
+                             prompt=task.prompt, model=task.model, requires=task.requires,
+                             attachments=task.attachments, **agents.for_lease(cmdr, task.agent, task.agent_version))
+                leases.append(tool_lease.extend(cmdr, task.id, lease, agents.plugin_tools(cmdr, task.agent,
+                                                                                           task.agent_version)))
         if leases and breaker.state != node.breaker_state:  # open → half-open: this claim is the probe
             outcomes.publish_transition(node_id, node.breaker_state, breaker, reason="cooldown over")
         if leases and breaker.state == HALF_OPEN:

@@ -453,6 +453,51 @@ def v15_runner_credentials(database: pw.Database) -> None:
           migrator.add_column("pending_node", "seal_key", pw.CharField(max_length=64, null=True)))
 
 
+def v17_plugins(database: pw.Database) -> None:
+    """Plugin tool calls made by tasks, the tools section each lease carried, notify steps, and the
+    plugin tools of agent versions (none for the versions written before)."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+
+    Frozen = _frozen_base(database)
+
+    class Task(Frozen):
+        class Meta:
+            table_name = "task"
+
+    class ToolCall(Frozen):
+        task = pw.ForeignKeyField(Task, backref="tool_calls", on_delete="CASCADE")
+        attempt = pw.IntegerField()
+        tool = pw.CharField(max_length=64)
+        args = pw.TextField()
+        ok = pw.BooleanField()
+        error = pw.TextField(null=True)
+        result_sha256 = pw.CharField(max_length=64, null=True)
+        result_chars = pw.IntegerField(default=0)
+        duration_ms = pw.IntegerField(default=0)
+        created_at = pw.FloatField()
+
+        class Meta:
+            indexes = ((("task", "attempt"), False),)
+
+    class TaskTools(Frozen):
+        task = pw.ForeignKeyField(Task, unique=True, on_delete="CASCADE")
+        section = pw.TextField()
+
+    class StepAction(Frozen):
+        task = pw.ForeignKeyField(Task, unique=True, on_delete="CASCADE")
+        kind = pw.CharField(max_length=16)
+        spec = pw.TextField()
+        state = pw.CharField(max_length=16, default="waiting")
+        message = pw.TextField(null=True)
+        attempts = pw.IntegerField(default=0)
+        next_at = pw.FloatField(default=0.0)
+        last_error = pw.TextField(null=True)
+
+    database.create_tables([ToolCall, TaskTools, StepAction])
+    migrator = SchemaMigrator.from_database(database)
+    apply(migrator.add_column("agent_version", "plugin_tools", pw.TextField(default="[]")))
+
+
 # The columns v18 began to encrypt, which held plaintext before it.
 SEALED_IN_V18 = ("task.prompt", "task.output", "task.error", "task.result_document", "pipeline.error")
 
@@ -489,6 +534,7 @@ MIGRATIONS: list[Step] = [
     (13, "spend roll-ups folded in batches", v13_spend_fold),
     (14, "webhooks and their deliveries", v14_webhooks),
     (15, "runner credentials", v15_runner_credentials),
+    (17, "plugins: tool calls, tools sections, notify steps", v17_plugins),
     (18, "prompts, outputs and errors encrypted at rest", v18_sealed_text),
 ]
 

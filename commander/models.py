@@ -170,6 +170,7 @@ class AgentVersion(BaseModel):
     max_turns = pw.IntegerField(null=True)
     timeout = pw.IntegerField(null=True)           # seconds
     memory = pw.CharField(max_length=8, default="own")
+    plugin_tools = JSONField(default=list)         # [TOOL_CALL] tools it may call (commander/plugins)
     cause = pw.CharField(max_length=200)           # how it came: a file's path, an edit by whom, a rollback to N
     created_at = pw.FloatField(default=now)
 
@@ -558,10 +559,51 @@ class SchemaMigration(BaseModel):
     applied_at = pw.FloatField(default=now)
 
 
+class ToolCall(BaseModel):
+    """One [TOOL_CALL] a task's model made through its node (commander/plugins/calls.py), as it
+    went: refused, failed or answered. What it returned is kept as a digest and a size only."""
+
+    task = pw.ForeignKeyField(Task, backref="tool_calls", on_delete="CASCADE")
+    attempt = pw.IntegerField()
+    tool = pw.CharField(max_length=64)
+    args = CipherTextField()                              # Fernet-encrypted JSON (cmdr.box)
+    ok = pw.BooleanField()
+    error = pw.TextField(null=True)
+    result_sha256 = pw.CharField(max_length=64, null=True)
+    result_chars = pw.IntegerField(default=0)
+    duration_ms = pw.IntegerField(default=0)
+    created_at = pw.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("task", "attempt"), False),)
+
+
+class TaskTools(BaseModel):
+    """The tools section a task's lease added to its agent's system prompt (m3shd/tool_calls.py),
+    kept so provenance recomputes the exact system prompt the result is bound to."""
+
+    task = pw.ForeignKeyField(Task, unique=True, on_delete="CASCADE")
+    section = pw.TextField()
+
+
+class StepAction(BaseModel):
+    """A pipeline step the Commander carries out itself, without a model (a notify step): its
+    spec, and how its delivery goes once its parents are done (commander/plugins/steps.py)."""
+
+    task = pw.ForeignKeyField(Task, unique=True, on_delete="CASCADE")
+    kind = pw.CharField(max_length=16)                  # notify
+    spec = JSONField()                                  # the step's settings (topic, title, …)
+    state = pw.CharField(max_length=16, default="waiting")  # waiting | due | done
+    message = CipherTextField(null=True)                # rendered when due; Fernet-encrypted
+    attempts = pw.IntegerField(default=0)
+    next_at = pw.FloatField(default=0.0)
+    last_error = pw.TextField(null=True)
+
+
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
-    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential, RekeyProgress,
+    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential, ToolCall, TaskTools, StepAction, RekeyProgress,
     SchemaMigration,
 )
 

@@ -25,7 +25,7 @@ PERMISSIONS = (
 
 # What each permission lets its holder do; for a reserved one, what its feature will let it do.
 ABOUT: dict[str, str] = {
-    "tasks:read": "read tasks, pipelines, provenance and the event stream",
+    "tasks:read": "read tasks (and their tool calls), pipelines, provenance, the event stream and the plugins",
     "tasks:submit": "submit tasks and pipelines, and upload the images tasks take",
     "tasks:cancel": "cancel tasks and pipelines",
     "tasks:approve": "approve or reject tasks that wait for approval",
@@ -34,7 +34,7 @@ ABOUT: dict[str, str] = {
     "nodes:manage": "pause, drain or remove nodes, rotate their keys, approve their capabilities, approve or turn "
                     "away joins, read machine ids, and store or remove runner credentials",
     "nodes:join": "register a machine as a N0D3",
-    "work:execute": "a N0D3's heartbeats, claims, results and its tasks' images, for its own node only",
+    "work:execute": "a N0D3's heartbeats, claims, results, its tasks' images and tool calls, for its own node only",
     "memory:read": "read agents' memories",
     "memory:write": "write agents' memories",
     "spend:read": "read the spend figures, the dearest tasks and the daily caps",

@@ -17,7 +17,7 @@ from commander import events, provenance, tasks, templates
 from commander.context import Commander
 from commander.exceptions import Conflict, Invalid, NotFound
 from commander.models import (
-    BLOCKED, CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Pipeline, Task, now,
+    BLOCKED, CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Pipeline, StepAction, Task, now,
 )
 from commander.signals import PIPELINE, TaskFinished
 from commander.tasks import TaskSpec
@@ -37,6 +37,7 @@ class Edge:
 class Step(TaskSpec):
     key: str
     depends_on: tuple[Edge, ...] = ()
+    notify: dict | None = None  # a notify step (commander/plugins/steps.py): run by the Commander, no model
 
 
 def init(cmdr: Commander) -> None:
@@ -103,6 +104,8 @@ def submit(cmdr: Commander, steps: list[Step], *, submitter: str, token_id: int 
                                pipeline=pipeline.id, step_key=step.key, depends_on=parents,
                                state=BLOCKED if parents else QUEUED)
             task_ids[step.key] = task.id
+            if step.notify:
+                StepAction.create(task=task.id, kind="notify", spec=step.notify)
             events.publish(f"task.{task.state}", task=task.id, priority=task.priority, requires=task.requires,
                            submitter=submitter, pipeline=pipeline.id, step=step.key)
         events.publish("pipeline.submitted", pipeline=pipeline.id, name=name, steps=len(order))
@@ -190,12 +193,25 @@ def advance(cmdr: Commander, finished: Task) -> None:
                                step=first["step"], problems=first["problems"], blocked_step=step.step_key)
                 end(cmdr, pipeline, steps, FAILED, reason)
                 return
-            move(cmdr, pipeline, step, QUEUED, prompt=render(step.prompt, {p.step_key: p for p, _ in parents},
-                                                      cmdr.settings.pipeline_inject_limit))
+            prompt = render(step.prompt, {p.step_key: p for p, _ in parents}, cmdr.settings.pipeline_inject_limit)
+            if not make_due(cmdr, step, prompt):
+                move(cmdr, pipeline, step, QUEUED, prompt=prompt)
     if all(step.state in FINAL_STATES for step in steps.values()):
         state = SUCCEEDED if all(step.state == SUCCEEDED for step in steps.values()) else FAILED
         not_done = sorted(step.step_key for step in steps.values() if step.state != SUCCEEDED)
         end(cmdr, pipeline, steps, state, f"steps that did not succeed: {', '.join(not_done)}" if not_done else None)
+
+
+def make_due(cmdr: Commander, step: Task, message: str) -> bool:
+    """For a step the Commander carries out itself (a StepAction: a notify step), make it due
+    with its rendered message; it stays blocked until commander/plugins/steps.py has done it.
+    False for a step a node runs."""
+    action = StepAction.get_or_none(StepAction.task == step.id)
+    if action is None:
+        return False
+    StepAction.update(state="due", message=cmdr.box.encrypt(message.encode())).where(
+        (StepAction.id == action.id) & (StepAction.state == "waiting")).execute()
+    return True
 
 
 def move(cmdr: Commander, pipeline: Pipeline, step: Task, state: str, **fields) -> None:

@@ -12,6 +12,7 @@ from commander.context import Commander
 from commander.db import Compiled, Param
 from commander.exceptions import Invalid
 from commander.models import Node, NodeKey, Task
+from commander.plugins import lease as tool_lease
 from m3shd import provenance, wire
 
 
@@ -56,7 +57,7 @@ def check_binding(cmdr: Commander, task: Task, result) -> None:
     if (result.agent, result.agent_version) != (task.agent, task.agent_version):
         raise Invalid("unbound_result", f"the result says agent {result.agent} version {result.agent_version}; task "
                                         f"{task.id} was leased as {task.agent} version {task.agent_version}")
-    expected = wire.run_sha256(version.profile.system_prompt, task.prompt)
+    expected = wire.run_sha256(tool_lease.system_prompt(version.profile.system_prompt, task.id), task.prompt)
     if not hmac.compare_digest(result.run_sha256.encode(), expected.encode()):
         raise Invalid("unbound_result", f"the result answers another system prompt or prompt than task {task.id} "
                                         f"was leased with")
@@ -89,8 +90,8 @@ def ancestry(task: Task, lookup: Callable[[int], Task]) -> list[Task]:
 
 
 def link(cmdr: Commander, task: Task) -> dict:
-    system_prompt = agents.version_of(cmdr, task.agent, task.agent_version).profile.system_prompt \
-        if task.agent else None
+    system_prompt = tool_lease.system_prompt(agents.version_of(cmdr, task.agent, task.agent_version).profile.system_prompt,
+                                             task.id) if task.agent else None
     return dict(
         task_id=task.id, step=task.step_key, node_id=task.node_id, state=task.state, prompt=task.prompt,
         agent=task.agent, agent_version=task.agent_version, system_prompt=system_prompt, output=task.output, error=task.error, parents=[dep["task_id"] for dep in task.depends_on],

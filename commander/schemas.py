@@ -197,6 +197,9 @@ class LeaseOut(Response):
         [], description="images the task takes: fetch each with POST /nodes/{node_id}/attachments and check its SHA-256")
     runner_credential: SealedCredential | None = Field(
         None, description="for a node that asked for one: its runner credential, for this lease only")
+    tools: list[str] = Field([], description="plugin tools the model may call with [TOOL_CALL] markers (the system "
+                                             "prompt describes them): POST /nodes/{node_id}/tool-calls")
+    tool_rounds: int | None = Field(None, description="tool calls an attempt may make")
 
 
 class AttachmentFetch(Request):
@@ -488,10 +491,30 @@ class Dependency(Request):
     allow_failure: bool = Field(False, description="run even if that parent fails, is skipped or cancelled")
 
 
+NtfyTopic = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+EmojiTag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_+-]{1,40}$")]
+
+
+class Notification(Request):
+    """An ntfy notification: the `notify` tool's arguments, and a pipeline notify step's."""
+
+    topic: NtfyTopic = Field(description="the topic name on the Commander's ntfy server")
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="in a notify step, may use {{ steps.KEY.output }} (and error, state) of a parent")
+    title: Annotated[str, StringConstraints(max_length=250)] = ""
+    priority: Annotated[int, Field(ge=1, le=5)] | None = Field(None, description="1 (min) to 5 (urgent); 3 is default")
+    tags: Annotated[list[EmojiTag], Field(max_length=8)] = Field([], description="emoji short codes, e.g. warning")
+    click: Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")] | None = Field(
+        None, description="a URL opened when the notification is tapped")
+
+
 class PipelineStep(Request):
     key: StepKey
-    prompt: Prompt = Field(
-        description="may use {{ steps.KEY.output }}, {{ steps.KEY.error }} or {{ steps.KEY.state }} of a parent")
+    prompt: Prompt | None = Field(
+        None, description="may use {{ steps.KEY.output }}, {{ steps.KEY.error }} or {{ steps.KEY.state }} of a "
+                          "parent; every step but a notify step has one")
+    notify: Notification | None = Field(
+        None, description="instead of a prompt: the Commander sends this ntfy notification itself, no model involved")
     requires: Capabilities = []
     prefer: Capabilities = []
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
@@ -500,6 +523,12 @@ class PipelineStep(Request):
     agent: AgentName | None = Field(None, description="the agent it runs as (default: the token's agent, else general)")
     depends_on: Annotated[list[StepKey | Dependency], Field(max_length=MAX_PIPELINE_STEPS)] = Field(
         [], description="parent step keys, or {step, allow_failure} objects")
+
+    @model_validator(mode="after")
+    def prompt_or_notify(self) -> PipelineStep:
+        if (self.prompt is None) == (self.notify is None):
+            raise ValueError("a step has either a prompt or a notify, not both or neither")
+        return self
 
 
 class PipelineSubmit(Request):
@@ -1013,3 +1042,57 @@ class Receipt(Response):
     task_ids: list[int]
     pipeline_id: int | None
     message: str
+
+
+# --- plugins ---------------------------------------------------------------------------------
+
+class ToolOut(Response):
+    name: str
+    description: str
+    permission: str = Field(description="what the node asking must hold")
+    timeout: float
+    max_result_chars: int
+    args_schema: dict = Field(description="the JSON schema of its arguments, as the model is shown it")
+
+
+class PluginOut(Response):
+    name: str
+    source: str = Field(description="its entry point (module) or file")
+    state: Literal["loaded", "failed"]
+    error: str | None = Field(description="why it did not load")
+    tools: list[ToolOut]
+
+
+class PluginList(Response):
+    plugins: list[PluginOut]
+
+
+class ToolCallIn(Request):
+    task_id: int
+    attempt: Annotated[int, Field(ge=1)]
+    lease_token: LeaseToken
+    tool: Annotated[str, StringConstraints(max_length=64)]
+    args: dict = {}
+
+
+class ToolCallOut(Response):
+    tool: str
+    ok: bool
+    result: object = None
+    error: str | None = None
+
+
+class ToolCallRecord(Response):
+    attempt: int
+    tool: str
+    args: dict
+    ok: bool
+    error: str | None
+    result_sha256: str | None = Field(description="SHA-256 of the result as the model got it (JSON)")
+    result_chars: int
+    duration_ms: int
+    created_at: float
+
+
+class ToolCallList(Response):
+    tool_calls: list[ToolCallRecord]

@@ -97,6 +97,20 @@ class CommanderSettings(Settings):
     webhook_value_limit: int = setting(4000, "characters of one `{{ event.… }}` value a webhook's prompt gets")
     webhook_debounce: float = setting(60.0, "seconds an Uptime Kuma DOWN waits before its response starts; an UP "
                                             "within them cancels it (a hook may set its own)")
+    plugins: tuple[str, ...] = setting(("notify", "web"), "plugins that load, by name: an entry point of `m3shd.plugins` "
+                                                          "or a `NAME.py` in `plugins_dir` (docs/plugins.md)")
+    plugins_dir: str = setting("", 'your plugin files; `""` → `<config dir>/plugins`')
+    tool_rounds: int = setting(8, "[TOOL_CALL] rounds one attempt of a task may make")
+    tool_timeout: float = setting(30.0, "longest a tool call may take (seconds); a tool may set less")
+    tool_result_chars: int = setting(16000, "longest tool result a model gets (characters); a tool may set less")
+    ntfy_server: str = setting("", 'ntfy server the `notify` tool and notify steps post to (e.g. `https://ntfy.sh`); '
+                                   '`""` → `ntfy_url`\'s server; neither: no notifications')
+    searxng_url: str = setting("", "SearXNG instance `web_search` asks (its JSON API must be enabled); `\"\"`: no "
+                                   "`web_search` tool")
+    brave_api_key: str = setting("", "Brave Search API key: `web_search` asks Brave when no `searxng_url` is set")
+    brave_url: str = setting("https://api.search.brave.com/res/v1/web/search", "Brave Search's web search endpoint")
+    tools_allowed_networks: tuple[str, ...] = setting((), "addresses or CIDRs `web_search` and `fetch_url` may reach "
+                                                          "although private, loopback or link-local (SSRF guard)")
 
     def derived(self) -> CommanderSettings:
         data = self.data_dir or str(config.data_dir() / "commander")

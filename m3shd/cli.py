@@ -158,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     line = CommandLine(top, common, connection, client)
     # Imported here: the command modules use this module's helpers.
     from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, runners, spend, tasks
-    from m3shd.commands import tokens, webhooks
+    from m3shd.commands import plugins, tokens, webhooks
 
     # --help lists them in this order
     for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, runners, agents, spend,
-                     webhooks):
+                     webhooks, plugins):
         commands.register(line)
     absent = assemble(line)
     if absent:

@@ -210,6 +210,14 @@ class ApiClient(_Base):
     def reload_agents(self) -> dict:
         return self._send("POST", "/api/agents/reload")
 
+    def plugins(self) -> dict:
+        """The Commander's plugins: each loaded with its tools, or failed with the reason."""
+        return self._send("GET", "/api/plugins")
+
+    def tool_calls(self, task_id: int) -> dict:
+        """The [TOOL_CALL]s a task's model made."""
+        return self._send("GET", f"/api/tasks/{task_id}/tool-calls")
+
     def spend(self, group: str = "", days: int | None = None) -> dict:
         """Spend over the last `days` local days (None: today), grouped by `group` (comma-separated)."""
         return self._send("GET", "/api/spend", params={"group": group, **({"days": days} if days else {})})
@@ -314,6 +322,12 @@ class NodeClient(_Base):
         if wire.sha256_hex(data) != sha256:
             raise CommanderError(502, "attachment_corrupt", f"attachment {sha256} arrived with other content")
         return data
+
+    def call_tool(self, task_id: int, attempt: int, lease_token: str, tool: str, args: dict,
+                  timeout: float | None = None) -> dict:
+        """Run a plugin tool for a task this node holds the lease on: {tool, ok, result | error}."""
+        return self._signed("tool-calls", dict(task_id=task_id, attempt=attempt, lease_token=lease_token, tool=tool,
+                                               args=args), timeout=timeout)
 
     def deregister(self) -> None:
         self._signed("deregister")

@@ -25,6 +25,8 @@ from n0d3.state import State
 
 log = logging.getLogger("m3shd.n0d3")
 
+TOOL_CALL_WAIT = 120.0  # seconds a tool call may take to answer; the Commander bounds each tool below that
+
 
 class FatalConfig(Exception):
     """Nothing to retry: the configuration must change (exit status 2)."""
@@ -498,6 +500,7 @@ class Agent:
         timeout = min(lease.get("timeout_s") or self.settings.task_timeout, self.settings.task_timeout)
         spec = TaskSpec.from_lease(dict(lease, timeout_s=timeout))
         spec.credential = self.open_credential(lease, sealed)
+        spec.call_tool = functools.partial(self.call_tool, lease)
         started = time.time()
         try:
             result = self.fetch_images(lease, spec) or self.detection.runner.run(spec, item.cancel)
@@ -521,6 +524,17 @@ class Agent:
             with self.lock:
                 self.running.pop(lease["lease_token"], None)
                 self.slot_freed.notify_all()
+
+    def call_tool(self, lease: dict, tool: str, args: dict) -> dict:
+        """A model's [TOOL_CALL], sent to the Commander under the task's lease; a call it cannot
+        answer is an answer too (ok false, and why), which goes back to the model."""
+        try:
+            return self.client.call_tool(lease["task_id"], lease["attempt"], lease["lease_token"], tool, args,
+                                         timeout=TOOL_CALL_WAIT)
+        except CommanderUnreachable as exc:
+            return dict(tool=tool, ok=False, error=f"the Commander could not be reached: {exc}")
+        except CommanderError as exc:
+            return dict(tool=tool, ok=False, error=exc.message)
 
     def fetch_images(self, lease: dict, spec: TaskSpec) -> RunResult | None:
         """Fetch the lease's attachments into `spec` (signed requests; each checked against its

@@ -1,6 +1,7 @@
 """How a N0D3 runs one task with Claude: the Claude Code CLI, or the Messages API.
 
-The agent runs on a Raspberry Pi, so this module imports only the stdlib and m3shd.wire;
+The agent runs on a Raspberry Pi, so this module imports only the stdlib, m3shd.wire and
+m3shd.tool_calls;
 `anthropic` (and pydantic with it) is imported inside the SDK runner when it runs.
 
 A failure is an *infrastructure* failure (`infra_failure`: the Commander retries it elsewhere
@@ -26,12 +27,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from m3shd import prices, wire
+from m3shd import prices, tool_calls, wire
 
 DEFAULT_SDK_MODEL = "claude-sonnet-5-5"  # the current Sonnet
+DEFAULT_TOOL_ROUNDS = 8  # [TOOL_CALL] rounds when the lease names none (the Commander's tool_rounds)
 DEFAULT_SDK_TURNS = 10  # Messages API requests per task when the agent sets no max_turns (see AnthropicSdkRunner)
 
 # The Claude Code tools the Messages API can run itself (server tools), as the SDK runner offers
@@ -85,6 +88,7 @@ class RunResult:
     infra_failure: bool = False
     cancelled: bool = False
     notes: list[str] = field(default_factory=list)  # what the runner could not apply of the profile
+    session_id: str | None = None  # the CLI's session, which a tool round resumes
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,16 @@ class TaskSpec:
     timeout_s: float = 1800
     images: list[Image] = field(default_factory=list)  # the lease's attachments, once fetched
     credential: Credential | None = field(default=None, repr=False)  # from the Commander, for this task
+    tools: list[str] = field(default_factory=list)  # plugin tools the model may call ([TOOL_CALL])
+    tool_rounds: int = DEFAULT_TOOL_ROUNDS
+    # Sends a call to the Commander under the task's lease: (tool, args) -> {ok, result | error}.
+    call_tool: Callable[[str, dict], dict] | None = field(default=None, repr=False)
 
     @classmethod
     def from_lease(cls, lease: dict) -> TaskSpec:
         # Unknown keys are ignored so the Commander can add fields before N0D3s know them;
         # None means "not set", so the defaults apply. The credential comes sealed (the agent opens it).
-        known = {f.name for f in fields(cls)} - {"credential"}
+        known = {f.name for f in fields(cls)} - {"credential", "call_tool"}
         return cls(**{k: v for k, v in lease.items() if k in known and v is not None})
 
 
@@ -216,6 +224,48 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def calls_tool(spec: TaskSpec, answer: RunResult) -> bool:
+    """Whether the model's answer asks for a tool round (m3shd/tool_calls.py): not a final answer."""
+    return answer.status == "succeeded" and bool(spec.tools) and spec.call_tool is not None \
+        and tool_calls.OPEN in answer.output
+
+
+def tool_reply(spec: TaskSpec, answer: str) -> str:
+    """The next user turn for an answer with a [TOOL_CALL]: the tool's result, or why there is
+    none (a malformed marker included)."""
+    try:
+        call = tool_calls.find(answer)
+    except tool_calls.Malformed as exc:
+        return tool_calls.result_text(None, False, error=f"malformed tool call: {exc}")
+    answered = spec.call_tool(call.tool, call.args)
+    return tool_calls.result_text(call.tool, answered["ok"], answered.get("result"), answered.get("error"))
+
+
+def with_tools(spec: TaskSpec, result: RunResult, again: Callable[[RunResult, str], RunResult]) -> RunResult:
+    """Carry on the conversation while the model calls tools: `again(last, reply)` sends the
+    tool's reply as the next user turn of the same conversation. At most `tool_rounds` calls;
+    the usage and cost of every round add up in the result."""
+    total, rounds = result, 0
+    while calls_tool(spec, result):
+        if rounds >= spec.tool_rounds:
+            total.notes.append(f"stopped after {rounds} tool calls (the Commander's tool_rounds): the answer may be "
+                               "unfinished")
+            break
+        rounds += 1
+        result = again(result, tool_reply(spec, result.output))
+        total = added(total, result)
+    return total
+
+
+def added(before: RunResult, after: RunResult) -> RunResult:
+    """`after`, with the usage, cost and notes of both."""
+    usage = {name: before.usage[name] + after.usage[name] for name in before.usage}
+    costs = [cost for cost in (before.cost_usd, after.cost_usd) if cost is not None]
+    return RunResult(after.status, after.output, after.error, usage, sum(costs) if costs else None,
+                     before.model or after.model, after.infra_failure, after.cancelled, before.notes + after.notes,
+                     after.session_id)
+
+
 class ClaudeCliRunner:
     """Runs `claude -p --output-format json` with the prompt on stdin."""
 
@@ -226,8 +276,10 @@ class ClaudeCliRunner:
         self.default_model = default_model
         self.grace_s = grace_s
 
-    def _argv(self, spec: TaskSpec) -> list[str]:
+    def _argv(self, spec: TaskSpec, resume: str | None = None) -> list[str]:
         argv = [self.executable, "-p", "--output-format", "json"]
+        if resume:  # a tool round: the same session, the tool's result as the next prompt
+            argv += ["--resume", resume]
         model = spec.model or self.default_model
         if model:
             argv += ["--model", model]
@@ -262,13 +314,26 @@ class ClaudeCliRunner:
 
     def _run(self, spec: TaskSpec, cancel: threading.Event, model: str | None, workdir: str | None = None,
              prompt: str | None = None) -> RunResult:
+        deadline = time.monotonic() + spec.timeout_s
+        first = self._invoke(spec, self._argv(spec), prompt or spec.prompt, cancel, model, workdir, deadline)
+
+        def again(last: RunResult, reply: str) -> RunResult:
+            if not last.session_id:
+                return failed("claude answered a tool call without a session_id to resume", model, infra=True)
+            return self._invoke(spec, self._argv(spec, resume=last.session_id), reply, cancel, model, workdir, deadline)
+
+        return with_tools(spec, first, again)
+
+    def _invoke(self, spec: TaskSpec, argv: list[str], prompt: str, cancel: threading.Event, model: str | None,
+                workdir: str | None, deadline: float) -> RunResult:
+        """One run of the CLI, until `deadline` (the task's, over all its tool rounds)."""
         if cancel.is_set():
             return _cancelled(model)
         try:
             # The prompt goes on stdin: no argv length limit, and not visible in `ps`. A credential
             # from the Commander goes in the child's environment only, where the CLI reads it.
             proc = subprocess.Popen(
-                self._argv(spec),
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -286,10 +351,8 @@ class ClaudeCliRunner:
         # A helper thread feeds stdin (any size) and drains stdout/stderr, so this one
         # is free to watch cancel and the deadline.
         done: dict = {}
-        talker = threading.Thread(target=_communicate, args=(proc, (prompt or spec.prompt).encode(), done),
-                                  daemon=True)
+        talker = threading.Thread(target=_communicate, args=(proc, prompt.encode(), done), daemon=True)
         talker.start()
-        deadline = time.monotonic() + spec.timeout_s
         try:
             while talker.is_alive():
                 talker.join(_POLL_S)
@@ -350,7 +413,8 @@ def _cli_result(returncode: int, stdout: bytes, stderr: bytes, model: str | None
     output = data.get("result") if isinstance(data.get("result"), str) else ""
 
     if not data.get("is_error"):
-        return RunResult("succeeded", output, None, usage, cost, model)
+        session = data.get("session_id") if isinstance(data.get("session_id"), str) else None
+        return RunResult("succeeded", output, None, usage, cost, model, session_id=session)
     error = output or "; ".join(map(str, data.get("errors") or [])) or str(data.get("subtype"))
     auth = data.get("api_error_status") in (401, 403) or bool(_CLI_AUTH_ERROR.search(error))
     return failed(error, model, infra=auth, usage=usage, cost_usd=cost)
@@ -441,30 +505,41 @@ class AnthropicSdkRunner:
         if tools:
             request["tools"] = tools
         messages = [{"role": "user", "content": user_content(spec)}]
-        turns = spec.max_turns or DEFAULT_SDK_TURNS
-        usage, searches, texts = _usage(), 0, []
         with anthropic.Anthropic(api_key=self.key_for(spec), base_url=self.base_url) as client:
-            for _turn in range(turns):
-                with client.messages.stream(**request, messages=messages) as stream:
-                    # Cancel and the deadline are seen between events; the API pings while busy.
-                    for _event in stream:
-                        if cancel.is_set():
-                            return _cancelled(model)
-                        if time.monotonic() >= deadline:
-                            return _timed_out(spec.timeout_s, model)
-                    message = stream.get_final_message()
-                u = message.usage
-                for name, value in _usage(u.input_tokens, u.output_tokens, u.cache_read_input_tokens,
-                                          u.cache_creation_input_tokens).items():
-                    usage[name] += value
-                searches += getattr(u.server_tool_use, "web_search_requests", 0) or 0
-                texts += [block.text for block in message.content if block.type == "text"]
-                if message.stop_reason != "pause_turn":
-                    break
-                messages = [*messages, {"role": "assistant",
-                                        "content": [block.to_dict(mode="json") for block in message.content]}]
-            else:
-                notes.append(f"stopped after {turns} requests (the agent's max_turns): the answer may be unfinished")
+            first = self._answer(client, request, messages, spec, cancel, model, deadline)
+            first.notes[:0] = notes
+
+            def again(_last: RunResult, reply: str) -> RunResult:
+                messages.append({"role": "user", "content": reply})  # a tool round: the same conversation
+                return self._answer(client, request, messages, spec, cancel, model, deadline)
+
+            return with_tools(spec, first, again)
+
+    def _answer(self, client, request: dict, messages: list, spec: TaskSpec, cancel: threading.Event, model: str,
+                deadline: float) -> RunResult:
+        """One answer of the model to `messages`, which it extends with the assistant's turns."""
+        turns = spec.max_turns or DEFAULT_SDK_TURNS
+        usage, searches, texts, notes = _usage(), 0, [], []
+        for _turn in range(turns):
+            with client.messages.stream(**request, messages=list(messages)) as stream:
+                # Cancel and the deadline are seen between events; the API pings while busy.
+                for _event in stream:
+                    if cancel.is_set():
+                        return _cancelled(model)
+                    if time.monotonic() >= deadline:
+                        return _timed_out(spec.timeout_s, model)
+                message = stream.get_final_message()
+            u = message.usage
+            for name, value in _usage(u.input_tokens, u.output_tokens, u.cache_read_input_tokens,
+                                      u.cache_creation_input_tokens).items():
+                usage[name] += value
+            searches += getattr(u.server_tool_use, "web_search_requests", 0) or 0
+            texts += [block.text for block in message.content if block.type == "text"]
+            messages.append({"role": "assistant", "content": [block.to_dict(mode="json") for block in message.content]})
+            if message.stop_reason != "pause_turn":
+                break
+        else:
+            notes.append(f"stopped after {turns} requests (the agent's max_turns): the answer may be unfinished")
         cost = price_usd(model, usage)
         if cost is not None:
             cost += searches * WEB_SEARCH_USD

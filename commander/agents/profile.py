@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from commander.errors import describe_validation
 from commander.schemas import Capability
+from m3shd import tool_calls
 
 FENCE = "+++"
 MAX_PROFILE_CHARS = 100_000
@@ -31,6 +32,7 @@ Slug = Annotated[str, StringConstraints(pattern=SLUG)]
 ModelId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")]
 # A Claude Code tool or permission rule: `Read`, `Bash(git diff:*)`, `mcp__github__get_issue`.
 Tool = Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*(\([^()\n]*\))?$")]
+PluginTool = Annotated[str, StringConstraints(pattern=tool_calls.NAME)]
 # The sections a shipped (bench) profile's prompt must have; a user's profile may be free-form.
 BENCH_SECTIONS = ("## Role", "## How you work", "## Output", "## Boundaries")
 
@@ -53,6 +55,7 @@ class Profile(BaseModel):
     prefers: Annotated[list[Capability], Field(max_length=32)] = []
     allowed_tools: Annotated[list[Tool], Field(max_length=128)] = []
     disallowed_tools: Annotated[list[Tool], Field(max_length=128)] = []
+    plugin_tools: Annotated[list[PluginTool], Field(max_length=32)] = []  # [TOOL_CALL] tools (commander/plugins)
     max_turns: Annotated[int, Field(ge=1, le=500)] | None = None
     timeout: Annotated[int, Field(ge=1, le=86_400)] | None = None
     memory: Literal["own", "shared", "off"] = "own"
@@ -68,7 +71,8 @@ class Profile(BaseModel):
     def restricts(self) -> bool:
         """Whether running it means more than running the bare prompt (what a N0D3 from before
         profiles could not have honoured): a system prompt, tools or a turn bound."""
-        return bool(self.system_prompt or self.allowed_tools or self.disallowed_tools or self.max_turns)
+        return bool(self.system_prompt or self.allowed_tools or self.disallowed_tools or self.max_turns
+                    or self.plugin_tools)
 
 
 def parse(text: str, name: str | None = None) -> Profile:

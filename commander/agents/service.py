@@ -123,7 +123,7 @@ def profile_of(name: str, row: AgentVersion) -> Profile:
         name=name, title=row.title, description=row.description, model=row.model, allowed_models=row.allowed_models,
         requires=row.requires, prefers=row.prefers, allowed_tools=row.allowed_tools,
         disallowed_tools=row.disallowed_tools, max_turns=row.max_turns, timeout=row.timeout, memory=row.memory,
-        system_prompt=row.system_prompt)
+        plugin_tools=row.plugin_tools, system_prompt=row.system_prompt)
 
 
 # What a lease of a task submitted before agents existed carries: nothing beyond the prompt.
@@ -135,6 +135,11 @@ def lease_fields(name: str, version: int, profile: Profile) -> dict:
     return dict(agent=name, agent_version=version, system_prompt=profile.system_prompt,
                 allowed_tools=list(profile.allowed_tools), disallowed_tools=list(profile.disallowed_tools),
                 max_turns=profile.max_turns, timeout_s=profile.timeout)
+
+
+def plugin_tools(cmdr: Commander, name: str | None, version: int | None) -> list[str]:
+    """The plugin tools a task run as `name` at `version` may call (commander/plugins)."""
+    return [] if name is None else version_of(cmdr, name, version).profile.plugin_tools
 
 
 def for_lease(cmdr: Commander, name: str | None, version: int | None) -> dict:
@@ -209,7 +214,7 @@ def add_version(agent: Agent, profile: Profile, text: str, cause: str, force: bo
         allowed_models=list(profile.allowed_models), requires=sorted(set(profile.requires)),
         prefers=sorted(set(profile.prefers)), allowed_tools=list(profile.allowed_tools),
         disallowed_tools=list(profile.disallowed_tools), max_turns=profile.max_turns, timeout=profile.timeout,
-        memory=profile.memory)
+        memory=profile.memory, plugin_tools=list(profile.plugin_tools))
     Agent.update(current=number, updated_at=now()).where(Agent.id == agent.id).execute()
     agent.current = number
     events.publish("agent.version", name=agent.name, version=number, cause=cause[:200])

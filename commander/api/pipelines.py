@@ -15,8 +15,12 @@ bp = Blueprint("pipelines", __name__)
 def step_of(step: PipelineStep, token_agent: str | None) -> pipelines.Step:
     edges = tuple(pipelines.Edge(dep) if isinstance(dep, str) else pipelines.Edge(dep.step, dep.allow_failure)
                   for dep in step.depends_on)
-    return pipelines.Step(**step.model_dump(exclude={"depends_on", "agent"}), depends_on=edges,
-                          agent=agents.chosen(step.agent, token_agent))
+    notify = step.notify.model_dump() if step.notify else None
+    # A notify step's task holds its message template as its prompt, so the template is checked
+    # like a prompt's (each placeholder names a parent) and rendered like one when it is due.
+    return pipelines.Step(**step.model_dump(exclude={"depends_on", "agent", "prompt", "notify"}), depends_on=edges,
+                          agent=agents.chosen(step.agent, token_agent), prompt=notify["message"] if notify else step.prompt,
+                          notify=notify)
 
 
 def pipeline_out(pipeline: Pipeline) -> PipelineOut:

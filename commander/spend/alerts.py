@@ -13,13 +13,10 @@ doubling to 10 min) up to MAX_ATTEMPTS times, each failure kept on the alert (GE
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 
-import requests
-
-from commander import events
+from commander import events, ntfy
 from commander.models import SpendAlert, now
 from commander.spend import caps, policy
 from m3shd import loops
@@ -30,7 +27,6 @@ PENDING, SENT, FAILED, OFF = "pending", "sent", "failed", "off"
 MAX_ATTEMPTS = 12
 RETRY_BASE, RETRY_CAP = 5.0, 600.0
 BATCH = 20
-TIMEOUT = 10.0
 
 
 def crossed(cmdr, day: str, looked: list[tuple[str, str, float, float]]) -> None:
@@ -51,35 +47,20 @@ def crossed(cmdr, day: str, looked: list[tuple[str, str, float, float]]) -> None
 
 
 def message(alert: SpendAlert) -> tuple[str, dict]:
-    """The alert's text and ntfy headers."""
+    """The alert's text and its ntfy title, priority and tags."""
     who = caps.described(alert.scope, alert.name)
     title = f"m3shd: {alert.threshold}% of the daily cap for {who}"
     text = (f"${alert.spent_usd:.2f} of ${alert.cap_usd:.2f} spent on {alert.day}"
             + ("; new work is held until midnight" if alert.threshold >= 100 else ""))
     priority, tags = (5, "rotating_light") if alert.threshold >= 100 else (4, "warning") if alert.threshold >= 80 \
         else (3, "money_with_wings")
-    return text, {"Title": header_value(title), "Priority": str(priority), "Tags": tags}
-
-
-def header_value(text: str) -> str:
-    """HTTP headers are Latin-1: a name in another script goes RFC 2047-encoded, which ntfy decodes."""
-    if text.isascii():
-        return text
-    return f"=?UTF-8?B?{base64.b64encode(text.encode()).decode()}?="
+    return text, dict(title=title, priority=priority, tags=tags)
 
 
 def send(settings, alert: SpendAlert) -> str | None:
     """Post one alert; None when ntfy took it, else what went wrong."""
     text, headers = message(alert)
-    if settings.ntfy_token:
-        headers["Authorization"] = f"Bearer {settings.ntfy_token}"
-    try:
-        response = requests.post(settings.ntfy_url, data=text.encode(), headers=headers, timeout=TIMEOUT)
-    except requests.RequestException as exc:
-        return f"cannot reach ntfy: {type(exc).__name__}"
-    if response.status_code >= 300:
-        return f"ntfy answered {response.status_code}: {response.text[:200]}"
-    return None
+    return ntfy.publish(settings.ntfy_url, settings.ntfy_token, text, **headers)
 
 
 def deliver_due(cmdr) -> int:

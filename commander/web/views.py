@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from commander import accounts, events, nodes, pending, pipelines, provenance, tasks, tokens
 from commander.agents import service as agents
 from commander.agents.api import agent_views
+from commander.plugins import calls as tool_calls
 from commander.api import tasks as tasks_api
 from commander.api.nodes import node_views
 from commander.api.pending import pending_out
@@ -157,7 +158,7 @@ def task(task_id: int):
     shown = task_views([found])[0]
     chain = provenance.bundle(commander(), found)
     return render("task.html", parts=("task",), task=shown, chain=chain, history=events.of_task(task_id),
-                  node_names=node_names())
+                  node_names=node_names(), tool_calls=tool_calls.listing(commander(), task_id))
 
 
 @page_route(bp, "POST", "/tasks/<id:task_id>/approve", permission="tasks:approve")
@@ -270,7 +271,8 @@ VERSIONS_SHOWN = 20  # the latest versions on an agent's page, each with its dif
 def agent_list():
     """Every agent: state, version, model, required capabilities, queue and recent results."""
     agents.check_files(commander())
-    return render("agents.html", parts=("agents",), agents=[view.model_dump() for view in agent_views(agents.listing())])
+    return render("agents.html", parts=("agents",), agents=[view.model_dump() for view in agent_views(agents.listing())],
+                  plugins=commander().plugins.plugins)
 
 
 @page_route(bp, "GET", "/agents/<name>", permission="tasks:read")

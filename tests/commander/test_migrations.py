@@ -155,3 +155,23 @@ def test_ledger_rows_from_before_folding_count_as_folded(tmp_path):
     assert migrate(fresh(old))[0] == 13
     with sqlite3.connect(old) as conn:
         assert conn.execute('SELECT "id", "entry" FROM "spend_fold"').fetchall() == [(1, 2)]
+
+
+def test_agent_versions_from_before_plugins_may_call_no_tool(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(FIXTURE.read_text())
+    db = fresh(old)
+    plugins = next(version for version, name, _ in MIGRATIONS if name.startswith("plugins"))
+    migrate(db, [step for step in MIGRATIONS if step[0] < plugins])
+    with sqlite3.connect(old) as conn:
+        conn.execute('INSERT INTO "agent" ("id", "name", "current", "created_at", "updated_at") '
+                     'VALUES (1, "general", 1, 1.0, 1.0)')
+        conn.execute('INSERT INTO "agent_version" ("agent_id", "version", "text", "title", "description", '
+                     '"system_prompt", "allowed_models", "requires", "prefers", "allowed_tools", "disallowed_tools", '
+                     '"memory", "cause", "created_at") VALUES (1, 1, "x", "", "", "", "[]", "[]", "[]", "[]", "[]", '
+                     '"own", "test", 1.0)')
+    assert migrate(db) == [plugins]
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "plugin_tools" FROM "agent_version"').fetchall() == [("[]",)]
+        assert conn.execute('SELECT COUNT(*) FROM "tool_call"').fetchone() == (0,)

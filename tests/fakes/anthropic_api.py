@@ -11,6 +11,10 @@ stream end in an overloaded_error event after its first chunk, as the real API c
 a web search that pauses the turn (stop_reason pause_turn, with the server_tool_use and
 web_search_tool_result blocks the real API sends); each request that sends such an answer
 back as the assistant's turn moves it on, and the N+1th is the echo.
+A tool round of the [TOOL_CALL] loop (m3shd/tool_calls.py) must continue the conversation: a
+last user turn that is a [TOOL_RESULT] is refused (400) unless the turn before it is the
+assistant's answer with the [TOOL_CALL] it answers. When the first user turn has
+"[repeat-call]", every tool round's answer repeats the first answer (and its call).
 Every request is recorded on `server.requests` (headers without the key, and the
 body) for assertions, and the key it carried on `server.keys`.
 
@@ -58,14 +62,26 @@ def serve(port: int = 0, api_key: str = "test-key") -> tuple[FakeAnthropicServer
 def _user_text(messages: list) -> str:
     """The last user message's text, each image block in it named where it stands."""
     for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        return "".join(b.get("text", "") if b["type"] == "text" else _describe_image(b["source"])
-                       for b in content if b["type"] in ("text", "image"))
+        if message.get("role") == "user":
+            return _text(message)
     return ""
+
+
+def _text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") if b["type"] == "text" else _describe_image(b["source"])
+                   for b in content if b["type"] in ("text", "image"))
+
+
+def _tool_round(messages: list) -> str | None:
+    """None, or why this request is no proper tool round (see the module's docstring)."""
+    if not _user_text(messages).startswith("[TOOL_RESULT]"):
+        return None
+    if len(messages) < 2 or messages[-2]["role"] != "assistant" or "[TOOL_CALL]" not in _text(messages[-2]):
+        return "fake: a [TOOL_RESULT] must follow the assistant turn with the [TOOL_CALL] it answers"
+    return None
 
 
 # The server tools the real API knows (anthropic 2.15's types); any other typed tool is refused.
@@ -184,12 +200,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.headers.get("anthropic-version"):
             return self._error(400, "invalid_request_error",
                                "anthropic-version: header is required")
-        problem = "There was an error parsing the body" if body is None else _validate(body)
+        problem = "There was an error parsing the body" if body is None else (_validate(body) or _tool_round(body["messages"]))
         if problem:
             return self._error(400, "invalid_request_error", problem)
 
         text = _user_text(body["messages"])
-        answer = "echo: " + text
+        first = _text(body["messages"][0])
+        repeat = "[repeat-call]" in first and text.startswith("[TOOL_RESULT]")
+        answer = "echo: " + (first if repeat else text)
         usage = {
             "input_tokens": len(text) + 7,
             "cache_creation_input_tokens": 2 * len(text),

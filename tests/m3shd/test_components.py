@@ -20,7 +20,7 @@ COMMANDS = {
     "image": {"image"},
 }
 CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend", "webhooks",
-                   "runners"}
+                   "runners", "plugins"}
 
 
 def top_level(parser) -> set[str]:

@@ -86,8 +86,10 @@ def with_tasks(data_dir: Path, *prompts: str):
 def test_an_upgrade_seals_what_older_versions_kept_in_clear(isolated):
     old_prompt, old_output = sentinel("old-prompt"), sentinel("old-output")
     isolated.mkdir(parents=True)
+    with sqlite3.connect(isolated / "commander.db") as conn:  # the first schema, then each step up to before v18
+        conn.executescript((Path(__file__).parents[1] / "fixtures" / "schema_v1.sql").read_text())
     database = open_database(f"sqlite:///{isolated / 'commander.db'}")
-    migrate(database, [step for step in MIGRATIONS if step[0] <= 15])  # the schema before v18
+    migrate(database, [step for step in MIGRATIONS if step[0] < 18])
     database.execute_sql("INSERT INTO task (state, prompt, output, requires, prefer, priority, submitter, max_attempts,"
                          " retry_on_lost, backoff, tried_nodes, approval_required, approver_must_differ, created_at,"
                          " updated_at, attempt, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"

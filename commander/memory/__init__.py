@@ -1,0 +1,19 @@
+"""Agent memory: what agents remember, sealed at rest, searchable without plaintext (docs/memory.md).
+
+- words.py: the blind index: normalised words mapped through a keyed HMAC, for FTS5;
+- store.py: the memories of a scope (an agent's, or `shared`), encrypted with cmdr.box;
+- blocks.py: the [REMEMBER] grammar: parsing an answer's blocks, and the answer without them;
+- remember.py: a succeeded task's blocks stored for its agent (task_finished);
+- inject.py: the relevant memories added to a task's prompt when it is leased, and what provenance
+  rebuilds of it;
+- api.py: the /api/agents/<name>/memory routes (`memory:read`, `memory:write`).
+"""
+
+from __future__ import annotations
+
+from commander.memory import remember
+
+
+def init(cmdr) -> None:
+    """Hang [REMEMBER] extraction on task_finished (injection is on the lease path itself)."""
+    cmdr.signals.task_finished.connect(remember.on_task_finished)

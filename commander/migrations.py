@@ -9,6 +9,7 @@ migrating the oldest fixture yields exactly the tables a fresh database has.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import peewee as pw
@@ -464,6 +465,10 @@ def v16_memory(database: pw.Database) -> None:
     class Task(Frozen):
         pass
 
+    class Token(Frozen):
+        kind = pw.CharField(max_length=8)
+        permissions = pw.TextField()
+
     class Memory(Frozen):
         scope = pw.CharField(max_length=40)
         key_hash = pw.CharField(max_length=32, null=True)
@@ -499,6 +504,11 @@ def v16_memory(database: pw.Database) -> None:
     MemoryWords._meta.set_database(database)
     database.create_tables([Memory, MemoryWords, MemoryGiven])
     apply(SchemaMigrator.from_database(database).add_column("task", "memory", pw.BooleanField(default=True)))
+    # Node tokens were issued memory:read and memory:write before memory existed; a node gets its
+    # task's memories in the lease and needs neither (commander/permissions.py NODE_PERMISSIONS).
+    for token_id, permissions in Token.select(Token.id, Token.permissions).where(Token.kind == "node").tuples():
+        kept = [name for name in json.loads(permissions) if not name.startswith("memory:")]
+        Token.update(permissions=json.dumps(kept)).where(Token.id == token_id).execute()
 
 
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
-from commander.memory import remember
 
 
 def init(cmdr) -> None:
     """Hang [REMEMBER] extraction on task_finished (injection is on the lease path itself)."""
+    # Imported here, not above: commander.schemas imports blocks.py (a task's answer is shown
+    # without its blocks), and loading this package must not pull in the agents, which import schemas.
+    from commander.memory import remember
+
     cmdr.signals.task_finished.connect(remember.on_task_finished)

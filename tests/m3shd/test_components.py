@@ -19,7 +19,7 @@ COMMANDS = {
     "bridge": {"bridge"},
     "image": {"image"},
 }
-CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend", "webhooks",
+CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "memory", "spend", "webhooks",
                    "runners"}
 
 

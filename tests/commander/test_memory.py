@@ -156,7 +156,6 @@ def test_no_key_value_or_tag_reaches_the_database_files_in_clear(cmdr, app):
     with cmdr.writing():
         store.put(cmdr, "general", f"the {SENTINEL_VALUE} is secret", SENTINEL_KEY, [SENTINEL_TAG])
         store.put(cmdr, store.SHARED, SENTINEL_VALUE, None)
-    assert store.get(cmdr, "general", Memory.get(Memory.scope == "general").id).key == SENTINEL_KEY
     data_dir = Path(cmdr.settings.data_dir)
     files = [path for path in data_dir.rglob("*") if path.is_file()]
     assert any(path.name.endswith(".db-wal") for path in files) or any(path.suffix == ".db" for path in files)
@@ -164,6 +163,7 @@ def test_no_key_value_or_tag_reaches_the_database_files_in_clear(cmdr, app):
         content = path.read_bytes()
         for sentinel in (SENTINEL_VALUE, SENTINEL_KEY, SENTINEL_TAG, "zebrafinch", "quokkaword"):
             assert sentinel.encode() not in content, f"{sentinel} in {path}"
+    assert store.get(cmdr, "general", Memory.get(Memory.scope == "general").id).key == SENTINEL_KEY
 
 
 def test_a_key_stored_again_replaces_its_value_and_equal_content_stays_one_memory(cmdr):

@@ -47,6 +47,7 @@ def test_a_first_line_with_a_colon_far_in_is_a_value_without_key():
     ("[REMEMBER]key:   [/REMEMBER]", "its value is empty"),
     ("[REMEMBER][/REMEMBER]", "its value is empty"),
     ("[REMEMBER tags=a\n]x[/REMEMBER]", "no `]` on its line"),
+    ("[REMEMBER]key: \ud800[/REMEMBER]", "lone surrogate"),
 ])
 def test_malformed_blocks_are_reported_and_still_cut_when_they_close(text, problem):
     found = parsed(f"before {text} after")
@@ -309,3 +310,20 @@ def test_reading_needs_memory_read_and_writing_memory_write(client, bearer):
     refused = client.put("/api/agents/general/memory", headers=reader, json={"value": "x"})
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
     assert client.delete("/api/agents/general/memory/1", headers=reader).status_code == 403
+
+
+def test_a_token_scoped_to_an_agent_reaches_its_own_and_the_shared_memories_only(cmdr, client):
+    from commander import tokens
+
+    agents.put(cmdr, "helper", "+++\nname = \"helper\"\n+++\nYou help.", "test")
+    with cmdr.writing(wake=False):
+        _, secret = tokens.create("scoped", actor="test", permissions=["memory:read", "memory:write"], agent="helper")
+    scoped = {"Authorization": f"Bearer {secret}"}
+    assert client.put("/api/agents/helper/memory", headers=scoped, json={"value": "mine"}).status_code == 201
+    assert client.put("/api/agents/shared/memory", headers=scoped, json={"value": "ours"}).status_code == 201
+    assert [m["value"] for m in client.get("/api/agents/helper/memory", headers=scoped).get_json()["memories"]] == [
+        "mine"]
+    other = client.get("/api/agents/general/memory", headers=scoped)
+    assert other.status_code == 403 and other.get_json()["error"]["code"] == "agent_scope"
+    assert client.put("/api/agents/general/memory", headers=scoped, json={"value": "x"}).status_code == 403
+    assert Memory.select().where(Memory.scope == "general").count() == 0

@@ -14,16 +14,29 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from commander.db import Compiled, Param
+from commander.db import Compiled, CompiledInsert, CompiledUpdate, Param
 from commander.exceptions import NotFound
 from commander.memory import words
 from commander.models import Memory, MemoryWords, now
 
 SHARED = "shared"
 
-# Injection searches on every lease: compiled once (db.Compiled). bm25 ranks best first (lowest).
+# Injection searches on every lease, and a task's [REMEMBER] blocks are stored inside its
+# result's transaction: their queries are compiled once (db.Compiled; building them with peewee
+# each time took most of a store, bench/memory.py). bm25 ranks best first (lowest).
 SEARCH = Compiled(MemoryWords, lambda: MemoryWords.select(MemoryWords.rowid).where(
     MemoryWords.match(Param("query"))).order_by(MemoryWords.bm25()).limit(Param("limit")))
+BY_IDS = Compiled(Memory, lambda ids: Memory.select().where(Memory.id.in_(ids)))
+BY_KEY = Compiled(Memory, lambda: Memory.select().where(
+    (Memory.scope == Param("scope")) & (Memory.key_hash == Param("key_hash"))))
+BY_CONTENT = Compiled(Memory, lambda: Memory.select().where(
+    (Memory.scope == Param("scope")) & Memory.key_hash.is_null() & (Memory.content_hash == Param("content_hash"))))
+MEMORY_INSERT = CompiledInsert(Memory)
+SEALED_FIELDS = ("value", "tags", "content_hash", "updated_at")
+RESEAL = CompiledUpdate(Memory, SEALED_FIELDS, ("id",))
+TOUCH = CompiledUpdate(Memory, ("updated_at",), ("id",))
+INDEX = Compiled(MemoryWords, lambda: MemoryWords.insert(rowid=Param("id"), words=Param("words")))
+UNINDEX = Compiled(MemoryWords, lambda: MemoryWords.delete().where(MemoryWords.rowid == Param("id")))
 
 
 @dataclass(frozen=True)
@@ -64,21 +77,19 @@ def put(cmdr, scope: str, value: str, key: str | None = None, tags: list[str] | 
     content_hash = words.keyed_hash(index_key, "content", f"{key or ''}\0{value}")
     sealed = dict(value=cmdr.box.encrypt(value.encode()), tags=cmdr.box.encrypt(json.dumps(tags).encode()),
                   content_hash=content_hash, updated_at=t)
-    if key_hash:
-        existing = Memory.get_or_none((Memory.scope == scope) & (Memory.key_hash == key_hash))
-    else:
-        existing = Memory.get_or_none((Memory.scope == scope) & (Memory.key_hash.is_null())
-                                      & (Memory.content_hash == content_hash))
-    if existing is not None:
+    found = BY_KEY.rows(scope=scope, key_hash=key_hash) if key_hash else \
+        BY_CONTENT.rows(scope=scope, content_hash=content_hash)
+    if found:
+        existing = found[0]
         if existing.content_hash == content_hash and opened(cmdr, existing).tags == tags:
-            Memory.update(updated_at=t).where(Memory.id == existing.id).execute()
+            TOUCH.execute({"id": existing.id}, updated_at=t)
             return existing, False
-        Memory.update(**sealed).where(Memory.id == existing.id).execute()
-        MemoryWords.delete().where(MemoryWords.rowid == existing.id).execute()
+        RESEAL.execute({"id": existing.id}, **sealed)
+        UNINDEX.execute(id=existing.id)
         _index(cmdr, existing.id, scope, key, value, tags)
         return Memory.get_by_id(existing.id), False
-    row = Memory.create(scope=scope, key_hash=key_hash, key=cmdr.box.encrypt(key.encode()) if key else None,
-                        source_task=source_task, created_at=t, **sealed)
+    row = MEMORY_INSERT.create(scope=scope, key_hash=key_hash, key=cmdr.box.encrypt(key.encode()) if key else None,
+                               source_task=source_task, created_at=t, **sealed)
     _index(cmdr, row.id, scope, key, value, tags)
     return row, True
 
@@ -90,7 +101,7 @@ def _folded(key: str) -> str:
 
 def _index(cmdr, memory_id: int, scope: str, key: str | None, value: str, tags: list[str]) -> None:
     tokens = words.tokens(cmdr.box.index_key, scope, index_text(key, value, tags))
-    MemoryWords.insert(rowid=memory_id, words=" ".join(tokens)).execute()
+    INDEX.execute(id=memory_id, words=" ".join(tokens))
 
 
 def get(cmdr, scope: str, memory_id: int) -> Remembered:
@@ -108,22 +119,23 @@ def listing(cmdr, scope: str, limit: int, before_id: int | None = None) -> list[
     return [opened(cmdr, row) for row in found.order_by(Memory.id.desc()).limit(limit)]
 
 
-def search(cmdr, scopes: list[str], text: str, limit: int) -> list[Memory]:
-    """The memories of `scopes` that share words with `text`, best first (bm25), sealed."""
+def ranked(cmdr, scopes: list[str], text: str, limit: int) -> list[int]:
+    """The ids of the memories of `scopes` that share words with `text`, best first (bm25)."""
     expression = words.query(cmdr.box.index_key, scopes, text)
-    if expression is None:
-        return []
-    ids = [memory_id for (memory_id,) in SEARCH.tuples(query=expression, limit=limit)]
-    if not ids:
-        return []
-    rows = {row.id: row for row in Memory.select().where(Memory.id.in_(ids))}
+    return [memory_id for (memory_id,) in SEARCH.tuples(query=expression, limit=limit)] if expression else []
+
+
+def search(cmdr, scopes: list[str], text: str, limit: int) -> list[Memory]:
+    """The memories `ranked` finds, as sealed rows, best first."""
+    ids = ranked(cmdr, scopes, text, limit)
+    rows = {row.id: row for row in BY_IDS.rows(ids=ids)} if ids else {}
     return [rows[memory_id] for memory_id in ids if memory_id in rows]
 
 
 def forget(scope: str, memory_id: int) -> None:
     if not Memory.delete().where((Memory.id == memory_id) & (Memory.scope == scope)).execute():
         raise NotFound("no_memory", f"{_described(scope)} has no memory {memory_id}")
-    MemoryWords.delete().where(MemoryWords.rowid == memory_id).execute()
+    UNINDEX.execute(id=memory_id)
 
 
 def _described(scope: str) -> str:

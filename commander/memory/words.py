@@ -30,7 +30,10 @@ WORD = re.compile(r"[^\W_]+")
 STOP = frozenset("a an and are as at be but by for from has have i in is it its of on or s so t that the this to "
                  "was were will with you your".split())
 TOKEN_HEX = 16
-QUERY_WORDS = 64  # distinct words of a query searched; a long prompt's first ones say what it is about
+# Distinct words of a query searched: each costs a look-up per scope, and a long prompt's words
+# outnumber what a ranking needs (bench/memory.py: 64 words over two scopes took 20 ms, 16 about
+# 5). The longest are kept: long words are the rarer ones (Zipf), so they say most and match least.
+QUERY_WORDS = 16
 
 
 def stem(word: str) -> str:
@@ -68,9 +71,14 @@ def keyed_hash(index_key: bytes, kind: str, text: str) -> str:
     return hmac.new(index_key, f"{kind}\0{text}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def searched(text: str) -> list[str]:
+    """The words of `text` a search looks for: its QUERY_WORDS longest distinct ones."""
+    return sorted(dict.fromkeys(words(text)), key=len, reverse=True)[:QUERY_WORDS]
+
+
 def query(index_key: bytes, scopes: list[str], text: str) -> str | None:
-    """An FTS5 query matching any word of `text` in any of `scopes` (None: no word to search)."""
-    distinct = list(dict.fromkeys(words(text)))[:QUERY_WORDS]
+    """An FTS5 query matching any searched word of `text` in any of `scopes` (None: no word to search)."""
+    distinct = searched(text)
     if not distinct:
         return None
     # Tokens are hex: quoted, none can be read as an FTS5 operator.

@@ -53,7 +53,7 @@ ROLES: dict[Role, tuple[str, ...]] = {
     Role.WORKER: ("nodes:join", "work:execute"),
     Role.MOBILE: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
-        "nodes:read", "memory:read", "spend:read",
+        "nodes:read", "memory:read", "memory:write", "spend:read",
     ),
     Role.COMMANDER: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",

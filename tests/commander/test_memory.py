@@ -13,7 +13,7 @@ from commander.agents import service as agents
 from commander.memory import blocks, store, words
 from commander.models import Event, Memory, MemoryGiven, MemoryWords, Task
 from m3shd import provenance
-from mesh import configure, join_signing, lease_of, report, submit
+from mesh import configure, expire_now, join_signing, lease_of, report, submit
 
 # --- the [REMEMBER] grammar ----------------------------------------------------------------------
 
@@ -231,6 +231,30 @@ def test_a_lease_carries_the_relevant_memories_and_provenance_still_verifies(cmd
     assert bundle["links"][0]["memories"] == given.memory_ids and "pi-3.local" in bundle["links"][0]["prompt"]
     offline = provenance.check_links(bundle["links"], bundle["public_keys"])
     assert offline == {task.id: []}
+
+
+def test_a_retry_is_searched_again_and_its_result_is_bound_to_what_it_was_given(cmdr):
+    node, signer = join_signing(cmdr)
+    with cmdr.writing():
+        first = store.put(cmdr, "general", "the kiln fires on Thursdays", "kiln")[0]
+    task = submit(cmdr, "when is the kiln fired")
+    lease_of(cmdr, node, task)
+    assert MemoryGiven.get(MemoryGiven.task == task.id).memory_ids == [first.id]
+    with cmdr.writing():
+        store.forget("general", first.id)
+    expire_now(cmdr, task)
+    retry = lease_of(cmdr, node, Task.get_by_id(task.id))
+    assert retry["attempt"] == 2 and retry["prompt"] == "when is the kiln fired"
+    assert MemoryGiven.get_or_none(MemoryGiven.task == task.id) is None  # attempt 1's memories are not attempt 2's
+    with cmdr.writing():
+        second = store.put(cmdr, "general", "the kiln now fires on Fridays", "kiln")[0]
+    expire_now(cmdr, task)
+    third = lease_of(cmdr, node, Task.get_by_id(task.id))
+    given = MemoryGiven.get(MemoryGiven.task == task.id)
+    assert (given.attempt, given.memory_ids) == (3, [second.id]) and "Fridays" in third["prompt"]
+    finished, _ = report(cmdr, node, third, signer=signer, output="Fridays")
+    assert finished.state == "succeeded"
+    assert commander_provenance.bundle(cmdr, finished)["ok"]
 
 
 def test_the_budget_the_count_and_both_opt_outs_bound_what_a_lease_gets(cmdr):

@@ -481,6 +481,7 @@ def v16_memory(database: pw.Database) -> None:
         updated_at = pw.FloatField()
         last_used_at = pw.FloatField(null=True)
         use_count = pw.IntegerField(default=0)
+        merged_into = pw.IntegerField(null=True, index=True)
 
         class Meta:
             indexes = ((("scope", "key_hash"), True), (("scope", "content_hash"), False),

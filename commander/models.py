@@ -544,6 +544,7 @@ class Memory(BaseModel):
     updated_at = pw.FloatField(default=now)
     last_used_at = pw.FloatField(null=True)
     use_count = pw.IntegerField(default=0)
+    merged_into = pw.IntegerField(null=True, index=True)  # consolidation kept this one's content in that memory
 
     class Meta:
         indexes = ((("scope", "key_hash"), True), (("scope", "content_hash"), False), (("scope", "updated_at"), False))

@@ -241,6 +241,9 @@ class ApiClient(_Base):
     def forget(self, agent: str, memory_id: int) -> None:
         self._send("DELETE", f"/api/agents/{quote(agent, safe='')}/memory/{memory_id}")
 
+    def consolidate_memories(self) -> list[dict]:
+        return self._send("POST", "/api/memory/consolidate")["merges"]
+
     def webhooks(self) -> list[dict]:
         return self._send("GET", "/api/webhooks")["hooks"]
 

@@ -6,17 +6,26 @@
 - remember.py: a succeeded task's blocks stored for its agent (task_finished);
 - inject.py: the relevant memories added to a task's prompt when it is leased, and what provenance
   rebuilds of it;
+- consolidate.py: near-duplicate memories of a scope merged (MinHash over the blind tokens), daily;
 - api.py: the /api/agents/<name>/memory routes (`memory:read`, `memory:write`).
 """
 
 from __future__ import annotations
 
+from commander.memory import consolidate
 
 
 def init(cmdr) -> None:
-    """Hang [REMEMBER] extraction on task_finished (injection is on the lease path itself)."""
+    """Check the settings (a bad one stops the start) and hang [REMEMBER] extraction on
+    task_finished (injection is on the lease path itself)."""
+    consolidate.check(cmdr.settings)
     # Imported here, not above: commander.schemas imports blocks.py (a task's answer is shown
     # without its blocks), and loading this package must not pull in the agents, which import schemas.
     from commander.memory import remember
 
     cmdr.signals.task_finished.connect(remember.on_task_finished)
+
+
+def start(cmdr) -> None:
+    """Per worker process, with the other background threads: the daily consolidation."""
+    consolidate.start(cmdr)

@@ -12,7 +12,7 @@ from pydantic import Field, StringConstraints
 from commander.agents import service as agents
 from commander.auth import principal
 from commander.exceptions import Forbidden
-from commander.memory import blocks, store
+from commander.memory import blocks, consolidate, store
 from commander.routes import api_route, commander
 from commander.schemas import Id, Request, Response
 
@@ -46,6 +46,18 @@ class MemoryOut(Response):
     updated_at: float
     last_used_at: float | None = Field(description="when a prompt was last given it")
     use_count: int = Field(description="how many prompts were given it")
+    merged_into: int | None = Field(description="consolidation merged it into that memory: it is no longer listed, "
+                                                "searched or given")
+
+
+class Merge(Response):
+    scope: str
+    kept: int = Field(description="the memory that took the others' uses and tags")
+    merged: list[int] = Field(description="memories merged into it: no longer listed, searched or given")
+
+
+class MergeList(Response):
+    merges: list[Merge]
 
 
 class MemoryList(Response):
@@ -105,3 +117,9 @@ def forget_memory(name: str, memory_id: int):
     cmdr, scope = commander(), scope_of(name)
     with cmdr.writing():
         store.forget(scope, memory_id)
+
+
+@api_route(bp, "POST", "/memory/consolidate", permission="memory:write", response=MergeList)
+def consolidate_memories():
+    """Merge near-duplicate memories in every scope now (also done daily at memory_consolidate_at)."""
+    return MergeList(merges=[Merge(**merge) for merge in consolidate.consolidate(commander())])

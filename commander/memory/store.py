@@ -30,7 +30,8 @@ BY_IDS = Compiled(Memory, lambda ids: Memory.select().where(Memory.id.in_(ids)))
 BY_KEY = Compiled(Memory, lambda: Memory.select().where(
     (Memory.scope == Param("scope")) & (Memory.key_hash == Param("key_hash"))))
 BY_CONTENT = Compiled(Memory, lambda: Memory.select().where(
-    (Memory.scope == Param("scope")) & Memory.key_hash.is_null() & (Memory.content_hash == Param("content_hash"))))
+    (Memory.scope == Param("scope")) & Memory.key_hash.is_null() & Memory.merged_into.is_null()
+    & (Memory.content_hash == Param("content_hash"))))
 MEMORY_INSERT = CompiledInsert(Memory)
 SEALED_FIELDS = ("value", "tags", "content_hash", "updated_at")
 RESEAL = CompiledUpdate(Memory, SEALED_FIELDS, ("id",))
@@ -52,6 +53,7 @@ class Remembered:
     updated_at: float
     last_used_at: float | None
     use_count: int
+    merged_into: int | None
 
 
 def opened(cmdr, row: Memory) -> Remembered:
@@ -60,7 +62,7 @@ def opened(cmdr, row: Memory) -> Remembered:
         id=row.id, scope=row.scope, key=box.decrypt(row.key).decode() if row.key else None,
         value=box.decrypt(row.value).decode(), tags=json.loads(box.decrypt(row.tags)),
         source_task=row.source_task_id, created_at=row.created_at, updated_at=row.updated_at,
-        last_used_at=row.last_used_at, use_count=row.use_count)
+        last_used_at=row.last_used_at, use_count=row.use_count, merged_into=row.merged_into)
 
 
 def index_text(key: str | None, value: str, tags: list[str]) -> str:
@@ -113,7 +115,7 @@ def get(cmdr, scope: str, memory_id: int) -> Remembered:
 
 def listing(cmdr, scope: str, limit: int, before_id: int | None = None) -> list[Remembered]:
     """The scope's memories, most recently stored first."""
-    found = Memory.select().where(Memory.scope == scope)
+    found = Memory.select().where((Memory.scope == scope) & Memory.merged_into.is_null())
     if before_id:
         found = found.where(Memory.id < before_id)
     return [opened(cmdr, row) for row in found.order_by(Memory.id.desc()).limit(limit)]
@@ -133,9 +135,11 @@ def search(cmdr, scopes: list[str], text: str, limit: int) -> list[Memory]:
 
 
 def forget(scope: str, memory_id: int) -> None:
+    """Delete a memory, and those consolidation merged into it (forgotten, their content must go too)."""
     if not Memory.delete().where((Memory.id == memory_id) & (Memory.scope == scope)).execute():
         raise NotFound("no_memory", f"{_described(scope)} has no memory {memory_id}")
     UNINDEX.execute(id=memory_id)
+    Memory.delete().where(Memory.merged_into == memory_id).execute()
 
 
 def _described(scope: str) -> str:

@@ -47,9 +47,19 @@ def cmd_forget(args) -> int:
     return 0
 
 
+def cmd_consolidate(args) -> int:
+    def table(merges):
+        say(f"{len(merges)} merge{'s' if len(merges) != 1 else ''}")
+        for merge in merges:
+            print(f"{merge['scope']}: {', '.join(map(str, merge['merged']))} -> {merge['kept']}")
+
+    emit(args, api(args).consolidate_memories(), table)
+    return 0
+
+
 def register(line: CommandLine) -> None:
     client = line.client
-    memory = line.group("memory", help="what agents remember: list, search, add and forget memories")
+    memory = line.group("memory", help="what agents remember: list, search, add, forget and consolidate memories")
     p = memory.add_parser("list", parents=[client], help="an agent's memories, newest first")
     p.add_argument("agent", help="the agent, or `shared`")
     p.add_argument("--limit", type=int, default=50, help="how many (1-500; default 50)")
@@ -69,3 +79,6 @@ def register(line: CommandLine) -> None:
     p.add_argument("agent", help="the agent, or `shared`")
     p.add_argument("id", type=int, help="the memory's id")
     p.set_defaults(func=cmd_forget)
+    p = memory.add_parser("consolidate", parents=[client], help="merge near-duplicate memories in every scope now "
+                                                                  "(the Commander also does it daily)")
+    p.set_defaults(func=cmd_consolidate)

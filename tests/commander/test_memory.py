@@ -351,3 +351,57 @@ def test_a_token_scoped_to_an_agent_reaches_its_own_and_the_shared_memories_only
     assert other.status_code == 403 and other.get_json()["error"]["code"] == "agent_scope"
     assert client.put("/api/agents/general/memory", headers=scoped, json={"value": "x"}).status_code == 403
     assert Memory.select().where(Memory.scope == "general").count() == 0
+
+
+# --- consolidation ---------------------------------------------------------------------------------------
+
+
+def test_near_duplicates_of_a_scope_merge_into_the_most_used_keeping_what_merged_into_what(cmdr, client, bearer):
+    from commander.memory import consolidate
+
+    base = "the backup of the garage nas runs nightly at two with restic to the external disk"
+    with cmdr.writing():
+        a = store.put(cmdr, "general", base, tags=["ops"])[0]
+        b = store.put(cmdr, "general", base + " drive", tags=["nas"])[0]
+        c = store.put(cmdr, "general", "The backup of the garage NAS runs nightly at two, with restic, to the "
+                                       "external disk.")[0]
+        keyed = store.put(cmdr, "general", base, "backups")[0]          # keyed: never merged
+        other = store.put(cmdr, "helper", base + " drive")[0]           # another scope: never merged
+        apart = store.put(cmdr, "general", "Dana likes dark chocolate")[0]
+    Memory.update(use_count=5).where(Memory.id == b.id).execute()
+    Memory.update(use_count=2).where(Memory.id == a.id).execute()
+    answer = client.post("/api/memory/consolidate", headers=bearer(permissions=["memory:write"]))
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["merges"] == [{"scope": "general", "kept": b.id, "merged": [a.id, c.id]}]
+    kept = store.get(cmdr, "general", b.id)
+    assert (kept.use_count, kept.tags, kept.value) == (7, ["nas", "ops"], base + " drive")
+    assert store.get(cmdr, "general", a.id).merged_into == b.id and store.get(cmdr, "general", a.id).value == base
+    assert {m.id for m in store.listing(cmdr, "general", 50)} == {b.id, keyed.id, apart.id}
+    assert a.id not in [row.id for row in store.search(cmdr, ["general"], "garage backup", 10)]
+    assert Memory.get_by_id(other.id).merged_into is None and Memory.get_by_id(keyed.id).merged_into is None
+    assert Event.select().where(Event.kind == "memory.merged").count() == 1
+    assert consolidate.consolidate(cmdr) == []  # nothing left to merge
+    with cmdr.writing():
+        store.forget("general", b.id)  # forgetting the one kept forgets what merged into it
+    assert Memory.select().where(Memory.id.in_([a.id, b.id, c.id])).count() == 0
+
+
+def test_consolidation_runs_once_a_local_day_at_its_time_and_refuses_a_bad_setting(cmdr):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from commander.memory import consolidate
+    from m3shd.config import ConfigError
+
+    configure(cmdr, memory_consolidate_at="03:30", time_zone="Europe/Berlin")
+    at = lambda hour, minute: datetime(2026, 12, 2, hour, minute, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+    assert consolidate.due(cmdr.settings, None, at(3, 29)) is None
+    assert consolidate.due(cmdr.settings, None, at(3, 30)) == "2026-12-02"
+    assert consolidate.due(cmdr.settings, "2026-12-02", at(23, 0)) is None
+    configure(cmdr, memory_consolidate_at="")
+    assert consolidate.due(cmdr.settings, None, at(4, 0)) is None
+    for bad in (dict(memory_consolidate_at="3:30"), dict(memory_consolidate_at="25:00"),
+                dict(memory_merge_similarity=0.0)):
+        configure(cmdr, **bad)
+        with pytest.raises(ConfigError):
+            consolidate.check(cmdr.settings)

@@ -55,6 +55,10 @@ def test_learned_recalled_provenance_verified_and_sealed_at_rest(commander, spaw
     data_dir = commander.home / "data"
     for file in (path for path in data_dir.rglob("*") if path.is_file()):
         assert b"quetzal" not in file.read_bytes(), file
+    twice = json.loads(cli(commander, "memory", "add", "shared", "The vault code changed!", "--json").stdout)
+    again = json.loads(cli(commander, "memory", "add", "shared", "the vault code changed", "--json").stdout)
+    merged = cli(commander, "memory", "consolidate").stdout
+    assert f"shared: {min(twice['id'], again['id'])} -> {max(twice['id'], again['id'])}" in merged, merged
     cli(commander, "memory", "forget", "shared", str(added["id"]))
     missing = cli(commander, "memory", "forget", "shared", str(added["id"]), check=False)
     assert missing.returncode != 0 and "no memory" in missing.stderr

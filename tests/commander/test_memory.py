@@ -405,3 +405,27 @@ def test_consolidation_runs_once_a_local_day_at_its_time_and_refuses_a_bad_setti
         configure(cmdr, **bad)
         with pytest.raises(ConfigError):
             consolidate.check(cmdr.settings)
+
+
+# --- the dashboard ------------------------------------------------------------------------------------------
+
+
+def test_the_memory_page_lists_searches_escapes_and_forgets(cmdr, client, bearer):
+    with cmdr.writing():
+        kiln = store.put(cmdr, "general", "the kiln fires on <b>Thursdays</b>", "kiln", ["studio"])[0]
+        store.put(cmdr, "general", "Dana likes dark chocolate")
+        store.put(cmdr, store.SHARED, "the office closes at 18:00")
+    reader = bearer(permissions=["memory:read", "tasks:read"])
+    html = client.get("/agents/general/memory", headers=reader).get_data(as_text=True)
+    assert "the kiln fires on &lt;b&gt;Thursdays&lt;/b&gt;" in html and "Dana likes dark chocolate" in html
+    assert "office closes" not in html and 'id="forget-' not in html  # memory:read alone sees no button
+    found = client.get("/agents/general/memory?q=when+is+the+kiln+fired", headers=reader).get_data(as_text=True)
+    assert f'id="memory-{kiln.id}"' in found and "chocolate" not in found
+    assert "office closes" in client.get("/agents/shared/memory", headers=reader).get_data(as_text=True)
+    assert 'id="agent-memory"' in client.get("/agents/general", headers=reader).get_data(as_text=True)
+    assert client.get("/agents/nobody/memory", headers=reader).status_code == 404
+    assert client.post(f"/agents/general/memory/{kiln.id}/forget", headers=reader).status_code == 403
+    writer = bearer(permissions=["memory:read", "memory:write"])
+    assert f'id="forget-{kiln.id}"' in client.get("/agents/general/memory", headers=writer).get_data(as_text=True)
+    assert client.post(f"/agents/general/memory/{kiln.id}/forget", headers=writer).status_code == 303
+    assert Memory.get_or_none(Memory.id == kiln.id) is None

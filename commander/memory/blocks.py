@@ -17,8 +17,8 @@ The grammar (docs/memory.md says it for agent authors):
   trimmed; the value may not be empty.
 - Storing a key the scope holds already replaces its value.
 
-Malformed blocks (an unknown attribute, an empty value, a lone surrogate, a block opened inside
-another, one never closed) are reported, never raised. A well-formed block is cut from the answer shown to people
+Malformed blocks (an unknown attribute, an empty value, a block opened inside another, one never
+closed) are reported, never raised. A well-formed block is cut from the answer shown to people
 even when it is not stored (too long, over the per-task count): it was meant for the memory, not
 them. A block never closed is left in the answer, with everything after it.
 
@@ -97,11 +97,6 @@ def parse(text: str, value_max: int, most: int) -> Found:
 
 
 def _block(attributes: str, body: str) -> tuple[Block | None, str | None]:
-    if not body.isascii():
-        try:
-            body.encode()
-        except UnicodeEncodeError:  # JSON can carry a lone surrogate; it cannot be sealed or hashed
-            return None, "it holds a lone surrogate, which is not text"
     tags, scope = (), None
     for attribute in attributes.split():
         name, equals, value = attribute.partition("=")

@@ -2,8 +2,8 @@
 
 Two key-less memories of a scope are near duplicates when the Jaccard similarity of their blind
 token sets (words.py; no decryption needed) is at least `memory_merge_similarity`. Candidates are
-found with MinHash: a memory's sketch is, for each of HASHES salts, its token with the least
-salted value; two memories whose sketches agree somewhere become a candidate pair, and only
+found with MinHash: a memory's sketch is, for each of HASHES salted bijections of 64-bit
+values, the least image of its tokens; two memories whose sketches agree somewhere become a candidate pair, and only
 candidates have their similarity computed. A pair at similarity J agrees on one salt with
 probability J, so at the default 0.8 a pair is missed with probability 0.2^4 < 0.2 %, while the
 work stays near-linear instead of the n² of comparing every pair. Clusters (pairs joined
@@ -19,6 +19,7 @@ duplicates cannot arise (storing the same content again is the memory already th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -34,7 +35,11 @@ from m3shd.config import ConfigError
 log = logging.getLogger("m3shd.commander.memory")
 
 HASHES = 4
-SALTS = tuple(int.from_bytes(f"m3shd-minhash-{i}".encode()[:8], "big") for i in range(HASHES))
+MASK = 2 ** 64 - 1  # tokens are 64-bit (words.TOKEN_HEX)
+# Each salt is a bijection of 64-bit values, x -> (a x + b) mod 2^64 with a odd, from fixed constants.
+SALTS = tuple((int.from_bytes(hashlib.sha256(f"m3shd minhash {i}".encode()).digest()[:8], "big") | 1,
+               int.from_bytes(hashlib.sha256(f"m3shd minhash {i}".encode()).digest()[8:16], "big"))
+              for i in range(HASHES))
 LARGEST_BUCKET = 200  # a sketch value shared by more (a very common word) proposes no pairs
 
 
@@ -64,8 +69,8 @@ def clusters(scope: str, similarity: float) -> list[tuple[int, list[int]]]:
         if not found:
             continue
         values = [int(token, 16) for token in found]
-        for i, salt in enumerate(SALTS):
-            buckets.setdefault((i, min(value ^ salt for value in values)), []).append(memory_id)
+        for i, (a, b) in enumerate(SALTS):
+            buckets.setdefault((i, min((a * value + b) & MASK for value in values)), []).append(memory_id)
     parent = {memory_id: memory_id for memory_id in tokens}
 
     def root(memory_id: int) -> int:

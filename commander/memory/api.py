@@ -70,8 +70,8 @@ def scope_of(name: str) -> str:
     caller = principal().agent
     if name != store.SHARED:
         if caller is not None and name != caller:
-            raise Forbidden("agent_scope", f"this token is scoped to agent `{caller}`: it reaches only its memories "
-                                           f"and the shared ones")
+            raise Forbidden("agent_scope", f"a token for agent `{caller}` reaches its memories and the shared ones, "
+                                           f"not those of `{name}`")
         agents.get(name)
     return name
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 LIMIT="${BENCH_TIME_LIMIT:-240}"   # seconds per script before it counts as hung
 failed=()
-for name in claim_latency roundtrip fleet n0d3_idle scheduling bridge_latency agents_status spend keys tools; do
+for name in claim_latency roundtrip fleet n0d3_idle scheduling bridge_latency agents_status spend keys tools memory; do
     echo "=== bench/${name}.py --quick"
     start=$(date +%s)
     timeout --kill-after=20 "$LIMIT" "$PY" "bench/${name}.py" --quick

@@ -29,10 +29,15 @@ USAGE = {
     "budget": "budget: today's spend and daily caps; budget set 5: cap the mesh at $5 a day",
     "spend": "spend today (or spend week): what the mesh spent, by agent (or by day)",
     "agents": "agents: the specialists; @NAME your request (or ask NAME your request) runs it as one",
+    "remember": "remember SOMETHING: the mesh keeps it and gives it to related tasks",
+    "recall": "recall WORDS: what the mesh remembers about them",
+    "forget": "forget N: drop memory N",
     "help": "help: this list",
 }
 HELP = "Text me anything and the mesh works on it. Or:\n" + "\n".join(USAGE.values())
-BARE, NUMBERED, ANSWERS = ("status", "nodes", "budget", "agents", "help"), ("task", "cancel"), ("yes", "no")
+BARE, NUMBERED, ANSWERS = ("status", "nodes", "budget", "agents", "help"), ("task", "cancel", "forget"), ("yes", "no")
+MEMORY_SCOPE = "general"  # plain texts run as the general agent: what is remembered by text is its
+RECALLED = 5
 AT_AGENT = re.compile(r"@([A-Za-z][A-Za-z0-9-]{1,39})(?:\s+(.*))?", re.DOTALL)
 ASK_AGENT = re.compile(r"ask\s+([A-Za-z][A-Za-z0-9-]{1,39})[\s,:]+(\S.*)", re.DOTALL | re.IGNORECASE)
 SHORT = 3            # words: a message this short that starts with a command word was meant as one
@@ -79,6 +84,8 @@ def parse(text: str, mention: str = "") -> Command:
         return Command("budget_set", text=amount[1])
     if first == "spend" and len(rest) == 1 and rest[0].lower() in SPEND_DAYS:
         return Command("spend", text=rest[0].lower())
+    if first in ("remember", "recall") and rest:
+        return Command(first, text=text.strip().split(None, 1)[1])
     if first in USAGE and (slash or len(words) <= SHORT):
         return Command("usage", text=USAGE[first])
     if slash:
@@ -105,7 +112,7 @@ class Session:
             if exc.status >= 500:
                 raise  # the Commander's trouble, not the request's: the caller retries later
             if exc.status == 404 and command.number:
-                return f"There is no task {command.number}."
+                return f"There is no {'memory' if command.name == 'forget' else 'task'} {command.number}."
             if exc.code == "unknown_agent":
                 return f"{exc.message}. Send agents for what each one does."
             return f"The mesh said no: {exc.message}"
@@ -231,6 +238,22 @@ class Session:
         key = "agent" if days == 1 else "day"
         lines = [f"{row[key]}: ${row['cost_usd']:.2f}" for row in report["rows"][:10]]
         return head + (".\n" + "\n".join(lines) if lines else ".")
+
+
+    def remember(self, command: Command) -> str:
+        """Needs `memory:write` on the bridge's token (the mobile preset has it)."""
+        memory = self.client.remember(MEMORY_SCOPE, command.text)
+        return f"Remembered (memory {memory['id']}). Send forget {memory['id']} to drop it."
+
+    def recall(self, command: Command) -> str:
+        found = self.client.memories(MEMORY_SCOPE, command.text, RECALLED)
+        if not found:
+            return "I remember nothing about that."
+        return "\n".join(f"{m['id']}: " + (f"{m['key']}: " if m["key"] else "") + m["value"] for m in found)
+
+    def forget(self, command: Command) -> str:
+        self.client.forget(MEMORY_SCOPE, command.number)
+        return f"Memory {command.number} forgotten."
 
 
 def approval_question(task_id: int, by_operator: bool = False) -> str:

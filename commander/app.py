@@ -9,9 +9,10 @@ import time
 from flask import Flask, request
 from werkzeug.exceptions import LengthRequired
 
-from commander import accounts, agents, events, holds, intake, keyring, leases, nodes, outcomes, pipelines, pki
-from commander import planning, plugins, rekey, spend, tasks, webhooks
+from commander import accounts, agents, events, holds, intake, keyring, leases, memory, nodes, outcomes, pipelines
+from commander import pki, planning, plugins, rekey, spend, tasks, webhooks
 from commander.agents import api as agents_api
+from commander.memory import api as memory_api
 from commander.plugins import api as plugins_api
 from commander.spend import api as spend_api
 from commander.webhooks import api as webhooks_api
@@ -36,11 +37,11 @@ log = logging.getLogger("m3shd.commander")
 # What hangs on the task_finished and attempt_ended signals (commander/signals.py), in the
 # order their receivers run: the final state's event first, then what follows from it. Agents
 # connect nothing: their init loads the profile files; nor do webhooks (a delivery starts its work).
-FEATURES = (events, outcomes, spend, pipelines, agents, webhooks, plugins)
+FEATURES = (events, outcomes, spend, memory, pipelines, agents, webhooks, plugins)
 
 BLUEPRINTS = (meta.bp, nodes_api.bp, pending_api.bp, tasks_api.bp, pipelines_api.bp, events_api.bp, tokens_api.bp,
               permissions_api.bp, accounts_api.bp, audit_api.bp, agents_api.bp, attachments_api.bp, pki_api.bp,
-              spend_api.bp, webhooks_api.bp, credentials_api.bp, plugins_api.bp)
+              spend_api.bp, webhooks_api.bp, credentials_api.bp, memory_api.bp, plugins_api.bp)
 
 
 def build_commander(settings: CommanderSettings) -> Commander:

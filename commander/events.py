@@ -18,7 +18,7 @@ KINDS = (
     "node.breaker_held", "node.key_rotating", "node.key_rotated", "node.capabilities", "node.capabilities_requested",
     "node.capabilities_approved",
     *(f"pipeline.{state}" for state in PIPELINE_STATES), "pipeline.submitted", "pipeline.step", "pipeline.tampered",
-    "agent.created", "agent.version", "agent.broken", "agent.deleted",
+    "agent.created", "agent.version", "agent.broken", "agent.deleted", "task.memory", "memory.merged",
     "spend.cap_reached", "spend.released", "spend.alert", "spend.alert_failed",
     *(f"webhook.{status}" for status in DELIVERY_STATUSES),
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from commander import breakers, events, holds, outcomes, planning, provenance, tasks, tokens
 from commander.agents import service as agents
 from commander.plugins import lease as tool_lease
+from commander.memory import inject as memory
 from commander.context import Commander
 from commander.db import Compiled, CompiledUpdate, Param
 from commander.exceptions import Conflict
@@ -60,7 +61,7 @@ class Result:
 # A claim's queries, compiled once (db.Compiled).
 QUEUED_TASK = Compiled(Task, lambda: Task.select(
     Task.id, Task.attempt, Task.prompt, Task.model, Task.requires, Task.agent, Task.agent_version,
-    Task.attachments).where(
+    Task.attachments, Task.memory).where(
     (Task.id == Param("task_id")) & (Task.state == QUEUED)))
 LEASE_FIELDS = ("state", "attempt", "lease_token", "lease_until", "node", "started_at", "updated_at", "not_before")
 TAKE_LEASE = CompiledUpdate(Task, LEASE_FIELDS, match=("id", "state"))
@@ -120,7 +121,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
                                   lease_until=lease_until, node=node_id, started_at=t, updated_at=t, not_before=None):
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 lease = dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
-                             prompt=task.prompt, model=task.model, requires=task.requires,
+                             prompt=memory.prompt_for_lease(cmdr, task, attempt), model=task.model, requires=task.requires,
                              attachments=task.attachments, **agents.for_lease(cmdr, task.agent, task.agent_version))
                 leases.append(tool_lease.extend(cmdr, task.id, lease, agents.plugin_tools(cmdr, task.agent,
                                                                                            task.agent_version)))

@@ -9,6 +9,7 @@ migrating the oldest fixture yields exactly the tables a fresh database has.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import peewee as pw
@@ -453,6 +454,64 @@ def v15_runner_credentials(database: pw.Database) -> None:
           migrator.add_column("pending_node", "seal_key", pw.CharField(max_length=64, null=True)))
 
 
+def v16_memory(database: pw.Database) -> None:
+    """Agent memory: the sealed memories, their blind word index (FTS5), what each lease was given,
+    and the per-task opt-out."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+    from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
+
+    Frozen = _frozen_base(database)
+
+    class Task(Frozen):
+        pass
+
+    class Token(Frozen):
+        kind = pw.CharField(max_length=8)
+        permissions = pw.TextField()
+
+    class Memory(Frozen):
+        scope = pw.CharField(max_length=40)
+        key_hash = pw.CharField(max_length=32, null=True)
+        key = pw.TextField(null=True)
+        value = pw.TextField()
+        tags = pw.TextField()
+        content_hash = pw.CharField(max_length=32)
+        source_task = pw.ForeignKeyField(Task, null=True, on_delete="SET NULL")
+        created_at = pw.FloatField()
+        updated_at = pw.FloatField()
+        last_used_at = pw.FloatField(null=True)
+        use_count = pw.IntegerField(default=0)
+        merged_into = pw.IntegerField(null=True, index=True)
+
+        class Meta:
+            indexes = ((("scope", "key_hash"), True), (("scope", "content_hash"), False),
+                       (("scope", "updated_at"), False))
+
+    class MemoryWords(FTS5Model):
+        rowid = RowIDField()
+        words = SearchField()
+
+        class Meta:
+            table_name = "memory_words"
+            options = {"tokenize": "ascii"}
+
+    class MemoryGiven(Frozen):
+        task = pw.ForeignKeyField(Task, unique=True, on_delete="CASCADE")
+        attempt = pw.IntegerField()
+        memory_ids = pw.TextField()
+        section = pw.TextField()
+        given_at = pw.FloatField()
+
+    MemoryWords._meta.set_database(database)
+    database.create_tables([Memory, MemoryWords, MemoryGiven])
+    apply(SchemaMigrator.from_database(database).add_column("task", "memory", pw.BooleanField(default=True)))
+    # Node tokens were issued memory:read and memory:write before memory existed; a node gets its
+    # task's memories in the lease and needs neither (commander/permissions.py NODE_PERMISSIONS).
+    for token_id, permissions in Token.select(Token.id, Token.permissions).where(Token.kind == "node").tuples():
+        kept = [name for name in json.loads(permissions) if not name.startswith("memory:")]
+        Token.update(permissions=json.dumps(kept)).where(Token.id == token_id).execute()
+
+
 def v17_plugins(database: pw.Database) -> None:
     """Plugin tool calls made by tasks, the tools section each lease carried, notify steps, and the
     plugin tools of agent versions (none for the versions written before)."""
@@ -534,6 +593,7 @@ MIGRATIONS: list[Step] = [
     (13, "spend roll-ups folded in batches", v13_spend_fold),
     (14, "webhooks and their deliveries", v14_webhooks),
     (15, "runner credentials", v15_runner_credentials),
+    (16, "agent memory", v16_memory),
     (17, "plugins: tool calls, tools sections, notify steps", v17_plugins),
     (18, "prompts, outputs and errors encrypted at rest", v18_sealed_text),
 ]

@@ -6,6 +6,7 @@ import json
 import time
 
 import peewee as pw
+from playhouse.sqlite_ext import FTS5Model, RowIDField, SearchField
 
 from m3shd.wire import FINAL_STATES as FINAL_STATES, NodeState, PipelineState, TaskState  # the alias: a re-export
 
@@ -232,6 +233,7 @@ class Task(BaseModel):
     depends_on = JSONField(default=list)
     # Images the task takes (commander/attachments.py), in order: [{"sha256", "media_type", "size"}].
     attachments = JSONField(default=list)
+    memory = pw.BooleanField(default=True)  # its agent's memories are added to its prompt (commander/memory)
 
     class Meta:
         indexes = (
@@ -544,6 +546,52 @@ class RunnerCredential(BaseModel):
         indexes = ((("kind", "scope"), True),)
 
 
+class Memory(BaseModel):
+    """One thing an agent remembers (commander/memory/store.py). Its key, value and tags are
+    Fernet-encrypted (cmdr.box); what is clear says nothing of the content: the scope (an agent's
+    name, or `shared`), times, counts, and keyed hashes that find equal keys and contents."""
+
+    scope = pw.CharField(max_length=40)
+    key_hash = pw.CharField(max_length=32, null=True)   # HMAC of the normalised key: one memory per key
+    key = CipherTextField(null=True)                    # sealed
+    value = CipherTextField()                           # sealed
+    tags = CipherTextField()                            # sealed JSON list
+    content_hash = pw.CharField(max_length=32)          # HMAC of key and value: equal contents, equal hashes
+    source_task = pw.ForeignKeyField(Task, null=True, backref="memories", on_delete="SET NULL")
+    created_at = pw.FloatField(default=now)
+    updated_at = pw.FloatField(default=now)
+    last_used_at = pw.FloatField(null=True)
+    use_count = pw.IntegerField(default=0)
+    merged_into = pw.IntegerField(null=True, index=True)  # consolidation kept this one's content in that memory
+
+    class Meta:
+        indexes = ((("scope", "key_hash"), True), (("scope", "content_hash"), False), (("scope", "updated_at"), False))
+
+
+class MemoryWords(FTS5Model):
+    """The blind index (commander/memory/words.py): per memory (rowid = Memory.id), the keyed
+    HMAC tokens of its words, never the words."""
+
+    rowid = RowIDField()
+    words = SearchField()
+
+    class Meta:
+        database = database_proxy
+        table_name = "memory_words"
+        options = {"tokenize": "ascii"}
+
+
+class MemoryGiven(BaseModel):
+    """The memories a task's current lease was given, and the section added to its prompt as the
+    node got it (sealed): provenance rebuilds the prompt the node ran from it."""
+
+    task = pw.ForeignKeyField(Task, unique=True, backref="memory_given", on_delete="CASCADE")
+    attempt = pw.IntegerField()
+    memory_ids = JSONField(default=list)
+    section = CipherTextField()                         # sealed
+    given_at = pw.FloatField(default=now)
+
+
 class RekeyProgress(BaseModel):
     """How far a pass of commander/rekey.py got through one encrypted column: a crash resumes
     after `after_id`. `purpose`: seal (plaintext left by an older version) or rotate."""
@@ -603,7 +651,8 @@ class StepAction(BaseModel):
 MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
-    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential, ToolCall, TaskTools, StepAction, RekeyProgress,
+    SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential, ToolCall, TaskTools, StepAction, Memory,
+    MemoryWords, MemoryGiven, RekeyProgress,
     SchemaMigration,
 )
 

@@ -1,7 +1,7 @@
 """The permissions every route is born with, and the role presets that bundle them.
 
 A permission that no route declares is *reserved*: its name is kept for a feature still to come
-(agent memory, spend, agents, federation, webhooks) and the presets that will need it grant it
+(federation) and the presets that will need it grant it
 already, but it guards nothing yet. Which ones are reserved is read from the route table
 (`declared` in commander/api/permissions.py), never kept as a list: a permission stops being
 reserved the moment a route declares it.
@@ -50,10 +50,10 @@ ABOUT: dict[str, str] = {
 
 # Each role's permissions; the role names are the wire's.
 ROLES: dict[Role, tuple[str, ...]] = {
-    Role.WORKER: ("nodes:join", "work:execute", "memory:read", "memory:write"),
+    Role.WORKER: ("nodes:join", "work:execute"),
     Role.MOBILE: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
-        "nodes:read", "memory:read", "spend:read",
+        "nodes:read", "memory:read", "memory:write", "spend:read",
     ),
     Role.COMMANDER: (
         "tasks:read", "tasks:submit", "tasks:cancel", "tasks:approve",
@@ -64,7 +64,8 @@ ROLES: dict[Role, tuple[str, ...]] = {
 }
 
 JOIN_PERMISSIONS = ("nodes:join",)
-NODE_PERMISSIONS = ("work:execute", "memory:read", "memory:write")
+# A node gets its task's memories in the lease; reading or writing any agent's would be more than it needs.
+NODE_PERMISSIONS = ("work:execute",)
 
 
 # Roles whose users hold every permission: the last enabled one may not be disabled or demoted.

@@ -11,6 +11,7 @@ from commander.agents import service as agents
 from commander.context import Commander
 from commander.db import Compiled, Param
 from commander.exceptions import Invalid
+from commander.memory import inject as memory
 from commander.models import Node, NodeKey, Task
 from commander.plugins import lease as tool_lease
 from m3shd import provenance, wire
@@ -57,7 +58,7 @@ def check_binding(cmdr: Commander, task: Task, result) -> None:
     if (result.agent, result.agent_version) != (task.agent, task.agent_version):
         raise Invalid("unbound_result", f"the result says agent {result.agent} version {result.agent_version}; task "
                                         f"{task.id} was leased as {task.agent} version {task.agent_version}")
-    expected = wire.run_sha256(tool_lease.system_prompt(version.profile.system_prompt, task.id), task.prompt)
+    expected = wire.run_sha256(tool_lease.system_prompt(version.profile.system_prompt, task.id), memory.leased(cmdr, task)[0])
     if not hmac.compare_digest(result.run_sha256.encode(), expected.encode()):
         raise Invalid("unbound_result", f"the result answers another system prompt or prompt than task {task.id} "
                                         f"was leased with")
@@ -92,8 +93,9 @@ def ancestry(task: Task, lookup: Callable[[int], Task]) -> list[Task]:
 def link(cmdr: Commander, task: Task) -> dict:
     system_prompt = tool_lease.system_prompt(agents.version_of(cmdr, task.agent, task.agent_version).profile.system_prompt,
                                              task.id) if task.agent else None
+    prompt, memories = memory.leased(cmdr, task)  # the prompt the node ran, with any memories it was given
     return dict(
-        task_id=task.id, step=task.step_key, node_id=task.node_id, state=task.state, prompt=task.prompt,
+        task_id=task.id, step=task.step_key, node_id=task.node_id, state=task.state, prompt=prompt, memories=memories,
         agent=task.agent, agent_version=task.agent_version, system_prompt=system_prompt, output=task.output, error=task.error, parents=[dep["task_id"] for dep in task.depends_on],
         document=task.result_document, ed25519=task.result_ed25519, key_id=task.signed_with_id,
         chain_hash=task.chain_hash,

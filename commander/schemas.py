@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from commander.models import (
     ACTIVE, CLOSED, DISABLED, DRAINING, HALF_OPEN, NODE_STATES, OPEN, PAUSED, PIPELINE_STATES, TASK_STATES,
 )
+from commander.memory import blocks
 from commander.permissions import PERMISSIONS, ROLES
 from m3shd import wire
 
@@ -394,6 +395,7 @@ class TaskSubmit(Request):
     agent: AgentName | None = Field(None, description="the agent it runs as (default: the token's agent, else general)")
     attachments: Annotated[list[Sha256Hex], Field(max_length=20)] = Field(
         [], description="SHA-256 of images stored with POST /api/attachments, passed to Claude with the prompt")
+    memory: bool = Field(True, description="add its agent's relevant memories to the prompt when it is leased")
     on_behalf_of: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@+ -]+$")] \
         | None = Field(None, description="tokens only: the person the token submits for (the iMessage bridge names "
                                          "the sender); the submitter is then `<token> for <person>`, whose spend and "
@@ -434,7 +436,7 @@ class TaskOut(Response):
     node_id: int | None
     runner: str | None
     runner_notes: list[str] = Field(description="what the runner could not apply of the agent's profile")
-    output: str | None
+    output: str | None = Field(description="the answer, without the [REMEMBER] blocks it stored (docs/memory.md)")
     error: str | None
     usage: TaskUsage
     cost_usd: float | None = Field(description="what all its attempts cost, retries and failures included, priced as "
@@ -453,7 +455,8 @@ class TaskOut(Response):
     @classmethod
     def of(cls, task, waiting_reason: str | None = None) -> TaskOut:
         """The task as the API shows it; its usage block is read from the row's token columns."""
-        return cls.from_row(task, usage=TaskUsage.from_row(task), waiting_reason=waiting_reason)
+        return cls.from_row(task, usage=TaskUsage.from_row(task), waiting_reason=waiting_reason,
+                            output=blocks.shown(task.output))
 
 
 class TaskList(Response):
@@ -580,7 +583,8 @@ class ProvenanceLink(Response):
     step: str | None
     node_id: int | None
     state: str
-    prompt: str
+    prompt: str = Field(description="the prompt the node ran: the task's, after any memories it was given")
+    memories: list[int] = Field([], description="the ids of the memories its prompt was given")
     agent: str | None = Field(None, description="the agent it ran as")
     agent_version: int | None = None
     system_prompt: str | None = Field(None, description="that agent version's system prompt, which the result is bound to")
@@ -668,7 +672,9 @@ class AgentSettings(Response):
     disallowed_tools: list[str]
     max_turns: int | None
     timeout: int | None = Field(description="seconds")
-    memory: Literal["own", "shared", "off"] = Field(description="kept for agent memory, a feature still to come")
+    memory: Literal["own", "shared", "off"] = Field(
+        description="own: its memories are its own (and it reads the shared ones); shared: what it remembers is "
+                    "shared; off: it gets no memories and stores none")
 
 
 class AgentOut(AgentSettings):

@@ -92,6 +92,15 @@ class CommanderSettings(Settings):
     ntfy_url: str = setting("", "ntfy topic URL spend alerts are posted to (e.g. `https://ntfy.sh/my-mesh`); `\"\"`: "
                                 "none")
     ntfy_token: str = setting("", "access token for that topic, sent as `Authorization: Bearer`")
+    memory_inject_count: int = setting(8, "most memories added to a task's prompt when it is leased; 0: none")
+    memory_inject_tokens: int = setting(1000, "token budget of the memories added to a prompt (a token taken as 4 "
+                                              "characters)")
+    memory_value_max: int = setting(4000, "longest memory value stored, in characters (a longer [REMEMBER] block "
+                                          "is reported on its task, not stored)")
+    memory_task_max: int = setting(20, "most [REMEMBER] blocks stored from one task's answer")
+    memory_consolidate_at: str = setting("03:30", "local time (`time_zone`, HH:MM) at which near-duplicate memories "
+                                                  "are merged each day; `\"\"`: never by itself")
+    memory_merge_similarity: float = setting(0.8, "how alike two memories' words must be to merge (Jaccard, 0-1)")
     webhook_max_body: int = setting(1_048_576, "largest webhook delivery accepted (bytes); a larger one gets 413 before "
                                                "it is read (GitHub sends up to 25 MB)")
     webhook_value_limit: int = setting(4000, "characters of one `{{ event.… }}` value a webhook's prompt gets")

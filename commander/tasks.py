@@ -35,6 +35,7 @@ class TaskSpec:
     max_attempts: int | None = None  # None: the Commander's max_attempts
     agent: str | None = None         # the agent it runs as (None: general); agents.chosen picks it for a caller
     attachments: Sequence[str] = ()  # SHA-256 of stored images (commander/attachments.py)
+    memory: bool = True              # its agent's memories are added to its prompt (commander/memory)
 
 
 def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submitter: str) -> dict:
@@ -48,6 +49,7 @@ def new_task_fields(cmdr: Commander, spec: TaskSpec, token_id: int | None, submi
         prefer=sorted(set(spec.prefer) | set(assigned.prefers)), priority=spec.priority, model=assigned.model,
         agent=assigned.agent, agent_version=assigned.version, submitted_by=token_id, submitter=submitter,
         max_attempts=spec.max_attempts or cmdr.settings.max_attempts, attachments=attachments.refs(list(spec.attachments)),
+        memory=spec.memory,
     )
 
 

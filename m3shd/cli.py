@@ -157,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser)
     line = CommandLine(top, common, connection, client)
     # Imported here: the command modules use this module's helpers.
-    from m3shd.commands import agents, login, mcp, membership, nodes, pipelines, provenance, runners, spend, tasks
-    from m3shd.commands import plugins, tokens, webhooks
+    from m3shd.commands import agents, login, mcp, membership, memory, nodes, pipelines, provenance, runners, spend
+    from m3shd.commands import plugins, tasks, tokens, webhooks
 
     # --help lists them in this order
-    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, runners, agents, spend,
-                     webhooks, plugins):
+    for commands in (login, mcp, tasks, pipelines, provenance, nodes, membership, tokens, runners, agents, memory,
+                     spend, webhooks, plugins):
         commands.register(line)
     absent = assemble(line)
     if absent:

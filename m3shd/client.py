@@ -237,6 +237,21 @@ class ApiClient(_Base):
     def clear_spend_cap(self, scope: str, name: str) -> dict:
         return self._send("DELETE", "/api/spend/caps", params={"scope": scope, "name": name})
 
+    def memories(self, agent: str, query: str | None = None, limit: int = 50) -> list[dict]:
+        """An agent's memories (`shared`: every agent's), newest first; with `query`, the best matches first."""
+        params = {"limit": limit, **({"q": query} if query else {})}
+        return self._send("GET", f"/api/agents/{quote(agent, safe='')}/memory", params=params)["memories"]
+
+    def remember(self, agent: str, value: str, key: str | None = None, tags: list[str] | None = None) -> dict:
+        body = {"value": value, **({"key": key} if key else {}), **({"tags": tags} if tags else {})}
+        return self._send("PUT", f"/api/agents/{quote(agent, safe='')}/memory", body)
+
+    def forget(self, agent: str, memory_id: int) -> None:
+        self._send("DELETE", f"/api/agents/{quote(agent, safe='')}/memory/{memory_id}")
+
+    def consolidate_memories(self) -> list[dict]:
+        return self._send("POST", "/api/memory/consolidate")["merges"]
+
     def webhooks(self) -> list[dict]:
         return self._send("GET", "/api/webhooks")["hooks"]
 

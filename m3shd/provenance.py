@@ -75,9 +75,11 @@ AGENT_FIELDS: dict[str, tuple[type, ...]] = {
     "agent": (str, type(None)), "agent_version": (int, type(None)), "system_prompt": (str, type(None)),
 }
 # What the Commander adds for people to read, which no signature covers: the step's name, the
-# node it ran on, and the Commander's own verdict. They are shown, never vouched for.
+# node it ran on, the ids of the memories its prompt was given (the prompt itself, which carries
+# them, is signed), and the Commander's own verdict. They are shown, never vouched for.
 LINK_LABELS: dict[str, tuple[type, ...]] = {
-    "step": (str, type(None)), "node_id": (int, type(None)), "verified": (bool,), "problems": (list,),
+    "step": (str, type(None)), "node_id": (int, type(None)), "memories": (list,), "verified": (bool,),
+    "problems": (list,),
 }
 TASK_STATES = frozenset(wire.TaskState)
 # Hex as the Commander writes it: lower case, whole bytes. One spelling per value, so a verified

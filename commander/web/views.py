@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from commander import accounts, events, nodes, pending, pipelines, provenance, tasks, tokens
 from commander.agents import service as agents
 from commander.agents.api import agent_views
+from commander.memory import api as memory_api, store as memory_store
 from commander.plugins import calls as tool_calls
 from commander.api import tasks as tasks_api
 from commander.api.nodes import node_views
@@ -297,6 +298,30 @@ def diff_lines(before: str, after: str, before_version: int | None) -> list[tupl
     kinds = {"+": "add", "-": "del", "@": "hunk"}
     return [(kinds.get(line[:1], "same"), line) for line in difflib.unified_diff(
         before.splitlines(), after.splitlines(), f"version {before_version}", "this version", lineterm="")][2:]
+
+
+MEMORIES_SHOWN = 100
+
+
+@page_route(bp, "GET", "/agents/<name>/memory", permission="memory:read")
+def agent_memory(name: str):
+    """An agent's memories (or the shared ones, as `shared`), newest first, or those matching a search."""
+    cmdr, scope = commander(), memory_api.scope_of(name)
+    query = parse_query(memory_api.MemoryQuery)
+    if query.q:
+        found = [memory_store.opened(cmdr, row) for row in memory_store.search(cmdr, [scope], query.q, MEMORIES_SHOWN)]
+    else:
+        found = memory_store.listing(cmdr, scope, MEMORIES_SHOWN)
+    return render("memory.html", scope=scope, q=query.q or "", memories=found)
+
+
+@page_route(bp, "POST", "/agents/<name>/memory/<id:memory_id>/forget", permission="memory:write")
+def forget_memory(name: str, memory_id: int):
+    """Forget a memory, and what consolidation merged into it."""
+    cmdr, scope = commander(), memory_api.scope_of(name)
+    with cmdr.writing():
+        memory_store.forget(scope, memory_id)
+    return back(url_for(".agent_memory", name=name))
 
 
 @page_route(bp, "POST", "/agents/<name>/rollback", permission="agents:manage")

@@ -65,7 +65,7 @@ def register(line: CommandLine) -> None:
                     "or over streamable HTTP with --http.\n\n"
                     "tools:      dispatch_task, get_task, wait_for_task, list_tasks, cancel_task,\n"
                     "            approve_task, reject_task, create_pipeline, get_pipeline, list_nodes,\n"
-                    "            list_agents, get_agent, spend_report\n"
+                    "            list_agents, get_agent, spend_report, query_memory, store_memory\n"
                     "resources:  m3shd://tasks/{id}, m3shd://nodes/{id}\n\n"
                     "It calls the Commander at [client] url with [client] token (or M3SHD_CLIENT_URL,\n"
                     "M3SHD_CLIENT_TOKEN) and keeps no state of its own.",

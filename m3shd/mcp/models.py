@@ -229,3 +229,18 @@ class SpendReport(View):
     total: SpendFigures
     spent_today_usd: float
     caps: list[SpendCap] = Field(description="every daily cap in force, with today's spend and what is left")
+
+
+class Memory(View):
+    id: int
+    scope: str = Field(description="the agent whose memory it is, or `shared` (every agent's)")
+    key: str | None
+    value: str
+    tags: list[str]
+    source_task: int | None = Field(description="the task whose [REMEMBER] block stored it")
+    updated_at: float = Field(description="Unix time")
+    use_count: int = Field(description="how many task prompts were given it")
+
+
+class MemoryList(View):
+    memories: list[Memory]

@@ -22,7 +22,9 @@ from m3shd import __version__
 from m3shd.client import ApiClient
 from m3shd.errors import CommanderError, CommanderUnreachable, CommanderUntrusted
 from m3shd.images import read as read_image
-from m3shd.mcp.models import Agent, AgentList, Node, NodeList, Pipeline, SpendReport, StepIn, Task, TaskList
+from m3shd.mcp.models import (
+    Agent, AgentList, Memory, MemoryList, Node, NodeList, Pipeline, SpendReport, StepIn, Task, TaskList,
+)
 from m3shd.wire import TaskState
 
 INSTRUCTIONS = """\
@@ -33,7 +35,9 @@ an agent: a specialist profile (system prompt, model, tools) such as code-review
 researcher; list_agents shows them and get_agent one in full; omit `agent` for general.
 create_pipeline submits several steps that feed one another, each an ordinary task; get_pipeline
 follows it. list_nodes shows which machines can take work (free slots, health). Every task costs
-real tokens: spend_report says what was spent and how much of each daily cap is left."""
+real tokens: spend_report says what was spent and how much of each daily cap is left. Agents
+remember: query_memory searches what an agent (or `shared`, every agent) remembers, store_memory
+adds to it; relevant memories are added to an agent's task prompts by themselves."""
 
 # The longest one wait_for_task call blocks: MCP clients time out requests that run for many
 # minutes, and a model that wants longer calls again (the result says `final: false`).
@@ -50,6 +54,8 @@ StateFilter = Literal[tuple(state.value for state in TaskState)]  # type: ignore
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 SPEND_DAYS = {"today": 1, "week": 7, "month": 30}
+MemoryScope = Annotated[str, Field(min_length=1, max_length=40,
+                                   description="an agent's name (list_agents), or `shared` for every agent's memories")]
 CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 STOPS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
@@ -223,6 +229,31 @@ def build_server(client: ApiClient) -> MCPServer:
             report = client.spend(by or ("agent" if days == 1 else "day"), days)
             caps = client.spend_caps()
         return SpendReport.model_validate({**report, "spent_today_usd": caps["spent_usd"], "caps": caps["caps"]})
+
+    @server.tool(annotations=READ_ONLY)
+    def query_memory(
+        agent: MemoryScope,
+        query: Annotated[str | None, Field(min_length=1, max_length=2000, description=(
+            "words to look for (whole words, lightly stemmed); omit for the newest memories"))] = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 10,
+    ) -> MemoryList:
+        """What an agent remembers (learned from [REMEMBER] blocks in its answers, or stored): with `query`,
+        the memories sharing words with it, best first; without, the newest. Needs memory:read."""
+        with commander_errors():
+            return MemoryList.model_validate({"memories": client.memories(agent, query, limit)})
+
+    @server.tool(annotations=CHANGES)
+    def store_memory(
+        agent: MemoryScope,
+        value: Annotated[str, Field(min_length=1, max_length=100_000, description="what to remember")],
+        key: Annotated[str | None, Field(min_length=1, max_length=80, description=(
+            "a name for it; storing a key the agent has already replaces its value"))] = None,
+        tags: Annotated[list[str], Field(max_length=10, description="words to group memories by")] = [],
+    ) -> Memory:
+        """Store a memory for an agent (or `shared`): later tasks of that agent whose prompts are about
+        the same things get it in their prompt. Needs memory:write."""
+        with commander_errors():
+            return Memory.model_validate(client.remember(agent, value, key, tags or None))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
     def create_pipeline(

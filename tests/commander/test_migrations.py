@@ -175,3 +175,17 @@ def test_agent_versions_from_before_plugins_may_call_no_tool(tmp_path):
     with sqlite3.connect(old) as conn:
         assert conn.execute('SELECT "plugin_tools" FROM "agent_version"').fetchall() == [("[]",)]
         assert conn.execute('SELECT COUNT(*) FROM "tool_call"').fetchone() == (0,)
+
+
+def test_node_tokens_from_before_memory_lose_the_memory_permissions_they_never_needed(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(FIXTURE.read_text())
+        conn.execute('INSERT INTO "token" VALUES (1, "node", "n1", "h1", "m3n_", '
+                     '\'["memory:read", "memory:write", "work:execute"]\', NULL, 0, NULL, NULL, NULL)')
+        conn.execute('INSERT INTO "token" VALUES (2, "api", "ops", "h2", "m3a_", '
+                     '\'["memory:read", "tasks:read"]\', NULL, 0, NULL, NULL, NULL)')
+    migrate(fresh(old))
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "permissions" FROM "token" ORDER BY "id"').fetchall() == [
+            ('["work:execute"]',), ('["memory:read", "tasks:read"]',)]

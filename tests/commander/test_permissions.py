@@ -34,17 +34,17 @@ def test_every_permission_is_listed_with_its_presets_and_reserved_when_no_route_
 
 
 def test_a_permission_stops_being_reserved_when_a_route_declares_it(app, client, bearer):
-    assert "memory:read" in reserved(declared(app))
-    later = Blueprint("memory", __name__)
+    assert "federation:relay" in reserved(declared(app))
+    later = Blueprint("federation", __name__)
 
-    @api_route(later, "GET", "/memories", permission="memory:read")
-    def memories():
-        """Memories (a feature landing)."""
-        return {"memories": []}
+    @api_route(later, "GET", "/federation", permission="federation:relay")
+    def federation():
+        """Federation (a feature landing)."""
+        return {"peers": []}
 
     app.register_blueprint(later, url_prefix="/api")
     listed = {p["name"]: p for p in client.get("/api/permissions", headers=bearer("admin")).get_json()["permissions"]}
-    assert listed["memory:read"]["reserved"] is False and listed["memory:write"]["reserved"] is True
+    assert listed["federation:relay"]["reserved"] is False and listed["memory:write"]["reserved"] is False
 
 
 def test_listing_the_permissions_needs_tokens_manage(client, bearer):

@@ -44,12 +44,14 @@ def test_each_commander_wires_its_own_receivers(cmdr, tmp_path):
     other = build_commander(replace(cmdr.settings, data_dir=str(tmp_path / "other"),
                                  database_url=f"sqlite:///{tmp_path / 'other.db'}"))
     assert other.signals is not cmdr.signals
-    # Wired by each feature's init, in FEATURES order: the final state's event first.
-    assert [r.__module__ for r in other.signals.task_finished.receivers] == ["commander.events", "commander.pipelines"]
+    # Wired by each feature's init, in FEATURES order: the final state's event first; memories are
+    # learned before a pipeline's next steps are queued.
+    assert [r.__module__ for r in other.signals.task_finished.receivers] == [
+        "commander.events", "commander.memory.remember", "commander.pipelines"]
     assert [r.__module__ for r in other.signals.attempt_ended.receivers] == ["commander.outcomes",
                                                                             "commander.spend.ledger"]
     assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.spend",
-                                                          "commander.pipelines", "commander.agents", "commander.webhooks"]
+                                                          "commander.memory", "commander.pipelines", "commander.agents", "commander.webhooks"]
     other.db.close_all()
 
 

@@ -68,7 +68,7 @@ def test_a_join_token_only_joins_and_expires_after_a_day_unless_told(cmdr):
 
 @pytest.mark.parametrize("asked, granter, missing", [
     (dict(permissions=["tasks:read", "admin"]), ROLES["mobile"], "admin"),
-    (dict(role="commander"), ROLES["mobile"], "agents:manage, federation:relay, memory:write, nodes:manage, "
+    (dict(role="commander"), ROLES["mobile"], "agents:manage, federation:relay, nodes:manage, "
                                                "spend:manage, webhooks:ingest, webhooks:manage"),
     (dict(kind="join"), ROLES["mobile"], "nodes:join"),
 ])

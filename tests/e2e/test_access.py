@@ -65,7 +65,7 @@ def principals(cmd):
     for role in ROLES:
         found[f"token:{role}"] = dict(kind="token", permissions=set(ROLES[role]), token=cmd.token(f"m-{role}", role=role))
         found[f"session:{role}"] = dict(kind="session", permissions=set(ROLES[role]), browser=login(cmd, make_user(cmd, role)))
-    found["node"] = dict(kind="node", permissions={"work:execute", "memory:read", "memory:write"},
+    found["node"] = dict(kind="node", permissions={"work:execute"},
                          token=node["node_token"], key=bytes.fromhex(node["signing_key"]), node_id=node["node_id"])
     return found
 

@@ -217,4 +217,4 @@ def test_a_scoped_token_reaches_only_the_routes_made_for_it(mesh):
         if paths[path][method.lower()].get("x-agent-scoped") == refused:
             mistakes.append(f"{method} {path}: {status} {message}")
     assert mistakes == []
-    assert len([op for op in paths.values() for spec in op.values() if spec.get("x-agent-scoped")]) == 8
+    assert len([op for op in paths.values() for spec in op.values() if spec.get("x-agent-scoped")]) == 12

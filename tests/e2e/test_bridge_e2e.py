@@ -499,3 +499,23 @@ def test_only_the_node_holding_the_lease_may_fetch_a_tasks_image(commander):
     with pytest.raises(CommanderError) as unknown_hash:
         commander.api.submit_task("look", attachments=["1" * 64])
     assert (unknown_hash.value.status, unknown_hash.value.code) == (400, "unknown_attachment")
+
+
+def test_remember_recall_and_forget_by_text(commander, spawn_n0d3, chat_db, start_bridge):
+    spawn_n0d3("memory-pi")
+    direct, guid = chat_db.chat([ME])
+    bridge = start_bridge()
+    chat_db.message(direct, ME, "remember the gate code is 4411")
+    reply = bridge.wait_reply(guid, "Remembered")
+    [memory] = commander.api.memories("general")
+    assert reply == f"Remembered (memory {memory['id']}). Send forget {memory['id']} to drop it."
+    assert memory["value"] == "the gate code is 4411"
+    chat_db.message(direct, ME, "recall gate code")
+    assert bridge.wait_reply(guid, f"{memory['id']}: ") == f"{memory['id']}: the gate code is 4411"
+    chat_db.message(direct, ME, "what is the gate code?")  # the next task is given it
+    assert "(memory" in bridge.wait_reply(guid, "Task 1: succeeded")
+    chat_db.message(direct, ME, f"forget {memory['id']}")
+    assert bridge.wait_reply(guid, "Memory ") == f"Memory {memory['id']} forgotten."
+    chat_db.message(direct, ME, f"forget {memory['id']}")
+    assert bridge.wait_reply(guid, "There is no memory") == f"There is no memory {memory['id']}."
+    assert commander.api.memories("general") == []

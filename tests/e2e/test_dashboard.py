@@ -45,6 +45,8 @@ EXPECTED = {
     ("GET", "/agents"): "tasks:read",
     ("GET", "/agents/<name>"): "tasks:read",
     ("POST", "/agents/<name>/rollback"): "agents:manage",
+    ("GET", "/agents/<name>/memory"): "memory:read",
+    ("POST", "/agents/<name>/memory/<id:memory_id>/forget"): "memory:write",
     ("GET", "/spend"): "spend:read",
     ("POST", "/spend/caps"): "spend:manage",
     ("GET", "/webhooks"): "webhooks:manage",
@@ -93,7 +95,7 @@ def things(cmd):
         {"key": "first", "prompt": "one", "requires": ["nowhere"]},
         {"key": "second", "prompt": "two: {{ steps.first.output }}", "depends_on": ["first"]}]})
     return {"node_id": registered["node_id"], "task_id": task["id"], "pipeline_id": pipeline["id"],
-            "pending_id": 999_999, "token_id": 999_999, "name": "general"}
+            "pending_id": 999_999, "token_id": 999_999, "memory_id": 999_999, "name": "general"}
 
 
 def fill(rule: str, ids: dict) -> str:

@@ -23,7 +23,7 @@ from m3shd.mcp.server import build_server
 from harness import Commander, N0D3, Process, free_port, m3shd, wait_until
 
 TOOLS = {"dispatch_task", "get_task", "wait_for_task", "list_tasks", "cancel_task", "approve_task", "list_agents", "get_agent",
-         "reject_task", "list_nodes", "create_pipeline", "get_pipeline", "spend_report"}
+         "reject_task", "list_nodes", "create_pipeline", "get_pipeline", "spend_report", "query_memory", "store_memory"}
 
 
 @pytest.fixture
@@ -238,6 +238,23 @@ async def test_spend_report_gives_the_ledger_grouped_with_the_caps(mesh):
         mesh.api.clear_spend_cap("agent", "general")
     async with connected(mesh.url, mesh.token("mcp-no-spend", permissions="tasks:read")) as client:
         assert "spend:read" in await call_error(client, "spend_report")
+
+
+@pytest.mark.anyio
+async def test_store_and_query_memory_and_the_next_task_is_given_it(mesh):
+    async with connected(mesh.url, mesh.admin_token) as client:
+        stored = await call(client, "store_memory", agent="general", value="the kiln fires on Thursdays",
+                            key="kiln", tags=["studio"])
+        assert (stored["scope"], stored["key"], stored["tags"], stored["use_count"]) == ("general", "kiln",
+                                                                                      ["studio"], 0)
+        found = await call(client, "query_memory", agent="general", query="when does the kiln fire")
+        assert [m["id"] for m in found["memories"]] == [stored["id"]]
+        task = await call(client, "dispatch_task", prompt="which day is the kiln fired")
+        done = await call(client, "wait_for_task", task_id=task["id"], timeout_seconds=30)
+        assert f"(memory {stored['id']}) kiln: the kiln fires on Thursdays" in done["output"]
+        assert "no agent named" in await call_error(client, "query_memory", agent="nobody-here")
+    async with connected(mesh.url, mesh.token("mcp-memory-read", permissions="memory:read")) as client:
+        assert "`memory:write`" in await call_error(client, "store_memory", agent="general", value="x")
 
 
 @pytest.mark.anyio

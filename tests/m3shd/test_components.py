@@ -19,8 +19,8 @@ COMMANDS = {
     "bridge": {"bridge"},
     "image": {"image"},
 }
-CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "spend", "webhooks",
-                   "runners", "plugins"}
+CLIENT_COMMANDS = {"mcp", "task", "pipeline", "provenance", "nodes", "token", "agents", "login", "memory", "spend",
+                   "webhooks", "runners", "plugins"}
 
 
 def top_level(parser) -> set[str]:

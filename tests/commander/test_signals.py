@@ -51,7 +51,8 @@ def test_each_commander_wires_its_own_receivers(cmdr, tmp_path):
     assert [r.__module__ for r in other.signals.attempt_ended.receivers] == ["commander.outcomes",
                                                                             "commander.spend.ledger"]
     assert [feature.__name__ for feature in FEATURES] == ["commander.events", "commander.outcomes", "commander.spend",
-                                                          "commander.memory", "commander.pipelines", "commander.agents", "commander.webhooks"]
+                                                          "commander.memory", "commander.pipelines", "commander.agents", "commander.webhooks",
+                                                          "commander.plugins"]
     other.db.close_all()
 
 

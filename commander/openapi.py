@@ -48,7 +48,7 @@ def document(app: Flask) -> dict:
             {"name": name, "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID} if f"<id:{name}>" in spec.rule
              else {"type": "string"}}
-            for name in rule.arguments
+            for name in _CONVERTER.findall(spec.rule)  # in path order (rule.arguments is a set: any order)
         ]
         if spec.query:
             schema = spec.query.model_json_schema()

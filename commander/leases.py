@@ -95,6 +95,9 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
         planned = planning.tasks_for(node_id, frozenset(node.capabilities), t, cmdr.settings, cmdr.ranking)
     if not planned:
         return []
+    # Memories are searched before the lock (commander/memory/inject.py): the tasks most likely taken.
+    recalled = {task.id: memory.recall(cmdr, task) for task_id in planned[:open_slots]
+                for task in QUEUED_TASK.rows(task_id=task_id)}
     leases = []
     with cmdr.writing(wake=False):
         t = now()
@@ -121,7 +124,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
                                   lease_until=lease_until, node=node_id, started_at=t, updated_at=t, not_before=None):
                 events.publish("task.leased", task=task.id, node=node_id, attempt=attempt)
                 lease = dict(task_id=task.id, attempt=attempt, lease_token=token, lease_until=lease_until,
-                             prompt=memory.prompt_for_lease(cmdr, task, attempt), model=task.model, requires=task.requires,
+                             prompt=memory.prompt_for_lease(cmdr, task, attempt, recalled.get(task.id)), model=task.model, requires=task.requires,
                              attachments=task.attachments, **agents.for_lease(cmdr, task.agent, task.agent_version))
                 leases.append(tool_lease.extend(cmdr, task.id, lease, agents.plugin_tools(cmdr, task.agent,
                                                                                            task.agent_version)))

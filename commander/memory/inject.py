@@ -1,7 +1,8 @@
 """Recall: when a task is leased, its agent's most relevant memories go before its prompt.
 
-The lease path (commander/leases.py claim) asks `prompt_for_lease` inside its write transaction.
-The prompt is searched (blind index, words.py) in the agent's own scope and the shared one; the
+The lease path (commander/leases.py claim) searches with `recall` before it takes the write lock
+(a search is a read, and the lock is every writer's), then `prompt_for_lease` records what it
+gave inside its write transaction. The prompt is searched (blind index, words.py) in the agent's own scope and the shared one; the
 best matches by bm25 are taken in order while they fit `memory_inject_count` and the token
 budget `memory_inject_tokens` (4 characters a token, the usual rule of thumb for English; a
 memory that does not fit is skipped for a smaller one after it). They go in one delimited
@@ -45,13 +46,20 @@ USED = Compiled(Memory, lambda ids: Memory.update(use_count=Memory.use_count + 1
     Memory.id.in_(ids)))
 
 
-def prompt_for_lease(cmdr, task: Task, attempt: int) -> str:
-    """The prompt a lease of `task` carries, and the record of what it was given."""
+def recall(cmdr, task: Task) -> list[tuple[int, str]]:
+    """(id, line) of the memories a lease of `task` is to be given (none when it or its agent opts out)."""
     settings = cmdr.settings
-    chosen: list[tuple[int, str]] = []
     if task.memory and task.agent and settings.memory_inject_count > 0 and \
             agents.version_of(cmdr, task.agent, task.agent_version).profile.memory != remember.OFF:
-        chosen = choose(cmdr, task.agent, task.prompt, settings.memory_inject_count, settings.memory_inject_tokens)
+        return choose(cmdr, task.agent, task.prompt, settings.memory_inject_count, settings.memory_inject_tokens)
+    return []
+
+
+def prompt_for_lease(cmdr, task: Task, attempt: int, chosen: list[tuple[int, str]] | None = None) -> str:
+    """The prompt a lease of `task` carries, and the record of what it was given: `chosen`, as
+    `recall` found it before the write lock, or found now."""
+    if chosen is None:
+        chosen = recall(cmdr, task)
     if not chosen:
         if attempt > 1:  # an earlier lease's memories are not this one's
             UNGIVE.execute(task=task.id)

@@ -106,7 +106,7 @@ class CommanderSettings(Settings):
     webhook_value_limit: int = setting(4000, "characters of one `{{ event.… }}` value a webhook's prompt gets")
     webhook_debounce: float = setting(60.0, "seconds an Uptime Kuma DOWN waits before its response starts; an UP "
                                             "within them cancels it (a hook may set its own)")
-    plugins: tuple[str, ...] = setting(("notify", "web"), "plugins that load, by name: an entry point of `m3shd.plugins` "
+    plugins: tuple[str, ...] = setting(("notify", "web", "memory"), "plugins that load, by name: an entry point of `m3shd.plugins` "
                                                           "or a `NAME.py` in `plugins_dir` (docs/plugins.md)")
     plugins_dir: str = setting("", 'your plugin files; `""` → `<config dir>/plugins`')
     tool_rounds: int = setting(8, "[TOOL_CALL] rounds one attempt of a task may make")

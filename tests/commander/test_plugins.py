@@ -118,6 +118,43 @@ def test_a_call_runs_and_is_recorded_with_a_digest_of_its_result(tooled):
     assert ToolCall.get().args != json.dumps({"text": "hi"})  # encrypted at rest
 
 
+MEMORY_PROFILE = """+++
+name = "keeper"
+plugin_tools = ["recall", "remember"]
++++
+Keep notes.
+"""
+
+
+def test_the_memory_tools_recall_and_remember_within_the_tasks_agent_only(make_app):
+    from commander.memory import store
+
+    cmdr = make_app(plugins=("memory",)).extensions["m3shd"]
+    with cmdr.db.connection_context():
+        agents.put(cmdr, "keeper", MEMORY_PROFILE, "test")
+        agents.put(cmdr, "other", MEMORY_PROFILE.replace("keeper", "other"), "test")
+        with cmdr.writing(wake=False):
+            store.put(cmdr, "other", "the vault code is 4711")   # another agent's: never reachable
+            store.put(cmdr, store.SHARED, "the deploy host is pi-3.local", key="deploy host")
+        node = join(cmdr)
+        lease = lease_of(cmdr, node, submit(cmdr, "keep notes", agent="keeper"))
+        held = (cmdr, node, lease)
+        stored = ask(held, "remember", {"value": "the staging host is pi-7.local", "tags": ["hosts"]})
+        assert stored.ok and stored.result["created"] is True and stored.result["shared"] is False
+        found = ask(held, "recall", {"query": "which host"}).result["memories"]
+        assert {(m["value"], m["shared"]) for m in found} == {("the staging host is pi-7.local", False),
+                                                              ("the deploy host is pi-3.local", True)}
+        assert ask(held, "recall", {"query": "vault code"}).result == {"memories": []}
+        [mine] = store.listing(cmdr, "keeper", 10)
+        assert (mine.value, mine.tags, mine.source_task) == ("the staging host is pi-7.local", ["hosts"], lease["task_id"])
+        too_long = ask(held, "remember", {"value": "x" * 4001})
+        assert too_long.error.startswith("invalid arguments") or "at most" in too_long.error
+        agents.put(cmdr, "keeper", MEMORY_PROFILE.replace('name = "keeper"', 'name = "keeper"\nmemory = "off"'), "test")
+        off = lease_of(cmdr, node, submit(cmdr, "no notes", agent="keeper"))
+        refused = ask((cmdr, node, off), "recall", {"query": "host"})
+        assert (refused.ok, refused.error) == (False, 'agent keeper keeps no memories (its profile says memory = "off")')
+
+
 @pytest.mark.parametrize("tool, args, error", [
     ("web_search", {"query": "x"}, "no loaded plugin offers the tool 'web_search'"),
     ("notify", {"topic": "t", "message": "m"}, "agent tooled may not use the tool 'notify'"),

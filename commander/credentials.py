@@ -119,6 +119,13 @@ def offer(node_id: int, state: str, kinds: Sequence[str]) -> str | None:
     return credential.kind if credential else None
 
 
+def mesh_key(cmdr: Commander) -> str | None:
+    """The mesh-wide API key, for the Commander's own calls to the Messages API (file_summary)."""
+    found = RunnerCredential.get_or_none((RunnerCredential.kind == CredentialKind.API_KEY)
+                                         & (RunnerCredential.scope == MESH))
+    return cmdr.box.decrypt(found.secret).decode() if found else None
+
+
 def seal_into(cmdr: Commander, node_id: int, leases: list[dict], kinds: Sequence[str]) -> list[dict]:
     """The leases just claimed, each carrying the node's credential sealed to it and bound to
     that lease, when it asks for one and may have it. The node is read afresh: one disabled or

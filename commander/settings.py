@@ -106,12 +106,19 @@ class CommanderSettings(Settings):
     webhook_value_limit: int = setting(4000, "characters of one `{{ event.… }}` value a webhook's prompt gets")
     webhook_debounce: float = setting(60.0, "seconds an Uptime Kuma DOWN waits before its response starts; an UP "
                                             "within them cancels it (a hook may set its own)")
-    plugins: tuple[str, ...] = setting(("notify", "web", "memory"), "plugins that load, by name: an entry point of `m3shd.plugins` "
-                                                          "or a `NAME.py` in `plugins_dir` (docs/plugins.md)")
+    plugins: tuple[str, ...] = setting(("notify", "web", "memory", "files"),
+                                       "plugins that load, by name: an entry point of `m3shd.plugins` "
+                                       "or a `NAME.py` in `plugins_dir` (docs/plugins.md)")
     plugins_dir: str = setting("", 'your plugin files; `""` → `<config dir>/plugins`')
     tool_rounds: int = setting(8, "[TOOL_CALL] rounds one attempt of a task may make")
     tool_timeout: float = setting(30.0, "longest a tool call may take (seconds); a tool may set less")
     tool_result_chars: int = setting(16000, "longest tool result a model gets (characters); a tool may set less")
+    file_roots: tuple[str, ...] = setting((), "directories `file_summary` may read files from (nothing else: `..` and "
+                                              "symlinks leading out are refused); none: only a task's attachments")
+    summary_model: str = setting("claude-haiku-4-5", "the small model `file_summary` summarises with")
+    summary_chunk_chars: int = setting(12000, "characters of a file summarised per call; longer files are cut into "
+                                              "chunks whose summaries are then combined")
+    summary_max_bytes: int = setting(2_000_000, "largest file `file_summary` reads")
     ntfy_server: str = setting("", 'ntfy server the `notify` tool and notify steps post to (e.g. `https://ntfy.sh`); '
                                    '`""` → `ntfy_url`\'s server; neither: no notifications')
     searxng_url: str = setting("", "SearXNG instance `web_search` asks (its JSON API must be enabled); `\"\"`: no "

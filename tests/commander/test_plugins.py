@@ -155,6 +155,72 @@ def test_the_memory_tools_recall_and_remember_within_the_tasks_agent_only(make_a
         assert (refused.ok, refused.error) == (False, 'agent keeper keeps no memories (its profile says memory = "off")')
 
 
+SUMMARY_PROFILE = MEMORY_PROFILE.replace("keeper", "reader").replace('["recall", "remember"]', '["file_summary"]')
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(60))
+
+
+@pytest.fixture
+def reader(make_app, tmp_path, monkeypatch):
+    """A Commander with the files plugin, a file root, the Messages API stand-in holding the mesh key,
+    and a leased task of an agent allowed file_summary, with an image attached."""
+    from commander import attachments, credentials
+    from fakes import anthropic_api
+
+    key = "sk-ant-api03-" + "k" * 40
+    server, base_url = anthropic_api.serve(api_key=key)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
+    root = tmp_path / "files"
+    (root / "notes").mkdir(parents=True)
+    cmdr = make_app(plugins=("files",), file_roots=(str(root),), summary_chunk_chars=1000).extensions["m3shd"]
+    with cmdr.db.connection_context():
+        agents.put(cmdr, "reader", SUMMARY_PROFILE, "test")
+        credentials.store(cmdr, "api_key", key, "test")  # each writes in its own transaction
+        image, _ = attachments.store(cmdr, PNG, "image/png", "test")
+        node = join(cmdr)
+        lease = lease_of(cmdr, node, submit(cmdr, "read", agent="reader", attachments=[image.sha256]))
+        yield (cmdr, node, lease), root, server
+    server.shutdown()
+    server.server_close()
+
+
+def test_file_summary_summarises_a_long_file_in_chunks_then_combines_them(reader):
+    held, root, server = reader
+    lines = [f"line {i}: the {'first' if i == 0 else 'last' if i == 59 else 'middle'} part" for i in range(60)]
+    (root / "notes" / "week.md").write_text("\n".join(lines) + "\n")
+    answer = ask(held, "file_summary", {"path": "notes/week.md"})
+    assert answer.ok, answer.error
+    bodies = [r["body"] for r in server.requests]
+    assert len(bodies) == answer.result["chunks"] + 1 and answer.result["chunks"] == 2  # ~1.7 KB in 1,000-char chunks
+    assert {b["model"] for b in bodies} == {"claude-haiku-4-5"}
+    first, last, combine = (b["messages"][0]["content"] for b in bodies)
+    assert "part (1 of 2) of the file notes/week.md" in first and "line 0: the first part" in first
+    assert "line 59: the last part" in last and first.endswith("\n")  # cut at a line end
+    assert combine.startswith("These are summaries") and "echo: Summarise this part (2 of 2)" in combine
+    assert answer.result["summary"].startswith("echo: These are summaries")
+
+
+def test_file_summary_summarises_an_attached_image(reader):
+    held, _, server = reader
+    answer = ask(held, "file_summary", {"attachment": 1})
+    assert answer.ok and answer.result["summary"].startswith("echo: [image image/png 68 bytes"), answer
+    assert ask(held, "file_summary", {"attachment": 2}).error == "the task has 1 attachment(s), not 2"
+
+
+@pytest.mark.parametrize("name, error", [
+    ("../outside.txt", "name a file relative to a file root, without .."),
+    ("/etc/passwd", "name a file relative to a file root, without .."),
+    ("escape/outside.txt", "escape/outside.txt leads outside the file roots"),
+    ("notes", "no file notes under the file roots"),
+    ("missing.md", "no file missing.md under the file roots"),
+])
+def test_file_summary_reads_nothing_outside_its_roots(reader, tmp_path, name, error):
+    held, root, server = reader
+    (tmp_path / "outside.txt").write_text("secret")
+    (root / "escape").symlink_to(tmp_path)  # a symlink leading out of the root
+    answer = ask(held, "file_summary", {"path": name})
+    assert (answer.ok, answer.error) == (False, error) and server.requests == []
+
+
 @pytest.mark.parametrize("tool, args, error", [
     ("web_search", {"query": "x"}, "no loaded plugin offers the tool 'web_search'"),
     ("notify", {"topic": "t", "message": "m"}, "agent tooled may not use the tool 'notify'"),

@@ -35,6 +35,9 @@ class CommanderServer(BaseApplication):
             "worker_class": "gevent",
             "worker_connections": 4000,
             "keepalive": 75,            # nodes reuse their connection between requests
+            # gunicorn's most: a search's `q` (memory) percent-encoded; a longer line gets gunicorn's
+            # own 400, which is not our JSON error.
+            "limit_request_line": 8190,
             "timeout": 60,
             "graceful_timeout": 5,       # idle keep-alive connections would hold a stop this long
             "loglevel": settings.log_level,

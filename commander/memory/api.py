@@ -29,7 +29,8 @@ class MemoryIn(Request):
 
 
 class MemoryQuery(Request):
-    q: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = Field(
+    # 500: percent-encoded (up to 12 bytes a character) it still fits gunicorn's request line (server.py).
+    q: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
         None, description="search: memories sharing words with this text, best first")
     limit: Annotated[int, Field(ge=1, le=500)] = 50
     before_id: Id | None = None

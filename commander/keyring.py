@@ -63,8 +63,8 @@ class Keys:
                            "retiring": [k.decode() for k in self.retiring]}).encode()
 
     @classmethod
-    def from_json(cls, text: bytes) -> Keys:
-        found = json.loads(text)
+    def from_json(cls, text: bytes | dict) -> Keys:
+        found = json.loads(text) if isinstance(text, bytes) else text
         return cls(tuple(k.encode() for k in found["data"]), bytes.fromhex(found["index"]),
                    tuple(k.encode() for k in found.get("retiring", ())))
 
@@ -141,7 +141,7 @@ def read(data_dir: str | Path, source: KekSource | None = None) -> tuple[Keys, W
     except (OSError, ValueError, KeyError) as exc:
         raise KeyringError(f"the keyring {path} cannot be read: {exc}") from None
     if wrap.kind == "none":
-        return Keys.from_json(json.dumps(found["keys"]).encode()), wrap, found.get("recovery")
+        return Keys.from_json(found["keys"]), wrap, found.get("recovery")
     try:
         plain = Fernet((source or KekSource()).kek(wrap)).decrypt(found["sealed"].encode())
     except InvalidToken:
@@ -319,17 +319,13 @@ class SecretBox:
                     self._recent.pop(next(iter(self._recent)))
                 self._recent[sealed] = plain
 
-    def rotate(self, sealed: str) -> str:
-        """`sealed` under the newest data key (its timestamp kept)."""
-        return self._fernet.rotate(sealed.encode()).decode()
-
     def reload(self) -> None:
         self._fresh(force=True)
 
-    def current(self, sealed: str) -> bool:
-        """Whether `sealed` is under the newest data key already (a rotation skips it)."""
+    def rotated(self, sealed: str) -> str | None:
+        """`sealed` under the newest data key (its timestamp kept), or None if it is already."""
         try:
             self.primary.decrypt(sealed.encode())
-            return True
+            return None
         except InvalidToken:
-            return False
+            return self._fernet.rotate(sealed.encode()).decode()

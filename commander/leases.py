@@ -97,7 +97,7 @@ def claim(cmdr: Commander, node_id: int, open_slots: int, planned: list[int] | N
         return []
     # Memories are searched before the lock (commander/memory/inject.py): the tasks most likely taken.
     recalled = {task.id: memory.recall(cmdr, task) for task_id in planned[:open_slots]
-                for task in QUEUED_TASK.rows(task_id=task_id)}
+                for task in QUEUED_TASK.rows(task_id=task_id)} if cmdr.settings.memory_inject_count else {}
     leases = []
     with cmdr.writing(wake=False):
         t = now()

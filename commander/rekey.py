@@ -69,7 +69,7 @@ def _one_batch(cmdr, purpose: str, column: str, model, field, batch: int) -> tup
     if purpose == SEAL:
         changes = [(cmdr.box.encrypt(stored.encode()), row_id) for row_id, stored in rows]
     else:
-        changes = [(cmdr.box.rotate(stored), row_id) for row_id, stored in rows if not cmdr.box.current(stored)]
+        changes = [(new, row_id) for row_id, stored in rows if (new := cmdr.box.rotated(stored)) is not None]
     if changes:
         # One statement for the batch: SET's parameter comes before WHERE's, as peewee writes them.
         statement, _ = model.update({field: pw.Value("", converter=False)}).where(key == 0).sql()

@@ -67,7 +67,7 @@ def chunks(text: str, size: int) -> list[str]:
         cut = size if cut < 0 else cut + 1
         pieces.append(text[:cut])
         text = text[cut:]
-    return [*pieces, text] if text or not pieces else pieces
+    return [*pieces, text]  # the rest: never empty after a cut (an empty file is one empty piece)
 
 
 def api_key(cmdr) -> str:

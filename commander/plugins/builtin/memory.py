@@ -61,9 +61,8 @@ def remember(call, args: RememberArgs) -> dict:
     if len(args.value) > cmdr.settings.memory_value_max:
         raise ToolError(f"a memory holds at most {cmdr.settings.memory_value_max} characters; shorten it")
     with cmdr.db.connection_context():
-        scope = store.SHARED if args.shared else scope_of(call)
-        if args.shared:
-            scope_of(call)  # an agent without memories shares none either
+        own = scope_of(call)  # an agent without memories shares none either
+        scope = store.SHARED if args.shared else own
         with cmdr.writing(wake=False):
             row, created = store.put(cmdr, scope, args.value, args.key, args.tags, source_task=call.task_id)
     return {"id": row.id, "created": created, "shared": scope == store.SHARED}

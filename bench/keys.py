@@ -102,8 +102,8 @@ def rotation(count: int) -> tuple[int, float, float]:
             "INSERT INTO task (state, prompt, output, result_document, requires, prefer, priority, submitter, "
             "max_attempts, retry_on_lost, backoff, tried_nodes, approval_required, approver_must_differ, created_at, "
             "updated_at, attempt, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, runner_notes, "
-            "depends_on, attachments) VALUES ('succeeded', ?, ?, ?, '[]', '[]', 0, 'bench', 3, 1, 0, '[]', 0, 0, "
-            "0, 0, 1, 0, 0, 0, 0, '[]', '[]', '[]')", values)
+            "depends_on, attachments, memory) VALUES ('succeeded', ?, ?, ?, '[]', '[]', 0, 'bench', 3, 1, 0, '[]', 0, "
+            "0, 0, 0, 1, 0, 0, 0, 0, '[]', '[]', '[]', 1)", values)
     filled = time.perf_counter() - started
     started = time.perf_counter()
     moved = rekey.rotate(cmdr, settle=0)["reencrypted"]

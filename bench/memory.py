@@ -6,7 +6,8 @@ In process, on a real SQLite file (WAL) of a Commander built as `create_app` bui
    blind-indexed): 10 % shared, the rest spread over `--agents` agents (default 20; 1 puts
    90 % in one scope, the worst case). Each has 6–30 words drawn from a vocabulary of 5,000 by
    Zipf's law (a word's frequency ∝ 1/rank), starting at rank 30: the commonest words are
-   function words, which the index drops. Timed: store.search over one agent's and the shared
+   function words, which the index drops. Then consolidated, as every night (which also compacts
+   the index into one FTS5 segment). Timed: store.search over one agent's and the shared
    scope for queries of 3–8 words (a
    question), and for 64-word prompts (of which a lease searches the 16 longest words), 32 results. The peer, in
    the same process on the same memories: a plain FTS5 table of the clear words, each prefixed
@@ -15,7 +16,8 @@ In process, on a real SQLite file (WAL) of a Commander built as `create_app` bui
    HMACs, and the rows read to decrypt nothing (search returns sealed rows).
 2. Leases: a claim of a task whose prompt matches memories (memory on), and of the same task
    with `memory: false` (the peer), in alternating blocks; the difference is what injection adds
-   (the search, decrypting the chosen memories, the sealed record, the use counts). Its two parts
+   (the search of the prompt's rarest words, store.relevant; decrypting the chosen memories; the
+   sealed record; the use counts). Its two parts
    are timed alone too: the recall (inject.recall: search and decrypt, before the write lock) and
    the record (inject.prompt_for_lease, inside the claim's write transaction, every writer's wait).
 
@@ -165,8 +167,13 @@ def main() -> int:
         plain = sqlite3.connect(home / "plain.db")
         with cmdr.db.connection_context():
             filled = fill(cmdr, rng, words, count, args.agents, plain)
+            from commander.memory import consolidate
+
+            t0 = time.perf_counter()
+            consolidate.consolidate(cmdr)  # as every night: near duplicates merged, the index compacted
             print(f"\nmemory: {count:,} memories (shared 10 %, the rest over {args.agents} agents), stored sealed and "
-                  f"indexed in {filled:.1f} s ({count / filled:,.0f} a second); {AGENT} and shared searched")
+                  f"indexed in {filled:.1f} s ({count / filled:,.0f} a second), then consolidated as every night in "
+                  f"{time.perf_counter() - t0:.1f} s; {AGENT} and shared searched")
             questions = [sentence(rng, words, 3, 8) for _ in range(samples)]
             prompts = [sentence(rng, words, 64, 64) for _ in range(samples // 4)]
             searches(cmdr, plain, questions[:20])  # warm-up: page cache, compiled queries

@@ -576,6 +576,25 @@ def v18_sealed_text(database: pw.Database) -> None:
     RekeyProgress.insert_many([{"column": name, "purpose": "seal", "after_id": 0} for name in SEALED_IN_V18]).execute()
 
 
+def v19_memory_token_docs(database: pw.Database) -> None:
+    """Each blind token's count of memories, for a lease's search; counted once from FTS5's own
+    vocabulary (fts5vocab), kept by commander/memory/store.py from then on."""
+    Frozen = _frozen_base(database)
+
+    class MemoryTokenDocs(Frozen):
+        token = pw.CharField(max_length=16, primary_key=True)
+        docs = pw.IntegerField()
+
+        class Meta:
+            table_name = "memory_token_docs"
+            without_rowid = True
+
+    database.create_tables([MemoryTokenDocs])
+    database.execute_sql("CREATE VIRTUAL TABLE temp.memory_vocabulary USING fts5vocab(main, memory_words, 'row')")
+    database.execute_sql("INSERT INTO memory_token_docs (token, docs) SELECT term, doc FROM temp.memory_vocabulary")
+    database.execute_sql("DROP TABLE temp.memory_vocabulary")
+
+
 # (version, name, upgrade). Version 1 is the baseline: it has no upgrade step.
 MIGRATIONS: list[Step] = [
     (1, "initial schema", None),
@@ -596,6 +615,7 @@ MIGRATIONS: list[Step] = [
     (16, "agent memory", v16_memory),
     (17, "plugins: tool calls, tools sections, notify steps", v17_plugins),
     (18, "prompts, outputs and errors encrypted at rest", v18_sealed_text),
+    (19, "memory token counts for a lease's search", v19_memory_token_docs),
 ]
 
 

@@ -581,6 +581,19 @@ class MemoryWords(FTS5Model):
         options = {"tokenize": "ascii"}
 
 
+class MemoryTokenDocs(BaseModel):
+    """How many memories hold each blind token (what FTS5's own vocabulary would count by reading
+    the token's whole posting list): a lease searches only the prompt's rarest words
+    (commander/memory/store.py relevant)."""
+
+    token = pw.CharField(max_length=16, primary_key=True)
+    docs = pw.IntegerField()
+
+    class Meta:
+        table_name = "memory_token_docs"
+        without_rowid = True
+
+
 class MemoryGiven(BaseModel):
     """The memories a task's current lease was given, and the section added to its prompt as the
     node got it (sealed): provenance rebuilds the prompt the node ran from it."""
@@ -652,7 +665,7 @@ MODELS = (
     Node, Token, NodeKey, Pipeline, Agent, AgentVersion, Task, Outcome, Event, Nonce, User, Session, LoginFailure, AuditEntry,
     PendingNode, Attachment, Hold, SpendEntry, SpendTask, SpendDay, SpendAgentDay, SpendCap,
     SpendAlert, SpendFold, Webhook, WebhookDelivery, RunnerCredential, ToolCall, TaskTools, StepAction, Memory,
-    MemoryWords, MemoryGiven, RekeyProgress,
+    MemoryWords, MemoryTokenDocs, MemoryGiven, RekeyProgress,
     SchemaMigration,
 )
 

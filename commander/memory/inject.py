@@ -2,8 +2,8 @@
 
 The lease path (commander/leases.py claim) searches with `recall` before it takes the write lock
 (a search is a read, and the lock is every writer's), then `prompt_for_lease` records what it
-gave inside its write transaction. The prompt is searched (blind index, words.py) in the agent's own scope and the shared one; the
-best matches by bm25 are taken in order while they fit `memory_inject_count` and the token
+gave inside its write transaction. The prompt's rarest words are searched (blind index, words.py;
+store.relevant) in the agent's own scope and the shared one; the best matches by bm25 are taken in order while they fit `memory_inject_count` and the token
 budget `memory_inject_tokens` (4 characters a token, the usual rule of thumb for English; a
 memory that does not fit is skipped for a smaller one after it). They go in one delimited
 section before the prompt, each named by its id:
@@ -76,7 +76,7 @@ def choose(cmdr, agent: str, prompt: str, count: int, budget: int) -> list[tuple
     """(id, line) of the memories to give, best first, within `count` and the token `budget`.
     Only keys and values are read, as plain columns, and decrypted one by one until enough are
     chosen (building rows and opening their tags took half the step, bench/memory.py)."""
-    ids = store.ranked(cmdr, [agent, store.SHARED], prompt, count * CANDIDATES)
+    ids = store.relevant(cmdr, [agent, store.SHARED], prompt, count * CANDIDATES)
     if not ids:
         return []
     sealed = {memory_id: (key, value) for memory_id, key, value in SEALED_TEXT.tuples(ids=ids)}

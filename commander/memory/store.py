@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from commander.db import Compiled, CompiledInsert, CompiledUpdate, Param
 from commander.exceptions import NotFound
 from commander.memory import words
-from commander.models import Memory, MemoryWords, now
+from commander.models import Memory, MemoryTokenDocs, MemoryWords, now
 
 SHARED = "shared"
 
@@ -37,7 +37,21 @@ SEALED_FIELDS = ("value", "tags", "content_hash", "updated_at")
 RESEAL = CompiledUpdate(Memory, SEALED_FIELDS, ("id",))
 TOUCH = CompiledUpdate(Memory, ("updated_at",), ("id",))
 INDEX = Compiled(MemoryWords, lambda: MemoryWords.insert(rowid=Param("id"), words=Param("words")))
-UNINDEX = Compiled(MemoryWords, lambda: MemoryWords.delete().where(MemoryWords.rowid == Param("id")))
+INDEXED = Compiled(MemoryWords, lambda ids: MemoryWords.select(MemoryWords.words).where(MemoryWords.rowid.in_(ids)))
+UNINDEX = Compiled(MemoryWords, lambda ids: MemoryWords.delete().where(MemoryWords.rowid.in_(ids)))
+COUNT_UP = Compiled(MemoryTokenDocs, lambda: MemoryTokenDocs.insert(token=Param("token"), docs=1).on_conflict(
+    conflict_target=[MemoryTokenDocs.token], update={MemoryTokenDocs.docs: MemoryTokenDocs.docs + 1}))
+COUNT_DOWN = Compiled(MemoryTokenDocs, lambda tokens: MemoryTokenDocs.update(docs=MemoryTokenDocs.docs - 1).where(
+    MemoryTokenDocs.token.in_(tokens)))
+UNCOUNT = Compiled(MemoryTokenDocs, lambda tokens: MemoryTokenDocs.delete().where(
+    MemoryTokenDocs.token.in_(tokens) & (MemoryTokenDocs.docs <= 0)))
+COUNTS = Compiled(MemoryTokenDocs, lambda tokens: MemoryTokenDocs.select(MemoryTokenDocs.token, MemoryTokenDocs.docs)
+                  .where(MemoryTokenDocs.token.in_(tokens)))
+# A lease's search ranks the memories holding the prompt's rarest words: words are added rarest
+# first while the memories holding them stay within this many (bm25 scores every memory a query
+# matches, ~2 µs each: all of a long prompt's words matched 900 of 20,000 memories, 4 ms;
+# bench/memory.py). The rarest word is always searched, however many hold it.
+RELEVANT_DOCS = 200
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ def put(cmdr, scope: str, value: str, key: str | None = None, tags: list[str] | 
             TOUCH.execute({"id": existing.id}, updated_at=t)
             return existing, False
         RESEAL.execute({"id": existing.id}, **sealed)
-        UNINDEX.execute(id=existing.id)
+        unindex([existing.id])
         _index(cmdr, existing.id, scope, key, value, tags)
         return Memory.get_by_id(existing.id), False
     row = MEMORY_INSERT.create(scope=scope, key_hash=key_hash, key=cmdr.box.encrypt(key.encode()) if key else None,
@@ -104,6 +118,24 @@ def _folded(key: str) -> str:
 def _index(cmdr, memory_id: int, scope: str, key: str | None, value: str, tags: list[str]) -> None:
     tokens = words.tokens(cmdr.box.index_key, scope, index_text(key, value, tags))
     INDEX.execute(id=memory_id, words=" ".join(tokens))
+    for token in set(tokens):
+        COUNT_UP.execute(token=token)
+
+
+def unindex(memory_ids: list[int]) -> None:
+    """Take memories out of the blind index, and their tokens out of the counts."""
+    for (indexed,) in INDEXED.tuples(ids=memory_ids):
+        tokens = list(set(indexed.split()))
+        if tokens:
+            COUNT_DOWN.execute(tokens=tokens)
+            UNCOUNT.execute(tokens=tokens)
+    UNINDEX.execute(ids=memory_ids)
+
+
+def compact() -> None:
+    """Merge the blind index's segments into one. FTS5 adds a segment per write transaction and
+    merges them only now and then (automerge); a search looks each word up in every segment."""
+    MemoryWords.optimize()
 
 
 def get(cmdr, scope: str, memory_id: int) -> Remembered:
@@ -127,6 +159,22 @@ def ranked(cmdr, scopes: list[str], text: str, limit: int) -> list[int]:
     return [memory_id for (memory_id,) in SEARCH.tuples(query=expression, limit=limit)] if expression else []
 
 
+def relevant(cmdr, scopes: list[str], text: str, limit: int) -> list[int]:
+    """`ranked`, for a lease: only `text`'s rarest searched words (RELEVANT_DOCS), the ones that
+    say most about it; a word no memory of `scopes` holds costs no search at all."""
+    wanted = words.query_tokens(cmdr.box.index_key, scopes, text)
+    docs = dict(COUNTS.tuples(tokens=wanted)) if wanted else {}
+    chosen, matched = [], 0
+    for token in sorted(docs, key=docs.get):
+        if chosen and matched + docs[token] > RELEVANT_DOCS:
+            break
+        chosen.append(token)
+        matched += docs[token]
+    if not chosen:
+        return []
+    return [memory_id for (memory_id,) in SEARCH.tuples(query=words.any_of(chosen), limit=limit)]
+
+
 def search(cmdr, scopes: list[str], text: str, limit: int) -> list[Memory]:
     """The memories `ranked` finds, as sealed rows, best first."""
     ids = ranked(cmdr, scopes, text, limit)
@@ -138,7 +186,7 @@ def forget(scope: str, memory_id: int) -> None:
     """Delete a memory, and those consolidation merged into it (forgotten, their content must go too)."""
     if not Memory.delete().where((Memory.id == memory_id) & (Memory.scope == scope)).execute():
         raise NotFound("no_memory", f"{_described(scope)} has no memory {memory_id}")
-    UNINDEX.execute(id=memory_id)
+    unindex([memory_id])
     Memory.delete().where(Memory.merged_into == memory_id).execute()
 
 

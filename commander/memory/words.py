@@ -76,10 +76,18 @@ def searched(text: str) -> list[str]:
     return sorted(dict.fromkeys(words(text)), key=len, reverse=True)[:QUERY_WORDS]
 
 
+def query_tokens(index_key: bytes, scopes: list[str], text: str) -> list[str]:
+    """The tokens of every searched word of `text` in each of `scopes`."""
+    return [token(index_key, scope, word) for scope in scopes for word in searched(text)]
+
+
+def any_of(found: list[str]) -> str:
+    """An FTS5 query matching any of the tokens `found`. Tokens are hex: quoted, none can be read
+    as an FTS5 operator."""
+    return " OR ".join(f'"{t}"' for t in found)
+
+
 def query(index_key: bytes, scopes: list[str], text: str) -> str | None:
     """An FTS5 query matching any searched word of `text` in any of `scopes` (None: no word to search)."""
-    distinct = searched(text)
-    if not distinct:
-        return None
-    # Tokens are hex: quoted, none can be read as an FTS5 operator.
-    return " OR ".join(f'"{token(index_key, scope, word)}"' for scope in scopes for word in distinct)
+    found = query_tokens(index_key, scopes, text)
+    return any_of(found) if found else None

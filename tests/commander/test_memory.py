@@ -11,7 +11,7 @@ import pytest
 from commander import provenance as commander_provenance
 from commander.agents import service as agents
 from commander.memory import blocks, store, words
-from commander.models import Event, Memory, MemoryGiven, MemoryWords, Task
+from commander.models import Event, Memory, MemoryGiven, MemoryTokenDocs, MemoryWords, Task
 from m3shd import provenance
 from mesh import configure, expire_now, join_signing, lease_of, report, submit
 
@@ -140,6 +140,9 @@ def test_the_blind_index_finds_the_right_memory_in_the_top_three(cmdr):
         found = [row.id for row in store.search(cmdr, ["general"], question, 3)]
         if ids[expected] not in found:
             misses[question] = found
+        relevant = store.relevant(cmdr, ["general"], question, 3)  # a lease's search: the rarest words
+        if ids[expected] not in relevant:
+            misses["lease: " + question] = relevant
     assert not misses
     assert all(row.scope == "general" for row in store.search(cmdr, ["general"], "wifi passphrase", 50))
     # Nothing in the index is a word: only tokens of 16 hex digits.
@@ -230,6 +233,25 @@ def test_a_lease_carries_the_relevant_memories_and_provenance_still_verifies(cmd
     assert bundle["links"][0]["memories"] == given.memory_ids and "pi-3.local" in bundle["links"][0]["prompt"]
     offline = provenance.check_links(bundle["links"], bundle["public_keys"])
     assert offline == {task.id: []}
+
+
+def counts_match_the_index(cmdr) -> None:
+    """The token counts kept beside the index equal what FTS5's own vocabulary counts."""
+    cmdr.db.execute_sql("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocabulary USING fts5vocab(main, memory_words, 'row')")
+    counted = dict(cmdr.db.execute_sql("SELECT term, doc FROM temp.vocabulary").fetchall())
+    assert dict(MemoryTokenDocs.select(MemoryTokenDocs.token, MemoryTokenDocs.docs).tuples()) == counted
+
+
+def test_a_lease_searches_the_prompts_rarest_words_and_skips_words_no_memory_holds(cmdr):
+    with cmdr.writing():
+        for n in range(store.RELEVANT_DOCS + 50):  # "server" alone matches more than a lease ranks
+            store.put(cmdr, "general", f"server note {n}: the server restarted cleanly", f"server {n}")
+        heron = store.put(cmdr, "general", "heron.local is the server in the attic", "attic server")[0]
+    counts_match_the_index(cmdr)
+    assert store.relevant(cmdr, ["general"], "restart the server on heron", 5)[0] == heron.id
+    assert store.relevant(cmdr, ["general"], "restart the server", 5)  # the rarest word, however common
+    assert store.relevant(cmdr, ["general"], "xylophone quartet", 5) == []
+    assert store.relevant(cmdr, ["other"], "restart the server on heron", 5) == []
 
 
 def test_a_retry_is_searched_again_and_its_result_is_bound_to_what_it_was_given(cmdr):
@@ -380,9 +402,12 @@ def test_near_duplicates_of_a_scope_merge_into_the_most_used_keeping_what_merged
     assert Memory.get_by_id(other.id).merged_into is None and Memory.get_by_id(keyed.id).merged_into is None
     assert Event.select().where(Event.kind == "memory.merged").count() == 1
     assert consolidate.consolidate(cmdr) == []  # nothing left to merge
+    counts_match_the_index(cmdr)
     with cmdr.writing():
         store.forget("general", b.id)  # forgetting the one kept forgets what merged into it
+        store.put(cmdr, "general", "the backup of the garage nas now runs at three", "backups")  # replaced
     assert Memory.select().where(Memory.id.in_([a.id, b.id, c.id])).count() == 0
+    counts_match_the_index(cmdr)
 
 
 def test_consolidation_runs_once_a_local_day_at_its_time_and_refuses_a_bad_setting(cmdr):

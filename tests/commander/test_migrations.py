@@ -189,3 +189,18 @@ def test_node_tokens_from_before_memory_lose_the_memory_permissions_they_never_n
     with sqlite3.connect(old) as conn:
         assert conn.execute('SELECT "permissions" FROM "token" ORDER BY "id"').fetchall() == [
             ('["work:execute"]',), ('["memory:read", "tasks:read"]',)]
+
+
+def test_memories_from_before_token_counts_are_counted_from_the_index(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(FIXTURE.read_text())
+    db = fresh(old)
+    migrate(db, [step for step in MIGRATIONS if step[0] < 19])
+    with sqlite3.connect(old) as conn:
+        conn.executemany('INSERT INTO "memory_words" ("rowid", "words") VALUES (?, ?)',
+                         [(1, "aa11 bb22 aa11"), (2, "aa11 cc33")])
+    assert migrate(db) == [19]
+    with sqlite3.connect(old) as conn:
+        assert conn.execute('SELECT "token", "docs" FROM "memory_token_docs" ORDER BY "token"').fetchall() == [
+            ("aa11", 2), ("bb22", 1), ("cc33", 1)]

@@ -99,7 +99,7 @@ class CommanderSettings(Settings):
                                           "is reported on its task, not stored)")
     memory_task_max: int = setting(20, "most [REMEMBER] blocks stored from one task's answer")
     memory_consolidate_at: str = setting("03:30", "local time (`time_zone`, HH:MM) at which near-duplicate memories "
-                                                  "are merged each day; `\"\"`: never by itself")
+                                                  "are merged and the search index compacted each day; `\"\"`: never by itself")
     memory_merge_similarity: float = setting(0.8, "how alike two memories' words must be to merge (Jaccard, 0-1)")
     webhook_max_body: int = setting(1_048_576, "largest webhook delivery accepted (bytes); a larger one gets 413 before "
                                                "it is read (GitHub sends up to 25 MB)")

@@ -326,10 +326,13 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
                           (hook["secret"], "star")):
         body, headers = github_request(secret, event, github("issues.opened" if event != "ping" else "ping"))
         requests.post(cmd.url + hook["url"], data=body, headers=headers, timeout=15)
+    kiln = cmd.api.remember("general", "the kiln fires on <b>Thursdays</b> at 06:00", "kiln", ["studio"])
+    cmd.api.remember("general", "Dana likes dark chocolate, never milk chocolate")
+    cmd.api.remember("shared", "the office closes at 18:00 on Fridays", tags=["office"])
     views = {"fleet": "/", "queue": "/tasks", "task-detail": f"/tasks/{running['id']}",
              "pipelines": "/pipelines", "pipeline-graph": f"/pipelines/{pipeline['id']}", "approvals": "/pending",
              "tokens": "/tokens", "node": "/nodes/1", "agents": "/agents", "agent": "/agents/general",
-             "spend": "/spend", "webhooks": "/webhooks"}
+             "spend": "/spend", "webhooks": "/webhooks", "memory": "/agents/general/memory"}
 
     for name, context in (("desktop", dict(viewport={"width": 1280, "height": 800})), ("phone", PHONE),
                           ("dark", dict(viewport={"width": 1280, "height": 800}, color_scheme="dark"))):
@@ -357,6 +360,17 @@ def test_every_view_on_a_desktop_a_phone_and_in_the_dark(chromium, fleet):
             tab.shot("desktop-webhooks")
             deliveries.locator("a[href^='/tasks/']").click()  # the task the issue started
             expect(tab.page.get_by_text("triage Spelling error in the README file").first).to_be_visible()
+            tab.go("/agents/general/memory")  # searched and forgotten in the page, markup shown as text
+            tab.page.get_by_label("Search").fill("when is the kiln fired")
+            tab.page.get_by_role("button", name="Search").click()
+            found = tab.page.get_by_role("table", name="Memories matching when is the kiln fired, best first")
+            expect(found.locator(f"#memory-{kiln['id']}")).to_contain_text("the kiln fires on <b>Thursdays</b>")
+            expect(found.get_by_text("chocolate")).to_have_count(0)
+            tab.shot("desktop-memory-search")
+            tab.page.get_by_role("button", name=f"Forget memory {kiln['id']}").click()
+            expect(tab.page.locator(f"#memory-{kiln['id']}")).to_have_count(0)
+            expect(tab.page.get_by_text("Dana likes dark chocolate")).to_be_visible()
+            assert [m["id"] for m in cmd.api.memories("general", "kiln")] == []
             tab.go(f"/tasks/{waiting['id']}")
             tab.shot("desktop-task-awaiting-approval")
             tab.go("/tokens")

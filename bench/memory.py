@@ -148,7 +148,11 @@ def leases(cmdr, rng: random.Random, words: list[str], count: int, block: int) -
     finally:
         lease_path.memory.recall, lease_path.memory.prompt_for_lease = real["recall"], real["record"]
     print(f"leases given memories: {given} of {len(took['with'])} with memory on")
-    return summary_ms(took["with"]), summary_ms(took["without"]), summary_ms(parts["recall"]), summary_ms(parts["record"])
+    # One recall and one record per lease with memory on (one queued task, one open slot): their
+    # sum, lease by lease, is what injection added to that lease.
+    both = [recall + record for recall, record in zip(parts["recall"], parts["record"], strict=True)]
+    return (summary_ms(took["with"]), summary_ms(took["without"]), summary_ms(parts["recall"]),
+            summary_ms(parts["record"]), summary_ms(both))
 
 
 def main() -> int:
@@ -187,15 +191,15 @@ def main() -> int:
             print(f"goal search p99 <= {GOAL_SEARCH_P99_MS:g} ms at {count:,}: {p99:.2f} ms, "
                   f"{verdict(p99 <= GOAL_SEARCH_P99_MS)}; ratio blind to plain p50: questions "
                   f"{rows[0][2] / rows[1][2]:.1f}x, prompts {rows[2][2] / rows[3][2]:.1f}x")
-            with_memory, without, recall, record = leases(cmdr, rng, words, *((200, 50) if args.quick else (1000, 100)))
+            with_memory, without, recall, record, both = leases(cmdr, rng, words, *((200, 50) if args.quick else (1000, 100)))
             table(["claim of one task (in process)", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                   [[name, s["n"], s["p50"], s["p90"], s["p99"], s["max"]]
                    for name, s in (("memory on", with_memory), ("memory: false (peer)", without),
                                    ("recall alone (before the lock)", recall),
-                                   ("record alone (under the write lock)", record))])
-            both = recall["p99"] + record["p99"]
+                                   ("record alone (under the write lock)", record),
+                                   ("recall + record, per lease", both))])
             print(f"goal injection adds <= {GOAL_INJECT_P99_MS:g} ms p99 to a lease: recall + record p99 "
-                  f"{both:.2f} ms, {verdict(both <= GOAL_INJECT_P99_MS)} (of which under the write lock "
+                  f"{both['p99']:.2f} ms, {verdict(both['p99'] <= GOAL_INJECT_P99_MS)} (of which under the write lock "
                   f"{record['p99']:.2f} ms); claim p50 with - without: {with_memory['p50'] - without['p50']:.3f} ms")
         plain.close()
         cmdr.db.close_all()

@@ -51,7 +51,7 @@ COUNTS = Compiled(MemoryTokenDocs, lambda tokens: MemoryTokenDocs.select(MemoryT
 # first while the memories holding them stay within this many (bm25 scores every memory a query
 # matches, ~2 µs each: all of a long prompt's words matched 900 of 20,000 memories, 4 ms;
 # bench/memory.py). The rarest word is always searched, however many hold it.
-RELEVANT_DOCS = 200
+RELEVANT_DOCS = 100
 
 
 @dataclass(frozen=True)

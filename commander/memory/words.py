@@ -78,7 +78,8 @@ def searched(text: str) -> list[str]:
 
 def query_tokens(index_key: bytes, scopes: list[str], text: str) -> list[str]:
     """The tokens of every searched word of `text` in each of `scopes`."""
-    return [token(index_key, scope, word) for scope in scopes for word in searched(text)]
+    distinct = searched(text)
+    return [token(index_key, scope, word) for scope in scopes for word in distinct]
 
 
 def any_of(found: list[str]) -> str:

@@ -6,8 +6,9 @@ key rotation re-encrypts a large database.
    SecretBox and with a peer that stores text as given, in alternating blocks in the same run,
    so the difference is the Fernet work and nothing else. Goal: at most 15 % slower.
 2. `m3shd keys rotate`'s pass (commander/rekey.py) over `--tasks` finished tasks (default
-   100,000; quick 20,000), each with a sealed prompt, output and result document, written
-   straight into the database first: values re-encrypted per second.
+   100,000; quick 20,000), each with a sealed prompt, output and result document, and as many
+   agent memories, each with a sealed value and tags, written straight into the database first:
+   rows and values re-encrypted per second.
 
     .venv/bin/python bench/keys.py [--quick] [--tasks N]
 """
@@ -88,7 +89,7 @@ def results(blocks: int, block: int) -> dict[str, dict[str, dict]]:
 
 
 def rotation(count: int) -> tuple[int, float, float]:
-    """(values re-encrypted, seconds, seconds to fill) for `count` sealed tasks."""
+    """(values re-encrypted, seconds, seconds to fill) for `count` sealed tasks and `count` memories."""
     from commander import rekey
 
     home = Path(tempfile.mkdtemp(prefix="m3shd-bench-rotate-"))
@@ -104,6 +105,11 @@ def rotation(count: int) -> tuple[int, float, float]:
             "updated_at, attempt, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, runner_notes, "
             "depends_on, attachments, memory) VALUES ('succeeded', ?, ?, ?, '[]', '[]', 0, 'bench', 3, 1, 0, '[]', 0, "
             "0, 0, 0, 1, 0, 0, 0, 0, '[]', '[]', '[]', 1)", values)
+        cmdr.db.cursor().executemany(
+            "INSERT INTO memory (scope, value, tags, content_hash, created_at, updated_at, use_count) "
+            "VALUES (?, ?, ?, ?, 0, 0, 0)",
+            [(f"agent-{i % 20}", box.encrypt(f"memory {i}: the deploy host is pi-{i}.local".encode()),
+              box.encrypt(b'["ops"]'), f"{i:032x}") for i in range(count)])
     filled = time.perf_counter() - started
     started = time.perf_counter()
     moved = rekey.rotate(cmdr, settle=0)["reencrypted"]
@@ -130,8 +136,9 @@ def main() -> int:
     print(f"submit + claim + result, p50 sealed / clear: {whole:.3f}x")
     count = args.tasks or (20_000 if args.quick else 100_000)
     moved, took, filled = rotation(count)
-    print(f"rotation: {moved:,} values of {count:,} tasks (prompt, output, result document) re-encrypted in "
-          f"{took:.1f} s: {moved / took:,.0f} values/s (filled in {filled:.1f} s)")
+    print(f"rotation: {moved:,} values of {count:,} tasks (prompt, output, result document) and {count:,} memories "
+          f"(value, tags) re-encrypted in {took:.1f} s: {2 * count / took:,.0f} rows/s, {moved / took:,.0f} values/s "
+          f"(filled in {filled:.1f} s)")
     return 0
 
 

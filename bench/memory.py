@@ -7,7 +7,8 @@ In process, on a real SQLite file (WAL) of a Commander built as `create_app` bui
    90 % in one scope, the worst case). Each has 6–30 words drawn from a vocabulary of 5,000 by
    Zipf's law (a word's frequency ∝ 1/rank), starting at rank 30: the commonest words are
    function words, which the index drops. Then consolidated, as every night (which also compacts
-   the index into one FTS5 segment). Timed: store.search over one agent's and the shared
+   the index into one FTS5 segment), and the garbage collector set as a served worker sets it
+   (commander/server.py settle_garbage_collector). Timed: store.search over one agent's and the shared
    scope for queries of 3–8 words (a
    question), and for 64-word prompts (of which a lease searches the 16 longest words), 32 results. The peer, in
    the same process on the same memories: a plain FTS5 table of the clear words, each prefixed
@@ -171,10 +172,12 @@ def main() -> int:
         plain = sqlite3.connect(home / "plain.db")
         with cmdr.db.connection_context():
             filled = fill(cmdr, rng, words, count, args.agents, plain)
+            from commander import server
             from commander.memory import consolidate
 
             t0 = time.perf_counter()
             consolidate.consolidate(cmdr)  # as every night: near duplicates merged, the index compacted
+            server.settle_garbage_collector()  # as a served worker does once its app is built
             print(f"\nmemory: {count:,} memories (shared 10 %, the rest over {args.agents} agents), stored sealed and "
                   f"indexed in {filled:.1f} s ({count / filled:,.0f} a second), then consolidated as every night in "
                   f"{time.perf_counter() - t0:.1f} s; {AGENT} and shared searched")

@@ -228,8 +228,11 @@ def test_up_starts_a_mesh_and_prints_url_and_token(tmp_path):
     client_file.write_text(f'[client]\nurl = "http://127.0.0.1:{free_port()}"\ntoken = "{earlier}"\n')
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
+        # Ctrl-C as a terminal delivers it: a run started in the background of a non-interactive
+        # shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
         up = subprocess.Popen([sys.executable, "-m", "m3shd", "up", "--bind", f"127.0.0.1:{port}"], env=env,
-                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_until(lambda: "M3SHD is up." in log.read_text(), 40, what="the banner")
         banner = log.read_text()

@@ -8,9 +8,9 @@ In process, on a real SQLite file (WAL) of a Commander built as `create_app` bui
    Zipf's law (a word's frequency ∝ 1/rank), starting at rank 30: the commonest words are
    function words, which the index drops. Then consolidated, as every night (which also compacts
    the index into one FTS5 segment), and the garbage collector set as a served worker sets it
-   (commander/server.py settle_garbage_collector). Timed: store.search over one agent's and the shared
-   scope for queries of 3–8 words (a
-   question), and for 64-word prompts (of which a lease searches the 16 longest words), 32 results. The peer, in
+   (commander/server.py settle_garbage_collector). Timed: store.search over one agent's and the
+   shared scope for queries of 3–8 words (a question), and for 64-word prompts (of which a
+   search takes the 16 longest words), 32 results. The peer, in
    the same process on the same memories: a plain FTS5 table of the clear words, each prefixed
    with its scope as the blind tokens are (what a plaintext index of the same design would be),
    queried with the same words, scopes and limit. The ratio is the price of blindness: the
@@ -18,9 +18,9 @@ In process, on a real SQLite file (WAL) of a Commander built as `create_app` bui
 2. Leases: a claim of a task whose prompt matches memories (memory on), and of the same task
    with `memory: false` (the peer), in alternating blocks; the difference is what injection adds
    (the search of the prompt's rarest words, store.relevant; decrypting the chosen memories; the
-   sealed record; the use counts). Its two parts
-   are timed alone too: the recall (inject.recall: search and decrypt, before the write lock) and
-   the record (inject.prompt_for_lease, inside the claim's write transaction, every writer's wait).
+   sealed record; the use counts). Its two parts are timed alone too: the recall (inject.recall:
+   search and decrypt, before the write lock) and the record (inject.prompt_for_lease, inside the
+   claim's write transaction, every writer's wait), and their sum lease by lease.
 
     .venv/bin/python bench/memory.py [--quick] [--memories N] [--agents N]
 """
@@ -194,7 +194,8 @@ def main() -> int:
             print(f"goal search p99 <= {GOAL_SEARCH_P99_MS:g} ms at {count:,}: {p99:.2f} ms, "
                   f"{verdict(p99 <= GOAL_SEARCH_P99_MS)}; ratio blind to plain p50: questions "
                   f"{rows[0][2] / rows[1][2]:.1f}x, prompts {rows[2][2] / rows[3][2]:.1f}x")
-            with_memory, without, recall, record, both = leases(cmdr, rng, words, *((200, 50) if args.quick else (1000, 100)))
+            sizes = (200, 50) if args.quick else (1000, 100)
+            with_memory, without, recall, record, both = leases(cmdr, rng, words, *sizes)
             table(["claim of one task (in process)", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                   [[name, s["n"], s["p50"], s["p90"], s["p99"], s["max"]]
                    for name, s in (("memory on", with_memory), ("memory: false (peer)", without),

@@ -3,9 +3,10 @@
 The lease path (commander/leases.py claim) searches with `recall` before it takes the write lock
 (a search is a read, and the lock is every writer's), then `prompt_for_lease` records what it
 gave inside its write transaction. The prompt's rarest words are searched (blind index, words.py;
-store.relevant) in the agent's own scope and the shared one; the best matches by bm25 are taken in order while they fit `memory_inject_count` and the token
-budget `memory_inject_tokens` (4 characters a token, the usual rule of thumb for English; a
-memory that does not fit is skipped for a smaller one after it). They go in one delimited
+store.relevant) in the agent's own scope and the shared one; the best matches by bm25 are taken
+in order while they fit `memory_inject_count` and the token budget `memory_inject_tokens` (4
+characters a token, the usual rule of thumb for English; a memory that does not fit is skipped
+for a smaller one after it). They go in one delimited
 section before the prompt, each named by its id:
 
     [MEMORY]

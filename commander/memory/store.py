@@ -155,8 +155,7 @@ def listing(cmdr, scope: str, limit: int, before_id: int | None = None) -> list[
 
 def ranked(cmdr, scopes: list[str], text: str, limit: int) -> list[int]:
     """The ids of the memories of `scopes` that share words with `text`, best first (bm25)."""
-    expression = words.query(cmdr.box.index_key, scopes, text)
-    return [memory_id for (memory_id,) in SEARCH.tuples(query=expression, limit=limit)] if expression else []
+    return _best(words.query(cmdr.box.index_key, scopes, text), limit)
 
 
 def relevant(cmdr, scopes: list[str], text: str, limit: int) -> list[int]:
@@ -170,9 +169,12 @@ def relevant(cmdr, scopes: list[str], text: str, limit: int) -> list[int]:
             break
         chosen.append(token)
         matched += docs[token]
-    if not chosen:
-        return []
-    return [memory_id for (memory_id,) in SEARCH.tuples(query=words.any_of(chosen), limit=limit)]
+    return _best(words.any_of(chosen) if chosen else None, limit)
+
+
+def _best(expression: str | None, limit: int) -> list[int]:
+    """The ids an FTS5 query matches, best first (none for no query)."""
+    return [memory_id for (memory_id,) in SEARCH.tuples(query=expression, limit=limit)] if expression else []
 
 
 def search(cmdr, scopes: list[str], text: str, limit: int) -> list[Memory]:

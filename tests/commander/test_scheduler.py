@@ -201,3 +201,23 @@ def test_a_shared_ranking_with_leases_applied_ranks_as_a_fresh_one_would():
         assert shared.free == fresh.free and shared.base == fresh.base
         tasks = [task(requires=rng.choice([(), ("gpu",)])) for _ in range(30)]
         assert [shared.place(t) for t in tasks] == [fresh.place(t) for t in tasks]
+
+
+def test_best_is_the_able_node_with_the_highest_key_however_many_tie():
+    """`best` walks the ranking only as far as a better node could come; on fleets of many equal
+    nodes (the walk's stopping rules matter most there), with and without `prefer` and tried
+    nodes, it must find what comparing every able node would."""
+    rng = random.Random(11)
+    patient = dict(waited=1e6)  # past every wait for a better or untried node: best never holds a task
+    for _ in range(40):
+        nodes = [node(i, mean=rng.choice([0.5, 0.9]), count=rng.choice([0.0, 0.0, 3.0]), free=rng.randint(0, 2),
+                      slots=2, caps=rng.sample(["gpu", "arm", "big"], rng.randint(0, 2)), priority=rng.randint(0, 1))
+                 for i in range(1, 120)]
+        ranking = Ranking(nodes, SETTINGS)
+        for _ in range(10):
+            t = task(requires=rng.choice([(), ("gpu",)]), prefer=rng.choice([(), ("arm",), ("arm", "big")]),
+                     tried=rng.sample(range(1, 120), rng.choice([0, 3, 60])), **patient)
+            able = [n for n in nodes if ranking.free[n.node_id] > 0 and t.requires <= n.capabilities]
+            expected = max(able, key=lambda n: ranking.key(n, t), default=None)
+            found = ranking.best(t)
+            assert (found and found.node_id) == (expected and expected.node_id)

@@ -75,26 +75,27 @@ def prompt_for_lease(cmdr, task: Task, attempt: int, chosen: list[tuple[int, str
 
 def choose(cmdr, agent: str, prompt: str, count: int, budget: int) -> list[tuple[int, str]]:
     """(id, line) of the memories to give, best first, within `count` and the token `budget`.
-    Only keys and values are read, as plain columns, and decrypted one by one until enough are
-    chosen (building rows and opening their tags took half the step, bench/memory.py)."""
+    Only keys and values are read, as plain columns, `count` memories at a time (most often the
+    first `count` all fit), and decrypted one by one until enough are chosen (building rows and
+    opening their tags took half the step, bench/memory.py)."""
     ids = store.relevant(cmdr, [agent, store.SHARED], prompt, count * CANDIDATES)
-    if not ids:
-        return []
-    sealed = {memory_id: (key, value) for memory_id, key, value in SEALED_TEXT.tuples(ids=ids)}
     chosen, spent, box = [], 0, cmdr.box
-    for memory_id in ids:
-        if memory_id not in sealed:
-            continue
-        key, value = (box.decrypt(text).decode() if text else None for text in sealed[memory_id])
-        text = f"{key}: {value}" if key else value
-        line = f"- (memory {memory_id}) " + text.replace(CLOSE, "[/ MEMORY]")  # the section ends at ours only
-        cost = -(-len(line) // CHARS_PER_TOKEN)
-        if spent + cost > budget:
-            continue
-        chosen.append((memory_id, line))
-        spent += cost
-        if len(chosen) == count:
-            break
+    for start in range(0, len(ids), count):
+        batch = ids[start:start + count]
+        sealed = {memory_id: (key, value) for memory_id, key, value in SEALED_TEXT.tuples(ids=batch)}
+        for memory_id in batch:
+            if memory_id not in sealed:
+                continue
+            key, value = (box.decrypt(text).decode() if text else None for text in sealed[memory_id])
+            text = f"{key}: {value}" if key else value
+            line = f"- (memory {memory_id}) " + text.replace(CLOSE, "[/ MEMORY]")  # the section ends at ours only
+            cost = -(-len(line) // CHARS_PER_TOKEN)
+            if spent + cost > budget:
+                continue
+            chosen.append((memory_id, line))
+            spent += cost
+            if len(chosen) == count:
+                return chosen
     return chosen
 
 

@@ -182,6 +182,18 @@ def test_a_key_stored_again_replaces_its_value_and_equal_content_stays_one_memor
     assert [row.id for row in store.search(cmdr, ["general"], "albatross", 5)] == [first.id]
 
 
+
+@pytest.mark.parametrize("lookup, values, index", [
+    (store.BY_KEY, {"key_hash": "k"}, "memory_scope_key_hash"),
+    (store.BY_CONTENT, {"content_hash": "c"}, "memory_scope_content_hash"),
+])
+def test_a_store_finds_the_memory_it_replaces_through_an_index_not_a_scan_of_the_scope(cmdr, lookup, values, index):
+    """Every store looks up the memory it may replace: by key, or for a keyless memory by its
+    content. Reading every keyless memory of the scope instead made each store slower than the last."""
+    sql, params = lookup._bind({"scope": "general", **values})
+    [(*_, plan)] = cmdr.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+    assert plan.startswith(f"SEARCH t1 USING INDEX {index} (scope=? AND ")
+
 # --- learning and recall through the lease path -------------------------------------------------------
 
 

@@ -161,18 +161,17 @@ class Ranking:
         it is in a lower group (tried before untried) or even the full `prefer` bonus would not
         lift its score to the best one's. A plain task stops at the first able node."""
         bonus = self.settings.score_prefer if task.prefer else 0.0
-        # The nodes are in key order for no task. The able nodes walked are all untried, or all
-        # tried (`best` walks the tried only when no untried one is able), so with no bonus to
-        # earn the task's key order is the same and the first able node is the best (a fleet of
-        # equal nodes would otherwise be walked whole, for every task placed).
-        first_wins = not bonus
         best, best_key = None, None
         for node in self.nodes:
             if self.free[node.node_id] <= 0 or not task.requires <= node.capabilities:
                 continue
             if skip_tried and node.node_id in task.tried_nodes:
                 continue
-            if first_wins:
+            # The nodes are in key order for no task. The able nodes walked are all untried, or
+            # all tried (`best` walks the tried only when no untried one is able), so with no bonus
+            # to earn the task's key order is the same and the first able node is the best (a
+            # fleet of equal nodes would otherwise be walked whole, for every task placed).
+            if not bonus:
                 return node
             if best is not None:
                 if (node.probe or node.count <= 0) != best_key[1] or round(self.base[node.node_id] + bonus, 3) < best_key[2]:

@@ -178,6 +178,8 @@ class Compiled:
     parameterized SQL, made by peewee for whichever database is bound.
     """
 
+    CHUNK = 100  # items per query of `tuples_among`
+
     def __init__(self, model: type[pw.Model], build):
         self.model, self.build, self._text = model, build, {}
         self.lists = tuple(inspect.signature(build).parameters)
@@ -225,6 +227,16 @@ class Compiled:
         """Raw column values, unconverted: for rows read by the hundred, or what a write RETURNs
         (fetched whole, so the statement finishes)."""
         return self._run(values).fetchall()
+
+    def tuples_among(self, name: str, items: list, **values) -> list[tuple]:
+        """`tuples` for the IN list `name` of any length: asked CHUNK items at a time, each chunk
+        padded to CHUNK with its own last item (an IN list ignores repeats), so one text serves
+        every length where `tuples` keeps one per length (a sweep over every waiting node)."""
+        found = []
+        for start in range(0, len(items), self.CHUNK):
+            chunk = items[start:start + self.CHUNK]
+            found += self.tuples(**values, **{name: chunk + chunk[-1:] * (self.CHUNK - len(chunk))})
+        return found
 
     def execute(self, **values) -> int:
         """Run a write; returns the number of rows it changed."""

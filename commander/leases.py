@@ -162,11 +162,13 @@ def claim_or_wait(cmdr: Commander, node_id: int, token_id: int, open_slots: int,
     return leases
 
 
+ACTIVE_AMONG = Compiled(Node, lambda ids: Node.select(Node.id).where(Node.id.in_(ids) & (Node.state == ACTIVE)))
+
+
 def waiting_in_vain(waiting: dict[int, int], t: float) -> list[int]:
     """The nodes among `waiting` (node id → the token its claim came with) that can take no
     work now: not active, or their token no longer acts for them."""
-    active = {node_id for (node_id,) in Node.select(Node.id).where(Node.id.in_(list(waiting)) &
-                                                                    (Node.state == ACTIVE)).tuples()}
+    active = {node_id for (node_id,) in ACTIVE_AMONG.tuples_among("ids", list(waiting))}
     acting = tokens.acting(list(waiting.values()), t)
     return [node_id for node_id, token_id in waiting.items()
             if node_id not in active or (token_id, node_id) not in acting]

@@ -118,3 +118,13 @@ def test_compiled_insert_creates_as_peewee_would(database):
     row = insert.create(prompt="compiled", requires=["b", "a"])
     stored = Task.get_by_id(row.id)
     assert (stored.prompt, stored.requires, stored.state, stored.max_attempts) == ("compiled", ["b", "a"], QUEUED, 3)
+
+
+@pytest.mark.parametrize("count", [0, 1, Compiled.CHUNK - 1, Compiled.CHUNK, Compiled.CHUNK + 1, 2 * Compiled.CHUNK + 7])
+def test_an_in_list_of_any_length_is_asked_in_padded_chunks_of_one_text(database, count):
+    ids = make_tasks(*range(count))
+    query = Compiled(Task, lambda ids: Task.select(Task.id, Task.priority).where(
+        Task.id.in_(ids) & (Task.priority >= Param("low"))))
+    found = query.tuples_among("ids", ids + [10**6], low=3)  # an id no task has is no row
+    assert sorted(found) == [(task_id, p) for task_id, p in zip(ids, range(count)) if p >= 3]
+    assert {shape for _, shape in query._text} == {(Compiled.CHUNK,)}  # one text, however many ids

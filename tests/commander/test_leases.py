@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from commander import leases, nodes, provenance as commander_provenance
+from commander.db import Compiled
 from commander.exceptions import Conflict
 from commander.models import Event, Node, Task, Token, now
 from commander.settings import CommanderSettings
@@ -120,6 +121,20 @@ def test_without_a_dispatcher_a_long_poll_answers_with_what_a_claim_finds(cmdr):
     task = submit(cmdr)
     assert leased_ids(leases.claim_or_wait(cmdr, node.id, token_id, open_slots=1, wait=30.0)) == [task.id]
 
+
+
+def test_the_sweep_lets_go_of_exactly_the_waiting_nodes_that_can_take_no_work(cmdr):
+    """The dispatcher's once-a-second sweep (leases.waiting_in_vain) over more waiting nodes than
+    one of its queries asks about (db.Compiled.tuples_among)."""
+    joined = [join(cmdr, f"n{i}") for i in range(Compiled.CHUNK + 30)]
+    waiting = {node.id: Token.get(Token.node == node.id).id for node in joined}
+    paused, revoked, lost = joined[3], joined[Compiled.CHUNK + 7], joined[-1]
+    nodes.set_state(cmdr, paused.id, "paused", "user:ops")
+    Token.update(revoked_at=now()).where(Token.id == waiting[revoked.id]).execute()
+    Node.update(state="lost").where(Node.id == lost.id).execute()
+    waiting[joined[0].id] = waiting[joined[1].id]  # a token of another node does not act for this one
+    assert sorted(leases.waiting_in_vain(waiting, now())) == sorted([joined[0].id, paused.id, revoked.id, lost.id])
+    assert leases.waiting_in_vain({}, now()) == []
 
 # --- results -----------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from commander import tokens
+from commander.db import Compiled
 from commander.exceptions import Forbidden, Invalid, NotFound
 from commander.models import AuditEntry, Token, now
 from commander.permissions import PERMISSIONS, ROLES
@@ -140,3 +141,23 @@ def test_an_expired_or_revoked_token_is_refused_at_the_door(cmdr, client):
         reply = client.get("/api/tasks", headers={"Authorization": f"Bearer {secret}"})
         assert reply.status_code == 401
         assert reply.get_json() == {"error": {"code": "unauthenticated", "message": message}}
+
+
+def test_the_sweep_finds_usable_exactly_the_node_tokens_refusal_passes(cmdr):
+    """tokens.acting puts `refusal`'s rules into SQL for the dispatcher's sweep over every waiting
+    node; token by token it must agree with them, over more tokens than one of its queries asks."""
+    joined = [join(cmdr, f"n{i}") for i in range(Compiled.CHUNK + 20)]
+    node_tokens = {node.id: Token.get(Token.node == node.id) for node in joined}
+    at = now()
+    changed = list(node_tokens.values())
+    Token.update(revoked_at=at - 1).where(Token.id.in_([t.id for t in changed[0::5]])).execute()
+    Token.update(expires_at=at).where(Token.id.in_([t.id for t in changed[1::5]])).execute()  # expired at `at`
+    Token.update(expires_at=at + 0.001).where(Token.id.in_([t.id for t in changed[2::5]])).execute()
+    Token.update(permissions=[]).where(Token.id.in_([t.id for t in changed[3::5]])).execute()
+    api_token, _ = create(cmdr, role="mobile")  # usable, but no node's
+    asked = [t.id for t in changed] + [api_token.id, 10**6]
+    expected = {(t.id, t.node_id) for t in Token.select().where(Token.id.in_(asked) & Token.node.is_null(False))
+                if tokens.refusal(t, at) is None}
+    assert len(expected) == len(joined) * 2 // 5  # the untouched fifth and the one expiring later
+    assert tokens.acting(asked, at) == expected
+    assert tokens.acting([], at) == set()

@@ -8,7 +8,8 @@ lease. After registration (join token) and a settling pause, a submitter sends t
 rate (20/s for 30 s; quick: 10 s). Recorded: every error (exception or non-2xx; empty claims
 after `wait` are expected and not errors), heartbeat latency, submit→claim latency (submit
 time taken by the submitter just before its POST, claim time by the node when the claim
-returns, matched by task id), and the CPU the Commander's workers and this process used.
+returns, matched by task id), the CPU the Commander's workers and this process used, and how
+late this process's event loop ran (the client's share of each latency).
 
 With `--compare-tls` the same fleet runs twice in this process, over plain HTTP and then over
 the mesh CA's HTTPS (every node keeps its connections alive, as the real agent does), and the
@@ -57,6 +58,7 @@ class Fleet:
         self.measuring = False
         self.stopping = False
         self.heartbeats: list[float] = []
+        self.late: list[float] = []  # how late this process's event loop woke a 10 ms sleeper
         self.claimed: dict[int, float] = {}
         self.submitted: dict[int, float] = {}
         self.accepted = 0
@@ -142,6 +144,15 @@ class Fleet:
             self.errors["submit: unfinished after 35 s"] += unfinished
             self.first_error.setdefault("submit: unfinished after 35 s", "killed at the end of the run")
 
+    def watch_loop(self, tick: float = 0.01) -> None:
+        """This process is the client: while its event loop is busy (TLS, JSON, its own garbage
+        collection), answers already here wait, and that wait is in every latency measured."""
+        while not self.stopping:
+            t0 = time.perf_counter()
+            gevent.sleep(tick)
+            if self.measuring:
+                self.late.append(time.perf_counter() - t0 - tick)
+
     def progress(self, every: float = 5.0) -> None:
         """One line to stderr every few seconds, so a run that goes wrong is visible as it does."""
         last, t_last = collections.Counter(self.counts), time.perf_counter()
@@ -196,7 +207,7 @@ def run(args, tls: bool) -> dict:
 
     with Commander(workers=args.workers, keep=args.keep, tls=tls) as cmdr:
         fleet = Fleet(cmdr, args)
-        greenlets = [gevent.spawn(fleet.progress)]
+        greenlets = [gevent.spawn(fleet.progress), gevent.spawn(fleet.watch_loop)]
 
         def start_node(node):
             greenlets.append(gevent.spawn(fleet.claim_loop, node))
@@ -242,6 +253,7 @@ def run(args, tls: bool) -> dict:
     matched = [fleet.claimed[tid] - t for tid, t in fleet.submitted.items() if tid in fleet.claimed]
     cl = summary_ms(matched)
     rg = summary_ms(reg_latencies)
+    late = summary_ms(fleet.late)
     errors = sum(fleet.errors.values())
 
     print(f"\nfleet over {'HTTPS (mesh CA)' if tls else 'HTTP'}: {len(nodes)} simulated N0D3S (gevent), heartbeat "
@@ -273,6 +285,8 @@ def run(args, tls: bool) -> dict:
                                              f"({100 * total / window / os.cpu_count():.0f}% of the machine)"])
     rows.append(["this bench process (all nodes)", f"CPU {bench1 - bench0:.1f} s = {100 * (bench1 - bench0) / window:.0f}% "
                                                    f"of a core (if near 100%, latencies include client queueing)"])
+    rows.append(["this bench process's event loop, late by (in every latency above)",
+                 f"p50 {late['p50']:.1f} ms, p99 {late['p99']:.1f} ms, max {late['max']:.1f} ms"])
     if not alive:
         rows.append(["Commander", "EXITED during the run"])
     table(["figure", "value"], rows)

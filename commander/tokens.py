@@ -74,7 +74,8 @@ def revoke(token_id: int, actor: str, revoker: frozenset[str] | None = None) -> 
 
 
 def refusal(token: Token | None, at: float) -> str | None:
-    """Why this token may not be used now, or None when it may."""
+    """Why this token may not be used now, or None when it may. ACTING below asks the same in SQL
+    (tests/commander/test_tokens.py checks that they agree)."""
     if token is None or token.revoked_at is not None:
         return "unknown or revoked token"
     if token.expires_at is not None and token.expires_at <= at:

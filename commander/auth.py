@@ -8,6 +8,7 @@ declares (commander/routes.py, commander/web/site.py); it raises the domain's re
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -57,10 +58,11 @@ NONCE_INSERT = Compiled(Nonce, lambda: Nonce.insert(
 
 
 def authenticate(cmdr: Commander, permission: str, path: dict, signed: bool = False,
-                 agent_scoped: bool = False) -> Principal:
+                 agent_scoped: bool = False, nonce_with_write: bool = False) -> Principal:
     """A bearer token if one is sent, else the session cookie; then the `permission` a route
-    needs, and for a `signed` (node) request its signature and nonce. A token scoped to one agent
-    reaches only `agent_scoped` routes (which then keep it to that agent and its own tasks)."""
+    needs, and for a `signed` (node) request its signature and nonce (see check_node_request for
+    `nonce_with_write`). A token scoped to one agent reaches only `agent_scoped` routes (which
+    then keep it to that agent and its own tasks)."""
     if "Authorization" in request.headers or SESSION_COOKIE not in request.cookies:
         principal = token_principal(cmdr)
     else:
@@ -72,7 +74,7 @@ def authenticate(cmdr: Commander, permission: str, path: dict, signed: bool = Fa
         raise Forbidden("agent_scope", f"this token is scoped to agent `{principal.agent}`: it may only submit "
                                        f"tasks as that agent and read its own tasks")
     if signed:
-        check_node_request(cmdr, principal, path)
+        check_node_request(cmdr, principal, path, nonce_with_write)
     return principal
 
 
@@ -129,9 +131,11 @@ def end_session(cmdr: Commander, response: Response) -> Response:
     return response
 
 
-def check_node_request(cmdr: Commander, principal: Principal, path: dict) -> None:
+def check_node_request(cmdr: Commander, principal: Principal, path: dict, nonce_with_write: bool = False) -> None:
     """A node token acts only for its own node, with a fresh signature and an unused nonce;
-    the node row and the key that signed go to `g.node` and `g.node_key`."""
+    the node row and the key that signed go to `g.node` and `g.node_key`. The nonce is spent
+    here, or with `nonce_with_write` by the route's own group-committed write: it pops
+    `g.spend_nonce` and runs it first in that write, so the request waits for one write turn, not two."""
     node_id = path.get("node_id")
     if principal.node_id is None or principal.node_id != node_id:
         raise Forbidden("forbidden", "a node token may only act for its own node")
@@ -140,11 +144,19 @@ def check_node_request(cmdr: Commander, principal: Principal, path: dict) -> Non
     if node is None:
         raise NotFound("not_found", f"node {node_id} does not exist")
     nonce, key = verify_node_signature(cmdr, node, principal.actor)
-    # Every signed request writes its nonce: these commit in groups (commander/batch.py).
-    inserted = cmdr.small_writes.run(lambda: NONCE_INSERT.execute(node_id=node_id, nonce=nonce, seen_at=time.time()))
-    if not inserted:
-        raise Unauthenticated("replayed_request", "this request nonce was already used")
     g.node, g.node_key = node, key
+    # A plain function of its values: the group's leader, in another request's greenlet, runs it.
+    spend = functools.partial(spend_nonce, node_id, nonce)
+    if nonce_with_write:
+        g.spend_nonce = spend
+    else:  # every signed request writes its nonce: these commit in groups (commander/batch.py)
+        cmdr.small_writes.run(spend)
+
+
+def spend_nonce(node_id: int, nonce: str) -> None:
+    """Record a signed request's nonce (in a write transaction); a nonce seen before is a replay."""
+    if not NONCE_INSERT.execute(node_id=node_id, nonce=nonce, seen_at=time.time()):
+        raise Unauthenticated("replayed_request", "this request nonce was already used")
 
 
 def verify_node_signature(cmdr: Commander, node: Node, actor: str) -> tuple[str, bytes]:

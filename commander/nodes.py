@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -186,13 +186,16 @@ RENEW_LEASES = Compiled(Task, lambda tokens: Task.update(lease_until=Param("unti
 
 def heartbeat(cmdr: Commander, node: Node, actor: str, *, open_slots: int, running: Sequence[LeaseRef] = (),
               runner: str | None = None, problem: str | None = None, capabilities: Sequence[str] | None = None,
-              draining: bool = False) -> dict:
+              draining: bool = False, first: Callable[[], None] | None = None) -> dict:
     """Record liveness, renew the leases the node still holds, and answer with orders.
     `capabilities` None: unchanged (else see capabilities.py); `draining`: the node is shutting down.
-    Heartbeats are most of the writes a fleet makes, so they commit in groups (commander/batch.py)."""
+    Heartbeats are most of the writes a fleet makes, so they commit in groups (commander/batch.py);
+    `first` joins the same write and goes first (the request's nonce: what it raises undoes all)."""
     tokens = [ref.lease_token for ref in running]
 
     def beat() -> tuple[str, set[str], bool]:
+        if first is not None:
+            first()
         t = now()
         row = NODE_STANDING.rows(node_id=node.id)[0]  # fresh, under the write lock
         state = new_state = row.state

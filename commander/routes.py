@@ -42,6 +42,7 @@ class RouteSpec:
     status: int = 200
     also: tuple[int, ...] = ()     # other success statuses the response model also answers with
     signed: bool = False           # a node request: HMAC headers, and only the token's own node
+    nonce_with_write: bool = False  # signed, and its handler's own small write spends the nonce (g.spend_nonce)
     stream: str | None = None      # media type of a streamed (or raw, not JSON) response
     accepts: tuple[str, ...] = ()  # media types of a raw (not JSON) request body
     agent_scoped: bool = False     # open to a token scoped to one agent (the route keeps it to that agent)
@@ -58,13 +59,16 @@ def api_route(bp: Blueprint, method: str, rule: str, *, permission: str, **optio
         @functools.wraps(handler)
         def view(**path):
             g.principal = None if route.permission == PUBLIC or route.hook else authenticate(
-                commander(), route.permission, path, signed=route.signed, agent_scoped=route.agent_scoped)
+                commander(), route.permission, path, signed=route.signed, agent_scoped=route.agent_scoped,
+                nonce_with_write=route.nonce_with_write)
             kwargs = dict(path)
             if route.body:
                 kwargs["body"] = parse_body(route.body)
             if route.query:
                 kwargs["query"] = parse_query(route.query)
             result = handler(**kwargs)
+            if route.nonce_with_write and "spend_nonce" in g:
+                raise RuntimeError(f"{handler.__name__} left its nonce unspent: a replay would be accepted")
             if result is None:
                 return current_app.response_class(status=route.status)
             if isinstance(result, Response):

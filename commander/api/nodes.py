@@ -90,11 +90,11 @@ def remove_node(node_id: int):
 
 
 @api_route(bp, "POST", "/nodes/<id:node_id>/heartbeat", permission="work:execute", signed=True,
-           body=HeartbeatIn, response=HeartbeatOut)
+           nonce_with_write=True, body=HeartbeatIn, response=HeartbeatOut)
 def heartbeat(node_id: int, body: HeartbeatIn):
     """Liveness, open slots and running attempts (their leases are renewed); returns orders."""
     running = [nodes.LeaseRef(**ref.model_dump()) for ref in body.running]
-    reply = nodes.heartbeat(commander(), g.node, principal().actor,
+    reply = nodes.heartbeat(commander(), g.node, principal().actor, first=g.pop("spend_nonce"),
                             **body.model_dump(exclude={"running", "credential_kinds"}), running=running)
     return HeartbeatOut(**reply, credential=credentials.offer(node_id, reply["state"], body.credential_kinds))
 

@@ -3,6 +3,7 @@ them, on the real SQLite file of the `cmdr` fixture (tests/commander/conftest.py
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import fields, replace
 
 from nacl.signing import SigningKey
@@ -79,3 +80,27 @@ def expire_now(cmdr, task: Task) -> int:
     """Let the task's lease run out and the reaper look."""
     Task.update(lease_until=now() - 1).where(Task.id == task.id).execute()
     return leases.expire(cmdr)
+
+
+class SignedNode:
+    """A node registered through the API that signs its requests (m3shd.client.NodeClient's wire
+    format), for tests of the routes themselves (`client`: the app's test client)."""
+
+    def __init__(self, client, bearer):
+        self.client = client
+        reply = client.post("/api/nodes/register", json={"machine_id": uuid.uuid4().hex, "name": "n"},
+                            headers=bearer(permissions=["nodes:join"]))
+        assert reply.status_code == 200, reply.get_json()
+        found = reply.get_json()
+        self.id, self.token, self.key = found["node_id"], found["node_token"], bytes.fromhex(found["signing_key"])
+
+    def signed(self, action: str, body: dict) -> tuple[str, bytes, dict]:
+        """The path, body and headers of one signed POST (send it twice to replay it)."""
+        path = f"/api/nodes/{self.id}/{action}"
+        payload = wire.canonical_json(body)
+        return path, payload, {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                               **wire.sign_request(self.key, "POST", path, payload)}
+
+    def post(self, action: str, body: dict):
+        path, payload, headers = self.signed(action, body)
+        return self.client.post(path, data=payload, headers=headers)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import stat
-import uuid
 from pathlib import Path
 
 from commander.models import Task
 from m3shd import wire
+from mesh import SignedNode
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(60))
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100)
@@ -22,23 +22,8 @@ def upload(client, headers, data: bytes, media_type: str = "image/png"):
     return client.post("/api/attachments", data=data, headers={**headers, "Content-Type": media_type})
 
 
-class Node:
-    """A registered node that signs its requests (m3shd.client.NodeClient's wire format)."""
-
-    def __init__(self, client, bearer):
-        self.client = client
-        reply = client.post("/api/nodes/register", json={"machine_id": uuid.uuid4().hex, "name": "n"},
-                            headers=bearer(permissions=["nodes:join"]))
-        assert reply.status_code == 200, reply.get_json()
-        found = reply.get_json()
-        self.id, self.token, self.key = found["node_id"], found["node_token"], bytes.fromhex(found["signing_key"])
-
-    def post(self, action: str, body: dict):
-        path = f"/api/nodes/{self.id}/{action}"
-        payload = wire.canonical_json(body)
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-                   **wire.sign_request(self.key, "POST", path, payload)}
-        return self.client.post(path, data=payload, headers=headers)
+class Node(SignedNode):
+    """A registered node that signs its requests, and what these tests ask of it."""
 
     def claim(self) -> list[dict]:
         reply = self.post("claim", {"open_slots": 1, "wait": 0})

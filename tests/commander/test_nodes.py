@@ -10,7 +10,7 @@ from commander.exceptions import Conflict, Invalid, NotFound
 from commander.models import AuditEntry, Event, Node, NodeKey, Task, Token, now
 from commander.permissions import NODE_PERMISSIONS
 from commander.secrets import token_hash
-from mesh import configure, expire_now, join, join_signing, lease_of, report, submit
+from mesh import SignedNode, configure, expire_now, join, join_signing, lease_of, report, submit
 
 
 def beat(cmdr, node: Node, open_slots: int = 1, **options) -> dict:
@@ -166,6 +166,31 @@ def test_a_paused_node_is_told_to_pause_and_keeps_its_running_work(cmdr):
     assert Task.get_by_id(task.id).state == "leased"
     assert leases.claim(cmdr, node.id, open_slots=4, planned=[submit(cmdr).id]) == []
     assert report(cmdr, node, held, output="finished anyway")[0].state == "succeeded"
+
+
+def test_a_signed_heartbeat_spends_its_nonce_in_its_own_write_and_a_replay_changes_nothing(app, client, bearer,
+                                                                                           monkeypatch):
+    cmdr, node = app.extensions["m3shd"], SignedNode(client, bearer)
+    writes = []
+    run = cmdr.small_writes.run
+    monkeypatch.setattr(cmdr.small_writes, "run", lambda work: writes.append(work) or run(work))
+
+    def row() -> tuple:
+        with cmdr.db.connection_context():
+            found = Node.get_by_id(node.id)
+            return found.last_seen, found.open_slots
+
+    path, body, headers = node.signed("heartbeat", {"open_slots": 3})
+    assert client.post(path, data=body, headers=headers).status_code == 200
+    assert len(writes) == 1  # the nonce and the heartbeat took one write turn together
+    beaten = row()
+    assert beaten[1] == 3
+    replay = client.post(path, data=body, headers=headers)
+    assert replay.status_code == 401 and replay.get_json()["error"]["code"] == "replayed_request"
+    assert row() == beaten
+    # Any other signed route spends its nonce on its own, before its handler runs.
+    path, body, headers = node.signed("claim", {"open_slots": 1, "wait": 0})
+    assert [client.post(path, data=body, headers=headers).status_code for _ in range(2)] == [200, 401]
 
 
 # --- key rotation ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import gevent.queue  # noqa: E402
 
 from _common import (Commander, Noise, parse_args, proc_status, register_node, result_for, self_cpu,  # noqa: E402
                      status_mb, summary_ms, table, verdict)
+from m3shd import wire  # noqa: E402
 from m3shd.client import ApiClient, CommanderError  # noqa: E402
 
 GOAL_HEARTBEAT_P99_MS = 50.0
@@ -101,9 +102,11 @@ class Fleet:
             t = time.perf_counter()
             self.counts["claims"] += 1
             if not leases:
-                # The long-poll should hold for `wait`; an empty answer well before that means the
-                # Commander let the node go early (e.g. it is not `active`), and the node asks again at once.
-                key = "empty claims (wait ran out)" if t - t0 >= self.args.wait - 1 else "empty claims, early"
+                # The long-poll should hold for 75-100 % of `wait` (wire.LONG_POLL_SPREAD); an empty answer
+                # well before that means the Commander let the node go early (e.g. it is not `active`), and
+                # the node asks again at once.
+                held = (1 - wire.LONG_POLL_SPREAD) * self.args.wait - 1
+                key = "empty claims (wait ran out)" if t - t0 >= held else "empty claims, early"
                 self.counts[key] += 1
             for lease in leases:
                 self.claimed[lease["task_id"]] = t

@@ -7,6 +7,7 @@ comes back from the dead cannot overwrite a retry's result.
 
 from __future__ import annotations
 
+import random
 import secrets
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from commander.models import (
 )
 from commander.settings import CommanderSettings
 from commander.signals import LEASE_EXPIRED, RESULT, AttemptEnded, TaskFinished
+from m3shd import wire
 
 CLEARED_LEASE = dict(lease_token=None, lease_until=None)
 
@@ -149,10 +151,10 @@ def admission(node_id: int, t: float) -> tuple[Node | None, int, breakers.Breake
 
 
 def claim_or_wait(cmdr: Commander, node_id: int, token_id: int, open_slots: int, wait: float) -> list[dict]:
-    """Claim now; if nothing is there, long-poll until work for this node appears or `wait` ends.
-    Every claim, the dispatcher's for a waiting node included, checks the node and its token
-    again when it takes a lease (see `claim`)."""
-    deadline = now() + min(wait, cmdr.settings.max_wait)
+    """Claim now; if nothing is there, long-poll until work for this node appears or the poll's
+    time is up (`long_poll_for`). Every claim, the dispatcher's for a waiting node included,
+    checks the node and its token again when it takes a lease (see `claim`)."""
+    deadline = now() + long_poll_for(min(wait, cmdr.settings.max_wait))
     leases = claim(cmdr, node_id, open_slots, token_id=token_id)
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
@@ -160,6 +162,12 @@ def claim_or_wait(cmdr: Commander, node_id: int, token_id: int, open_slots: int,
         if not leases and waiting_in_vain({node_id: token_id}, now()):
             break  # paused, drained, lost or removed meanwhile, or its token died
     return leases
+
+
+def long_poll_for(wait: float) -> float:
+    """How long a claim that finds nothing waits: between 75 and 100 % of `wait`, at random
+    (wire.LONG_POLL_SPREAD says why)."""
+    return wait * (1.0 - wire.LONG_POLL_SPREAD * random.random())
 
 
 ACTIVE_AMONG = Compiled(Node, lambda ids: Node.select(Node.id).where(Node.id.in_(ids) & (Node.state == ACTIVE)))

@@ -163,7 +163,9 @@ class HeartbeatOut(Response):
 
 class ClaimIn(Request):
     open_slots: Annotated[int, Field(ge=1, le=64)]
-    wait: Annotated[float, Field(ge=0, le=3600)] = 0
+    wait: Annotated[float, Field(ge=0, le=3600, description=(
+        "seconds to long-poll when no work is there (at most the Commander's max_wait); the empty answer comes "
+        "after 75-100 % of it, at random, so a fleet's claims do not all renew at once"))] = 0
     credential_kinds: CredentialKinds = []
 
 

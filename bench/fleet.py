@@ -102,7 +102,7 @@ class Fleet:
             t = time.perf_counter()
             self.counts["claims"] += 1
             if not leases:
-                # The long-poll should hold for 75-100 % of `wait` (wire.LONG_POLL_SPREAD); an empty answer
+                # The long-poll should hold for 50-100 % of `wait` (wire.LONG_POLL_SPREAD); an empty answer
                 # well before that means the Commander let the node go early (e.g. it is not `active`), and
                 # the node asks again at once.
                 held = (1 - wire.LONG_POLL_SPREAD) * self.args.wait - 1

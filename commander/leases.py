@@ -165,7 +165,7 @@ def claim_or_wait(cmdr: Commander, node_id: int, token_id: int, open_slots: int,
 
 
 def long_poll_for(wait: float) -> float:
-    """How long a claim that finds nothing waits: between 75 and 100 % of `wait`, at random
+    """How long a claim that finds nothing waits: between half and all of `wait`, at random
     (wire.LONG_POLL_SPREAD says why)."""
     return wait * (1.0 - wire.LONG_POLL_SPREAD * random.random())
 

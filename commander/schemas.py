@@ -165,7 +165,7 @@ class ClaimIn(Request):
     open_slots: Annotated[int, Field(ge=1, le=64)]
     wait: Annotated[float, Field(ge=0, le=3600, description=(
         "seconds to long-poll when no work is there (at most the Commander's max_wait); the empty answer comes "
-        "after 75-100 % of it, at random, so a fleet's claims do not all renew at once"))] = 0
+        "after 50-100 % of it, at random, so a fleet's claims do not all renew at once"))] = 0
     credential_kinds: CredentialKinds = []
 
 

@@ -87,10 +87,10 @@ class CredentialKind(StrEnum):
 
 PROTOCOL_VERSION = 1
 MAX_SKEW_S = 300
-# A claim's long-poll that finds no work ends empty after 75-100 % of its wait, at random: a
+# A claim's long-poll that finds no work ends empty after 50-100 % of its wait, at random: a
 # fleet that connected at once (a Commander restart) would otherwise renew every claim in one
 # burst, every `wait` seconds, for good. Measured at 1,000 nodes: that burst was the heartbeat's p99.
-LONG_POLL_SPREAD = 0.25
+LONG_POLL_SPREAD = 0.5  # "equal jitter": the first renewals after a restart spread over half a wait
 # Whole seconds since the epoch: 10 digits until 2286. The bound keeps a huge number from
 # overflowing the float arithmetic of the skew check.
 MAX_TIMESTAMP_DIGITS = 12

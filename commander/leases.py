@@ -159,6 +159,8 @@ def claim_or_wait(cmdr: Commander, node_id: int, token_id: int, open_slots: int,
     while not leases and cmdr.dispatcher and (remaining := deadline - now()) > 0:
         cmdr.db.close()  # a waiting node holds no database connection
         leases = cmdr.dispatcher.wait_for_work(node_id, token_id, open_slots, remaining)
+        if leases is None:  # a newer claim of this node waits instead (a N0D3 restarted, say)
+            return []
         # Let go before its time: paused, drained, lost or removed meanwhile, or its token died?
         # (A poll whose time ran out need not ask: it ends in any case.)
         if not leases and now() < deadline and waiting_in_vain({node_id: token_id}, now()):

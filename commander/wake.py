@@ -123,13 +123,14 @@ class Notifier:
 
 
 class Waiter:
-    __slots__ = ("node_id", "token_id", "open_slots", "done", "leases", "gave_up")
+    __slots__ = ("node_id", "token_id", "open_slots", "done", "leases", "gave_up", "superseded")
 
     def __init__(self, node_id: int, token_id: int, open_slots: int):
         self.node_id, self.token_id, self.open_slots = node_id, token_id, open_slots
         self.done = threading.Event()
         self.leases: list | None = None
         self.gave_up = False  # its wait ran out while a claim for it was under way
+        self.superseded = False  # a newer claim of its node took its place
 
 
 class Dispatcher:
@@ -159,15 +160,17 @@ class Dispatcher:
         # The database may be briefly unavailable: the next round tries again.
         loops.start("dispatcher", self._plan_once, logger=log, base=0.05, cap=self.SWEEP_S)
 
-    def wait_for_work(self, node_id: int, token_id: int, open_slots: int, timeout: float) -> list:
+    def wait_for_work(self, node_id: int, token_id: int, open_slots: int, timeout: float) -> list | None:
         """Leases for `node_id` (claimed with its token `token_id`) as soon as the plan gives it
-        work, or [] after `timeout` seconds or once it can take none (see release_inactive)."""
+        work, or [] after `timeout` seconds or once it can take none (see release_inactive);
+        None once a newer claim of the node waits in its place (that claim's long-poll is over)."""
         waiter = Waiter(node_id, token_id, open_slots)
         with self._lock:
             previous = self._waiters.pop(node_id, None)
             self._waiters[node_id] = waiter
-        if previous:
-            previous.done.set()  # a node has one claim at a time; the newer one wins
+        if previous:  # a node has one claim at a time; the newer one wins
+            previous.superseded = True
+            previous.done.set()
         if not waiter.done.wait(timeout):
             with self._lock:
                 if self._waiters.get(node_id) is waiter:
@@ -175,7 +178,7 @@ class Dispatcher:
                     return []
                 waiter.gave_up = True
             waiter.done.wait()  # a claim for it is under way: its answer is coming
-        return waiter.leases or []
+        return None if waiter.superseded else waiter.leases or []
 
     def _plan_once(self) -> None:
         """One round: wait for a change that may give work (or the sweep), then plan and claim."""

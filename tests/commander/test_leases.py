@@ -3,6 +3,9 @@ attempt, token and node, and what becomes of leases that run out."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from commander import leases, nodes, provenance as commander_provenance
@@ -10,6 +13,8 @@ from commander.db import Compiled
 from commander.exceptions import Conflict
 from commander.models import Event, Node, Task, Token, now
 from commander.settings import CommanderSettings
+from commander.wake import Dispatcher, Notifier, run_dir_for
+from harness import wait_until
 from m3shd import provenance, wire
 from mesh import configure, expire_now, join, join_signing, lease_of, report, result, submit
 
@@ -129,6 +134,32 @@ def test_an_empty_long_poll_ends_after_half_to_all_of_its_wait_spread_at_random(
     assert all(20.0 <= h <= 40.0 for h in held)
     assert min(held) < 21.0 and max(held) > 39.0 and len({round(h, 3) for h in held}) > 300
     assert leases.long_poll_for(0.0) == 0.0
+
+
+def test_a_newer_claim_of_a_node_ends_its_older_long_poll_at_once(cmdr, tmp_path, monkeypatch):
+    """A N0D3 that restarted mid-claim: its old long-poll still waits in the Commander when the new
+    one comes. The older ends empty; they must not take the node's place from each other in turn."""
+    node = join(cmdr)
+    token_id = Token.get(Token.node == node.id).id
+    cmdr.dispatcher = Dispatcher(Notifier(run_dir_for(str(tmp_path))), claim=None, choose=None, waiting_in_vain=None)
+    asked = []
+    monkeypatch.setattr(leases, "waiting_in_vain", lambda waiting, t: asked.append(t) or [])
+    ended = {}
+
+    def claim(name: str, wait: float) -> None:
+        with cmdr.db.connection_context():
+            assert leases.claim_or_wait(cmdr, node.id, token_id, open_slots=1, wait=wait) == []
+        ended[name] = time.monotonic()
+
+    older = threading.Thread(target=claim, args=("older", 30.0))
+    older.start()
+    wait_until(lambda: node.id in cmdr.dispatcher._waiters, timeout=10)
+    newer = threading.Thread(target=claim, args=("newer", 1.0))
+    newer.start()
+    older.join(20)
+    newer.join(20)
+    assert ended["older"] < ended["newer"]  # the older let go as the newer came, not at its own 15-30 s
+    assert len(asked) <= 1
 
 
 def test_the_sweep_lets_go_of_exactly_the_waiting_nodes_that_can_take_no_work(cmdr):

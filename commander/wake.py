@@ -239,7 +239,10 @@ class Dispatcher:
         """Back in line after a claim that got nothing (another node was quicker), unless its wait
         ran out meanwhile or a newer claim of the node took its place."""
         with self._lock:
-            if waiter.gave_up or waiter.node_id in self._waiters:
+            if waiter.node_id in self._waiters:
+                waiter.superseded = True  # the newer claim came while this one's was tried
+                return False
+            if waiter.gave_up:
                 return False
             self._waiters[waiter.node_id] = waiter
             return True

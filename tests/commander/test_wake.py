@@ -125,6 +125,35 @@ def test_a_hand_off_another_node_was_quicker_to_leaves_the_node_waiting(tmp_path
         notifier.stop()
 
 
+def test_a_newer_claim_that_comes_while_the_older_is_claimed_for_takes_its_place(tmp_path):
+    """The older claim's hand-off finds nothing, and it does not go back in line ahead of the newer."""
+    notifier = Notifier(run_dir_for(str(tmp_path)))
+    trying, done = threading.Event(), threading.Event()
+
+    def nothing_once_the_newer_waits(task_ids):
+        trying.set()
+        done.wait(10)
+        return []  # another node was quicker
+
+    dispatcher = dispatcher_for(notifier, [], nothing_once_the_newer_waits)
+    answers = {}
+    older = threading.Thread(target=lambda: answers.update(older=dispatcher.wait_for_work(7, 70, 1, timeout=20)))
+    older.start()
+    wait_until(lambda: 7 in dispatcher._waiters, 10, what="the older claim to wait")
+    dispatcher._take_handoff(7, [42])
+    wait_until(trying.is_set, 10, what="the claim for the older")
+    newer = threading.Thread(target=lambda: answers.update(newer=dispatcher.wait_for_work(7, 71, 1, timeout=20)))
+    newer.start()
+    wait_until(lambda: 7 in dispatcher._waiters, 10, what="the newer claim to wait")
+    done.set()
+    older.join(20)
+    assert answers == {"older": None}  # ended: the newer one waits for the node
+    assert dispatcher._waiters[7].token_id == 71
+    dispatcher._release(dispatcher._waiters[7], [])
+    newer.join(20)
+    assert answers == {"older": None, "newer": []}
+
+
 def test_a_malformed_datagram_does_not_end_the_wake_listener(tmp_path, caplog):
     notifier = Notifier(run_dir_for(str(tmp_path)))
     handed = []

@@ -102,10 +102,9 @@ class Fleet:
             t = time.perf_counter()
             self.counts["claims"] += 1
             if not leases:
-                # The long-poll should hold for 50-100 % of `wait` (wire.LONG_POLL_SPREAD); an empty answer
-                # well before that means the Commander let the node go early (e.g. it is not `active`), and
-                # the node asks again at once.
-                held = (1 - wire.LONG_POLL_SPREAD) * self.args.wait - 1
+                # An empty answer well before the shortest usual long-poll means the Commander let the
+                # node go early (e.g. it is not `active`), and the node asks again at once.
+                held = wire.shortest_long_poll(self.args.wait) - 1
                 key = "empty claims (wait ran out)" if t - t0 >= held else "empty claims, early"
                 self.counts[key] += 1
             for lease in leases:

@@ -91,6 +91,14 @@ MAX_SKEW_S = 300
 # fleet that connected at once (a Commander restart) would otherwise renew every claim in one
 # burst, every `wait` seconds, for good. Measured at 1,000 nodes: that burst was the heartbeat's p99.
 LONG_POLL_SPREAD = 0.5  # "equal jitter": the first renewals after a restart spread over half a wait
+
+
+def shortest_long_poll(wait: float) -> float:
+    """The soonest a claim long-polling `wait` seconds ends empty when the Commander holds it as
+    usual (an earlier empty answer means the node may not take work now)."""
+    return (1.0 - LONG_POLL_SPREAD) * wait
+
+
 # Whole seconds since the epoch: 10 digits until 2286. The bound keeps a huge number from
 # overflowing the float arithmetic of the skew check.
 MAX_TIMESTAMP_DIGITS = 12

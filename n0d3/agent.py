@@ -381,10 +381,10 @@ class Agent:
         try:
             leases = client.claim(free, self.settings.claim_wait, self.detection.wants)
             backoff.ok()
-            if not leases and time.monotonic() - started < min(1.0, self.settings.claim_wait / 4):
+            early = min(1.0, wire.shortest_long_poll(self.settings.claim_wait) / 2)
+            if not leases and time.monotonic() - started < early:
                 # The Commander only answers a long-poll early and empty when this node may
                 # not take work (lost, paused): ask again after the next heartbeat, not now.
-                # (Its normal empty answer comes after 50-100 % of the wait: wire.LONG_POLL_SPREAD.)
                 self.stopping.wait(1.0)
         except CommanderUnreachable as exc:
             self.stopping.wait(backoff.failed(exc))
